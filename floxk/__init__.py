@@ -1,0 +1,5 @@
+"""floxk: imageless Kubernetes for developers."""
+
+from shim import __version__
+
+__all__ = ["__version__"]

@@ -1,0 +1,3 @@
+from floxk.cli import main
+
+main()

@@ -1,0 +1,59 @@
+"""The floxk command line: parse, call a core function, render. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from floxk._exit import ExitStatus
+from floxk.cli import env as env_cli
+from floxk.cli._output import err_console
+from shim import __version__
+from shim.errors import FloxkError
+
+app = typer.Typer(
+    name="floxk",
+    help="Imageless Kubernetes for developers: pods run in Nix environments, not images.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(env_cli.app, name="env")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"floxk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
+) -> None:
+    """floxk: environments instead of images."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except FloxkError as e:
+        err_console.print(f"[bold red]error:[/] {e.message}", highlight=False)
+        if e.hint:
+            err_console.print(f"[yellow]hint:[/] {e.hint}", highlight=False)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(ExitStatus.INTERRUPTED)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except (typer.Abort, EOFError):
+        sys.exit(ExitStatus.INTERRUPTED)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(ExitStatus.USAGE if isinstance(e, click.UsageError) else ExitStatus.FAILURE)
+        raise
+    sys.exit(ExitStatus.OK)

@@ -1,0 +1,92 @@
+"""`floxk env ...`: define, lock, show, publish and realize environments.
+
+Each command parses, calls one core function, renders. Core functions live in
+floxk/_*.py (laptop side) or shim/ (node side) and never print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from floxk.cli._output import OutputFormat, console, print_json
+
+app = typer.Typer(
+    help="Define, lock, show, publish and realize environments.", no_args_is_help=True
+)
+
+# --- laptop side: init, lock, show -------------------------------------------------
+
+
+@app.command()
+def init(
+    directory: Path = typer.Argument(Path("."), help="Directory to create the environment in."),
+):
+    """Create DIR/manifest.toml with a commented starting point."""
+    raise NotImplementedError
+
+
+@app.command()
+def lock(
+    directory: Path = typer.Argument(
+        Path("."), help="Environment directory (holds manifest.toml)."
+    ),
+    catalog: str | None = typer.Option(
+        None, "--catalog", help="Flake providing pkg-path packages."
+    ),
+    system: list[str] = typer.Option([], "--system", help="Lock for this system (repeatable)."),
+):
+    """Resolve manifest.toml with Nix and write manifest.lock (Flox lockfile v1)."""
+    raise NotImplementedError
+
+
+@app.command()
+def show(
+    target: str = typer.Argument(..., help="Environment directory or hub ref OWNER/NAME[:GEN]."),
+    hub: str | None = typer.Option(None, "--hub", help="Hub URL for refs."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+):
+    """Show packages per system with store paths, vars and hooks."""
+    raise NotImplementedError
+
+
+# --- publish and node side: push, realize, gc ----------------------------------------
+
+
+@app.command()
+def push(
+    directory: Path = typer.Argument(Path("."), help="Locked environment directory."),
+    to: str = typer.Option(..., "--to", help="Binary cache URL (file://...)."),
+    name: str = typer.Option(..., "--name", help="OWNER/NAME on the hub."),
+    signing_key: Path | None = typer.Option(None, "--signing-key", help="Nix secret key file."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+):
+    """Copy the closure to a binary cache and record a new generation on the hub."""
+    raise NotImplementedError
+
+
+@app.command()
+def realize(
+    target: str = typer.Argument(..., help="Environment directory or hub ref OWNER/NAME[:GEN]."),
+    hub: str | None = typer.Option(None, "--hub"),
+    substituter: list[str] = typer.Option([], "--substituter"),
+    trusted_key: list[str] = typer.Option([], "--trusted-key"),
+    store: Path | None = typer.Option(None, "--store", help="Store root (chroot store)."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+):
+    """Realize an environment as a node would; print the environment tree's path."""
+    raise NotImplementedError
+
+
+@app.command()
+def gc(
+    store: Path | None = typer.Option(None, "--store"),
+    dry_run: bool = typer.Option(False, "--dry-run"),
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+):
+    """Free realized environments and store paths no running container uses."""
+    raise NotImplementedError
+
+
+_ = (console, print_json)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the host pieces floxk's tests need, idempotently:
+# Debian nix-bin (offline Nix), busybox-static (builder for test packages),
+# runc, util-linux (unshare), and the Python distribution with its test extras.
+# Containerd lines for the CRI suite come from scripts/install-containerd.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(nix-bin busybox-static runc util-linux ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing Debian packages: ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Nix as root without a daemon: the tests use the local store directly and
+# chroot stores under temp dirs. Enable the commands we use.
+mkdir -p /etc/nix
+if ! grep -qs '^experimental-features' /etc/nix/nix.conf; then
+  echo 'experimental-features = nix-command flakes' >>/etc/nix/nix.conf
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
