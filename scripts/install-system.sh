@@ -25,3 +25,6 @@ if ! grep -qs '^experimental-features' /etc/nix/nix.conf; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# containerd 1.6 / 1.7 / 2.x for the CRI suite (task test:cri).
+bash scripts/install-containerd.sh
