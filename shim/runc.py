@@ -1,8 +1,297 @@
-"""floxk-runc: runc interposer that rewrites config.json on create (issue 3)."""
+"""floxk-runc: the runc interposer (containerd's runc-v2 `BinaryName`).
 
+`create`/`run` of a container whose spec carries flox.dev/environment: realize the
+environment, rewrite config.json atomically, then exec the real runc with the
+original argv. `exec` with a process.json: add the environment's variables to it.
+`delete`: release the container's use of its environment. Everything else, and every
+container that is a sandbox, has no environment or is skip-listed: exec the real
+runc at once. The fast path normally never reaches Python: see shim/front.py.
+
+A failure is written to runc's --log file as runc would write it (containerd reads
+the last error line into the CRI error, so it reaches the pod's events) and to
+stderr; config.json is then byte-identical to what containerd wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
 import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from shim import annotations as ann
+from shim.errors import FloxkError, RealizeError
+from shim.node import NodeConfig, load_node_config
+
+# runc's global flags that take a value (urfave/cli accepts -x, --x, --x=v, -x=v).
+GLOBAL_VALUE_FLAGS = {"root", "log", "log-format", "criu", "rootless"}
+# Value flags of the subcommands we act on.
+SUB_VALUE_FLAGS = {
+    "bundle", "b", "console-socket", "pid-file", "preserve-fds",
+    "cwd", "env", "e", "user", "u", "additional-gids", "g", "process", "p",
+    "process-label", "apparmor", "cap", "c", "cgroup",
+}  # fmt: skip
+ACTED_ON = ("create", "run", "exec", "delete")
 
 
-def main() -> None:
-    sys.stderr.write("floxk-runc: not implemented yet\n")
+@dataclass
+class RuncCall:
+    argv: list[str]  # as received, without argv[0]
+    globals: dict[str, str | bool] = field(default_factory=dict)
+    subcommand: str | None = None
+    flags: dict[str, str | bool] = field(default_factory=dict)
+    container_id: str | None = None
+
+    @property
+    def log_path(self) -> str | None:
+        v = self.globals.get("log")
+        return v if isinstance(v, str) else None
+
+    @property
+    def log_format(self) -> str:
+        v = self.globals.get("log-format")
+        return v if isinstance(v, str) else "text"
+
+    @property
+    def bundle(self) -> Path:
+        b = self.flags.get("bundle", self.flags.get("b"))
+        return Path(b) if isinstance(b, str) and b else Path.cwd()
+
+    @property
+    def process_file(self) -> str | None:
+        p = self.flags.get("process", self.flags.get("p"))
+        return p if isinstance(p, str) else None
+
+
+def parse_argv(argv: list[str]) -> RuncCall:
+    """Split runc's argv into global flags, subcommand, its flags and the container id."""
+    call = RuncCall(argv=list(argv))
+    it = iter(argv)
+    target, value_flags = call.globals, GLOBAL_VALUE_FLAGS
+    for tok in it:
+        if tok == "--":
+            continue
+        if tok.startswith("-") and tok != "-":
+            name, eq, val = tok.lstrip("-").partition("=")
+            if eq:
+                target[name] = val
+            elif name in value_flags:
+                target[name] = next(it, "")
+            else:
+                target[name] = True
+            continue
+        if call.subcommand is None:
+            call.subcommand = tok
+            target, value_flags = call.flags, SUB_VALUE_FLAGS
+            continue
+        call.container_id = tok
+        break
+    return call
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = list(sys.argv[1:] if argv is None else argv)
+    call = parse_argv(args)
+    if call.subcommand not in ACTED_ON:
+        _exec_runc(None, args)
+    node: NodeConfig | None = None
+    try:
+        node = load_node_config()
+        if call.subcommand in ("create", "run"):
+            prepare_create(call, node)
+        elif call.subcommand == "exec":
+            prepare_exec(call, node)
+        else:
+            release(call, node)
+    except FloxkError as e:
+        _fail(call, f"floxk: {e}")
+    except Exception as e:  # any bug must still reach the pod's events
+        _fail(call, f"floxk: internal error: {type(e).__name__}: {e}")
+    _exec_runc(node, args)
+
+
+def prepare_create(call: RuncCall, node: NodeConfig) -> None:
+    """Rewrite B/config.json for a flox container; leave it alone for everything else."""
+    config = call.bundle / "config.json"
+    try:
+        spec = json.loads(config.read_bytes())
+    except (OSError, ValueError):
+        return  # not ours to judge: runc reports a missing or broken spec itself
+    annotations = spec.get("annotations") or {}
+    if not _is_flox_container(annotations):
+        return
+    parsed = ann.parse_annotations(annotations)
+    if annotations.get(ann.CRI_CONTAINER_NAME) in parsed.skip_containers:
+        return
+    if parsed.ignored:
+        _log_line(call, "warning", f"floxk: ignored annotations (not on the allow-list): "
+                  f"{', '.join(parsed.ignored)}")  # fmt: skip
+    env = realize_for(parsed.environment, node)
+    from shim.spec import rewrite_spec
+
+    new_spec = rewrite_spec(spec, env, node, parsed)
+    from shim import gc
+
+    gc.mark_in_use(node.state_dir, env.digest, call.container_id or "", call.bundle)
+    try:
+        write_json_atomic(config, new_spec)
+    except BaseException:
+        gc.release(node.state_dir, call.container_id or "")
+        raise
+
+
+def realize_for(ref: ann.EnvRef, node: NodeConfig):
+    """Policy check, hub resolution and realization of one environment reference."""
+    allowed = node.policy.allowed_owners
+    if allowed and ref.owner not in allowed:
+        raise RealizeError(
+            f"environment owner {ref.owner!r} is not allowed on this node ({ref})",
+            hint=f"this node accepts environments of: {', '.join(allowed)} "
+            f"(policy.allowed_owners in {node.source})",
+        )
+    if not node.hubs:
+        raise RealizeError(
+            f"cannot resolve {ref}: this node has no hub configured",
+            hint=f'set hubs = ["file:///..."] in {node.source}',
+        )
+    from shim import hub, realize
+    from shim.model import current_system
+
+    record = hub.resolve(str(ref), node.hubs)
+    return realize.realize(
+        record.lock,
+        system=current_system(),
+        substituters=node.substituters,
+        trusted_keys=node.trusted_public_keys,
+        store_root=node.store_root,
+        state_dir=node.state_dir,
+    )
+
+
+def prepare_exec(call: RuncCall, node: NodeConfig) -> None:
+    """Give an exec'd process (process.json) the environment its container was created with."""
+    if not call.process_file or not call.container_id:
+        return  # args on the command line: runc takes the env from config.json (rewritten)
+    bundle = _container_bundle(call, node)
+    spec = json.loads((bundle / "config.json").read_bytes())
+    annotations = spec.get("annotations") or {}
+    if not _is_flox_container(annotations):
+        return
+    parsed = ann.parse_annotations(annotations)
+    if annotations.get(ann.CRI_CONTAINER_NAME) in parsed.skip_containers_exec:
+        return
+    tree = _mounted_env_tree(spec, node)
+    if tree is None:
+        return  # created without an environment (skip-containers)
+    activation = json.loads((tree / "activation.json").read_text())
+    from shim.spec import activation_env, activation_mode
+
+    process_path = Path(call.process_file)
+    process = json.loads(process_path.read_bytes())
+    process["env"] = activation_env(
+        list(process.get("env") or []),
+        activation,
+        mode=activation_mode(activation, parsed),
+        description=parsed.environment.name,
+        project_dir=process.get("cwd") or "/",
+        env_tree=tree,
+    )
+    write_json_atomic(process_path, process)
+
+
+def release(call: RuncCall, node: NodeConfig) -> None:
+    """On delete: drop this container's use of its environment. Never blocks the delete."""
+    if not call.container_id:
+        return
+    try:
+        from shim import gc
+
+        gc.release(node.state_dir, call.container_id)
+    except Exception as e:  # a GC bookkeeping error must not keep a container
+        _log_line(call, "warning", f"floxk: could not release {call.container_id}: {e}")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write next to `path` and rename over it: readers see the old or the new file, whole."""
+    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _is_flox_container(annotations: dict) -> bool:
+    return ann.ENVIRONMENT in annotations and annotations.get(ann.CRI_CONTAINER_TYPE) != "sandbox"
+
+
+def _container_bundle(call: RuncCall, node: NodeConfig) -> Path:
+    from shim.proc import run
+
+    argv = [node.find_runc()]
+    for flag in ("root", "rootless"):
+        if isinstance(call.globals.get(flag), str):
+            argv += [f"--{flag}", call.globals[flag]]
+    state = json.loads(run([*argv, "state", call.container_id]))
+    return Path(state["bundle"])
+
+
+def _mounted_env_tree(spec: dict, node: NodeConfig) -> Path | None:
+    """The env tree floxk mounted at create, if it lies under this node's state dir."""
+    from shim.spec import ENV_MOUNT
+
+    envs = (node.state_dir / "envs").resolve()
+    for m in spec.get("mounts") or []:
+        if m.get("destination") == ENV_MOUNT:
+            src = Path(m.get("source", "")).resolve()
+            if src.parent == envs:
+                return src
+    return None
+
+
+def _exec_runc(node: NodeConfig | None, args: list[str]) -> NoReturn:
+    try:
+        runc = (node or load_node_config()).find_runc()
+    except FloxkError as e:
+        sys.stderr.write(f"floxk-runc: {e}\n")
+        sys.exit(1)
+    os.execv(runc, [runc, *args])
+
+
+def _fail(call: RuncCall, msg: str) -> NoReturn:
+    _log_line(call, "error", msg)
+    sys.stderr.write(msg + "\n")
     sys.exit(1)
+
+
+def _log_line(call: RuncCall, level: str, msg: str) -> None:
+    """Append one line to runc's --log file in runc's own format (json or logrus text)."""
+    if not call.log_path:
+        return
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if call.log_format == "json":
+        line = json.dumps({"level": level, "msg": msg, "time": now})
+    else:
+        line = f"time={json.dumps(now)} level={level} msg={json.dumps(msg)}"
+    try:
+        with open(call.log_path, "a") as f:
+            f.write(line + "\n")
+    except OSError:
+        pass  # stderr still carries it
+
+
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,136 @@
-"""containerd-shim-flox-v2: thin wrapper over containerd-shim-runc-v2 (issue 3)."""
+"""containerd-shim-flox-v2: a thin wrapper over containerd-shim-runc-v2.
 
+It execs runc-v2 with the same argv, stdin, stdout and stderr (os.execv: byte for
+byte by construction; containerd >= 2.3 speaks protobuf there). Before that, and only
+for `start` of a pod sandbox carrying flox.dev/environment, it forks a detached
+prefetch that resolves and realizes the environment while the sandbox comes up, so
+the app containers' `runc create` (shim.runc) finds it ready. The prefetch never
+blocks or fails the sandbox: its stdio goes to the node log and any error ends there.
+
+The rewrite of container specs does not happen here: containerd 2.x runs `start` once
+per pod, and 1.6's CRI never execs this wrapper. See ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
 import sys
+import time
+import traceback
+from pathlib import Path
+from typing import NoReturn
+
+from shim import annotations as ann
+from shim.node import NodeConfig, load_node_config
+
+# containerd's shim flags taking a value (Go's flag package: -x v, --x v, -x=v).
+VALUE_FLAGS = {"namespace", "address", "publish-binary", "id", "bundle", "socket", "debug-address"}
 
 
-def main() -> None:
-    sys.stderr.write("containerd-shim-flox-v2: not implemented yet\n")
-    sys.exit(1)
+def action_of(argv: list[str]) -> str | None:
+    """The shim action (start, delete, ...): the first argument that is not a flag or its value."""
+    it = iter(argv)
+    for tok in it:
+        if tok.startswith("-"):
+            name, eq, _ = tok.lstrip("-").partition("=")
+            if not eq and name in VALUE_FLAGS:
+                next(it, None)
+            continue
+        return tok
+    return None
+
+
+def sandbox_env_ref(bundle: Path) -> ann.EnvRef | None:
+    """The environment a sandbox's spec asks for, or None (not a sandbox, no annotation)."""
+    try:
+        spec = json.loads((bundle / "config.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    annotations = spec.get("annotations") or {}
+    if annotations.get(ann.CRI_CONTAINER_TYPE) != "sandbox" or ann.ENVIRONMENT not in annotations:
+        return None
+    return ann.parse_annotations(annotations).environment
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = list(sys.argv[1:] if argv is None else argv)
+    node: NodeConfig | None = None
+    try:
+        node = load_node_config()
+        if action_of(args) == "start":
+            ref = sandbox_env_ref(Path.cwd())
+            if ref is not None:
+                spawn_prefetch(ref, node)
+    except Exception as e:  # the sandbox starts whatever prefetch thinks
+        _note(node, f"prefetch not started: {type(e).__name__}: {e}")
+    try:
+        target = (node or NodeConfig()).find_runc_v2_shim()
+    except Exception as e:
+        sys.stderr.write(f"containerd-shim-flox-v2: {e}\n")
+        sys.exit(1)
+    os.execv(target, [target, *args])
+
+
+def spawn_prefetch(ref: ann.EnvRef, node: NodeConfig) -> None:
+    """Double fork: the grandchild realizes `ref` in its own session, stdio on the node log.
+
+    The parent waits only for the first child, which exits at once, so nothing of the
+    prefetch holds containerd's pipes or delays `start`.
+    """
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        _detach_stdio(node)
+        _prefetch(ref, node)
+    except BaseException:  # a forked child must never return into main()
+        traceback.print_exc()
+    finally:
+        os._exit(0)
+
+
+def _detach_stdio(node: NodeConfig) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    try:
+        node.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = os.open(node.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    except OSError:
+        log = devnull
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.closerange(3, 1024)
+
+
+def _prefetch(ref: ann.EnvRef, node: NodeConfig) -> None:
+    from shim.runc import realize_for
+
+    start = time.monotonic()
+    _note(node, f"prefetch {ref}: started")
+    try:
+        env = realize_for(ref, node)
+    except Exception as e:  # create will report it to the pod
+        _note(node, f"prefetch {ref}: failed: {e}")
+        return
+    _note(node, f"prefetch {ref}: ready {env.digest} in {time.monotonic() - start:.1f}s")
+
+
+def _note(node: NodeConfig | None, msg: str) -> None:
+    """One line to the node log (stderr of the prefetch child is that log already)."""
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} containerd-shim-flox-v2: {msg}\n"
+    try:
+        path = (node or NodeConfig()).log_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(line)
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Node configuration: /etc/floxk/node.toml (FLOXK_NODE_CONFIG overrides the path).
+
+A missing file means defaults (a node with no hub can still run plain pods); a file
+that exists but is wrong is a ConfigError naming the key and the file, because a
+typo in a security setting must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shim.errors import ConfigError
+
+DEFAULT_PATH = "/etc/floxk/node.toml"
+DEFAULT_STATE_DIR = "/var/lib/floxk"
+ENV_VAR = "FLOXK_NODE_CONFIG"
+
+# A generated floxk-runc front script carries this line; finding "runc" on PATH must
+# never pick floxk's own interposer (that would exec itself forever).
+FRONT_MARKER = "# floxk-runc front"
+
+
+@dataclass(frozen=True)
+class Policy:
+    allowed_owners: list[str] = field(default_factory=list)  # empty: every owner
+    allow_nix_mutable: bool = False
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    hubs: list[str] = field(default_factory=list)
+    substituters: list[str] = field(default_factory=list)
+    trusted_public_keys: list[str] = field(default_factory=list)
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    store_root: Path | None = None  # None: the host's own /nix/store
+    runc: str | None = None  # None: found on PATH when needed (find_runc)
+    runc_v2_shim: str | None = None  # None: containerd-shim-runc-v2 on PATH
+    log_file: Path | None = None  # None: state_dir/floxk.log
+    policy: Policy = field(default_factory=Policy)
+    source: str = "<defaults>"
+
+    @property
+    def store_dir(self) -> Path:
+        """The directory mounted at /nix/store inside containers."""
+        return (self.store_root or Path("/")) / "nix" / "store"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_file or self.state_dir / "floxk.log"
+
+    def find_runc(self) -> str:
+        """The real runc: node.toml's `runc`, else the first `runc` on PATH that is not floxk's."""
+        if self.runc:
+            return self.runc
+        found = find_program("runc")
+        if found is None:
+            raise ConfigError(
+                "no real runc found on PATH",
+                hint=f'install runc or set runc = "/path/to/runc" in {self.source}',
+            )
+        return found
+
+    def find_runc_v2_shim(self) -> str:
+        if self.runc_v2_shim:
+            return self.runc_v2_shim
+        found = find_program("containerd-shim-runc-v2")
+        if found is None:
+            raise ConfigError(
+                "containerd-shim-runc-v2 not found on PATH",
+                hint=f"install containerd or set runc_v2_shim in {self.source}",
+            )
+        return found
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_PATH)
+
+
+def load_node_config(path: str | os.PathLike[str] | None = None) -> NodeConfig:
+    """Read node.toml (default: $FLOXK_NODE_CONFIG or /etc/floxk/node.toml)."""
+    p = Path(path) if path is not None else config_path()
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        return NodeConfig(source=str(p))
+    except OSError as e:
+        raise ConfigError(f"cannot read {p}: {e.strerror}") from e
+    return parse_node_config(text, source=str(p))
+
+
+def parse_node_config(text: str, *, source: str = "node.toml") -> NodeConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from e
+    r = _Reader(data, source)
+    hubs = r.url_list("hubs")
+    policy_table = r.table("policy")
+    pr = _Reader(policy_table, source, prefix="policy.")
+    policy = Policy(
+        allowed_owners=pr.str_list("allowed_owners"),
+        allow_nix_mutable=pr.boolean("allow_nix_mutable", False),
+    )
+    pr.reject_unknown()
+    cfg = NodeConfig(
+        hubs=hubs,
+        substituters=r.url_list("substituters") if "substituters" in data else list(hubs),
+        trusted_public_keys=r.str_list("trusted_public_keys"),
+        state_dir=r.abs_path("state_dir") or Path(DEFAULT_STATE_DIR),
+        store_root=r.abs_path("store_root"),
+        runc=_str_or_none(r.abs_path("runc")),
+        runc_v2_shim=_str_or_none(r.abs_path("runc_v2_shim")),
+        log_file=r.abs_path("log_file"),
+        policy=policy,
+        source=source,
+    )
+    r.reject_unknown()
+    return cfg
+
+
+def find_program(name: str) -> str | None:
+    """First executable `name` on PATH that is neither this process's own program nor a floxk front."""
+    me = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        cand = shutil.which(name, path=d or ".")
+        if cand is None:
+            continue
+        real = os.path.realpath(cand)
+        if real == me or _is_front(real):
+            continue
+        return cand
+    return None
+
+
+def _is_front(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return False
+    return head.startswith(b"#!") and FRONT_MARKER.encode() in head
+
+
+def _str_or_none(p: Path | None) -> str | None:
+    return str(p) if p is not None else None
+
+
+class _Reader:
+    """Typed access to one TOML table; every key read is remembered to reject the rest."""
+
+    def __init__(self, data: dict, source: str, prefix: str = "") -> None:
+        self.data, self.source, self.prefix, self.seen = data, source, prefix, set()
+
+    def _get(self, key: str):
+        self.seen.add(key)
+        return self.data.get(key)
+
+    def _bad(self, key: str, want: str) -> ConfigError:
+        return ConfigError(
+            f"{self.source}: {self.prefix}{key} must be {want}, got {self.data.get(key)!r}",
+            hint=f"fix {self.prefix}{key} in {self.source} (see docs/runtime.md)",
+        )
+
+    def str_list(self, key: str) -> list[str]:
+        v = self._get(key)
+        if v is None:
+            return []
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise self._bad(key, "a list of non-empty strings")
+        return list(v)
+
+    def url_list(self, key: str) -> list[str]:
+        v = self.str_list(key)
+        for u in v:
+            if "://" not in u:
+                raise self._bad(key, "a list of URLs (file://, http://, https://)")
+        return v
+
+    def boolean(self, key: str, default: bool) -> bool:
+        v = self._get(key)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            raise self._bad(key, "true or false")
+        return v
+
+    def abs_path(self, key: str) -> Path | None:
+        v = self._get(key)
+        if v is None:
+            return None
+        if not isinstance(v, str) or not v.startswith("/"):
+            raise self._bad(key, "an absolute path")
+        return Path(v)
+
+    def table(self, key: str) -> dict:
+        v = self._get(key)
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            raise self._bad(key, "a table")
+        return v
+
+    def reject_unknown(self) -> None:
+        extra = sorted(set(self.data) - self.seen)
+        if extra:
+            raise ConfigError(
+                f"{self.source}: unknown key {self.prefix}{extra[0]}",
+                hint="known keys: hubs, substituters, trusted_public_keys, state_dir, store_root, "
+                "runc, runc_v2_shim, log_file, [policy] allowed_owners, allow_nix_mutable",
+            )
