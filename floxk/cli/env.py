@@ -24,7 +24,14 @@ def init(
     directory: Path = typer.Argument(Path("."), help="Directory to create the environment in."),
 ):
     """Create DIR/manifest.toml with a commented starting point."""
-    raise NotImplementedError
+    from floxk._envdir import init_env
+
+    path = init_env(directory)
+    console.print(
+        f"created {path}; add packages under [install], then `floxk env lock`",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()
@@ -48,7 +55,52 @@ def show(
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
 ):
     """Show packages per system with store paths, vars and hooks."""
-    raise NotImplementedError
+    from rich.markup import escape
+    from rich.table import Table
+
+    from floxk._show import describe
+    from floxk.cli._output import err_console
+
+    data = describe(target, hub=hub)
+    for warning in data["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    if output is OutputFormat.json:
+        print_json(data)
+        return
+    state = (
+        f"locked, lockfile v{data['lockfile_version']}, digest {data['digest'][:16]}"
+        if data["locked"]
+        else "not locked"
+    )
+    console.print(f"[bold]{escape(data['source'])}[/] ({state})", highlight=False)
+    if not data["locked"] and not data["install"]:
+        console.print("no packages declared")
+    elif not data["locked"]:
+        table = Table("package", "kind", "from", "version", "systems", title="declared")
+        for iid, d in data["install"].items():
+            source = d["pkg_path"] or d["flake"] or d["store_path"]
+            table.add_row(iid, d["kind"], source, d["version"] or "", ", ".join(d["systems"] or []))
+        console.print(table)
+    for system, packages in data["systems"].items():
+        table = Table("package", "priority", "group", title=system)
+        table.add_column("store paths", overflow="fold")
+        for p in packages:
+            paths = p["install_paths"] if p["install_paths"] is not None else p["outputs"].values()
+            table.add_row(p["install_id"], str(p["priority"]), p["group"] or "", "\n".join(paths))
+        console.print(table)
+    if data["vars"]:
+        table = Table("variable", "value", title="vars")
+        for name, value in data["vars"].items():
+            table.add_row(name, value)
+        console.print(table)
+    if data["activate_mode"]:
+        console.print(f"activate mode: {data['activate_mode']}")
+    for title, script in [("hook.on-activate", data["hook"])] + [
+        (f"profile.{shell}", text) for shell, text in data["profile"].items()
+    ]:
+        if script:
+            console.rule(title)
+            console.print(script.strip("\n"), markup=False, highlight=False)
 
 
 # --- publish and node side: push, realize, gc ----------------------------------------
