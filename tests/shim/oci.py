@@ -1,0 +1,93 @@
+"""Helpers for tests that drive the real runc: bundles, a chroot Nix store, env trees.
+
+The env tree written here follows the realize layout (state_dir/envs/<digest>/ with
+bin/ symlinks into /nix/store and activation.json) so the runc-side tests do not
+depend on realization; the end-to-end tests use shim.realize itself.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+from shim.nix import base_options
+
+BUSYBOX = "/bin/busybox"
+APPLETS = ("sh", "echo", "cat", "touch", "id", "env", "ls", "sleep", "true")
+
+
+def runc_path() -> str:
+    found = shutil.which("runc")
+    assert found, "runc must be installed (scripts/install-system.sh)"
+    return found
+
+
+def add_busybox_package(store_root: Path, work: Path) -> str:
+    """A real store path (nix-store --add into a chroot store) with busybox, its applets and
+    a `hello` script whose shebang is the environment's own shell."""
+    pkg = work / "busybox-hello"
+    (pkg / "bin").mkdir(parents=True)
+    shutil.copy(BUSYBOX, pkg / "bin" / "busybox")
+    for a in APPLETS:
+        (pkg / "bin" / a).symlink_to("busybox")
+    hello = pkg / "bin" / "hello"
+    hello.write_text('#!/run/floxk/env/bin/sh\necho "Hello, world!"\n')
+    hello.chmod(0o755)
+    out = subprocess.run(
+        ["nix-store", *base_options(), "--store", str(store_root), "--add", str(pkg)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert out.startswith("/nix/store/")
+    return out
+
+
+def make_env_tree(state_dir: Path, digest: str, store_path: str, **activation) -> SimpleNamespace:
+    tree = state_dir / "envs" / digest
+    (tree / "bin").mkdir(parents=True)
+    for name in (*APPLETS, "busybox", "hello"):
+        (tree / "bin" / name).symlink_to(f"{store_path}/bin/{name}")
+    act = {
+        "digest": digest,
+        "system": "x86_64-linux",
+        "vars": {},
+        "hook": None,
+        "profile": None,
+        "activate_mode": None,
+        "packages": [store_path],
+        "closure": [store_path],
+        **activation,
+    }
+    (tree / "activation.json").write_text(json.dumps(act))
+    return SimpleNamespace(digest=digest, path=tree, activation=act)
+
+
+def make_bundle(
+    path: Path, args: list[str], *, annotations: dict | None = None, env: list[str] | None = None
+) -> Path:
+    """An OCI bundle from `runc spec`, empty rootfs, no terminal."""
+    (path / "rootfs").mkdir(parents=True)
+    subprocess.run([runc_path(), "spec", "--bundle", str(path)], check=True)
+    spec = json.loads((path / "config.json").read_text())
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = args
+    if env is not None:
+        spec["process"]["env"] = env
+    spec["annotations"] = annotations or {}
+    (path / "config.json").write_text(json.dumps(spec, indent=2))
+    return path
+
+
+def write_node_toml(path: Path, **values) -> Path:
+    lines, policy = [], values.pop("policy", {})
+    for k, v in values.items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    if policy:
+        lines.append("[policy]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in policy.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path

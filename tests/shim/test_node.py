@@ -1,0 +1,73 @@
+"""node.toml: defaults when missing, ConfigError naming key and file when wrong."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from shim.errors import ConfigError
+from shim.front import render_front
+from shim.node import NodeConfig, find_program, load_node_config, parse_node_config
+
+
+def test_missing_file_means_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOXK_NODE_CONFIG", str(tmp_path / "absent.toml"))
+    cfg = load_node_config()
+    assert cfg.hubs == [] and cfg.substituters == []
+    assert cfg.state_dir == Path("/var/lib/floxk")
+    assert cfg.store_root is None and cfg.store_dir == Path("/nix/store")
+    assert cfg.policy.allowed_owners == [] and cfg.policy.allow_nix_mutable is False
+    assert cfg.log_path == Path("/var/lib/floxk/floxk.log")
+
+
+def test_env_var_selects_file_and_substituters_default_to_hubs(tmp_path, monkeypatch):
+    f = tmp_path / "node.toml"
+    f.write_text(
+        'hubs = ["file:///srv/hub", "https://hub.example"]\n'
+        'trusted_public_keys = ["cache-1:abc="]\n'
+        'state_dir = "/tmp/floxk-state"\nstore_root = "/tmp/floxk-store"\n'
+        'runc = "/usr/sbin/runc"\nlog_file = "/tmp/floxk.log"\n'
+        '[policy]\nallowed_owners = ["flox"]\nallow_nix_mutable = true\n'
+    )
+    monkeypatch.setenv("FLOXK_NODE_CONFIG", str(f))
+    cfg = load_node_config()
+    assert cfg.substituters == cfg.hubs == ["file:///srv/hub", "https://hub.example"]
+    assert cfg.store_dir == Path("/tmp/floxk-store/nix/store")
+    assert cfg.find_runc() == "/usr/sbin/runc"
+    assert cfg.policy.allowed_owners == ["flox"] and cfg.policy.allow_nix_mutable
+    assert cfg.source == str(f)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('hubs = "file:///x"', "hubs"),
+        ('hubs = ["/srv/hub"]', "hubs"),
+        ("state_dir = 'relative/dir'", "state_dir"),
+        ("store_root = 3", "store_root"),
+        ("[policy]\nallow_nix_mutable = 'yes'", "policy.allow_nix_mutable"),
+        ("[policy]\nallowed_owners = [1]", "policy.allowed_owners"),
+        ("[policy]\nallow_everything = true", "policy.allow_everything"),
+        ("substituter = ['file:///x']", "substituter"),
+        ("hubs = [", "TOML"),
+    ],
+)
+def test_invalid_names_key_and_file(text, key):
+    with pytest.raises(ConfigError) as e:
+        parse_node_config(text, source="/etc/floxk/node.toml")
+    assert key in e.value.message and "/etc/floxk/node.toml" in e.value.message
+
+
+def test_find_runc_skips_a_floxk_front_named_runc(tmp_path, monkeypatch):
+    real = find_program("runc")
+    assert real is not None, "runc must be installed (scripts/install-system.sh)"
+    front_dir = tmp_path / "front"
+    front_dir.mkdir()
+    front = front_dir / "runc"
+    front.write_text(render_front(os.path.realpath(real)))
+    front.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{front_dir}:{os.environ['PATH']}")
+    assert NodeConfig().find_runc() != str(front)
+    assert os.path.realpath(NodeConfig().find_runc()) == os.path.realpath(real)
