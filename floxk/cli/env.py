@@ -31,6 +31,7 @@ def init(
         f"created {path}; add packages under [install], then `floxk env lock`",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -63,7 +64,7 @@ def show(
 
     data = describe(target, hub=hub)
     for warning in data["warnings"]:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if output is OutputFormat.json:
         print_json(data)
         return
