@@ -1,0 +1,93 @@
+"""Fixtures of the CRI suite: one real containerd line per pytest run.
+
+The line comes from FLOXK_CRI_LINE (e.g. "1.7.24"; tests/cri/run_lines.py sets it per line);
+unset, the newest installed line is used. Fixtures (documented in docs/testing.md):
+
+  containerd_line   session  harness.Line of the line under test
+  cri_images        session  {"pause"|"stub"|"plain": images.Image} (built once per run)
+  start_containerd  function factory: start_containerd(**options) -> harness.Containerd,
+                             stopped and cleaned up after the test
+  containerd        session  the shared daemon (runtimes "runc" and "flox")
+  cri               function harness.CRI on the shared daemon; at teardown every pod is
+                             removed and the node must be clean
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.cri import harness
+from tests.cri.images import Image, build_images
+
+LINE_ENV = "FLOXK_CRI_LINE"
+INSTALL_HINT = "run scripts/install-containerd.sh"
+
+
+@pytest.fixture(scope="session")
+def containerd_line() -> harness.Line:
+    if os.geteuid() != 0:
+        pytest.skip("the CRI suite needs root (containerd, mounts)")
+    lines = harness.installed_lines()
+    if not lines:
+        pytest.fail(f"no containerd line installed under {harness.cache_dir()}: {INSTALL_HINT}")
+    wanted = os.environ.get(LINE_ENV)
+    if not wanted:
+        return lines[-1]
+    for line in lines:
+        if line.version == wanted:
+            return line
+    pytest.fail(
+        f"{LINE_ENV}={wanted} is not installed (have {', '.join(v.version for v in lines)}):"
+        f" {INSTALL_HINT}"
+    )
+
+
+@pytest.fixture(scope="session")
+def cri_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Image]:
+    return build_images(tmp_path_factory.mktemp("cri-images"))
+
+
+@pytest.fixture
+def start_containerd(
+    containerd_line: harness.Line, cri_images: dict[str, Image]
+) -> Iterator[Callable[..., harness.Containerd]]:
+    """Factory for private daemons: start_containerd(flox_shim=..., flox_runc=..., env=...,
+    extra_config=..., restrict_oom_score_adj=...) -> started harness.Containerd."""
+    started: list[harness.Containerd] = []
+
+    def start(**options) -> harness.Containerd:
+        shim, runc = harness.default_flox_paths()
+        options.setdefault("flox_shim", shim)
+        options.setdefault("flox_runc", runc)
+        daemon = harness.Containerd(line=containerd_line, images=cri_images, **options)
+        started.append(daemon)
+        return daemon.start()
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def containerd(
+    containerd_line: harness.Line, cri_images: dict[str, Image]
+) -> Iterator[harness.Containerd]:
+    shim, runc = harness.default_flox_paths()
+    daemon = harness.Containerd(
+        line=containerd_line, images=cri_images, flox_shim=shim, flox_runc=runc
+    )
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def cri(containerd: harness.Containerd) -> Iterator[harness.CRI]:
+    yield containerd.cri
+    # A test leaves pods behind only when it failed midway: clean up so later tests start
+    # from an empty node, then insist the node really is clean (stop/remove worked).
+    containerd.cri.remove_all()
+    containerd.cri.assert_node_clean()
