@@ -131,3 +131,24 @@ def test_show_of_nothing_is_not_found(tmp_path, capsys):
     assert code == 3 and "neither" in err
     code, _, err = floxk(capsys, "env", "show", tmp_path)
     assert code == 3 and "manifest.toml" in err
+
+
+def test_show_ref_reads_the_hub(tmp_path, capsys):
+    from shim import hub
+
+    lock = load_lock(CORPUS / "9diov__flashfill" / "manifest.lock")
+    record = hub.make_record("alice", "flash", 1, lock, created="2025-01-01T00:00:00Z")
+    (tmp_path / hub.record_path("alice", "flash", 1)).parent.mkdir(parents=True)
+    (tmp_path / hub.record_path("alice", "flash", 1)).write_text(json.dumps(record))
+    (tmp_path / hub.latest_path("alice", "flash")).write_text("1\n")
+    url = tmp_path.as_uri()
+
+    code, out, _ = floxk(capsys, "env", "show", "alice/flash", "--hub", url, "-o", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["source"] == "alice/flash:1"
+    assert data["digest"] == lock.digest()
+    assert set(data["systems"]) == set(lock.systems())
+
+    code, _, err = floxk(capsys, "env", "show", "alice/other", "--hub", url)
+    assert code == 3 and "alice/other" in err
