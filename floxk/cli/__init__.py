@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from floxk._exit import ExitStatus
 from floxk.cli import env as env_cli
@@ -39,9 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except FloxkError as e:
-        err_console.print(f"[bold red]error:[/] {e.message}", highlight=False)
+        err_console.print(
+            f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True
+        )
         if e.hint:
-            err_console.print(f"[yellow]hint:[/] {e.hint}", highlight=False)
+            err_console.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(ExitStatus.INTERRUPTED)
