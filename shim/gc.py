@@ -1,0 +1,199 @@
+"""Who uses which environment tree, and freeing what nobody uses.
+
+    state_dir/uses/<digest>/<container_id>   holds the container's bundle path
+
+A use is live while its bundle directory exists (containerd removes the bundle when the
+container is deleted), so a crashed runtime cannot pin an environment forever. Call
+mark_in_use() BEFORE realize() for a container: then gc can never free a tree between
+realization and use.
+
+collect() frees trees without live users (with their GC roots), then runs Nix's GC:
+`nix-store --gc` on a chroot store (floxk owns it), and on the host's own store only a
+targeted `nix-store --delete` of the freed environments' paths that nothing else keeps alive.
+
+Standard library only (runs on nodes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from shim import nix
+from shim.errors import NixError, RealizeError
+from shim.realize import ACTIVATION, ROOTS_SUBDIR, env_path, file_lock, roots_dir
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_DELETED = re.compile(r"deleting '(/nix/store/[^']+)'")
+_FREED = re.compile(r"(\d+) store paths deleted, ([0-9.]+) MiB freed")
+
+
+def mark_in_use(state_dir: Path, digest: str, container_id: str, bundle: Path) -> None:
+    """Record that `container_id` (whose bundle is `bundle`) uses the tree of `digest`."""
+    _check(digest, _DIGEST, "digest")
+    _check(container_id, _NAME, "container id")
+    directory = Path(state_dir) / "uses" / digest
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".")
+    with os.fdopen(fd, "w") as f:
+        f.write(os.fspath(bundle))
+    os.replace(tmp, directory / container_id)
+
+
+def release(state_dir: Path, container_id: str) -> None:
+    """Forget every use by `container_id` (idempotent)."""
+    _check(container_id, _NAME, "container id")
+    for use in (Path(state_dir) / "uses").glob(f"*/{container_id}"):
+        use.unlink(missing_ok=True)
+
+
+def live_users(state_dir: Path, digest: str, *, prune: bool = False) -> list[str]:
+    """Container ids using `digest` whose bundle still exists; prune=True drops the others."""
+    users = []
+    directory = Path(state_dir) / "uses" / digest
+    for use in sorted(directory.glob("*")) if directory.is_dir() else []:
+        if use.name.startswith("."):
+            continue
+        try:
+            bundle = use.read_text()
+        except FileNotFoundError:
+            continue
+        if os.path.isdir(bundle):
+            users.append(use.name)
+        elif prune:
+            use.unlink(missing_ok=True)
+    return users
+
+
+def collect(*, state_dir: Path, store_root: Path | None, dry_run: bool = False) -> dict:
+    """Free trees no live container uses, then garbage-collect the store.
+
+    Returns {"freed_envs": [digest], "kept_envs": {digest: [container ids]},
+    "store_paths_deleted": [path], "mib_freed": float, "dry_run": bool}.
+    """
+    state_dir = Path(state_dir)
+    freed, kept, candidates = [], {}, set()
+    with file_lock(state_dir / "locks" / "gc.lock"):
+        envs = state_dir / "envs"
+        for env in sorted(envs.iterdir()) if envs.is_dir() else []:
+            digest = env.name
+            users = live_users(state_dir, digest, prune=not dry_run)
+            if users:
+                kept[digest] = users
+                continue
+            with _try_flock(state_dir / "locks" / f"{digest}.lock") as free:
+                if not free:  # being realized right now: someone is about to use it
+                    kept[digest] = []
+                    continue
+                candidates.update(_closure_of(env))
+                if not dry_run:
+                    _remove_env(state_dir, store_root, digest)
+            freed.append(digest)
+        if not dry_run:
+            _remove_orphans(state_dir, store_root)
+        deleted, mib = _store_gc(store_root, sorted(candidates), dry_run=dry_run)
+    return {
+        "freed_envs": freed,
+        "kept_envs": kept,
+        "store_paths_deleted": deleted,
+        "mib_freed": mib,
+        "dry_run": dry_run,
+    }
+
+
+def _closure_of(env: Path) -> list[str]:
+    try:
+        return list(json.loads((env / ACTIVATION).read_text()).get("closure", []))
+    except (OSError, ValueError):
+        return []
+
+
+def _remove_env(state_dir: Path, store_root: Path | None, digest: str) -> None:
+    """Take the tree out of envs/ in one rename, then delete it, its roots and use records."""
+    env = env_path(state_dir, digest)
+    (state_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    trash = Path(tempfile.mkdtemp(dir=state_dir / "tmp", prefix=f"gc-{digest}."))
+    os.rename(env, trash / "env")
+    shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(roots_dir(store_root, digest), ignore_errors=True)
+    shutil.rmtree(state_dir / "uses" / digest, ignore_errors=True)
+
+
+def _remove_orphans(state_dir: Path, store_root: Path | None) -> None:
+    """Roots and half-built trees left by a realization that died (its lock is free)."""
+    roots = nix.gcroots_dir(store_root) / ROOTS_SUBDIR
+    for directory in sorted(roots.iterdir()) if roots.is_dir() else []:
+        if env_path(state_dir, directory.name).exists():
+            continue
+        with _try_flock(state_dir / "locks" / f"{directory.name}.lock") as free:
+            if free and not env_path(state_dir, directory.name).exists():
+                shutil.rmtree(directory, ignore_errors=True)
+    tmp = state_dir / "tmp"
+    for leftover in sorted(tmp.iterdir()) if tmp.is_dir() else []:
+        digest = leftover.name.removeprefix("gc-").split(".", 1)[0]
+        with _try_flock(state_dir / "locks" / f"{digest}.lock") as free:
+            if free:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _store_gc(
+    store_root: Path | None, candidates: list[str], *, dry_run: bool
+) -> tuple[list[str], float]:
+    base = ["nix-store", *nix.base_options(), *nix.store_args(store_root)]
+    if store_root is not None:  # a store only floxk uses: everything unrooted goes
+        if dry_run:
+            out = nix.run_nix([*base, "--gc", "--print-dead"], what="listing dead store paths")
+            return sorted(line for line in out.splitlines() if line), 0.0
+        out, progress = nix.run_nix_with_log([*base, "--gc"], what="garbage-collecting the store")
+        return _deleted(out, progress)
+    # The host's store holds more than floxk's paths: delete only the freed closures'
+    # paths that nothing else (a profile, another environment's root) keeps alive.
+    if not candidates:
+        return [], 0.0
+    live = set(
+        nix.run_nix([*base, "--gc", "--print-live"], what="listing live store paths").split()
+    )
+    dead = [p for p in candidates if p not in live]
+    if dry_run or not dead:
+        return dead, 0.0
+    try:
+        out, progress = nix.run_nix_with_log(
+            [*base, "--delete", *dead], what="deleting freed store paths"
+        )
+    except NixError as e:  # something rooted one of them meanwhile: keep them all
+        raise RealizeError(f"store GC skipped: {e.message}") from None
+    return _deleted(out, progress)
+
+
+def _deleted(out: str, progress: str) -> tuple[list[str], float]:
+    m = _FREED.search(out + progress)
+    return sorted(_DELETED.findall(progress)), float(m.group(2)) if m else 0.0
+
+
+def _check(value: str, pattern: re.Pattern, what: str) -> None:
+    if not pattern.match(value or ""):
+        raise RealizeError(f"invalid {what}: {value!r}")
+
+
+@contextlib.contextmanager
+def _try_flock(path: Path) -> Iterator[bool]:
+    """Yields True holding the lock, False if someone else holds it (never waits)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)

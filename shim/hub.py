@@ -1,0 +1,176 @@
+"""The hub: where `OWNER/NAME[:GEN]` resolves to a locked environment.
+
+A hub is a static tree next to a Nix binary cache (docs/hub.md), readable over file://
+and http(s)://:
+
+    <hub>/floxk/envs/OWNER/NAME/latest        the newest generation number, as text
+    <hub>/floxk/envs/OWNER/NAME/<GEN>.json    one record per generation, never rewritten
+
+A record holds the whole lock. It is not signed itself: what a node runs is decided by the
+store paths in it, and those are only accepted with a signature from a key the node trusts.
+
+Standard library only (runs on nodes).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from shim.errors import FloxkError, LockError, NotFoundError
+from shim.model import Lock, lock_from_dict
+
+RECORD_FORMAT = 1
+HUB_DIR = "floxk/envs"
+
+# Owner and name become URL path segments and file names: no dots first, no slashes.
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
+_REF = re.compile(rf"^({_SEGMENT})/({_SEGMENT})(?::([1-9][0-9]{{0,8}}))?$")
+_FETCH_TIMEOUT = 30
+
+
+@dataclass(frozen=True)
+class HubRecord:
+    owner: str
+    name: str
+    generation: int
+    lock: Lock
+    url: str  # the record's own URL (<hub>/floxk/envs/OWNER/NAME/<GEN>.json)
+
+
+def parse_ref(ref: str) -> tuple[str, str, int | None]:
+    """Split `OWNER/NAME[:GEN]` into its parts; a malformed ref is a FloxkError."""
+    m = _REF.match(ref)
+    if not m:
+        raise FloxkError(
+            f"{ref!r} is not an environment reference",
+            hint="use OWNER/NAME or OWNER/NAME:GENERATION (letters, digits, . _ -)",
+        )
+    owner, name, gen = m.groups()
+    return owner, name, int(gen) if gen else None
+
+
+def env_dir(owner: str, name: str) -> str:
+    """The hub-relative directory of an environment's records."""
+    return f"{HUB_DIR}/{owner}/{name}"
+
+
+def record_path(owner: str, name: str, generation: int) -> str:
+    return f"{env_dir(owner, name)}/{generation}.json"
+
+
+def latest_path(owner: str, name: str) -> str:
+    return f"{env_dir(owner, name)}/latest"
+
+
+def make_record(owner: str, name: str, generation: int, lock: Lock, *, created: str) -> dict:
+    """The JSON a generation file holds (written by `floxk env push`)."""
+    return {
+        "floxk-hub-record": RECORD_FORMAT,
+        "owner": owner,
+        "name": name,
+        "generation": generation,
+        "digest": lock.digest(),
+        "systems": lock.systems(),
+        "created": created,
+        "lock": lock.raw,
+    }
+
+
+def resolve(ref: str, hubs: list[str]) -> HubRecord:
+    """Find `ref` on the first hub that has it; NotFoundError naming every hub tried."""
+    owner, name, generation = parse_ref(ref)
+    if not hubs:
+        raise NotFoundError(
+            f"cannot resolve {ref}: no hub is configured",
+            hint="set `hubs` in the node configuration (or pass --hub)",
+        )
+    tried = []
+    for hub in hubs:
+        gen = generation
+        if gen is None:
+            latest = _fetch(_join(hub, latest_path(owner, name)))
+            if latest is None:
+                tried.append(f"{hub}: no environment {owner}/{name}")
+                continue
+            try:
+                gen = int(latest.strip())
+            except ValueError:
+                raise FloxkError(
+                    f"hub {hub}: {latest_path(owner, name)} is not a generation number"
+                ) from None
+        url = _join(hub, record_path(owner, name, gen))
+        text = _fetch(url)
+        if text is None:
+            known = _fetch(_join(hub, latest_path(owner, name)))
+            if known is None:
+                tried.append(f"{hub}: no environment {owner}/{name}")
+            else:
+                tried.append(
+                    f"{hub}: {owner}/{name} has no generation {gen} (latest is {known.strip()})"
+                )
+            continue
+        return HubRecord(owner, name, gen, _record_lock(text, url, owner, name, gen), url)
+    raise NotFoundError(
+        f"{ref} not found: " + "; ".join(tried),
+        hint="check the name and generation, or publish it with `floxk env push`",
+    )
+
+
+def _record_lock(text: str, url: str, owner: str, name: str, generation: int) -> Lock:
+    try:
+        record: Any = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LockError(f"{url}: invalid JSON: {e.msg}") from None
+    if not isinstance(record, dict) or record.get("floxk-hub-record") != RECORD_FORMAT:
+        raise LockError(f"{url}: not a floxk hub record (format {RECORD_FORMAT})")
+    if (record.get("owner"), record.get("name"), record.get("generation")) != (
+        owner,
+        name,
+        generation,
+    ):
+        raise LockError(f"{url}: the record names another environment or generation")
+    lock = lock_from_dict(record.get("lock"), source=url)
+    if record.get("digest") != lock.digest():
+        raise LockError(f"{url}: the record's digest does not match its lock (damaged record)")
+    return lock
+
+
+def _join(hub: str, relative: str) -> str:
+    return hub.rstrip("/") + "/" + relative
+
+
+def _fetch(url: str) -> str | None:
+    """The document at url, or None when it does not exist. Other failures raise."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme == "file":
+        path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise FloxkError(f"cannot read {path}: {e}") from None
+    if scheme not in ("http", "https"):
+        raise FloxkError(
+            f"hub URL {url!r} is not file://, http:// or https://",
+            hint="hubs are URLs like file:///srv/cache or https://cache.example.org",
+        )
+    try:
+        with urllib.request.urlopen(url, timeout=_FETCH_TIMEOUT) as response:
+            return response.read().decode("utf-8")
+    except urllib.error.HTTPError as e:
+        if e.code in (403, 404, 410):
+            return None
+        raise FloxkError(f"hub request {url} failed: HTTP {e.code}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise FloxkError(
+            f"hub {url} is unreachable: {getattr(e, 'reason', e)}",
+            hint="check the node's hub URLs and network",
+        ) from None

@@ -1,0 +1,338 @@
+"""Realize a locked environment on a node: closure from signed caches, then one immutable tree.
+
+    state_dir/
+      envs/<digest>/          the environment tree: bin/, lib/, share/ ... symlinks into
+                              /nix/store (logical paths), and activation.json
+      locks/<digest>.lock     single-flight: one realization per digest at a time
+      locks/gc.lock           shared while paths are substituted and rooted, exclusive in gc
+      tmp/<digest>.XXXX/      a tree being built; renamed into envs/ when complete
+      realize.log             one line per substituted path and per tree built
+
+A tree is complete once visible: it is built in tmp/, activation.json is written last, and
+only then is the directory renamed into envs/. The warm path is therefore one read of
+envs/<digest>/activation.json. GC roots (one per installed path, in the store's
+gcroots/floxk/<digest>/) keep the closure alive for as long as the tree exists.
+
+Standard library only (runs on nodes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import filecmp
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from shim import nix
+from shim.errors import NixError, RealizeError
+from shim.model import Lock
+
+ACTIVATION = "activation.json"
+ROOTS_SUBDIR = "floxk"
+_MAX_SYMLINK_HOPS = 40
+
+
+@dataclass(frozen=True)
+class RealizedEnv:
+    digest: str
+    path: Path  # state_dir/envs/<digest>
+    activation: dict
+
+
+def env_path(state_dir: Path, digest: str) -> Path:
+    return Path(state_dir) / "envs" / digest
+
+
+def roots_dir(store_root: Path | None, digest: str) -> Path:
+    return nix.gcroots_dir(store_root) / ROOTS_SUBDIR / digest
+
+
+def realize(
+    lock: Lock,
+    *,
+    system: str,
+    substituters: list[str],
+    trusted_keys: list[str],
+    store_root: Path | None,
+    state_dir: Path,
+    insecure_accept_unsigned: bool = False,
+) -> RealizedEnv:
+    """Make the environment of `lock` present on this node and return its tree.
+
+    Signatures are always checked against `trusted_keys`. Unsigned paths are accepted only
+    when the caller passes no keys at all AND insecure_accept_unsigned=True.
+    """
+    state_dir = Path(state_dir)
+    digest = lock.digest()
+    ready = _ready(state_dir, digest)
+    if ready is not None:
+        return ready
+    packages = lock.packages_for(system)
+    check_signatures = bool(trusted_keys) or not insecure_accept_unsigned
+    if check_signatures and not trusted_keys:
+        raise RealizeError(
+            "no trusted public keys are configured, so no store path can be accepted",
+            hint="set trusted_public_keys in the node configuration (or pass --trusted-key)",
+        )
+    with file_lock(state_dir / "locks" / f"{digest}.lock"):
+        ready = _ready(state_dir, digest)  # another process may have finished meanwhile
+        if ready is not None:
+            return ready
+        _remove_stale(state_dir, digest)
+        entries = [
+            (p.priority, i, p.install_id, path)
+            for i, p in enumerate(packages)
+            for path in p.install_paths()
+        ]
+        install_paths = list(dict.fromkeys(path for *_, path in entries))
+        with file_lock(state_dir / "locks" / "gc.lock", shared=True):
+            _substitute(
+                install_paths,
+                substituters=substituters,
+                trusted_keys=trusted_keys,
+                check_signatures=check_signatures,
+                store_root=store_root,
+                state_dir=state_dir,
+                digest=digest,
+            )
+            closure = nix.closure(install_paths, store_root=store_root)
+            _write_roots(store_root, digest, install_paths)
+        activation = {
+            "digest": digest,
+            "system": system,
+            "vars": dict(lock.manifest.vars),
+            "hook": lock.manifest.hook_on_activate,
+            "profile": lock.manifest.profile.get("common"),
+            "activate_mode": lock.manifest.activate_mode,
+            "packages": install_paths,
+            "closure": closure,
+        }
+        (state_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(dir=state_dir / "tmp", prefix=f"{digest}."))
+        build_tree(building, entries, store_root=store_root)
+        _write_json(building / ACTIVATION, activation)
+        target = env_path(state_dir, digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(building, 0o755)
+        os.rename(building, target)
+        log(state_dir, "tree", digest, str(target))
+    return RealizedEnv(digest, target, activation)
+
+
+def _ready(state_dir: Path, digest: str) -> RealizedEnv | None:
+    """The warm path: a complete tree is one whose activation.json exists (written last)."""
+    path = env_path(state_dir, digest)
+    try:
+        activation = json.loads((path / ACTIVATION).read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # unreadable: rebuilt under the lock
+    if activation.get("digest") != digest:
+        return None
+    return RealizedEnv(digest, path, activation)
+
+
+def _remove_stale(state_dir: Path, digest: str) -> None:
+    """Leftovers of a realizer that died: half-built trees, or a damaged tree. Lock held."""
+    tmp = state_dir / "tmp"
+    if tmp.is_dir():
+        for leftover in tmp.glob(f"{digest}.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    target = env_path(state_dir, digest)
+    if target.exists() or target.is_symlink():
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def _substitute(
+    paths: list[str],
+    *,
+    substituters: list[str],
+    trusted_keys: list[str],
+    check_signatures: bool,
+    store_root: Path | None,
+    state_dir: Path,
+    digest: str,
+) -> None:
+    """Fetch the closure of `paths` into the store from the substituters, signatures checked."""
+    if not paths:
+        return
+    if store_root is not None:
+        Path(store_root).mkdir(parents=True, exist_ok=True)
+    argv = [
+        "nix-store",
+        *nix.base_options(),
+        *nix.store_args(store_root),
+        *nix.substitution_options(substituters, trusted_keys, check_signatures=check_signatures),
+        "--realise",
+        *paths,
+    ]
+    try:
+        _, progress = nix.run_nix_with_log(
+            argv,
+            what=f"fetching the environment's closure from {', '.join(substituters) or '(none)'}",
+        )
+    except NixError as e:
+        raise RealizeError(e.message, hint=_why_not_substituted(e.message)) from None
+    for path, source in nix.copied_from(progress):
+        log(state_dir, "substitute", digest, f"{path} {source}")
+
+
+def _why_not_substituted(output: str) -> str:
+    if "does not have a valid signature" in output:
+        return (
+            "a cache has the path but not signed by a trusted key: check trusted_public_keys "
+            "and that the environment was pushed with --signing-key"
+        )
+    if "hash mismatch" in output or "NAR" in output:
+        return "the cache's copy is damaged or was tampered with: push the environment again"
+    return (
+        "no substituter has these paths: push the environment (`floxk env push`) to a cache "
+        "listed in the node's substituters"
+    )
+
+
+def _write_roots(store_root: Path | None, digest: str, paths: list[str]) -> None:
+    """One GC root per installed path; their closures stay alive through references."""
+    directory = roots_dir(store_root, digest)
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        link = directory / os.path.basename(path)
+        if not link.is_symlink():
+            os.symlink(path, link)
+
+
+# --- the merged tree --------------------------------------------------------------------
+
+_RESERVED = {ACTIVATION}
+
+
+@dataclass(frozen=True)
+class _Source:
+    priority: int
+    order: int
+    install_id: str
+    logical: str  # this entry's path under /nix/store, as seen inside a container
+
+
+def build_tree(
+    dest: Path, entries: list[tuple[int, int, str, str]], *, store_root: Path | None
+) -> None:
+    """Merge package trees into dest like Flox/buildEnv: a directory only one package has
+    is one symlink; shared directories are real and merged; on a file clash the lower
+    priority number wins, and equal priorities are an error unless the files are equal.
+
+    entries: (priority, order, install_id, store path). Symlinks point to logical
+    /nix/store paths, so the tree works wherever the store is mounted at /nix/store.
+    """
+    sources = []
+    for priority, order, install_id, path in entries:
+        if _kind(path, store_root) == "dir":
+            sources.append(_Source(priority, order, install_id, path))
+    _merge(dest, sources, store_root, top=True)
+
+
+def _merge(dest: Path, sources: list[_Source], store_root: Path | None, *, top: bool) -> None:
+    names: dict[str, list[tuple[_Source, str]]] = {}
+    for source in sources:
+        for name in sorted(os.listdir(_real(source.logical, store_root))):
+            if top and name in _RESERVED:
+                continue
+            child = _Source(
+                source.priority, source.order, source.install_id, f"{source.logical}/{name}"
+            )
+            names.setdefault(name, []).append((child, _kind(child.logical, store_root)))
+    for name, found in sorted(names.items()):
+        found.sort(key=lambda item: (item[0].priority, item[0].order))
+        best = found[0][0].priority
+        winners = [item for item in found if item[0].priority == best]
+        if all(kind == "dir" for _, kind in winners):
+            dirs = [source for source, kind in found if kind == "dir"]
+            if len(dirs) == 1:
+                os.symlink(dirs[0].logical, dest / name)
+            else:
+                (dest / name).mkdir()
+                _merge(dest / name, dirs, store_root, top=False)
+            continue
+        _check_clash(winners, store_root)
+        os.symlink(winners[0][0].logical, dest / name)
+
+
+def _check_clash(winners: list[tuple[_Source, str]], store_root: Path | None) -> None:
+    first, first_kind = winners[0]
+    for other, kind in winners[1:]:
+        same = (
+            kind == first_kind == "file"
+            and other.install_id != first.install_id
+            and filecmp.cmp(_real(first.logical, store_root), _real(other.logical, store_root))
+        ) or other.logical == first.logical
+        if not same:
+            relative = first.logical.split("/", 4)[-1]
+            raise RealizeError(
+                f"packages '{first.install_id}' and '{other.install_id}' both provide "
+                f"{relative} with priority {first.priority}",
+                hint=f"give one a different priority (lower number wins), e.g. "
+                f"{other.install_id}.priority = {first.priority + 1} in [install]",
+            )
+
+
+def _real(logical: str, store_root: Path | None) -> str:
+    """Where a logical /nix/store path is on this host (under store_root for chroot stores)."""
+    if store_root is None:
+        return logical
+    return os.path.join(store_root, logical.lstrip("/"))
+
+
+def _kind(logical: str, store_root: Path | None) -> str:
+    """ "dir" if the path is (or resolves, through store symlinks, to) a directory, else "file"."""
+    path = _real(logical, store_root)
+    for _ in range(_MAX_SYMLINK_HOPS):
+        if not os.path.islink(path):
+            return "dir" if os.path.isdir(path) else "file"
+        target = os.readlink(path)
+        if os.path.isabs(target):
+            path = _real(target, store_root) if target.startswith("/nix/store/") else target
+        else:
+            path = os.path.normpath(os.path.join(os.path.dirname(path), target))
+    return "file"
+
+
+# --- small helpers ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold an fcntl lock on `path` (created if missing); released when the process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def log(state_dir: Path, event: str, digest: str, detail: str = "") -> None:
+    """Append one line to state_dir/realize.log (one write: lines never interleave)."""
+    line = f"{time.time():.3f} {os.getpid()} {event} {digest} {detail}".rstrip() + "\n"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / "realize.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
