@@ -44,9 +44,36 @@ def lock(
         None, "--catalog", help="Flake providing pkg-path packages."
     ),
     system: list[str] = typer.Option([], "--system", help="Lock for this system (repeatable)."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
 ):
     """Resolve manifest.toml with Nix and write manifest.lock (Flox lockfile v1)."""
-    raise NotImplementedError
+    from floxk._lock import lock_environment
+
+    result = lock_environment(directory, catalog=catalog, systems=system or None)
+    from rich.markup import escape
+
+    from floxk.cli._output import err_console
+
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    data = {
+        "path": str(result.path),
+        "digest": result.lock.digest(),
+        "systems": result.systems,
+        "packages": len(result.lock.packages),
+        "built": result.built,
+        "warnings": result.warnings,
+    }
+    if output is OutputFormat.json:
+        print_json(data)
+        return
+    console.print(
+        f"wrote {data['path']}: {data['packages']} package entries for "
+        f"{', '.join(result.systems)} (digest {data['digest'][:16]})",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -116,30 +143,107 @@ def push(
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
 ):
     """Copy the closure to a binary cache and record a new generation on the hub."""
-    raise NotImplementedError
+    import dataclasses
+
+    from floxk._push import push_environment
+
+    result = push_environment(directory, to=to, name=name, signing_key=signing_key)
+    from rich.markup import escape
+
+    from floxk.cli._output import err_console
+
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    if output is OutputFormat.json:
+        print_json(dataclasses.asdict(result))
+        return
+    console.print(
+        f"pushed {result.ref} ({len(result.paths)} paths, "
+        f"{'signed' if result.signed else 'UNSIGNED'}) to {result.cache_url}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
 def realize(
     target: str = typer.Argument(..., help="Environment directory or hub ref OWNER/NAME[:GEN]."),
-    hub: str | None = typer.Option(None, "--hub"),
-    substituter: list[str] = typer.Option([], "--substituter"),
-    trusted_key: list[str] = typer.Option([], "--trusted-key"),
+    hub: list[str] = typer.Option([], "--hub", help="Hub URL (repeatable; default: node.toml)."),
+    substituter: list[str] = typer.Option(
+        [], "--substituter", help="Binary cache URL (repeatable; default: node.toml)."
+    ),
+    trusted_key: list[str] = typer.Option(
+        [], "--trusted-key", help="Trusted public key NAME:BASE64 (repeatable; default: node.toml)."
+    ),
     store: Path | None = typer.Option(None, "--store", help="Store root (chroot store)."),
+    state_dir: Path | None = typer.Option(
+        None, "--state-dir", help="Where trees live (default: node.toml, else /var/lib/floxk)."
+    ),
+    system: str | None = typer.Option(None, "--system", help="Default: this machine's."),
+    insecure_accept_unsigned: bool = typer.Option(
+        False,
+        "--insecure-accept-unsigned",
+        help="Accept paths without signatures; only honoured when no trusted key is set.",
+    ),
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
 ):
     """Realize an environment as a node would; print the environment tree's path."""
-    raise NotImplementedError
+    from shim import hub as hubs
+    from shim import realize as realizer
+    from shim.model import current_system, load_lock
+    from shim.node import load_node_config
+
+    node = load_node_config()
+    if Path(target).is_dir():
+        lock_ = load_lock(Path(target) / "manifest.lock")
+    else:
+        lock_ = hubs.resolve(target, hub or node.hubs).lock
+    env = realizer.realize(
+        lock_,
+        system=system or current_system(),
+        substituters=substituter or node.substituters,
+        trusted_keys=trusted_key or node.trusted_public_keys,
+        store_root=store if store is not None else node.store_root,
+        state_dir=state_dir or node.state_dir,
+        insecure_accept_unsigned=insecure_accept_unsigned,
+    )
+    if output is OutputFormat.json:
+        print_json({"digest": env.digest, "path": str(env.path), "activation": env.activation})
+        return
+    print(env.path)
 
 
 @app.command()
 def gc(
     store: Path | None = typer.Option(None, "--store"),
     dry_run: bool = typer.Option(False, "--dry-run"),
+    state_dir: Path | None = typer.Option(
+        None, "--state-dir", help="Default: node.toml, else /var/lib/floxk."
+    ),
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
 ):
     """Free realized environments and store paths no running container uses."""
-    raise NotImplementedError
+    from shim import gc as collector
+    from shim.node import load_node_config
+
+    node = load_node_config()
+    result = collector.collect(
+        state_dir=state_dir or node.state_dir,
+        store_root=store if store is not None else node.store_root,
+        dry_run=dry_run,
+    )
+    if output is OutputFormat.json:
+        print_json(result)
+        return
+    verb = "would free" if dry_run else "freed"
+    console.print(
+        f"{verb} {len(result['freed_envs'])} environment(s) and "
+        f"{len(result['store_paths_deleted'])} store path(s) ({result['mib_freed']:.1f} MiB); "
+        f"kept {len(result['kept_envs'])} in use",
+        markup=False,
+        highlight=False,
+    )
 
 
 _ = (console, print_json)
