@@ -7,6 +7,8 @@ import shutil
 
 import pytest
 
+from tests.nixfixtures import catalog_flake, publish_env, signed_cache  # noqa: F401
+
 
 def pytest_collection_modifyitems(config, items):
     no_nix = pytest.mark.skip(reason="needs Nix: run scripts/install-system.sh")

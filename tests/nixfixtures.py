@@ -1,0 +1,125 @@
+"""Real-Nix fixtures: the test catalog, a signed binary cache with its hub, published envs.
+
+Exposed to every test through tests/conftest.py. Session-scoped: the catalog is built and
+the signing key generated once per test session. All of them skip when Nix is missing.
+
+Fixtures (stable interface, used by tests/env, tests/shim and tests/cri):
+
+  catalog_flake -> pathlib.Path
+      A prepared copy of e2e/catalog (flake + static busybox). Its flake ref is
+      f"path:{catalog_flake}"; packages: busybox, hello, greeting, web (see e2e/catalog).
+
+  signed_cache -> SignedCache
+      .root             Path of the cache directory (a file:// binary cache)
+      .url              "file:///...": use as substituter
+      .hub_url          the hub URL (same place: records live under <cache>/floxk/)
+      .public_key       "floxk-test-1:BASE64": use as trusted public key
+      .secret_key_file  Path of the matching secret key (for `floxk env push --signing-key`)
+
+  publish_env(name, manifest_text) -> str
+      Writes manifest.toml in a fresh directory, locks it against the catalog (which builds
+      it), pushes it signed to signed_cache, and returns the ref "OWNER/NAME:GEN". `name`
+      is "OWNER/NAME" or just "NAME" (owner "test"). Publishing the same name again makes a
+      new generation.
+
+Helpers (plain functions):
+
+  run_with_store(store_root, argv, env=None) -> subprocess.CompletedProcess
+      Runs argv with store_root/nix/store bind-mounted on /nix/store in a private mount
+      namespace (needs root), i.e. how a container sees a chroot store. Output is text.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from e2e.catalog import prepare
+
+
+@dataclass(frozen=True)
+class SignedCache:
+    root: Path
+    url: str
+    hub_url: str
+    public_key: str
+    secret_key_file: Path
+
+
+def _need_nix() -> None:
+    if shutil.which("nix-store") is None:
+        pytest.skip("needs Nix: run scripts/install-system.sh")
+
+
+@pytest.fixture(scope="session")
+def catalog_flake(tmp_path_factory) -> Path:
+    _need_nix()
+    directory = tmp_path_factory.mktemp("catalog")
+    prepare(directory)
+    return directory
+
+
+def make_key_pair(directory: Path, name: str) -> tuple[str, Path]:
+    """A fresh Nix signing key pair: (public key text, secret key file)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    secret, public = directory / f"{name}.secret", directory / f"{name}.public"
+    subprocess.run(
+        ["nix-store", "--generate-binary-cache-key", name, secret, public],
+        check=True,
+        capture_output=True,
+    )
+    return public.read_text().strip(), secret
+
+
+@pytest.fixture(scope="session")
+def signed_cache(tmp_path_factory) -> SignedCache:
+    _need_nix()
+    base = tmp_path_factory.mktemp("signed-cache")
+    public, secret = make_key_pair(base / "keys", "floxk-test-1")
+    root = base / "cache"
+    root.mkdir()
+    url = root.as_uri()
+    return SignedCache(root=root, url=url, hub_url=url, public_key=public, secret_key_file=secret)
+
+
+@pytest.fixture(scope="session")
+def publish_env(catalog_flake, signed_cache, tmp_path_factory) -> Callable[[str, str], str]:
+    from floxk._lock import lock_environment
+    from floxk._push import push_environment
+
+    def publish(name: str, manifest_text: str) -> str:
+        full = name if "/" in name else f"test/{name}"
+        directory = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp(), prefix="env-"))
+        (directory / "manifest.toml").write_text(manifest_text)
+        lock_environment(directory, catalog=f"path:{catalog_flake}")
+        result = push_environment(
+            directory,
+            to=signed_cache.url,
+            name=full,
+            signing_key=signed_cache.secret_key_file,
+        )
+        return result.ref
+
+    return publish
+
+
+def run_with_store(
+    store_root: Path, argv: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run argv seeing store_root/nix/store at /nix/store (private mount namespace; root)."""
+    script = 'mount --bind "$1" /nix/store && shift && exec "$@"'
+    store = Path(store_root) / "nix" / "store"
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", store, *argv],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else dict(os.environ),
+        timeout=60,
+    )
