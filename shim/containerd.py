@@ -81,6 +81,20 @@ def runtime_plugin_id(containerd_version: str) -> str:
     return CRI_RUNTIME_PLUGIN[config_version(containerd_version)]
 
 
+def wrapper_shim_starts(containerd_version: str) -> str:
+    """Which `start` calls the wrapper shim (runtime_path) gets from CRI on this line.
+
+    "sandbox": once per pod, for the sandbox (2.x: app containers join the sandbox's shim);
+    "all": for the sandbox and every app container (1.7);
+    "none": never (1.6: CRI runs the runc-v2 shim from PATH, ignoring runtime_path).
+    The interposer (BinaryName) sees `create` for every container on all three.
+    """
+    major, minor, _ = parse_version(containerd_version)
+    if major >= 2:
+        return "sandbox"
+    return "all" if minor >= 7 else "none"
+
+
 def flox_runtime_table(
     *,
     shim_path: str,

@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sysconfig
 import tempfile
 import time
 import uuid
@@ -79,15 +80,25 @@ def installed_lines() -> list[Line]:
     return sorted(lines, key=lambda line: ctrd.parse_version(line.version))
 
 
+def installed_script(name: str) -> str | None:
+    """A console script of this Python's installation (pip puts them in the scripts dir),
+    else the one on PATH. The scripts dir comes first: a PATH entry may be a version-manager
+    shim (e.g. pyenv's) that adds a bash start to every call."""
+    candidate = Path(sysconfig.get_path("scripts")) / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    return shutil.which(name)
+
+
 def default_flox_paths() -> tuple[str, str]:
-    """(shim, interposer) for the flox runtime: env overrides, else the console scripts on PATH.
+    """(shim, interposer) for the flox runtime: env overrides, else the installed console scripts.
 
     FLOXK_CRI_FLOX_SHIM / FLOXK_CRI_FLOX_RUNC name other binaries (e.g. a test build).
-    A name not found on PATH stays as an absolute-looking placeholder so the config is still
-    valid; pods on the flox handler then fail with containerd's own error.
+    When one is not installed, a placeholder path keeps the config valid; pods on the flox
+    handler then fail with containerd's own error.
     """
-    shim = os.environ.get("FLOXK_CRI_FLOX_SHIM") or shutil.which("containerd-shim-flox-v2")
-    runc = os.environ.get("FLOXK_CRI_FLOX_RUNC") or shutil.which("floxk-runc")
+    shim = os.environ.get("FLOXK_CRI_FLOX_SHIM") or installed_script("containerd-shim-flox-v2")
+    runc = os.environ.get("FLOXK_CRI_FLOX_RUNC") or installed_script("floxk-runc")
     return (
         shim or "/nonexistent/containerd-shim-flox-v2",
         runc or "/nonexistent/floxk-runc",
