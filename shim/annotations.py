@@ -39,7 +39,7 @@ MAX_VALUE = 1024
 # letter/digit and no ".." keep "." and ".." (and hidden names) out.
 _SEGMENT = r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*"
 _REF = re.compile(rf"(?P<owner>{_SEGMENT})/(?P<name>{_SEGMENT})(?::(?P<gen>[1-9][0-9]{{0,8}}))?")
-MAX_OWNER, MAX_NAME = 39, 64
+MAX_OWNER, MAX_NAME = 100, 100  # as the hub accepts (shim.hub)
 _DNS1123_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 MODES = ("run", "dev")
 

@@ -10,6 +10,9 @@ runc at once. The fast path normally never reaches Python: see shim/front.py.
 A failure is written to runc's --log file as runc would write it (containerd reads
 the last error line into the CRI error, so it reaches the pod's events) and to
 stderr; config.json is then byte-identical to what containerd wrote.
+
+Modules only the create/exec paths need are imported inside those paths: the
+Python pass-through (when the sh front is not installed) stays as cheap as it can.
 """
 
 from __future__ import annotations
@@ -130,22 +133,25 @@ def prepare_create(call: RuncCall, node: NodeConfig) -> None:
     if parsed.ignored:
         _log_line(call, "warning", f"floxk: ignored annotations (not on the allow-list): "
                   f"{', '.join(parsed.ignored)}")  # fmt: skip
-    env = realize_for(parsed.environment, node)
-    from shim.spec import rewrite_spec
-
-    new_spec = rewrite_spec(spec, env, node, parsed)
+    record = resolve_for(parsed.environment, node)
+    # Mark the use before realizing (shim.gc's contract): gc never frees a tree between
+    # its realization and this container's start.
     from shim import gc
 
-    gc.mark_in_use(node.state_dir, env.digest, call.container_id or "", call.bundle)
+    cid = call.container_id or ""
+    gc.mark_in_use(node.state_dir, record.lock.digest(), cid, call.bundle)
     try:
-        write_json_atomic(config, new_spec)
+        env = realize_record(record, node)
+        from shim.spec import rewrite_spec
+
+        write_json_atomic(config, rewrite_spec(spec, env, node, parsed))
     except BaseException:
-        gc.release(node.state_dir, call.container_id or "")
+        gc.release(node.state_dir, cid)
         raise
 
 
-def realize_for(ref: ann.EnvRef, node: NodeConfig):
-    """Policy check, hub resolution and realization of one environment reference."""
+def resolve_for(ref: ann.EnvRef, node: NodeConfig):
+    """Policy check and hub resolution of one environment reference (a shim.hub.HubRecord)."""
     allowed = node.policy.allowed_owners
     if allowed and ref.owner not in allowed:
         raise RealizeError(
@@ -158,10 +164,16 @@ def realize_for(ref: ann.EnvRef, node: NodeConfig):
             f"cannot resolve {ref}: this node has no hub configured",
             hint=f'set hubs = ["file:///..."] in {node.source}',
         )
-    from shim import hub, realize
+    from shim import hub
+
+    return hub.resolve(str(ref), node.hubs)
+
+
+def realize_record(record, node: NodeConfig):
+    """Realize a resolved environment with the node's caches, keys and store."""
+    from shim import realize
     from shim.model import current_system
 
-    record = hub.resolve(str(ref), node.hubs)
     return realize.realize(
         record.lock,
         system=current_system(),
@@ -170,6 +182,11 @@ def realize_for(ref: ann.EnvRef, node: NodeConfig):
         store_root=node.store_root,
         state_dir=node.state_dir,
     )
+
+
+def realize_for(ref: ann.EnvRef, node: NodeConfig):
+    """resolve_for + realize_record (the sandbox prefetch's whole job)."""
+    return realize_record(resolve_for(ref, node), node)
 
 
 def prepare_exec(call: RuncCall, node: NodeConfig) -> None:

@@ -29,8 +29,8 @@ BAD_REFS = [
     "owner/$(id)",
     "file:///etc/passwd",
     "owner/name?substituters=http://evil",
-    "o" * 40 + "/name",
-    "owner/" + "n" * 65,
+    "o" * 101 + "/name",
+    "owner/" + "n" * 101,
     "owner/name:1234567890",
     "owner/na\nme",
 ]

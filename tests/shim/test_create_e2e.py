@@ -1,0 +1,196 @@
+"""floxk-runc create end to end: hub record -> signed cache -> chroot store -> rewritten spec -> runc.
+
+The environment is locked from floxk's test catalog and pushed to a signed file:// cache
+with the real `floxk env push` core; the node realizes it with real Nix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shim.front import write_front
+from shim.nix import base_options
+from tests.shim.oci import make_bundle, runc_path, write_node_toml
+
+pytestmark = [pytest.mark.nix, pytest.mark.root]
+
+MANIFESTS = {
+    "hello": '[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
+    '[vars]\nCOLOR = "blue"\n[hook]\non-activate = "echo hook-ran; export HOOKED=yes"\n',
+    "plain": '[install]\nhello.pkg-path = "hello"\n',
+    "broken": '[install]\nweb.pkg-path = "web"\n',  # its store path is removed from the cache
+}
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """A signed file:// cache + hub holding acme/hello and acme/plain; returns (url, pubkey, dir)."""
+    from e2e.catalog import prepare
+    from floxk._lock import lock_environment
+    from floxk._push import push_environment
+
+    work = tmp_path_factory.mktemp("hub")
+    catalog = prepare(work / "catalog")
+    sk, pk = work / "key.sec", work / "key.pub"
+    subprocess.run(
+        ["nix-store", *base_options(), "--generate-binary-cache-key", "floxk-test-1", sk, pk],
+        check=True,
+    )
+    for name, manifest in MANIFESTS.items():
+        d = work / name
+        d.mkdir()
+        (d / "manifest.toml").write_text("version = 1\n" + manifest)
+        lock_environment(d, catalog=catalog)
+        pushed = push_environment(
+            d, to=f"file://{work / 'cache'}", name=f"acme/{name}", signing_key=sk
+        )
+    web = next(p for p in pushed.paths if "-web-" in p)
+    (work / "cache" / f"{Path(web).name.split('-')[0]}.narinfo").unlink()
+    return f"file://{work / 'cache'}", pk.read_text().strip(), work / "cache"
+
+
+@pytest.fixture
+def node(tmp_path, hub):
+    url, key, _ = hub
+    cfg = write_node_toml(
+        tmp_path / "node.toml",
+        hubs=[url],
+        trusted_public_keys=[key],
+        state_dir=str(tmp_path / "state"),
+        store_root=str(tmp_path / "store"),
+    )
+    front = write_front(tmp_path / "bin" / "floxk-runc", os.path.realpath(runc_path()))
+    env = {**os.environ, "FLOXK_NODE_CONFIG": str(cfg)}
+    return {"front": str(front), "env": env, "root": str(tmp_path / "runc"), "tmp": tmp_path}
+
+
+def _ann(ref, name="app"):
+    return {
+        "flox.dev/environment": ref,
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.container-name": name,
+    }
+
+
+def _runc(node, *args, **kw):
+    return subprocess.run(
+        [node["front"], "--root", node["root"], *args],
+        env=node["env"],
+        text=True,
+        timeout=120,
+        **kw,
+    )
+
+
+def _create(node, ref, args, name="app"):
+    """create through the front, stdio to files (create must not hold our pipes)."""
+    cid = f"{name}-{uuid.uuid4().hex[:8]}"
+    bundle = make_bundle(node["tmp"] / cid, args, annotations=_ann(ref, name))
+    log = bundle / "log.json"
+    with open(bundle / "out", "w") as out, open(bundle / "err", "w") as err:
+        r = _runc(
+            node, "--log", str(log), "--log-format", "json", "create", "--bundle", str(bundle), cid,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+        )  # fmt: skip
+    return cid, bundle, r
+
+
+def _start_and_wait(node, cid, bundle):
+    assert _runc(node, "start", cid, capture_output=True).returncode == 0
+    for _ in range(200):
+        state = json.loads(_runc(node, "state", cid, capture_output=True).stdout)
+        if state["status"] == "stopped":
+            break
+        time.sleep(0.05)
+    return (bundle / "out").read_text(), (bundle / "err").read_text()
+
+
+def _uses(node):
+    return sorted(p.name for p in (node["tmp"] / "state" / "uses").glob("*/*"))
+
+
+def test_env_with_hook_and_vars_runs_and_is_released_on_delete(node):
+    cid, bundle, r = _create(node, "acme/hello", ["sh", "-c", 'hello; echo "$COLOR $HOOKED $$"'])
+    assert r.returncode == 0, (bundle / "err").read_text()
+    spec = json.loads((bundle / "config.json").read_text())
+    assert any(m["destination"] == "/nix/store" for m in spec["mounts"])
+    assert _uses(node) == [cid]
+    out, err = _start_and_wait(node, cid, bundle)
+    assert out == "hook-ran\nhello from floxk\nblue yes 1\n", err
+    assert _runc(node, "delete", cid, capture_output=True).returncode == 0
+    assert _uses(node) == []
+
+
+def test_two_containers_one_env_realize_once(node):
+    a = _create(node, "acme/plain", ["hello"], name="one")
+    b = _create(node, "acme/plain", ["hello"], name="two")
+    assert a[2].returncode == 0 and b[2].returncode == 0
+    envs = list((node["tmp"] / "state" / "envs").iterdir())
+    assert len(envs) == 1
+    trees = [
+        line
+        for line in (node["tmp"] / "state" / "realize.log").read_text().splitlines()
+        if " tree " in f" {line} "
+    ]
+    assert len(trees) == 1, trees
+    for cid, bundle, _ in (a, b):
+        spec = json.loads((bundle / "config.json").read_text())
+        src = next(m["source"] for m in spec["mounts"] if m["destination"] == "/run/floxk/env")
+        assert Path(src) == envs[0]
+        out, _err = _start_and_wait(node, cid, bundle)
+        assert out == "hello from floxk\n"
+        _runc(node, "delete", cid, capture_output=True)
+
+
+@pytest.mark.parametrize(
+    ("ref", "reason"),
+    [("acme/absent", "acme/absent"), ("acme/hello:99", "99"), ("acme/broken", "-web-1.0")],
+)
+def test_unknown_env_or_missing_path_fails_create_cleanly(node, ref, reason):
+    cid, bundle, r = _create(node, ref, ["hello"])
+    assert r.returncode == 1
+    last = json.loads((bundle / "log.json").read_text().splitlines()[-1])
+    assert last["level"] == "error" and reason in last["msg"]
+    assert "/run/floxk" not in (bundle / "config.json").read_text()
+    assert _uses(node) == []
+    assert not (node["tmp"] / "state" / "envs").exists() or not any(
+        (node["tmp"] / "state" / "envs").iterdir()
+    )
+
+
+def test_untrusted_signature_fails_create_and_leaves_node_clean(node, tmp_path):
+    other = tmp_path / "other"
+    subprocess.run(
+        [
+            "nix-store",
+            *base_options(),
+            "--generate-binary-cache-key",
+            "someone-else-1",
+            other,
+            tmp_path / "o.pub",
+        ],
+        check=True,
+    )
+    cfg = Path(node["env"]["FLOXK_NODE_CONFIG"])
+    text = cfg.read_text().splitlines()
+    cfg.write_text("\n".join(
+        f"trusted_public_keys = [{json.dumps((tmp_path / 'o.pub').read_text().strip())}]"
+        if line.startswith("trusted_public_keys") else line for line in text
+    ) + "\n")  # fmt: skip
+    before = None
+    cid, bundle, r = _create(node, "acme/plain", ["hello"])
+    before = (bundle / "config.json").read_text()
+    assert r.returncode == 1
+    last = json.loads((bundle / "log.json").read_text().splitlines()[-1])
+    assert last["level"] == "error" and last["msg"].startswith("floxk: ")
+    assert "signature" in last["msg"] or "trusted" in last["msg"]
+    assert "/run/floxk" not in before
+    assert _uses(node) == []
+    assert _runc(node, "state", cid, capture_output=True).returncode != 0
