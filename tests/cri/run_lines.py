@@ -66,9 +66,8 @@ def run_line(version: str, pytest_args: list[str]) -> dict[str, int]:
             *pytest_args,
         ]
         print(f"=== containerd {version}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-        proc = subprocess.run(
-            cmd, cwd=REPO, env={**os.environ, LINE_ENV: version}, stdout=sys.stderr
-        )
+        # pytest's report goes to our stderr (fd 2): stdout carries only the summaries.
+        proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, LINE_ENV: version}, stdout=2)
         if not report.exists():
             return {"passed": 0, "failed": 1 if proc.returncode not in (0, 5) else 0, "skipped": 0}
         c = counts(report)
