@@ -1,0 +1,138 @@
+"""containerd-shim-flox-v2: exec of the real runc-v2 shim with argv/stdio unchanged, plus prefetch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from shim.wrapper import action_of, sandbox_env_ref
+from tests.shim.oci import write_node_toml
+
+RUNC_V2 = shutil.which("containerd-shim-runc-v2")
+needs_runc_v2 = pytest.mark.skipif(RUNC_V2 is None, reason="needs containerd-shim-runc-v2 on PATH")
+
+
+def test_action_is_found_after_go_style_flags():
+    argv = ["-namespace", "k8s.io", "-address", "/run/c.sock", "-publish-binary", "/bin/c",
+            "-id", "abc", "-debug", "start"]  # fmt: skip
+    assert action_of(argv) == "start"
+    assert action_of(["--namespace=x", "-bundle", "/b", "delete"]) == "delete"
+    assert action_of(["-v"]) is None
+
+
+def test_only_sandboxes_with_the_annotation_prefetch(tmp_path):
+    def ref_for(annotations):
+        (tmp_path / "config.json").write_text(json.dumps({"annotations": annotations}))
+        return sandbox_env_ref(tmp_path)
+
+    sandbox = {"io.kubernetes.cri.container-type": "sandbox"}
+    assert str(ref_for({**sandbox, "flox.dev/environment": "acme/tools:3"})) == "acme/tools:3"
+    assert ref_for(sandbox) is None
+    assert (
+        ref_for({"io.kubernetes.cri.container-type": "container", "flox.dev/environment": "a/b"})
+        is None
+    )
+
+
+@needs_runc_v2
+@pytest.mark.parametrize(
+    "argv", [["-v"], ["-namespace", "t", "-address", "/nonexistent.sock", "-id", "x", "delete"]]
+)
+def test_argv_stdout_stderr_and_exit_code_pass_through(tmp_path, argv):
+    env = {
+        **os.environ,
+        "FLOXK_NODE_CONFIG": str(
+            write_node_toml(tmp_path / "n.toml", state_dir=str(tmp_path / "s"))
+        ),
+    }
+    direct = subprocess.run([RUNC_V2, *argv], capture_output=True, cwd=tmp_path, timeout=60)
+    via = subprocess.run(
+        ["containerd-shim-flox-v2", *argv], capture_output=True, cwd=tmp_path, env=env, timeout=60
+    )
+    assert via.returncode == direct.returncode
+    assert via.stdout == direct.stdout
+    # runc-v2's info lines carry timestamps and pids and race its exit; its last line does not.
+    assert via.stderr.splitlines()[-1:] == direct.stderr.splitlines()[-1:]
+
+
+@needs_runc_v2
+def test_sandbox_start_spawns_a_detached_prefetch_and_never_fails_because_of_it(tmp_path):
+    """Here the prefetch fails (no hub): the failure lands in the node log, start goes on."""
+    log = tmp_path / "floxk.log"
+    cfg = write_node_toml(tmp_path / "n.toml", state_dir=str(tmp_path / "s"), log_file=str(log))
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"annotations": {
+        "io.kubernetes.cri.container-type": "sandbox", "flox.dev/environment": "acme/tools"}}))  # fmt: skip
+    argv = ["-namespace", "t", "-address", "/nonexistent.sock", "-id", "x", "start"]
+    env = {**os.environ, "FLOXK_NODE_CONFIG": str(cfg)}
+    direct = subprocess.run([RUNC_V2, *argv], capture_output=True, cwd=bundle, timeout=60)
+    via = subprocess.run(
+        ["containerd-shim-flox-v2", *argv], capture_output=True, cwd=bundle, env=env, timeout=60
+    )
+    assert (via.returncode, via.stdout) == (direct.returncode, direct.stdout)
+    for _ in range(100):
+        if log.exists() and "failed" in log.read_text():
+            break
+        time.sleep(0.05)
+    text = log.read_text()
+    assert "prefetch acme/tools: started" in text
+    assert "prefetch acme/tools: failed" in text and "no hub configured" in text
+
+
+@pytest.mark.nix
+@pytest.mark.root
+@needs_runc_v2
+def test_prefetch_realizes_the_env_before_any_container(tmp_path):
+    from e2e.catalog import prepare
+    from floxk._lock import lock_environment
+    from floxk._push import push_environment
+    from shim.nix import base_options
+
+    catalog = prepare(tmp_path / "catalog")
+    subprocess.run(
+        [
+            "nix-store",
+            *base_options(),
+            "--generate-binary-cache-key",
+            "k-1",
+            tmp_path / "sk",
+            tmp_path / "pk",
+        ],
+        check=True,
+    )
+    d = tmp_path / "env"
+    d.mkdir()
+    (d / "manifest.toml").write_text('version = 1\n[install]\nhello.pkg-path = "hello"\n')
+    lock_environment(d, catalog=catalog)
+    pushed = push_environment(
+        d, to=f"file://{tmp_path / 'cache'}", name="acme/pre", signing_key=tmp_path / "sk"
+    )
+    state = tmp_path / "state"
+    cfg = write_node_toml(
+        tmp_path / "n.toml", hubs=[f"file://{tmp_path / 'cache'}"], trusted_public_keys=[(tmp_path / "pk").read_text().strip()],
+        state_dir=str(state), store_root=str(tmp_path / "store"),
+    )  # fmt: skip
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"annotations": {
+        "io.kubernetes.cri.container-type": "sandbox", "flox.dev/environment": "acme/pre"}}))  # fmt: skip
+    argv = ["-namespace", "t", "-address", "/nonexistent.sock", "-id", "x", "start"]
+    subprocess.run(["containerd-shim-flox-v2", *argv], capture_output=True, cwd=bundle,
+                   env={**os.environ, "FLOXK_NODE_CONFIG": str(cfg)}, timeout=60)  # fmt: skip
+    tree = state / "envs" / pushed.digest
+    for _ in range(600):
+        if (tree / "activation.json").exists():
+            break
+        time.sleep(0.05)
+    assert (tree / "activation.json").exists(), (state / "floxk.log").read_text()
+    link = tree / "bin" if (tree / "bin").is_symlink() else tree / "bin" / "hello"
+    assert os.readlink(link).startswith("/nix/store/")
+    assert "ready " + pushed.digest in (state / "floxk.log").read_text()
+    assert Path(tmp_path / "store" / "nix" / "store").is_dir()
