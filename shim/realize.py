@@ -186,17 +186,20 @@ def _substitute(
 
 
 def _why_not_substituted(output: str) -> str:
-    if "does not have a valid signature" in output:
+    """The likely cause, from what Nix said (wording as of Nix 2.8 .. 2.3x)."""
+    if "not signed by any of the keys" in output or "does not have a valid signature" in output:
         return (
             "a cache has the path but not signed by a trusted key: check trusted_public_keys "
             "and that the environment was pushed with --signing-key"
         )
-    if "hash mismatch" in output or "NAR" in output:
-        return "the cache's copy is damaged or was tampered with: push the environment again"
-    return (
-        "no substituter has these paths: push the environment (`floxk env push`) to a cache "
-        "listed in the node's substituters"
-    )
+    if "copying path" not in output and (
+        "don't know how to build" in output or "no substituter" in output
+    ):
+        return (
+            "no substituter has these paths: push the environment (`floxk env push`) to a "
+            "cache listed in the node's substituters"
+        )
+    return "the cache's copy could not be imported (damaged or tampered with): push it again"
 
 
 def _write_roots(store_root: Path | None, digest: str, paths: list[str]) -> None:
