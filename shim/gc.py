@@ -99,7 +99,10 @@ def collect(*, state_dir: Path, store_root: Path | None, dry_run: bool = False) 
             freed.append(digest)
         if not dry_run:
             _remove_orphans(state_dir, store_root)
-        deleted, mib = _store_gc(store_root, sorted(candidates), dry_run=dry_run)
+        if dry_run:
+            deleted, mib = _would_delete(store_root, sorted(candidates), freed), 0.0
+        else:
+            deleted, mib = _store_gc(store_root, sorted(candidates))
     return {
         "freed_envs": freed,
         "kept_envs": kept,
@@ -144,14 +147,9 @@ def _remove_orphans(state_dir: Path, store_root: Path | None) -> None:
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _store_gc(
-    store_root: Path | None, candidates: list[str], *, dry_run: bool
-) -> tuple[list[str], float]:
+def _store_gc(store_root: Path | None, candidates: list[str]) -> tuple[list[str], float]:
     base = ["nix-store", *nix.base_options(), *nix.store_args(store_root)]
     if store_root is not None:  # a store only floxk uses: everything unrooted goes
-        if dry_run:
-            out = nix.run_nix([*base, "--gc", "--print-dead"], what="listing dead store paths")
-            return sorted(line for line in out.splitlines() if line), 0.0
         out, progress = nix.run_nix_with_log([*base, "--gc"], what="garbage-collecting the store")
         return _deleted(out, progress)
     # The host's store holds more than floxk's paths: delete only the freed closures'
@@ -162,8 +160,8 @@ def _store_gc(
         nix.run_nix([*base, "--gc", "--print-live"], what="listing live store paths").split()
     )
     dead = [p for p in candidates if p not in live]
-    if dry_run or not dead:
-        return dead, 0.0
+    if not dead:
+        return [], 0.0
     try:
         out, progress = nix.run_nix_with_log(
             [*base, "--delete", *dead], what="deleting freed store paths"
@@ -171,6 +169,25 @@ def _store_gc(
     except NixError as e:  # something rooted one of them meanwhile: keep them all
         raise RealizeError(f"store GC skipped: {e.message}") from None
     return _deleted(out, progress)
+
+
+def _would_delete(store_root: Path | None, candidates: list[str], freed: list[str]) -> list[str]:
+    """What collect() would delete, with the freed environments' roots still in place."""
+    base = ["nix-store", *nix.base_options(), *nix.store_args(store_root)]
+    roots = nix.run_nix([*base, "--gc", "--print-roots"], what="listing GC roots")
+    remaining = []
+    for line in roots.splitlines():
+        link, _, target = line.partition(" -> ")
+        if any(f"/{ROOTS_SUBDIR}/{digest}/" in link for digest in freed):
+            continue
+        if nix.is_store_path(target):
+            remaining.append(target)
+    alive = set(nix.closure(remaining, store_root=store_root))
+    pool = set(candidates)
+    if store_root is not None:
+        dead = nix.run_nix([*base, "--gc", "--print-dead"], what="listing dead store paths")
+        pool.update(line for line in dead.splitlines() if line)
+    return sorted(pool - alive)
 
 
 def _deleted(out: str, progress: str) -> tuple[list[str], float]:
