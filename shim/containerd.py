@@ -18,8 +18,13 @@ What each line does with it (checked through CRI by tests/cri/test_flox_shape.py
 - 1.7: the wrapper shim is exec'd for `start` of the sandbox AND of every app container.
 - 1.6: runtime_path is accepted but its CRI never execs it (it runs the runc-v2 shim found on
   PATH); BinaryName still reaches runc-v2, so the interposer acts on every container and only
-  the early prefetch at sandbox start is lost. We keep this shape on 1.6 rather than register a
-  custom runtime_type: with one 1.6 stops passing runc options (BinaryName) at all.
+  the early prefetch at sandbox start is lost.
+We keep this shape on 1.6 too. The alternative, runtime_type "io.containerd.flox.v2" with the
+wrapper on containerd's PATH, does get the wrapper exec'd on 1.6 (start for sandbox and app
+container), but then 1.6 sends its options as runtimeoptions.v1.Options, which runc-v2 refuses
+("type with url runtimeoptions.v1.Options: not found"); only without any options table does it
+run, and then runc-v2 calls plain `runc` from PATH, so the interposer would have to be found
+under that name. Not worth a second shape for a prefetch.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ unset, the newest installed line is used. Fixtures (documented in docs/testing.m
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -24,6 +25,23 @@ from tests.cri.images import Image, build_images
 
 LINE_ENV = "FLOXK_CRI_LINE"
 INSTALL_HINT = "run scripts/install-containerd.sh"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the item, so fixtures can tell a failed test at teardown."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+def _show_log_if_failed(request: pytest.FixtureRequest, daemon: harness.Containerd) -> None:
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(
+            f"--- containerd {daemon.line.version} log ({daemon.log_path}) ---\n{daemon.log_tail(60)}",
+            file=sys.stderr,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +70,7 @@ def cri_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Image]:
 
 @pytest.fixture
 def start_containerd(
-    containerd_line: harness.Line, cri_images: dict[str, Image]
+    request: pytest.FixtureRequest, containerd_line: harness.Line, cri_images: dict[str, Image]
 ) -> Iterator[Callable[..., harness.Containerd]]:
     """Factory for private daemons: start_containerd(flox_shim=..., flox_runc=..., env=...,
     extra_config=..., restrict_oom_score_adj=...) -> started harness.Containerd."""
@@ -68,6 +86,7 @@ def start_containerd(
 
     yield start
     for daemon in started:
+        _show_log_if_failed(request, daemon)
         daemon.stop()
 
 
@@ -85,8 +104,9 @@ def containerd(
 
 
 @pytest.fixture
-def cri(containerd: harness.Containerd) -> Iterator[harness.CRI]:
+def cri(request: pytest.FixtureRequest, containerd: harness.Containerd) -> Iterator[harness.CRI]:
     yield containerd.cri
+    _show_log_if_failed(request, containerd)
     # A test leaves pods behind only when it failed midway: clean up so later tests start
     # from an empty node, then insist the node really is clean (stop/remove worked).
     containerd.cri.remove_all()

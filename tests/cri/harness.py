@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import time
@@ -322,7 +323,10 @@ class Containerd:
         for point in self.mounts():
             subprocess.run(["umount", "-l", point], capture_output=True)
         if getattr(self, "dir", None) is not None and self.dir.exists():
-            shutil.rmtree(self.dir, ignore_errors=True)
+            if os.environ.get("FLOXK_CRI_KEEP"):  # debugging: keep config, logs, pod logs
+                print(f"FLOXK_CRI_KEEP: containerd files kept in {self.dir}", file=sys.stderr)
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class CRI:
