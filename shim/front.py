@@ -40,16 +40,24 @@ exec {runc} "$@"
 """
 
 
-def default_python_argv() -> list[str]:
-    """This interpreter, isolated (-I: no PYTHONPATH, no user site, no cwd), running shim.runc."""
-    return [sys.executable, "-I", "-m", "shim.runc"]
+def python_argv(python: str | None = None) -> list[str]:
+    """Run shim.runc.main with `python` (default: this one), isolated and without `site`.
+
+    -I: no PYTHONPATH, user site or cwd on the path. -S: no site-packages processing,
+    which costs tens of ms where .pth files (editable installs, certifi...) are present;
+    shim is standard library only, so the directory holding it is all it needs.
+    """
+    parent = str(Path(__file__).resolve().parent.parent)
+    code = f"import sys; sys.path.insert(0, {parent!r}); from shim.runc import main; main()"
+    return [python or sys.executable, "-I", "-S", "-c", code]
 
 
-def render_front(runc: str, python_argv: Sequence[str] | None = None) -> str:
-    """The front script's text; `runc` is the real runc, `python_argv` runs the slow path."""
+def render_front(runc: str, slow_path: Sequence[str] | None = None) -> str:
+    """The front script's text; `runc` is the real runc, `slow_path` the argv prefix of the
+    Python side (default: python_argv())."""
     if not os.path.isabs(runc):
         raise ValueError(f"runc must be an absolute path, got {runc!r}")
-    py = list(python_argv or default_python_argv())
+    py = list(slow_path or python_argv())
     flags = sorted(f"-{f}" for f in GLOBAL_VALUE_FLAGS) + sorted(
         f"--{f}" for f in GLOBAL_VALUE_FLAGS
     )
@@ -63,14 +71,14 @@ def render_front(runc: str, python_argv: Sequence[str] | None = None) -> str:
 
 
 def write_front(
-    path: str | os.PathLike[str], runc: str, python_argv: Sequence[str] | None = None
+    path: str | os.PathLike[str], runc: str, slow_path: Sequence[str] | None = None
 ) -> Path:
     """Render the front into `path` (mode 0755), atomically."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
     with os.fdopen(fd, "w") as f:
-        f.write(render_front(runc, python_argv))
+        f.write(render_front(runc, slow_path))
     os.chmod(tmp, 0o755)
     os.replace(tmp, p)
     return p
@@ -83,8 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--python", help="python3 to run the slow path (default: this one)")
     a = ap.parse_args(argv)
     runc = a.runc or load_node_config().find_runc()
-    py = [a.python, "-I", "-m", "shim.runc"] if a.python else None
-    write_front(a.output, os.path.abspath(runc), py)
+    write_front(a.output, os.path.abspath(runc), python_argv(a.python))
 
 
 if __name__ == "__main__":
