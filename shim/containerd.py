@@ -35,7 +35,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from shim.errors import ConfigError
+from shim.errors import CommandError, ConfigError
 from shim.proc import run
 
 FLOX_RUNTIME = "flox"
@@ -197,27 +197,18 @@ def has_cap_sys_resource(status_path: str = "/proc/self/status") -> bool:
 
 
 def can_lower_oom_score_adj(target: int = SANDBOX_OOM_SCORE_ADJ) -> bool:
-    """Whether a process here may set oom_score_adj to `target` (below our own value).
+    """Whether a process here may set its oom_score_adj to `target` (below our own value).
 
-    Tried for real in a forked child, so the caller's own score never changes. Without
-    CAP_SYS_RESOURCE the kernel refuses values below what the process had, which makes runc
-    fail every CRI sandbox ("failed to update /proc/self/oom_score_adj: Permission denied").
+    Tried for real by a child shell writing its own /proc/self/oom_score_adj, so the caller's
+    score never changes (and no fork of a threaded caller). Without CAP_SYS_RESOURCE the kernel
+    refuses values below what the process had, which makes runc fail every CRI sandbox
+    ("failed to update /proc/self/oom_score_adj: Permission denied").
     """
-    pid = os.fork()
-    if pid == 0:  # child: only raw syscalls, then _exit (we may be a threaded process)
-        code = 1
-        try:
-            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
-            try:
-                os.write(fd, str(target).encode())
-                code = 0
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+    try:
+        run(["sh", "-c", f"echo {int(target)} > /proc/self/oom_score_adj"])
+    except CommandError:
+        return False
+    return True
 
 
 def needs_restrict_oom_score_adj() -> bool:
