@@ -91,3 +91,42 @@ def write_node_toml(path: Path, **values) -> Path:
         lines += [f"{k} = {json.dumps(v)}" for k, v in policy.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# Environments published by publish_test_hub (owner "acme"), built from floxk's test catalog.
+TEST_ENVS = {
+    "hello": '[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
+    '[vars]\nCOLOR = "blue"\n[hook]\non-activate = "echo hook-ran; export HOOKED=yes"\n',
+    "plain": '[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n',
+    "broken": '[install]\nweb.pkg-path = "web"\n',  # its store path is removed from the cache
+}
+
+
+def publish_test_hub(work: Path) -> SimpleNamespace:
+    """Lock TEST_ENVS from the test catalog and push them, signed, to a file:// cache + hub.
+
+    Returns url, key (public key line), cache (dir), digests {name: lock digest}.
+    """
+    from e2e.catalog import prepare
+    from floxk._lock import lock_environment
+    from floxk._push import push_environment
+
+    catalog = prepare(work / "catalog")
+    sk, pk = work / "key.sec", work / "key.pub"
+    subprocess.run(
+        ["nix-store", *base_options(), "--generate-binary-cache-key", "floxk-test-1", sk, pk],
+        check=True,
+    )
+    cache, digests = work / "cache", {}
+    for name, manifest in TEST_ENVS.items():
+        d = work / name
+        d.mkdir()
+        (d / "manifest.toml").write_text("version = 1\n" + manifest)
+        lock_environment(d, catalog=catalog)
+        pushed = push_environment(d, to=f"file://{cache}", name=f"acme/{name}", signing_key=sk)
+        digests[name] = pushed.digest
+    web = next(p for p in pushed.paths if "-web-" in p)
+    (cache / f"{Path(web).name.split('-')[0]}.narinfo").unlink()
+    return SimpleNamespace(
+        url=f"file://{cache}", key=pk.read_text().strip(), cache=cache, digests=digests
+    )

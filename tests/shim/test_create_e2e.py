@@ -17,52 +17,22 @@ import pytest
 
 from shim.front import write_front
 from shim.nix import base_options
-from tests.shim.oci import make_bundle, runc_path, write_node_toml
+from tests.shim.oci import make_bundle, publish_test_hub, runc_path, write_node_toml
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
-
-MANIFESTS = {
-    "hello": '[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
-    '[vars]\nCOLOR = "blue"\n[hook]\non-activate = "echo hook-ran; export HOOKED=yes"\n',
-    "plain": '[install]\nhello.pkg-path = "hello"\n',
-    "broken": '[install]\nweb.pkg-path = "web"\n',  # its store path is removed from the cache
-}
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    """A signed file:// cache + hub holding acme/hello and acme/plain; returns (url, pubkey, dir)."""
-    from e2e.catalog import prepare
-    from floxk._lock import lock_environment
-    from floxk._push import push_environment
-
-    work = tmp_path_factory.mktemp("hub")
-    catalog = prepare(work / "catalog")
-    sk, pk = work / "key.sec", work / "key.pub"
-    subprocess.run(
-        ["nix-store", *base_options(), "--generate-binary-cache-key", "floxk-test-1", sk, pk],
-        check=True,
-    )
-    for name, manifest in MANIFESTS.items():
-        d = work / name
-        d.mkdir()
-        (d / "manifest.toml").write_text("version = 1\n" + manifest)
-        lock_environment(d, catalog=catalog)
-        pushed = push_environment(
-            d, to=f"file://{work / 'cache'}", name=f"acme/{name}", signing_key=sk
-        )
-    web = next(p for p in pushed.paths if "-web-" in p)
-    (work / "cache" / f"{Path(web).name.split('-')[0]}.narinfo").unlink()
-    return f"file://{work / 'cache'}", pk.read_text().strip(), work / "cache"
+    return publish_test_hub(tmp_path_factory.mktemp("hub"))
 
 
 @pytest.fixture
 def node(tmp_path, hub):
-    url, key, _ = hub
     cfg = write_node_toml(
         tmp_path / "node.toml",
-        hubs=[url],
-        trusted_public_keys=[key],
+        hubs=[hub.url],
+        trusted_public_keys=[hub.key],
         state_dir=str(tmp_path / "state"),
         store_root=str(tmp_path / "store"),
     )
