@@ -7,10 +7,12 @@ never written to nix.conf, so a node's own Nix configuration is left alone.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import os
 import re
+import sqlite3
 import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -127,15 +129,48 @@ def _tail(output: str, lines: int = 25) -> str:
 
 
 def closure(paths: Iterable[str], *, store_root: Path | None) -> list[str]:
-    """All store paths `paths` need at run time (nix-store -qR), sorted."""
-    paths = list(paths)
+    """All store paths `paths` need at run time (nix-store -qR), sorted.
+
+    Reads the store's database directly when it can (a few ms instead of another Nix
+    process on every cold realization); falls back to `nix-store -qR` if that fails.
+    """
+    paths = sorted(set(paths))
     if not paths:
         return []
+    found = _closure_from_db(paths, store_root)
+    if found is not None:
+        return found
     out = run_nix(
         ["nix-store", *base_options(), *store_args(store_root), "--query", "--requisites", *paths],
         what="computing the closure",
     )
     return sorted(line for line in out.splitlines() if line)
+
+
+# ValidPaths(id, path, ...) and Refs(referrer, reference): Nix's schema since 1.x.
+_CLOSURE_SQL = """
+WITH RECURSIVE closure(id) AS (
+  SELECT id FROM ValidPaths WHERE path IN ({marks})
+  UNION SELECT Refs.reference FROM Refs JOIN closure ON Refs.referrer = closure.id
+)
+SELECT path FROM ValidPaths JOIN closure USING (id)
+"""
+
+
+def _closure_from_db(paths: list[str], store_root: Path | None) -> list[str] | None:
+    db = (store_root or Path("/")) / "nix" / "var" / "nix" / "db" / "db.sqlite"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+            con.execute("PRAGMA busy_timeout = 5000")
+            rows = con.execute(
+                _CLOSURE_SQL.format(marks=",".join("?" * len(paths))), paths
+            ).fetchall()
+    except sqlite3.Error:
+        return None
+    found = sorted({row[0] for row in rows})
+    if not set(paths) <= set(found):  # not all valid: let Nix say why
+        return None
+    return found
 
 
 def invalid_paths(paths: Iterable[str], *, store_root: Path | None) -> list[str]:
