@@ -202,7 +202,9 @@ def realize(
     env = realizer.realize(
         lock_,
         system=system or current_system(),
-        substituters=substituter or node.substituters,
+        # A hub given on the command line is also where its closure lives (the hub sits
+        # next to its binary cache), as node.toml's substituters default to its hubs.
+        substituters=substituter or hub or node.substituters,
         trusted_keys=trusted_key or node.trusted_public_keys,
         store_root=store if store is not None else node.store_root,
         state_dir=state_dir or node.state_dir,
