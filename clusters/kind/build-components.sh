@@ -25,8 +25,11 @@ build() {
   say "cc pause $PAUSE_IMAGE_TAG (static)"
   gcc -Os -Wall -Werror -static -DVERSION="v$PAUSE_IMAGE_TAG-floxk" -o "$OUT/pause" "$src"
   strip "$OUT/pause"
-  "$OUT/etcd" --version | grep -q "etcd Version: ${ETCD_VERSION#v}" || die "etcd reports $("$OUT/etcd" --version | head -1)"
-  "$OUT/coredns" -version | grep -q "CoreDNS-${COREDNS_VERSION#v}" || die "coredns reports $("$OUT/coredns" -version)"
+  local v
+  v=$("$OUT/etcd" --version)
+  [[ $v == *"etcd Version: ${ETCD_VERSION#v}"* ]] || die "etcd reports: $v"
+  v=$("$OUT/coredns" -version)
+  [[ $v == *"CoreDNS-${COREDNS_VERSION#v}"* ]] || die "coredns reports: $v"
 }
 
 cached "$out" build

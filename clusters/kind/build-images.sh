@@ -26,7 +26,7 @@ scratch_image() {
     shift 2
   done
   tar --numeric-owner --owner=0 --group=0 -C "$dir" -c . |
-    docker import -q --change "ENV PATH=/usr/local/bin:/usr/bin:/bin" \
+    docker import --change "ENV PATH=/usr/local/bin:/usr/bin:/bin" \
       --change "ENTRYPOINT [\"$entry\"]" - "$tag" >/dev/null
   rm -rf "$dir"
 }
@@ -39,7 +39,7 @@ debian_image() {
   local base dir
   base=floxk.local/kind-slim:$(basename "$(dirname "$slim")")
   if ! docker image inspect "$base" >/dev/null 2>&1; then
-    tar --numeric-owner -C "$slim" -c . | docker import -q - "$base" >/dev/null
+    tar --numeric-owner -C "$slim" -c . | docker import - "$base" >/dev/null
   fi
   dir=$(mktemp -d "$OUT/ctx.XXXX")
   echo "FROM $base" >"$dir/Dockerfile"

@@ -6,22 +6,26 @@
 source "$(dirname "$0")/lib.sh"
 
 BINARIES=(kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy)
-out=$CACHE/k8s-$K8S_VERSION-$(key "$KIND_DIR/k8s/go.mod" "$KIND_DIR/k8s/go.sum" "$(go env GOVERSION)" "${BINARIES[*]}")
 
-build() {
-  local v=${K8S_VERSION#v} major minor date ldflags pkg b
+# Unstamped binaries say v0.0.0 and the apiserver/kubeadm version checks
+# break. The build date is the release's own time on the module proxy, so
+# builds are reproducible.
+version_ldflags() {
+  local v=${K8S_VERSION#v} major minor date pkg
   major=${v%%.*}
   minor=${v#*.}
   minor=${minor%%.*}
-  # The release's own timestamp from the module proxy: reproducible builds.
-  date=$(cd "$KIND_DIR/k8s" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["Time"])' 2>/dev/null || true)
-  # Unstamped binaries say v0.0.0 and the apiserver/kubeadm version checks break.
-  ldflags=""
+  date=$(cd "$KIND_DIR/k8s" && go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' "k8s.io/kubernetes@$K8S_VERSION")
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-    ldflags+=" -X $pkg.gitTreeState=archive -X $pkg.buildDate=${date:-1970-01-01T00:00:00Z}"
+    printf ' -X %s' "$pkg.gitVersion=$K8S_VERSION" "$pkg.gitMajor=$major" "$pkg.gitMinor=$minor" \
+      "$pkg.gitTreeState=archive" "$pkg.buildDate=$date"
   done
+}
+ldflags=$(version_ldflags)
+out=$CACHE/k8s-$K8S_VERSION-$(key "$KIND_DIR/k8s/go.mod" "$KIND_DIR/k8s/go.sum" "$(go env GOVERSION)" "${BINARIES[*]}" "$ldflags")
+
+build() {
+  local b
   # Keep finished binaries across interrupted runs (cached() wipes $OUT).
   local keep=$out.partial
   mkdir -p "$keep"
@@ -33,7 +37,9 @@ build() {
     fi
     cp "$keep/$b" "$OUT/$b"
   done
-  "$OUT/kubeadm" version -o short | grep -qx "$K8S_VERSION" || die "kubeadm does not report $K8S_VERSION"
+  local v
+  v=$("$OUT/kubeadm" version -o short)
+  [[ $v == "$K8S_VERSION" ]] || die "kubeadm reports $v, not $K8S_VERSION"
   rm -rf "$keep"
 }
 

@@ -56,11 +56,17 @@ build_base() {
   echo "floxk offline kind base, Debian $NODE_SUITE" >"$dir/kind/base-info"
   : >"$dir/etc/machine-id"
   say "docker import $BASE"
-  tar --numeric-owner -C "$dir" -c . | docker import -q \
-    --change 'ENV container=docker' \
-    --change 'STOPSIGNAL SIGRTMIN+3' \
-    --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
-    - "$BASE" >/dev/null
+  tar --numeric-owner -C "$dir" -c . | docker import - "$BASE-rootfs" >/dev/null
+  # STOPSIGNAL is not an import/commit change: one classic Dockerfile step.
+  cat >"$dir.Dockerfile" <<DOCKERFILE
+FROM $BASE-rootfs
+ENV container=docker
+STOPSIGNAL SIGRTMIN+3
+ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]
+DOCKERFILE
+  DOCKER_BUILDKIT=0 docker build -q -t "$BASE" -f "$dir.Dockerfile" "$KIND_DIR/node/kind" >/dev/null
+  docker rmi "$BASE-rootfs" >/dev/null
+  rm -f "$dir.Dockerfile"
   rm -rf "$dir"
 }
 

@@ -12,6 +12,16 @@ LOG=${FLOXK_CACHE:-$HOME/.cache/floxk}/dockerd
 mkdir -p "$RUN" "$LOG"
 CTRD_SOCK=$RUN/containerd/containerd.sock
 
+KIND_DIR=$(cd "$(dirname "$0")" && pwd)
+
+# True when the capability bounding set lacks some capability the kernel has.
+short_bounding_set() {
+  local last bnd
+  last=$(cat /proc/sys/kernel/cap_last_cap)
+  bnd=$(awk '/^CapBnd:/ {print $2}' /proc/self/status)
+  (((1 << (last + 1)) - 1 != 16#$bnd))
+}
+
 alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 docker_ok() { timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
@@ -25,9 +35,9 @@ start() {
 version = 2
 root = "/var/lib/floxk-docker/containerd"
 state = "$RUN/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
   address = "$CTRD_SOCK"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
 TOML
     mkdir -p "$RUN/containerd"
     containerd --config "$RUN/containerd.toml" >>"$LOG/containerd.log" 2>&1 &
@@ -36,7 +46,13 @@ TOML
   for _ in $(seq 50); do [[ -S $CTRD_SOCK ]] && break; sleep 0.2; done
   [[ -S $CTRD_SOCK ]] || { tail -20 "$LOG/containerd.log" >&2; exit 1; }
   if ! alive "$RUN/dockerd.pid"; then
-    dockerd --containerd="$CTRD_SOCK" --pidfile="$RUN/dockerd.pid.docker" >>"$LOG/dockerd.log" 2>&1 &
+    local runtime=()
+    if short_bounding_set; then
+      # --privileged would ask runc for capabilities this host lacks.
+      runtime=(--add-runtime "floxk-caps=$KIND_DIR/docker-runc" --default-runtime floxk-caps)
+      echo "docker: host lacks some capabilities; containers run through docker-runc" >&2
+    fi
+    dockerd --containerd="$CTRD_SOCK" --pidfile="$RUN/dockerd.pid.docker" "${runtime[@]}" >>"$LOG/dockerd.log" 2>&1 &
     echo $! >"$RUN/dockerd.pid"
   fi
   for _ in $(seq 60); do docker_ok && break; sleep 0.5; done
