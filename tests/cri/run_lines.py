@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(version, c), flush=True)
         if c["failed"] or c["passed"] == 0:
             status = 1
+    # One closing line in the plain "N passed, N failed" form, for whoever reads only the end.
+    passed = sum(c["passed"] for c in results.values())
+    failed = sum(c["failed"] for c in results.values())
+    print(f"cri: {passed} passed, {failed} failed", flush=True)
     return status
 
 
