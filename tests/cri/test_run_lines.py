@@ -40,5 +40,5 @@ def test_a_line_that_ran_no_test_fails(capsys):
         pytest.skip("no containerd line installed (scripts/install-containerd.sh)")
     status = run_lines.main(["--line", lines[0].version, "-k", "no_test_has_this_name"])
     out = capsys.readouterr().out
-    assert out == f"containerd {lines[0].version}: 0 passed, 0 failed\n"
+    assert out == f"containerd {lines[0].version}: 0 passed, 0 failed\ncri: 0 passed, 0 failed\n"
     assert status == 1
