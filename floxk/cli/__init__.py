@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from floxk._exit import ExitStatus
 from floxk.cli import env as env_cli
+from floxk.cli import shim as shim_cli
 from floxk.cli._output import err_console
 from shim import __version__
 from shim.errors import FloxkError
@@ -21,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(env_cli.app, name="env")
+app.add_typer(shim_cli.app, name="shim")
 
 
 def _version(value: bool) -> None:

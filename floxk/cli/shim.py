@@ -1,0 +1,127 @@
+"""`floxk shim ...`: package the node side and put it on (or take it off) a node.
+
+build and package run anywhere; install and uninstall run as root on the node itself (the
+same code as the `floxk-node` zipapp, shim/install.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from floxk.cli._output import OutputFormat, console, err_console, print_json
+
+app = typer.Typer(
+    help="Package the flox runtime for real nodes; install or remove it on a node.",
+    no_args_is_help=True,
+)
+
+
+class PackageFormat(StrEnum):
+    deb = "deb"
+
+
+def _say(text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def build(
+    out: Path = typer.Option(Path("dist"), "--out", help="Directory for the zipapps."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+):
+    """Build the zipapps containerd-shim-flox-v2, floxk-runc and floxk-node (reproducible)."""
+    from floxk._shimbuild import build_zipapps
+
+    result = build_zipapps(out)
+    if output is OutputFormat.json:
+        data = dataclasses.asdict(result)
+        for a in data["artifacts"]:
+            a["path"] = str(a["path"])
+        print_json(data)
+        return
+    for a in result.artifacts:
+        _say(f"{a.path}  {a.size} bytes  sha256 {a.sha256[:16]}")
+    _say(f"version {result.version}, shim sources {result.source_digest[:16]}")
+
+
+@app.command()
+def package(
+    format: PackageFormat = typer.Option(PackageFormat.deb, "--format", help="Package format."),
+    out: Path = typer.Option(Path("dist"), "--out", help="Directory for the package."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+):
+    """Build a node package: zipapps, the sh front and a default /etc/floxk/node.toml."""
+    from floxk._shimbuild import build_deb
+
+    result = build_deb(out)
+    if output is OutputFormat.json:
+        print_json({**dataclasses.asdict(result), "path": str(result.path)})
+        return
+    _say(f"{result.path}  sha256 {result.sha256[:16]}")
+    for f in result.files:
+        _say(f"  {f}")
+
+
+def _render(result, output: OutputFormat, dry_run: bool) -> None:
+    from shim.install import summary
+
+    if output is OutputFormat.json:
+        print_json(result.to_dict())
+        return
+    if dry_run:
+        diff = result.diff()
+        if diff:
+            print(diff, end="")
+        else:
+            err_console.print("no change", highlight=False)
+        return
+    text = summary(result)
+    err_console.print(escape(text.rstrip("\n")), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def install(
+    config: Path | None = typer.Option(
+        None, "--config", help="containerd config (default: k3s/RKE2 dir, else /etc/containerd)."
+    ),
+    containerd: str = typer.Option("containerd", "--containerd", help="containerd binary."),
+    bin_dir: str = typer.Option(
+        "/usr/lib/floxk", "--bin-dir", help="Where the zipapps are on this node."
+    ),
+    runc: str | None = typer.Option(None, "--runc", help="Real runc (default: the node's)."),
+    python: str | None = typer.Option(None, "--python", help="python3 for the front's slow path."),
+    restart: bool = typer.Option(False, "--restart/--no-restart", help="Restart containerd."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the diff, write nothing."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+):
+    """Register the flox runtime with this node's containerd (root, on the node)."""
+    from shim.install import install as run_install
+
+    result = run_install(
+        config=config, containerd=containerd, bin_dir=bin_dir, runc=runc, python=python,
+        restart=restart, dry_run=dry_run,
+    )  # fmt: skip
+    _render(result, output, dry_run)
+
+
+@app.command()
+def uninstall(
+    config: Path | None = typer.Option(None, "--config", help="containerd config (as install)."),
+    containerd: str = typer.Option("containerd", "--containerd", help="containerd binary."),
+    bin_dir: str = typer.Option("/usr/lib/floxk", "--bin-dir", help="As given to install."),
+    restart: bool = typer.Option(False, "--restart/--no-restart", help="Restart containerd."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the diff, write nothing."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+):
+    """Remove what install added; restore the config's original bytes."""
+    from shim.install import uninstall as run_uninstall
+
+    result = run_uninstall(
+        config=config, containerd=containerd, bin_dir=bin_dir, restart=restart, dry_run=dry_run
+    )
+    _render(result, output, dry_run)
