@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -159,13 +158,14 @@ Description: floxk runtime for containerd: pods run in Nix environments, not ima
  `floxk-node install` (and restart containerd) to enable the flox runtime.
 """
 
-# Removal leaves no trace of what `floxk-node install` put next to the packaged files.
+# Removal leaves no trace of what `floxk-node install` put next to the packaged files
+# (prerm: before dpkg removes the files, so the directory is empty when it tries rmdir).
 # $DPKG_ROOT is set when dpkg runs the script for another root (--force-script-chrootless).
-_POSTRM = f"""\
+_PRERM = f"""\
 #!/bin/sh
 set -e
 case "$1" in
-  remove|purge)
+  remove)
     rm -f "$DPKG_ROOT{node_install.DEFAULT_BIN_DIR}/{node_install.REAL_RUNC_LINK}" \\
           "$DPKG_ROOT{node_install.DEFAULT_BIN_DIR}/{node_install.RECORD_NAME}"
     ;;
@@ -208,7 +208,7 @@ def build_deb(out: Path, *, python: str = "/usr/bin/python3") -> PackageResult:
             _CONTROL.format(package=DEB_PACKAGE, version=shim.__version__)
         )
         (debian / "conffiles").write_text("/etc/floxk/node.toml\n")
-        _write_atomic(debian / "postrm", _POSTRM.encode(), 0o755)
+        _write_atomic(debian / "prerm", _PRERM.encode(), 0o755)
         files = sorted(
             "/" + p.relative_to(root).as_posix()
             for p in root.rglob("*")
@@ -252,10 +252,3 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def copy_artifacts(result: BuildResult, dest: Path) -> None:
-    """Copy built zipapps into dest (used by tests and by operators staging a node)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for a in result.artifacts:
-        shutil.copy2(a.path, dest / a.name)
