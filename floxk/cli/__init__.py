@@ -8,7 +8,10 @@ import typer
 from rich.markup import escape
 
 from floxk._exit import ExitStatus
+from floxk.cli import cluster as cluster_cli
+from floxk.cli import doctor as doctor_cli
 from floxk.cli import env as env_cli
+from floxk.cli import run as run_cli
 from floxk.cli import shim as shim_cli
 from floxk.cli._output import err_console
 from shim import __version__
@@ -22,6 +25,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(env_cli.app, name="env")
+app.command("up")(cluster_cli.up)
+app.command("down")(cluster_cli.down)
+app.command("status")(cluster_cli.status)
+app.add_typer(run_cli.app, name="run")
+app.command("doctor")(doctor_cli.doctor)
 app.add_typer(shim_cli.app, name="shim")
 
 

@@ -137,7 +137,9 @@ def show(
 @app.command()
 def push(
     directory: Path = typer.Argument(Path("."), help="Locked environment directory."),
-    to: str = typer.Option(..., "--to", help="Binary cache URL (file://...)."),
+    to: str | None = typer.Option(
+        None, "--to", help="Binary cache URL (file://...); default: the current cluster's dev hub."
+    ),
     name: str = typer.Option(..., "--name", help="OWNER/NAME on the hub."),
     signing_key: Path | None = typer.Option(None, "--signing-key", help="Nix secret key file."),
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
@@ -147,6 +149,11 @@ def push(
 
     from floxk._push import push_environment
 
+    if to is None:  # a `floxk up` cluster: its dev hub, signed with its key
+        from floxk._cluster.devhub import current_dev_hub
+
+        dev = current_dev_hub()
+        to, signing_key = dev.url, signing_key or dev.signing_key
     result = push_environment(directory, to=to, name=name, signing_key=signing_key)
     from rich.markup import escape
 

@@ -1,0 +1,328 @@
+"""The floxk node image: FROM a kind node image, plus python3, Nix and the floxk runtime.
+
+Recipe (templates in clusters/node/): Debian .debs for python3 and nix-bin (fetched on the
+host, see debs.py), the shim zipapps of `floxk shim build`, the floxk-runc front rendered
+inside the node for the node's own runc, Nix's config and a default /etc/floxk/node.toml.
+A cluster's own node.toml (its dev hub and signing key) is mounted over that default, so
+one image serves every cluster.
+
+The tag carries a digest of every input (base image id, recipe, shim sources, .debs):
+a second `floxk up` with nothing changed finds the image and builds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import shim
+from floxk._cluster import debs as debian
+from floxk._cluster.spec import cache_dir
+from shim import containerd as ctrd
+from shim.errors import FloxkError, MissingDependencyError, NotFoundError
+
+# Paths inside the node.
+LIB_DIR = "/usr/local/lib/floxk"
+SHIM_PATH = "/usr/local/bin/containerd-shim-flox-v2"
+RUNC_PATH = "/usr/local/bin/floxk-runc"
+HUB_DIR = "/floxk/hub"
+STATE_DIR = "/var/lib/floxk"
+NODE_TOML = "/etc/floxk/node.toml"
+
+NODE_PACKAGES = ["python3", "nix-bin"]
+IMAGE_REPO = "floxk.local/node"
+INPUTS_LABEL = "dev.floxk.node.inputs"
+SHIM_LABEL = "dev.floxk.shim.version"
+BASE_LABEL = "dev.floxk.node.base"
+
+Progress = Callable[[str], None]
+
+
+def assets_dir() -> Path:
+    """clusters/node/ of this checkout: the recipe's templates."""
+    return Path(__file__).resolve().parents[2] / "clusters" / "node"
+
+
+def _template(name: str) -> Template:
+    return Template((assets_dir() / name).read_text())
+
+
+# --- rendering (pure) ------------------------------------------------------------------
+
+
+def render_node_toml(*, trusted_public_keys: list[str], hub_dir: str = HUB_DIR) -> str:
+    keys = ", ".join(json.dumps(k) for k in trusted_public_keys)
+    return _template("node.toml.in").substitute(hub_dir=hub_dir, trusted_public_keys=keys)
+
+
+def render_dockerfile(base_image: str, *, with_debs: bool, labels: dict[str, str]) -> str:
+    if with_debs:
+        install = (
+            "# python3 and Nix from Debian, downloaded on the host for the base image's release\n"
+            "# against its own dpkg status: the build needs no network.\n"
+            "COPY debs/ /tmp/floxk-debs/\n"
+            "RUN dpkg -i /tmp/floxk-debs/*.deb && rm -rf /tmp/floxk-debs"
+        )
+    else:
+        install = "# python3 and nix-bin: already in the base image."
+    return _template("Dockerfile.in").substitute(
+        base_image=base_image,
+        install_debs=install,
+        state_dir=STATE_DIR,
+        hub_dir=HUB_DIR,
+        lib_dir=LIB_DIR,
+        shim_path=SHIM_PATH,
+        runc_path=RUNC_PATH,
+        labels=" ".join(
+            f"{k}={json.dumps(v)}" for k, v in sorted({"dev.floxk.node": "true", **labels}.items())
+        ),
+    )
+
+
+def containerd_patch(
+    *, config_version: int = 2, systemd_cgroup: bool = True, restrict_oom_score_adj: bool = False
+) -> str:
+    """TOML registering the flox runtime, for a node whose config.toml has `config_version`.
+
+    kind merges containerdConfigPatches into /etc/containerd/config.toml and silently skips
+    a patch whose `version` differs; every kind release keeps `version = 2` (containerd 2.x
+    migrates it), so the table goes under the 1.x plugin id. systemd_cgroup must match the
+    kubelet's cgroup driver: kind's kubelet uses systemd.
+    """
+    table = ctrd.flox_runtime_table(
+        shim_path=SHIM_PATH, runc_path=RUNC_PATH, systemd_cgroup=systemd_cgroup
+    )
+    plugin: dict[str, Any] = {"containerd": {"runtimes": {ctrd.FLOX_RUNTIME: table}}}
+    if restrict_oom_score_adj:
+        plugin["restrict_oom_score_adj"] = True
+    config = {
+        "version": config_version,
+        "plugins": {ctrd.CRI_RUNTIME_PLUGIN[config_version]: plugin},
+    }
+    return ctrd.to_toml(config)
+
+
+# --- the build context -------------------------------------------------------------------
+
+
+def write_shim_payload(lib_dir: Path) -> str:
+    """The shim zipapps into lib_dir; returns "VERSION DIGEST" (what --floxk-version says)."""
+    try:
+        from floxk._shimbuild import build_zipapps
+    except ImportError:  # `floxk shim build` not in this checkout: same zipapps, made here
+        build_zipapps = _build_zipapps
+    result = build_zipapps(lib_dir)
+    return f"{result.version} {result.source_digest[:16]}"
+
+
+@dataclass(frozen=True)
+class _Zipapps:
+    version: str
+    source_digest: str
+
+
+def _build_zipapps(out: Path) -> _Zipapps:
+    shim_dir = Path(shim.__file__).resolve().parent
+    sources = sorted(p for p in shim_dir.rglob("*.py") if "__pycache__" not in p.parts)
+    h = hashlib.sha256()
+    for p in sources:
+        h.update(p.relative_to(shim_dir).as_posix().encode() + b"\0" + p.read_bytes())
+    digest = h.hexdigest()
+    out.mkdir(parents=True, exist_ok=True)
+    for name, module in (("containerd-shim-flox-v2", "shim.wrapper"), ("floxk-runc", "shim.runc")):
+        main = (
+            "import sys\n"
+            'if sys.argv[1:] == ["--floxk-version"]:\n'
+            f'    print("{name} {shim.__version__} {digest[:16]}"); sys.exit(0)\n'
+            f"from {module} import main\nmain()\n"
+        )
+        buf = io.BytesIO(b"#!/usr/bin/env python3\n")
+        buf.seek(0, io.SEEK_END)
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr(zipfile.ZipInfo("__main__.py", (1980, 1, 1, 0, 0, 0)), main)
+            for p in sources:
+                info = zipfile.ZipInfo(
+                    f"shim/{p.relative_to(shim_dir).as_posix()}", (1980, 1, 1, 0, 0, 0)
+                )
+                zf.writestr(info, p.read_bytes())
+        (out / name).write_bytes(buf.getvalue())
+        (out / name).chmod(0o755)
+    return _Zipapps(shim.__version__, digest)
+
+
+def write_context(
+    dest: Path, *, base_image: str, base_id: str, debs: list[Path]
+) -> tuple[str, str]:
+    """Lay the build context out in dest; returns (inputs digest, shim version)."""
+    rootfs = dest / "rootfs"
+    shim_version = write_shim_payload(rootfs / LIB_DIR.lstrip("/"))
+    (rootfs / "etc/nix").mkdir(parents=True)
+    shutil.copyfile(assets_dir() / "nix.conf", rootfs / "etc/nix/nix.conf")
+    (rootfs / NODE_TOML.lstrip("/")).parent.mkdir(parents=True)
+    (rootfs / NODE_TOML.lstrip("/")).write_text(render_node_toml(trusted_public_keys=[]))
+    if debs:
+        (dest / "debs").mkdir()
+        for deb in debs:
+            shutil.copyfile(deb, dest / "debs" / deb.name)
+    h = hashlib.sha256()
+    h.update(f"base {base_image} {base_id}\n".encode())
+    h.update(render_dockerfile(base_image, with_debs=bool(debs), labels={}).encode())
+    for p in sorted(dest.rglob("*")):
+        if p.is_file():
+            h.update(f"{p.relative_to(dest).as_posix()} {p.stat().st_mode & 0o111:o}\n".encode())
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+    key = h.hexdigest()
+    labels = {INPUTS_LABEL: key, SHIM_LABEL: shim_version, BASE_LABEL: base_image}
+    (dest / "Dockerfile").write_text(
+        render_dockerfile(base_image, with_debs=bool(debs), labels=labels)
+    )
+    return key, shim_version
+
+
+def image_tag(base_image: str, key: str) -> str:
+    """floxk.local/node:<base tag>-<inputs digest>, e.g. floxk.local/node:v1.34.4-0123abcd4567."""
+    base_tag = base_image.rsplit(":", 1)[1] if ":" in base_image.rsplit("/", 1)[-1] else "latest"
+    return f"{IMAGE_REPO}:{base_tag}-{key[:12]}"
+
+
+# --- docker --------------------------------------------------------------------------
+
+
+def docker_client():
+    """A docker SDK client for the local Engine, or a MissingDependencyError with the fix."""
+    try:
+        import docker
+    except ImportError as e:
+        raise MissingDependencyError(
+            "the docker Python SDK is not installed", hint="pip install -e . (floxk depends on it)"
+        ) from e
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except Exception as e:
+        raise MissingDependencyError(
+            f"cannot reach a Docker Engine: {e}",
+            hint="start Docker (here: bash clusters/kind/dockerd.sh start) or set DOCKER_HOST",
+        ) from e
+    return client
+
+
+def read_image_files(client, image: str, paths: list[str]) -> dict[str, str | None]:
+    """Text of files inside an image (None where missing), without starting it."""
+    container = client.containers.create(image, entrypoint=["/nonexistent"], command=[])
+    try:
+        out: dict[str, str | None] = {}
+        for path in paths:
+            try:
+                stream, _ = container.get_archive(path)
+            except Exception:
+                out[path] = None
+                continue
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.next()
+                f = tar.extractfile(member) if member is not None else None
+                out[path] = f.read().decode() if f is not None else None
+        return out
+    finally:
+        container.remove(force=True)
+
+
+@dataclass(frozen=True)
+class NodeImage:
+    tag: str
+    base_image: str
+    inputs: str
+    shim_version: str
+    built: bool  # False: an image with these inputs existed already
+
+
+def build_node_image(
+    base_image: str, *, client=None, progress: Progress | None = None, rebuild: bool = False
+) -> NodeImage:
+    """Build (or find) the floxk node image FROM base_image; returns its tag."""
+    say = progress or (lambda _msg: None)
+    client = client or docker_client()
+    import docker.errors
+
+    try:
+        base = client.images.get(base_image)
+    except docker.errors.ImageNotFound as e:
+        raise NotFoundError(
+            f"base image {base_image} is not in the local Docker Engine",
+            hint="no registry is used: build it offline with `task kind:image`, or name a local "
+            "image with --base-image",
+        ) from e
+    debs = _node_debs(client, base_image, base.id, say)
+    with tempfile.TemporaryDirectory(prefix="floxk-node-") as tmp:
+        ctx = Path(tmp)
+        key, shim_version = write_context(ctx, base_image=base_image, base_id=base.id, debs=debs)
+        tag = image_tag(base_image, key)
+        if not rebuild and _has_image(client, tag):
+            say(f"node image {tag} is up to date")
+            return NodeImage(tag, base_image, key, shim_version, built=False)
+        say(f"building node image {tag} FROM {base_image}")
+        _docker_build(client, ctx, tag, say)
+    return NodeImage(tag, base_image, key, shim_version, built=True)
+
+
+def _has_image(client, tag: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def _node_debs(client, base_image: str, base_id: str, say: Progress) -> list[Path]:
+    """The .debs python3 + nix-bin need on top of the base (cached per base image id)."""
+    files = read_image_files(client, base_image, ["/usr/lib/os-release", "/var/lib/dpkg/status"])
+    status = files["/var/lib/dpkg/status"]
+    if files["/usr/lib/os-release"] is None or status is None:
+        raise FloxkError(
+            f"{base_image} has no /usr/lib/os-release or dpkg status",
+            hint="floxk node images are built FROM Debian-based kind node images",
+        )
+    if set(NODE_PACKAGES) <= debian.installed_packages(status):
+        return []
+    codename = debian.os_release_codename(files["/usr/lib/os-release"])
+    key = hashlib.sha256(f"{base_id} {codename} {' '.join(NODE_PACKAGES)}".encode()).hexdigest()
+    dest = cache_dir() / "cluster" / f"debs-{key[:16]}"
+    if not (dest / ".done").exists():
+        say(f"downloading {', '.join(NODE_PACKAGES)} for Debian {codename} (host-side apt)")
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        (dest / "status").write_text(status)
+        debian.download(NODE_PACKAGES, codename=codename, dpkg_status=dest / "status", dest=dest)
+        (dest / ".done").touch()
+    return sorted((dest / "debs").glob("*.deb"))
+
+
+def _docker_build(client, ctx: Path, tag: str, say: Progress) -> None:
+    log: list[str] = []
+    for chunk in client.api.build(
+        path=str(ctx), tag=tag, rm=True, forcerm=True, pull=False, decode=True
+    ):
+        if "stream" in chunk:
+            text = chunk["stream"].rstrip()
+            if text:
+                log.append(text)
+                if text.startswith("Step "):
+                    say(text)
+        if "error" in chunk:
+            tail = "\n".join(log[-25:])
+            raise FloxkError(
+                f"building node image {tag} failed: {chunk['error'].strip()}\n{tail}",
+                hint="the build log above names the failing step",
+            )

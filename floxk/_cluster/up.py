@@ -1,0 +1,230 @@
+"""`floxk up` / `floxk down` / `floxk status`: the cores (plain arguments in, data out).
+
+up, in order: the cluster's host files (dev hub, signing key, node.toml), the node image
+(content-keyed, reused), the spec and its digest, the cluster (created only when missing;
+an existing one with the same digest is left alone), the stub image, RuntimeClass flox and
+node labels, and last the recorded spec digest, which marks a finished `up`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from floxk._cluster import k3d, kind, kube, nodecheck, nodeimage
+from floxk._cluster.spec import (
+    PROVIDERS,
+    ClusterFiles,
+    ClusterSpec,
+    Mount,
+    cluster_files,
+    context_name,
+)
+from shim import containerd as ctrd
+from shim.errors import FloxkError
+from shim.proc import run
+
+STUB_IMAGE = "flox/empty:1.0.0"  # Flox's stub image name: pods move between the two shims
+Progress = Callable[[str], None]
+
+
+def _provider(name: str):
+    return {"kind": kind, "k3d": k3d}[name]
+
+
+def ensure_files(provider: str, name: str) -> ClusterFiles:
+    """The dev hub dir, a Nix signing key pair and node.toml trusting it (kept across ups)."""
+    files = cluster_files(provider, name)
+    files.hub.mkdir(parents=True, exist_ok=True)
+    if not files.secret_key.exists():
+        files.secret_key.parent.mkdir(parents=True, exist_ok=True)
+        run(
+            ["nix-store", "--generate-binary-cache-key", context_name(provider, name) + "-1"]
+            + [str(files.secret_key), str(files.public_key)],
+            hint="floxk signs what `floxk env push` sends to the dev hub with Nix",
+        )
+        files.secret_key.chmod(0o600)
+    public = files.public_key.read_text().strip()
+    text = nodeimage.render_node_toml(trusted_public_keys=[public])
+    if not files.node_toml.exists() or files.node_toml.read_text() != text:
+        files.node_toml.write_text(text)
+    return files
+
+
+def build_spec(
+    *,
+    provider: str,
+    name: str,
+    workers: int,
+    k8s_version: str,
+    node_image: str,
+    files: ClusterFiles,
+    restrict_oom_score_adj: bool,
+) -> ClusterSpec:
+    mounts = (
+        Mount(str(files.hub), nodeimage.HUB_DIR),
+        Mount(str(files.node_toml), nodeimage.NODE_TOML),
+    )
+    patch = (
+        nodeimage.containerd_patch(restrict_oom_score_adj=restrict_oom_score_adj)
+        if provider == "kind"
+        else ""  # k3d: the config-v3.toml.tmpl baked into its node image
+    )
+    return ClusterSpec(
+        provider=provider,
+        name=name,
+        workers=workers,
+        k8s_version=k8s_version,
+        node_image=node_image,
+        containerd_patch=patch,
+        mounts=mounts,
+    )
+
+
+def ensure_stub_image(client) -> str:
+    """flox/empty:1.0.0 in the local Engine: one empty layer, no command (docker import)."""
+    import docker.errors
+
+    try:
+        client.images.get(STUB_IMAGE)
+    except docker.errors.ImageNotFound:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w"):
+            pass
+        repo, tag = STUB_IMAGE.rsplit(":", 1)
+        client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag)
+    return STUB_IMAGE
+
+
+def up(
+    *,
+    provider: str = "kind",
+    name: str = "floxk",
+    workers: int = 0,
+    k8s_version: str = "v1.34.4",
+    base_image: str | None = None,
+    wait: bool = True,
+    timeout: float = 300,
+    recreate: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    say = progress or (lambda _m: None)
+    if provider not in PROVIDERS:
+        raise FloxkError(f"unknown provider {provider!r}", hint="use kind or k3d")
+    if provider == "k3d":
+        raise FloxkError(
+            "k3d clusters are not created by this floxk yet: its node image needs a k3s binary "
+            "and no k3s could be tested here",
+            hint="use --provider kind; docs/clusters.md describes the k3d design and its files",
+        )
+    prov = _provider(provider)
+    client = nodeimage.docker_client()
+    files = ensure_files(provider, name)
+    image = nodeimage.build_node_image(
+        base_image or f"kindest/node:{k8s_version}", client=client, progress=say
+    )
+    spec = build_spec(
+        provider=provider,
+        name=name,
+        workers=workers,
+        k8s_version=k8s_version,
+        node_image=image.tag,
+        files=files,
+        restrict_oom_score_adj=ctrd.needs_restrict_oom_score_adj(),
+    )
+    digest = spec.digest()
+    result = {
+        "provider": provider,
+        "name": name,
+        "context": spec.context,
+        "spec_digest": digest,
+        "node_image": image.tag,
+        "node_image_built": image.built,
+        "shim": image.shim_version,
+        "hub": files.hub_url,
+        "created": False,
+        "changed": False,
+    }
+    if prov.exists(name):
+        recorded = kube.recorded_spec_digest(kube.api_client(spec.context))
+        if recorded == digest and not recreate:
+            say(f"cluster {spec.context} is up to date (spec {digest[:12]})")
+            if wait:
+                kube.wait_schedulable(kube.api_client(spec.context), timeout=timeout, progress=say)
+            return result
+        if not recreate:
+            why = "was not finished by floxk up" if recorded is None else "has another spec"
+            raise FloxkError(
+                f"cluster {spec.context} exists and {why} (recorded {recorded or 'nothing'}, "
+                f"wanted {digest[:12]})",
+                hint=f"floxk up --recreate --name {name} deletes and recreates it",
+            )
+        say(f"deleting {spec.context} (--recreate)")
+        prov.delete(name)
+    config_path = files.root / "kind.yaml"
+    config_path.write_text(kind.config_yaml(spec))
+    files.spec_json.write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    say(f"creating kind cluster {name} ({1 + workers} node(s), image {image.tag})")
+    prov.create(spec, str(config_path), wait_seconds=int(timeout) if wait else None)
+    result["created"] = result["changed"] = True
+    say(f"loading {STUB_IMAGE} into the nodes")
+    prov.load_image(name, ensure_stub_image(client))
+    api = kube.api_client(spec.context)
+    kube.apply(api, kube.runtime_class())
+    result["nodes"] = kube.label_nodes(api)
+    if wait:
+        kube.wait_schedulable(api, timeout=timeout, progress=say)
+    kube.apply(api, kube.spec_configmap(spec.to_dict(), digest))
+    return result
+
+
+def down(*, provider: str = "kind", name: str = "floxk") -> dict[str, Any]:
+    """Delete the cluster; nothing there is fine (rm -f). The dev hub stays on disk."""
+    prov = _provider(provider)
+    tool = "kind" if provider == "kind" else "k3d"
+    if shutil.which(tool) is None or not prov.exists(name):
+        return {"provider": provider, "name": name, "deleted": False}
+    prov.delete(name)
+    return {"provider": provider, "name": name, "deleted": True}
+
+
+def status(*, name: str | None = None) -> list[dict[str, Any]]:
+    """Every kind/k3d cluster (or only `name`): nodes, shim version and runtime health."""
+    out = []
+    client = None
+    for provider in PROVIDERS:
+        if shutil.which(provider) is None:
+            continue
+        prov = _provider(provider)
+        for cluster in prov.clusters():
+            if name and cluster != name:
+                continue
+            entry: dict[str, Any] = {
+                "provider": provider,
+                "name": cluster,
+                "context": context_name(provider, cluster),
+            }
+            try:
+                api = kube.api_client(entry["context"])
+                entry["spec_digest"] = kube.recorded_spec_digest(api)
+                entry["runtime_class"] = kube.has_runtime_class(api)
+                nodes = {n["name"]: n for n in kube.node_summaries(api)}
+            except Exception as e:  # an unreachable cluster is a status, not a crash
+                entry["error"] = str(e).splitlines()[0]
+                nodes = {}
+            client = client or nodeimage.docker_client()
+            entry["nodes"] = [
+                {**nodes.get(c, {"name": c}), **nodecheck.check_node(client, c)}
+                for c in prov.node_containers(cluster)
+            ]
+            out.append(entry)
+    return out
+
+
+def node_toml_path(provider: str, name: str) -> Path:
+    return cluster_files(provider, name).node_toml

@@ -1,0 +1,136 @@
+"""`floxk up`, `floxk down`, `floxk status`: dev clusters with the flox runtime inside."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import typer
+from rich.markup import escape
+
+from floxk.cli._output import OutputFormat, console, err_console, print_json
+
+
+def progress_printer(quiet: bool) -> Callable[[str], None]:
+    def say(msg: str) -> None:
+        if not quiet:
+            err_console.print(f"[dim]•[/] {escape(msg)}", highlight=False, soft_wrap=True)
+
+    return say
+
+
+QUIET = typer.Option(False, "-q", "--quiet", help="No progress on stderr.")
+VERBOSE = typer.Option(False, "-v", "--verbose", help="More detail in the result.")
+
+
+def up(
+    provider: str = typer.Option("kind", "--provider", help="kind (k3d: see docs/clusters.md)."),
+    name: str = typer.Option("floxk", "--name", help="Cluster name (context kind-NAME)."),
+    workers: int = typer.Option(
+        0, "--workers", min=0, help="Worker nodes besides the control plane."
+    ),
+    k8s_version: str = typer.Option(
+        "v1.34.4", "--k8s-version", help="Kubernetes version (base image tag)."
+    ),
+    base_image: str | None = typer.Option(
+        None,
+        "--base-image",
+        help="Local kind node image to build FROM (default kindest/node:VERSION).",
+    ),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="Wait until a flox pod can be scheduled."
+    ),
+    timeout: int = typer.Option(300, "--timeout", help="Seconds to wait."),
+    recreate: bool = typer.Option(False, "--recreate", help="Delete and recreate the cluster."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+):
+    """Create (or reuse) a kind cluster whose nodes run pods in Nix environments."""
+    from floxk._cluster.up import up as do_up
+
+    result = do_up(
+        provider=provider,
+        name=name,
+        workers=workers,
+        k8s_version=k8s_version,
+        base_image=base_image,
+        wait=wait,
+        timeout=timeout,
+        recreate=recreate,
+        progress=progress_printer(quiet),
+    )
+    if output is OutputFormat.json:
+        print_json(result)
+        return
+    state = "created" if result["created"] else "up to date"
+    console.print(f"{result['context']} {state}", markup=False, highlight=False)
+    if verbose or result["created"]:
+        console.print(
+            f"  node image  {result['node_image']} (shim {result['shim']})",
+            markup=False,
+            highlight=False,
+        )
+        console.print(
+            f"  dev hub     {result['hub']}  (floxk env push DIR --name OWNER/NAME)",
+            markup=False,
+            highlight=False,
+        )
+        console.print(
+            "  next        floxk run pod NAME --env OWNER/NAME -- CMD",
+            markup=False,
+            highlight=False,
+        )
+
+
+def down(
+    provider: str = typer.Option("kind", "--provider"),
+    name: str = typer.Option("floxk", "--name"),
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    quiet: bool = QUIET,
+):
+    """Delete the cluster (exit 0 when there is none); its dev hub stays on disk."""
+    from floxk._cluster.up import down as do_down
+
+    result = do_down(provider=provider, name=name)
+    if output is OutputFormat.json:
+        print_json(result)
+    elif not quiet:
+        what = "deleted" if result["deleted"] else "nothing to delete for"
+        err_console.print(f"{what} {provider}-{name}", markup=False, highlight=False)
+
+
+def status(
+    name: str | None = typer.Option(None, "--name", help="Only this cluster."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+):
+    """Clusters, nodes, the shim version per node and the runtime's health."""
+    from rich.table import Table
+
+    from floxk._cluster.up import status as do_status
+
+    clusters = do_status(name=name)
+    if output is OutputFormat.json:
+        print_json(clusters)
+        return
+    if not clusters:
+        err_console.print("no kind or k3d clusters (floxk up creates one)", highlight=False)
+        return
+    for c in clusters:
+        title = f"{c['context']}" + (
+            f"  spec {c['spec_digest'][:12]}"
+            if c.get("spec_digest")
+            else "  (not made by floxk up)"
+        )
+        if "error" in c:
+            title += f"  error: {c['error']}"
+        table = Table("node", "ready", "flox label", "shim", "runtime", title=title)
+        for n in c["nodes"]:
+            health = "ok" if not n.get("problems") else "; ".join(n["problems"])
+            table.add_row(
+                n["name"] if "name" in n else n["node"],
+                str(n.get("ready", "?")),
+                str(n.get("flox_label", "?")),
+                n.get("shim_version") or "-",
+                health,
+            )
+        console.print(table)
