@@ -71,7 +71,10 @@ def render_dockerfile(base_image: str, *, with_debs: bool, labels: dict[str, str
             "# python3 and Nix from Debian, downloaded on the host for the base image's release\n"
             "# against its own dpkg status: the build needs no network.\n"
             "COPY debs/ /tmp/floxk-debs/\n"
-            "RUN dpkg -i /tmp/floxk-debs/*.deb && rm -rf /tmp/floxk-debs"
+            "# apt (not dpkg -i) orders them by their pre-dependencies; nothing is downloaded.\n"
+            "RUN DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \\\n"
+            "      -o Acquire::Languages=none /tmp/floxk-debs/*.deb >/dev/null \\\n"
+            " && rm -rf /tmp/floxk-debs /var/lib/apt/lists/*"
         )
     else:
         install = "# python3 and nix-bin: already in the base image."

@@ -1,0 +1,178 @@
+"""The real thing: `floxk up` a kind cluster, push an environment to its dev hub, run flox
+pods from it, check status/doctor, `floxk down`. Marker k8s; run by `task e2e:kind`
+(FLOXK_E2E_KIND=1) once `task kind:image` has built kindest/node offline. Skipped with a
+reason otherwise: it takes minutes and a Docker Engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
+
+NAME = os.environ.get("FLOXK_E2E_CLUSTER", "floxk-e2e")
+CONTEXT = f"kind-{NAME}"
+BASE_IMAGE = os.environ.get("FLOXK_E2E_BASE_IMAGE", "kindest/node:v1.34.4")
+
+
+def floxk(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    r = subprocess.run(
+        [sys.executable, "-m", "floxk", *args], capture_output=True, text=True, timeout=timeout
+    )
+    print(f"$ floxk {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}", file=sys.stderr)
+    return r
+
+
+@pytest.fixture(scope="module")
+def cluster() -> str:
+    if os.environ.get("FLOXK_E2E_KIND") != "1":
+        pytest.skip("real kind cluster test: run `task e2e:kind` (sets FLOXK_E2E_KIND=1)")
+    from floxk._cluster import nodeimage
+
+    try:
+        client = nodeimage.docker_client()
+    except Exception as e:
+        pytest.skip(f"no Docker Engine: {e}")
+    if not nodeimage._has_image(client, BASE_IMAGE):
+        pytest.skip(f"{BASE_IMAGE} is not built: run `task kind:image`")
+    r = floxk(
+        "up",
+        "--provider",
+        "kind",
+        "--name",
+        NAME,
+        "--base-image",
+        BASE_IMAGE,
+        "--timeout",
+        "600",
+        "--recreate",
+        "-o",
+        "json",
+        timeout=1200,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["created"] is True
+    yield CONTEXT
+    if os.environ.get("FLOXK_E2E_KEEP") != "1":
+        r = floxk("down", "--name", NAME)
+        assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(scope="module")
+def hello_env(cluster, catalog_flake, tmp_path_factory) -> str:
+    """An environment (hello + a var) pushed with `floxk env push` to the cluster's dev hub."""
+    directory = tmp_path_factory.mktemp("e2e-env")
+    (directory / "manifest.toml").write_text(
+        'version = 1\n[install]\nhello.pkg-path = "hello"\n'
+        '[vars]\nGREETING = "hi from the environment"\n'
+    )
+    assert (
+        floxk("env", "lock", str(directory), "--catalog", f"path:{catalog_flake}").returncode == 0
+    )
+    r = floxk("env", "push", str(directory), "--name", "e2e/hello", "-o", "json")  # no --to
+    assert r.returncode == 0, r.stderr
+    pushed = json.loads(r.stdout)
+    assert pushed["signed"] and f"clusters/{cluster}/hub" in pushed["cache_url"]
+    return "e2e/hello"
+
+
+def test_second_up_changes_nothing(cluster):
+    r = floxk("up", "--provider", "kind", "--name", NAME, "--base-image", BASE_IMAGE, "-o", "json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert (result["created"], result["changed"], result["node_image_built"]) == (
+        False,
+        False,
+        False,
+    )
+
+
+def test_kubectl_sees_ready_flox_nodes(cluster):
+    out = subprocess.run(
+        [
+            "kubectl",
+            "--context",
+            cluster,
+            "get",
+            "nodes",
+            "-l",
+            "flox.dev/enabled=true",
+            "-o",
+            "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.split() and set(out.split()) == {"True"}
+
+
+def test_pod_runs_a_program_from_its_environment(cluster, hello_env):
+    r = floxk(
+        "run",
+        "pod",
+        "e2e-hello",
+        "--env",
+        hello_env,
+        "--replace",
+        "--context",
+        cluster,
+        "--",
+        "hello",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "hello from floxk" in r.stdout
+
+
+def test_pod_sees_the_environment_vars_and_exit_code(cluster, hello_env):
+    r = floxk(
+        "run",
+        "pod",
+        "e2e-vars",
+        "--env",
+        hello_env,
+        "--replace",
+        "--context",
+        cluster,
+        "--",
+        "sh",
+        "-c",
+        'echo "$GREETING"; exit 7',
+    )
+    assert r.returncode == 7, r.stderr
+    assert "hi from the environment" in r.stdout
+
+
+def test_unknown_environment_shows_the_runtime_message(cluster, hello_env):
+    r = floxk(
+        "run",
+        "pod",
+        "e2e-missing",
+        "--env",
+        "e2e/no-such-env",
+        "--replace",
+        "--context",
+        cluster,
+        "--timeout",
+        "180",
+        "--",
+        "hello",
+    )
+    assert r.returncode == 1
+    assert "events:" in r.stderr and "no-such-env" in r.stderr
+
+
+def test_status_and_doctor_see_the_runtime(cluster):
+    r = floxk("status", "--name", NAME, "-o", "json")
+    assert r.returncode == 0, r.stderr
+    [entry] = [c for c in json.loads(r.stdout) if c["provider"] == "kind"]
+    assert entry["runtime_class"] is True and entry["nodes"]
+    for node in entry["nodes"]:
+        assert node["flox_runtime"] and node["runc_answers"] and not node["problems"]
+        assert node["shim_version"].startswith("containerd-shim-flox-v2 ")
+    r = floxk("doctor", "--context", cluster, "-o", "json")
+    assert r.returncode == 0, r.stdout + r.stderr
