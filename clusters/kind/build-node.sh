@@ -64,20 +64,27 @@ ENV container=docker
 STOPSIGNAL SIGRTMIN+3
 ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]
 DOCKERFILE
-  DOCKER_BUILDKIT=0 docker build -q -t "$BASE" -f "$dir.Dockerfile" "$KIND_DIR/node/kind" >/dev/null
+  DOCKER_BUILDKIT=0 docker build -q -t "$BASE" -f "$dir.Dockerfile" "$KIND_DIR/node/kind" >/dev/null 2>"$dir.err" ||
+    { cat "$dir.err" >&2; exit 1; }
+  rm -f "$dir.err"
   docker rmi "$BASE-rootfs" >/dev/null
   rm -f "$dir.Dockerfile"
   rm -rf "$dir"
 }
 
-docker image inspect "$BASE" >/dev/null 2>&1 || build_base
+if ! docker image inspect "$BASE" >/dev/null 2>&1; then
+  build_base
+  # Base images of earlier inputs are dead weight now (kept if still in use).
+  docker images --format '{{.Repository}}:{{.Tag}}' floxk.local/kind-base | grep -vx "$BASE" |
+    xargs -r docker rmi >/dev/null 2>&1 || true
+fi
 
+BUILD_CONTAINER=floxk-kind-build-$$
 build_node() {
-  local c tar
-  c=floxk-kind-build-$$
+  local c=$BUILD_CONTAINER tar
   say "preloading images into $TAG"
   docker run -d --name "$c" --privileged --entrypoint=sleep "$BASE" infinity >/dev/null
-  trap 'docker rm -f "$c" >/dev/null 2>&1 || true' EXIT
+  trap 'docker rm -f "$BUILD_CONTAINER" >/dev/null 2>&1 || true' EXIT
   docker exec "$c" mkdir -p /kind/images
   for tar in kubeadm kubelet kubectl; do docker cp "$k8s/$tar" "$c:/usr/bin/$tar"; done
   echo "$K8S_VERSION" | docker exec -i "$c" sh -c 'cat >/kind/version'
@@ -97,13 +104,17 @@ build_node() {
   have=$(docker exec "$c" ctr -n k8s.io images ls -q | grep -v '^sha256:' | sort)
   [[ $want == "$have" ]] || die "node holds:"$'\n'"$have"$'\n'"expected:"$'\n'"$want"
   docker exec "$c" sh -c 'pkill containerd; sleep 1; rm -rf /kind/images /run/containerd /tmp/*'
-  docker commit -q \
+  local previous
+  previous=$(docker image inspect -f '{{.Id}}' "$TAG" 2>/dev/null || true)
+  docker commit \
     --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
     --change 'CMD []' \
     --change "LABEL $LABEL=$node_key" \
     "$c" "$TAG" >/dev/null
   docker rm -f "$c" >/dev/null
   trap - EXIT
+  # The image this tag named before, unless something else still uses it.
+  [[ -n $previous ]] && docker rmi "$previous" >/dev/null 2>&1 || true
 }
 
 build_node

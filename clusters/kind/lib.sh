@@ -19,14 +19,18 @@ GO_JOBS=${FLOXK_GO_JOBS:-2}
 say() { printf '[kind-image %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-# key NAME FILE|STRING... -> short sha256 over the named inputs (file contents
-# for existing paths, the literal text otherwise).
+# key INPUT... -> short sha256 over the inputs: file contents for files, every
+# file's hash for source dirs, the name for cache dirs (named by their own
+# key), the literal text otherwise.
 key() {
   local x
   for x in "$@"; do
     if [[ -f $x ]]; then
       printf 'file %s\n' "${x#"$KIND_DIR"/}"
       cat "$x"
+    elif [[ -d $x && $x == "$CACHE"/* ]]; then
+      # Cache dirs are named by their own input keys: the name is enough.
+      printf 'cached %s\n' "${x#"$CACHE"/}"
     elif [[ -d $x ]]; then
       (cd "$x" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
     else

@@ -36,6 +36,16 @@ say "kind create cluster --name $NAME --image $TAG"
 say "waiting for the node Ready and CoreDNS running"
 kubectl wait --for=condition=Ready node --all --timeout=180s >&2
 kubectl -n kube-system rollout status deployment/coredns --timeout=180s >&2
-kubectl get nodes -o wide
 kubectl -n kube-system get pods -o wide >&2
+# A pod on the pod network resolves a cluster name (CNI bridge, kube-proxy's
+# ClusterIP rules, CoreDNS) and the node's own name (CoreDNS forwarding to
+# Docker's DNS through the node entrypoint's rules).
+say "DNS check from a pod"
+kubectl run dnscheck --restart=Never --image="floxk.local/kind-cni:$K8S_VERSION" \
+  --image-pull-policy=Never --command -- \
+  getent hosts kubernetes.default.svc.cluster.local "$NAME-control-plane" >&2
+kubectl wait --for=jsonpath='{.status.phase}'=Succeeded pod/dnscheck --timeout=120s >&2 ||
+  { kubectl logs dnscheck >&2; die "a pod could not resolve names"; }
+kubectl logs dnscheck >&2
+kubectl get nodes -o wide
 say "smoke passed in $((SECONDS - start)) s"
