@@ -256,18 +256,28 @@ def render_block(
     front_path: str,
     systemd_cgroup: bool,
     preamble: str = "",
+    kept_runtimes: dict[str, Any] | None = None,
 ) -> str:
-    """The marked block holding the flox runtime table in a config of that layout version."""
+    """The marked block holding the flox runtime table in a config of that layout version.
+
+    kept_runtimes: runtimes to repeat as they are in effect (containerd 1.x drops its
+    built-in runc runtime as soon as a config lists any runtime: see _builtin_runtimes).
+    """
     table = ctrd.flox_runtime_table(
         shim_path=shim_path, runc_path=front_path, systemd_cgroup=systemd_cgroup
     )
     plugin = ctrd.CRI_RUNTIME_PLUGIN[layout_version]
-    body = ctrd.to_toml(
-        {"plugins": {plugin: {"containerd": {"runtimes": {ctrd.FLOX_RUNTIME: table}}}}}
-    )
+    listed = {**(kept_runtimes or {}), ctrd.FLOX_RUNTIME: table}
+    body = ctrd.to_toml({"plugins": {plugin: {"containerd": {"runtimes": listed}}}})
+    note = ""
+    if kept_runtimes:
+        note = (
+            "# containerd 1.x forgets its built-in runtimes once a config lists one, so"
+            f" {', '.join(sorted(kept_runtimes))} is repeated here as `config dump` showed it\n"
+        )
     return (
         f"{BEGIN}, written by `floxk shim install`; `floxk shim uninstall` removes it\n"
-        f"{preamble}{body}{END}\n"
+        f"{note}{preamble}{body}{END}\n"
     )
 
 
@@ -351,6 +361,7 @@ def install(
         front_path=front_path,
         systemd_cgroup=systemd,
         preamble=preamble,
+        kept_runtimes=_builtin_runtimes(node, before),
     )
     after = with_block(before or "", block)
 
@@ -406,10 +417,36 @@ def install(
     return result
 
 
+def _builtin_runtimes(node: Node, before: str | None) -> dict[str, Any]:
+    """On containerd 1.x: the runtimes in effect that the target file does not list itself.
+
+    They are containerd's built-in defaults (runc), and 1.x replaces the whole runtimes map
+    with the config's as soon as the config lists one: without repeating them, adding flox
+    would take runc away and CRI would refuse to load (`no corresponding runtime configured
+    ... default_runtime_name`). Seen on 1.6 and 1.7 with a CRI section in an imported file.
+    """
+    if node.version is None or ctrd.parse_version(node.version)[0] != 1:
+        return {}
+    own = runtimes(tomllib.loads(strip_block(before)[0])) if before else {}
+    return {
+        name: table
+        for name, table in runtimes(node.effective).items()
+        if name != ctrd.FLOX_RUNTIME and name not in own
+    }
+
+
 def verify(node: Node, *, shim_path: str, front_path: str) -> None:
-    """The node's own `containerd config dump` must show the flox runtime as written."""
+    """The node's own `containerd config dump` must show the flox runtime as written, and
+    every runtime that was in effect before."""
     assert node.containerd is not None
     dump = tomllib.loads(run([node.containerd, "--config", str(node.config), "config", "dump"]))
+    lost = sorted(set(runtimes(node.effective)) - set(runtimes(dump)))
+    if lost:
+        raise ConfigError(
+            f"with the flox runtime added, containerd would lose runtime(s) {', '.join(lost)};"
+            " the files were put back as they were",
+            hint="list those runtimes in the file that holds the CRI settings, then install again",
+        )
     flox = runtimes(dump).get(ctrd.FLOX_RUNTIME)
     got = (
         None

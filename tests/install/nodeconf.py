@@ -98,21 +98,23 @@ def node_config(version: str, default: str, d: Path, pause: str, restrict: bool)
 
 
 def node_config_with_imports(
-    version: str, default: str, d: Path, pause: str, restrict: bool
+    version: str, default: str, d: Path, pause: str, restrict: bool, etc: Path | None = None
 ) -> dict[Path, str]:
     """Main config with an `imports` line; the CRI settings live in the imported file.
 
     1.x: imports = [<d>/node.d/cri.toml] (an import replaces the whole CRI section there, so
     the file floxk must extend is that one); 2.x: imports = [<d>/conf.d/*.toml], the >= 2.2
     shape (imports merge table by table), with the settings in conf.d/10-node.toml.
+    The config files go to `etc` (default: d), the daemon's own dirs under d.
     """
     cv = ctrd.config_version(version)
+    etc = etc or d
     if cv == 2:
-        imported, pattern = d / "node.d" / "cri.toml", str(d / "node.d" / "cri.toml")
+        imported, pattern = etc / "node.d" / "cri.toml", str(etc / "node.d" / "cri.toml")
     else:
-        imported, pattern = d / "conf.d" / "10-node.toml", str(d / "conf.d" / "*.toml")
+        imported, pattern = etc / "conf.d" / "10-node.toml", str(etc / "conf.d" / "*.toml")
     main = set_key(private_main(default, version, d), None, "imports", f"[{q(pattern)}]")
     body = [f"# node settings kept apart from the main config\nversion = {cv}\n"]
     for table, keys in cri_settings(version, d, pause, restrict).items():
         body.append(f"\n[{table}]\n" + "".join(f"  {k} = {v}\n" for k, v in keys.items()))
-    return {d / "config.toml": main, imported: "".join(body)}
+    return {etc / "config.toml": main, imported: "".join(body)}

@@ -129,6 +129,8 @@ def test_imports_line(tmp_path, bin_dir, line):
     assert inst.runtimes(dumped)["flox"]["options"]["BinaryName"] == f"{bin_dir}/floxk-runc-front"
     cri = inst.cri_table(dumped)
     assert cri["disable_apparmor"] is True  # the imported settings still apply
+    # 1.x drops its built-in runc once a config lists a runtime: install must keep it.
+    assert "runc" in inst.runtimes(dumped)
     assert not _install(line, config, bin_dir).changed
     _uninstall(line, config, bin_dir)
     assert {p: p.read_text() for p in files} == files
