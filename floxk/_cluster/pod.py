@@ -33,6 +33,9 @@ FATAL_WAITING = {
     "ErrImageNeverPull",
     "InvalidImageName",
 }
+# Terminated reasons meaning the runtime never started the process (a failed `runc create`,
+# e.g. an environment that cannot be realized): no logs, the message is in the events.
+NEVER_STARTED = {"StartError", "ContainerCannotRun"}
 
 
 def load_manifest(path: Path) -> dict[str, Any]:
@@ -162,7 +165,10 @@ def pod_state(pod) -> PodState:
         elif s.state.terminated:
             t = s.state.terminated
             entry.update(state="terminated", reason=t.reason, exit_code=t.exit_code)
-            state.started = True
+            if t.reason in NEVER_STARTED:
+                state.reason, state.message = t.reason, t.message
+            else:
+                state.started = True
             if state.exit_code in (None, 0):
                 state.exit_code = t.exit_code
             if t.exit_code and not state.reason:
@@ -224,16 +230,14 @@ def follow(
 
 
 def events(api, name: str, ns: str) -> list[dict[str, Any]]:
-    """The pod's events, oldest first (the runtime's error messages land here)."""
+    """This pod's events, oldest first (the runtime's error messages land here). Only the
+    current pod's: a pod of the same name deleted by --replace left its own behind."""
     from kubernetes import client
 
-    items = (
-        client.CoreV1Api(api)
-        .list_namespaced_event(
-            ns, field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}"
-        )
-        .items
-    )
+    core = client.CoreV1Api(api)
+    uid = core.read_namespaced_pod(name, ns).metadata.uid
+    selector = f"involvedObject.kind=Pod,involvedObject.name={name},involvedObject.uid={uid}"
+    items = core.list_namespaced_event(ns, field_selector=selector).items
     items.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
     return [
         {"type": e.type, "reason": e.reason, "message": (e.message or "").strip(), "count": e.count}

@@ -160,7 +160,7 @@ def up(
         if not recreate:
             why = "was not finished by floxk up" if recorded is None else "has another spec"
             raise FloxkError(
-                f"cluster {spec.context} exists and {why} (recorded {recorded or 'nothing'}, "
+                f"cluster {spec.context} exists and {why} (recorded {(recorded or 'nothing')[:12]}, "
                 f"wanted {digest[:12]})",
                 hint=f"floxk up --recreate --name {name} deletes and recreates it",
             )

@@ -48,7 +48,10 @@ def _root(
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode click returns a command's typer.Exit code instead of exiting.
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except FloxkError as e:
         err_console.print(
             f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True
@@ -63,10 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, EOFError):
         sys.exit(ExitStatus.INTERRUPTED)
     except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.ClickException):
+        # Duck-typed: typer >= 0.16 raises its vendored click's exceptions, not click's.
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
-            sys.exit(ExitStatus.USAGE if isinstance(e, click.UsageError) else ExitStatus.FAILURE)
+            sys.exit(ExitStatus.USAGE if e.exit_code == 2 else ExitStatus.FAILURE)
         raise
     sys.exit(ExitStatus.OK)

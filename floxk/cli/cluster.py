@@ -63,23 +63,15 @@ def up(
         print_json(result)
         return
     state = "created" if result["created"] else "up to date"
-    console.print(f"{result['context']} {state}", markup=False, highlight=False)
+    lines = [f"{result['context']} {state}"]
     if verbose or result["created"]:
-        console.print(
+        lines += [
             f"  node image  {result['node_image']} (shim {result['shim']})",
-            markup=False,
-            highlight=False,
-        )
-        console.print(
             f"  dev hub     {result['hub']}  (floxk env push DIR --name OWNER/NAME)",
-            markup=False,
-            highlight=False,
-        )
-        console.print(
             "  next        floxk run pod NAME --env OWNER/NAME -- CMD",
-            markup=False,
-            highlight=False,
-        )
+        ]
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def down(
@@ -123,14 +115,18 @@ def status(
         )
         if "error" in c:
             title += f"  error: {c['error']}"
-        table = Table("node", "ready", "flox label", "shim", "runtime", title=title)
+        table = Table(title=title)
+        table.add_column("node", no_wrap=True)
+        for column in ("ready", "flox label", "shim", "runtime"):
+            table.add_column(column)
         for n in c["nodes"]:
             health = "ok" if not n.get("problems") else "; ".join(n["problems"])
+            shim = (n.get("shim_version") or "-").removeprefix("containerd-shim-flox-v2 ")
             table.add_row(
-                n["name"] if "name" in n else n["node"],
+                n.get("name") or n["node"],
                 str(n.get("ready", "?")),
                 str(n.get("flox_label", "?")),
-                n.get("shim_version") or "-",
+                shim,
                 health,
             )
         console.print(table)

@@ -15,7 +15,6 @@ app = typer.Typer(help="Run workloads in environments.", no_args_is_help=True)
 
 @app.command(
     "pod",
-    context_settings={"allow_interspersed_args": False},
     epilog="Examples: floxk run pod -f pod.yaml --env alice/tools   |   "
     "floxk run pod hello --env alice/hello -- hello --greeting hi",
 )
@@ -87,7 +86,9 @@ def pod(
                 "containers": state.containers,
             }
         )
-    if (state.failed and not state.started) or state.reason in pods.FATAL_WAITING:
+    if (state.failed and not state.started) or state.reason in (
+        pods.FATAL_WAITING | pods.NEVER_STARTED
+    ):
         _show_failure(api, name, ns, state)
         raise typer.Exit(ExitStatus.FAILURE)
     if state.run_to_completion:
