@@ -245,3 +245,33 @@ def test_k3s_existing_template_is_extended_and_restored(tmp_path, bin_dir):
     assert text.startswith(own) and text.count("{{ template") == 1
     inst.uninstall(config=d / "config.toml", bin_dir=str(bin_dir))
     assert (d / "config-v3.toml.tmpl").read_text() == own
+
+
+def test_cli_install_dry_run_json_then_install_uninstall(tmp_path, bin_dir, capsys):
+    import json
+
+    from floxk.cli import main
+
+    line = LINES[-1]
+    config = tmp_path / "config.toml"
+    original = nodeconf.default_config(line.containerd)
+    config.write_text(original)
+    common = [
+        "--config",
+        str(config),
+        "--containerd",
+        str(line.containerd),
+        "--bin-dir",
+        str(bin_dir),
+    ]
+    for extra in (["--dry-run", "-o", "json"], ["-o", "json"]):
+        with pytest.raises(SystemExit) as e:
+            main(["shim", "install", *common, "--runc", RUNC, *extra])
+        assert e.value.code == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["changed"] and "runtimes.flox]" in data["diff"]
+        assert data["verified"] is (None if "--dry-run" in extra else True)
+        assert (config.read_text() == original) is ("--dry-run" in extra)
+    with pytest.raises(SystemExit) as e:
+        main(["shim", "uninstall", *common])
+    assert e.value.code == 0 and config.read_text() == original
