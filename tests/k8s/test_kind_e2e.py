@@ -64,10 +64,10 @@ def cluster() -> str:
 
 @pytest.fixture(scope="module")
 def hello_env(cluster, catalog_flake, tmp_path_factory) -> str:
-    """An environment (hello + a var) pushed with `floxk env push` to the cluster's dev hub."""
+    """An environment (hello, busybox for sh, a var) pushed with `floxk env push` to the cluster's dev hub."""
     directory = tmp_path_factory.mktemp("e2e-env")
     (directory / "manifest.toml").write_text(
-        'version = 1\n[install]\nhello.pkg-path = "hello"\n'
+        'version = 1\n[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
         '[vars]\nGREETING = "hi from the environment"\n'
     )
     assert (
