@@ -6,8 +6,9 @@ interposer, so this path must cost nearly nothing. Compares, for `--version` and
   runc       the real runc, called directly
   front      the generated /bin/sh front (shim.front), as installed on nodes
   python     the Python slow path (python3 -I -S, shim.runc.main), what the front avoids
+Rounds interleave the three.
 
-    python3 benchmarks/passthrough.py [--runs 200]
+    python3 -m benchmarks.passthrough [--quick] [--runs N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -15,49 +16,84 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from shim.front import python_argv, write_front
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+from shim.front import python_argv, write_front  # noqa: E402
 
 
-def median_ms(argv: list[str], runs: int, env: dict[str, str]) -> float:
-    samples = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        samples.append((time.perf_counter() - t) * 1000)
-    return statistics.median(samples)
+def one_call(argv: list[str], env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - t
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=200)
-    a = ap.parse_args()
+def run(quick: bool, runs: int | None = None) -> dict:
+    runs = runs or (40 if quick else 200)
     runc = shutil.which("runc")
     if runc is None:
         sys.exit("runc is not installed")
     runc = os.path.realpath(runc)
+    calls: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         front = str(write_front(Path(tmp) / "floxk-runc", runc))
         env = {**os.environ, "FLOXK_NODE_CONFIG": str(Path(tmp) / "absent.toml")}
         root = ["--root", str(Path(tmp) / "runc-root")]
-        calls = {"--version": ["--version"], "state": [*root, "state", "no-such-container"]}
-        print(f"runs per cell: {a.runs}; median ms per call")
-        print(
-            f"{'call':<12}{'runc':>9}{'front':>9}{'python':>9}{'front/runc':>12}{'python/runc':>13}"
-        )
-        for name, args in calls.items():
-            r = median_ms([runc, *args], a.runs, env)
-            f = median_ms([front, *args], a.runs, env)
-            p = median_ms([*python_argv(), *args], a.runs, env)
-            print(f"{name:<12}{r:>9.2f}{f:>9.2f}{p:>9.2f}{f / r:>12.2f}{p / r:>13.2f}")
-        print(f"front overhead per call: {f - r:+.2f} ms (python path: {p - r:+.2f} ms)")
+        for name, args in {"--version": ["--version"], "state": [*root, "state", "nope"]}.items():
+            common.note(f"{name}: {runs} interleaved rounds")
+            samples = common.interleaved(
+                {
+                    "runc": lambda args=args: one_call([runc, *args], env),
+                    "front": lambda args=args: one_call([front, *args], env),
+                    "python": lambda args=args: one_call([*python_argv(), *args], env),
+                },
+                runs,
+            )
+            calls[name] = {
+                **{k: common.summary(v) for k, v in samples.items()},
+                "front_over_runc": common.ratio(samples["front"], samples["runc"]),
+                "python_over_runc": common.ratio(samples["python"], samples["runc"]),
+                "front_overhead_s": common.summary(
+                    [f - r for f, r in zip(samples["front"], samples["runc"], strict=True)]
+                ),
+            }
+    return common.result("passthrough", quick=quick, runs=runs, calls=calls)
+
+
+def report(doc: dict) -> None:
+    rows = []
+    for name, c in doc["calls"].items():
+        rows += [
+            common.cell(f"{name}: runc", c["runc"]),
+            common.cell(f"{name}: front", c["front"]),
+            common.cell(f"{name}: python", c["python"]),
+            (
+                f"{name}: front/runc, python/runc",
+                f"{c['front_over_runc']['median_ratio']:.2f}, {c['python_over_runc']['median_ratio']:.2f}",
+            ),
+            common.cell(f"{name}: front overhead per call", c["front_overhead_s"]),
+        ]
+    common.print_table(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs", type=int)
+    ap.add_argument("--out", type=Path, default=common.RESULTS)
+    a = ap.parse_args()
+    doc = run(a.quick, a.runs)
+    report(doc)
+    print(f"wrote {common.write_json(doc, a.out)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

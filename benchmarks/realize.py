@@ -1,14 +1,14 @@
 """Benchmark: what realization costs on top of Nix, warm and concurrent.
 
-    python3 benchmarks/realize.py [--repeats N] [--json FILE]
+    python3 -m benchmarks.realize [--quick] [--repeats N] [--out DIR]
 
 Builds the busybox test catalog, locks and pushes an environment (hello + web) to a signed
-file:// cache in a temp dir, then measures, in the same run:
+file:// cache in a temp dir, then measures, in the same run, rounds interleaved:
   - raw:   `nix copy --from CACHE --to ROOT` of the install paths (signatures checked)
   - cold:  shim.realize.realize() into a fresh chroot store (substitute + roots + tree)
   - warm:  realize() again (the per-pod cost once the tree exists)
   - 8 concurrent cold realizations in separate processes (substitutions per path must be 1)
-Prints a table with medians and the cold/raw ratio (target <= 1.2) and writes JSON.
+Prints medians with quartiles and the cold/raw ratio (target <= 1.2) and writes JSON.
 Needs Nix (Debian nix-bin) and a static busybox; run as root on a bare Nix install.
 """
 
@@ -16,23 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from e2e.catalog import prepare  # noqa: E402
-from floxk._lock import lock_environment  # noqa: E402
-from floxk._push import push_environment  # noqa: E402
-from shim import hub, nix  # noqa: E402
+from benchmarks import common  # noqa: E402
+from shim import nix  # noqa: E402
 from shim.model import current_system  # noqa: E402
 from shim.realize import realize  # noqa: E402
 
+REPO = common.REPO
 MANIFEST = 'version = 1\n[install]\nhello.pkg-path = "hello"\nweb.pkg-path = "web"\n'
 TARGET_RATIO = 1.2
 CONCURRENCY = 8
@@ -47,36 +45,6 @@ lock = hub.resolve(a["ref"], [a["hub"]]).lock
 realize(lock, system=a["system"], substituters=[a["hub"]], trusted_keys=[a["key"]],
         store_root=Path(a["store"]), state_dir=Path(a["state"]))
 """
-
-
-def setup(work: Path) -> dict:
-    catalog = prepare(work / "catalog")
-    env = work / "env"
-    env.mkdir()
-    (env / "manifest.toml").write_text(MANIFEST)
-    lock_environment(env, catalog=catalog)
-    keys = work / "keys"
-    keys.mkdir()
-    subprocess.run(
-        ["nix-store", "--generate-binary-cache-key", "bench-1", keys / "sk", keys / "pk"],
-        check=True,
-    )
-    cache = work / "cache"
-    pushed = push_environment(env, to=cache.as_uri(), name="bench/env", signing_key=keys / "sk")
-    lock = hub.resolve(pushed.ref, [pushed.cache_url]).lock
-    return {
-        "ref": pushed.ref,
-        "hub": pushed.cache_url,
-        "key": (keys / "pk").read_text().strip(),
-        "lock": lock,
-        "paths": pushed.paths,
-    }
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def raw_copy(ctx: dict, root: Path) -> None:
@@ -115,61 +83,86 @@ def concurrent(ctx: dict, work: Path) -> dict:
     ]
     codes = [p.wait() for p in procs]
     elapsed = time.perf_counter() - start
-    lines = (work / "state" / "realize.log").read_text().splitlines()
-    substituted = [line.split()[4] for line in lines if line.split()[2] == "substitute"]
-    per_path = {p: substituted.count(p) for p in set(substituted)}
+    counts = common.realize_log_counts(work / "state")
     return {
         "seconds": elapsed,
         "exit_codes": codes,
-        "trees": sum(1 for line in lines if line.split()[2] == "tree"),
-        "max_substitutions_per_path": max(per_path.values(), default=0),
-        "paths": len(per_path),
+        "trees": counts["trees"],
+        "max_substitutions_per_path": counts["max_substitutions_per_path"],
+        "paths": counts["paths_substituted"],
     }
+
+
+def run(quick: bool, repeats: int | None = None) -> dict:
+    repeats = repeats or (3 if quick else 9)
+    with tempfile.TemporaryDirectory(prefix="floxk-bench-") as tmp:
+        work = Path(tmp)
+        common.note("publishing the environment")
+        ctx = common.publish(work / "hub", MANIFEST)
+        n = [0]
+
+        def raw() -> float:
+            n[0] += 1
+            return common.timed(lambda: raw_copy(ctx, work / f"raw-{n[0]}"))
+
+        warm_samples = []
+
+        def cold() -> float:
+            n[0] += 1
+            root, state = work / f"cold-{n[0]}", work / f"state-{n[0]}"
+            seconds = common.timed(lambda: cold_realize(ctx, root, state))
+            warm_samples.append(common.timed(lambda: cold_realize(ctx, root, state)))
+            return seconds
+
+        common.note(f"{repeats} interleaved rounds of raw nix copy and cold realize")
+        samples = common.interleaved({"raw": raw, "cold": cold}, repeats)
+        common.note(f"{CONCURRENCY} concurrent cold realizations")
+        conc = concurrent(ctx, work / "concurrent")
+        closure = len(
+            cold_realize(ctx, work / f"cold-{n[0]}", work / f"state-{n[0]}").activation["closure"]
+        )
+    return common.result(
+        "realize",
+        quick=quick,
+        repeats=repeats,
+        closure_paths=closure,
+        raw=common.summary(samples["raw"]),
+        cold=common.summary(samples["cold"]),
+        warm=common.summary(warm_samples),
+        cold_over_raw=common.ratio(samples["cold"], samples["raw"]),
+        target_ratio=TARGET_RATIO,
+        concurrent=conc,
+    )
+
+
+def report(doc: dict) -> None:
+    conc = doc["concurrent"]
+    common.print_table(
+        [
+            common.cell("raw nix copy", doc["raw"]),
+            common.cell("cold realize", doc["cold"]),
+            (
+                "cold / raw",
+                f"{doc['cold_over_raw']['median_ratio']:.2f} (target <= {TARGET_RATIO})",
+            ),
+            common.cell("warm realize", doc["warm"], lambda s: f"{s * 1e6:.0f} us"),
+            (f"{CONCURRENCY} concurrent cold", common.ms(conc["seconds"])),
+            ("  trees built", str(conc["trees"])),
+            ("  max substitutions per path", str(conc["max_substitutions_per_path"])),
+        ]
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/realize.json"))
-    args = parser.parse_args()
-
-    with tempfile.TemporaryDirectory(prefix="floxk-bench-") as tmp:
-        work = Path(tmp)
-        ctx = setup(work)
-        raw, cold, warm = [], [], []
-        for i in range(args.repeats):
-            raw.append(timed(lambda i=i: raw_copy(ctx, work / f"raw-{i}")))
-            root, state = work / f"cold-{i}", work / f"state-{i}"
-            cold.append(timed(lambda root=root, state=state: cold_realize(ctx, root, state)))
-            warm.append(timed(lambda root=root, state=state: cold_realize(ctx, root, state)))
-        conc = concurrent(ctx, work / "concurrent")
-
-    result = {
-        "repeats": args.repeats,
-        "closure_paths": len(ctx["lock"].packages) + 1,
-        "raw_nix_copy_median_s": statistics.median(raw),
-        "cold_realize_median_s": statistics.median(cold),
-        "warm_realize_median_s": statistics.median(warm),
-        "cold_over_raw": statistics.median(cold) / statistics.median(raw),
-        "target_ratio": TARGET_RATIO,
-        "concurrent": conc,
-        "samples": {"raw": raw, "cold": cold, "warm": warm},
-    }
-    rows = [
-        ("raw nix copy (median)", f"{result['raw_nix_copy_median_s'] * 1000:.1f} ms"),
-        ("cold realize (median)", f"{result['cold_realize_median_s'] * 1000:.1f} ms"),
-        ("cold / raw", f"{result['cold_over_raw']:.2f} (target <= {TARGET_RATIO})"),
-        ("warm realize (median)", f"{result['warm_realize_median_s'] * 1e6:.0f} us"),
-        (f"{CONCURRENCY} concurrent cold", f"{conc['seconds'] * 1000:.1f} ms"),
-        ("  trees built", str(conc["trees"])),
-        ("  max substitutions per path", str(conc["max_substitutions_per_path"])),
-    ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int)
+    ap.add_argument("--out", type=Path, default=common.RESULTS)
+    a = ap.parse_args()
+    doc = run(a.quick, a.repeats)
+    report(doc)
+    print(f"wrote {common.write_json(doc, a.out)}")
+    conc = doc["concurrent"]
     ok = conc["max_substitutions_per_path"] == 1 and conc["trees"] == 1
     return 0 if ok and not any(conc["exit_codes"]) else 1
 

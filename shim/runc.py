@@ -11,8 +11,10 @@ A failure is written to runc's --log file as runc would write it (containerd rea
 the last error line into the CRI error, so it reaches the pod's events) and to
 stderr; config.json is then byte-identical to what containerd wrote.
 
-Modules only the create/exec paths need are imported inside those paths: the
-Python pass-through (when the sh front is not installed) stays as cheap as it can.
+Every import costs milliseconds on every container start (and the node's zipapp compiles
+shim's sources on each run), so modules are imported where they are needed: a create
+that is not ours (every pod's sandbox, plain containers) reads config.json and execs runc
+having loaded little more than json and node.toml; benchmarks/podstart.py measures it.
 """
 
 from __future__ import annotations
@@ -20,15 +22,20 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
 
-from shim import annotations as ann
-from shim.errors import FloxkError, RealizeError
-from shim.node import NodeConfig, load_node_config
+TYPE_CHECKING = False  # typing costs milliseconds at every start; only type checkers need it
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+    from shim import annotations as ann
+    from shim.node import NodeConfig
+
+# The two annotation keys that decide whether a create is ours (shim.annotations.ENVIRONMENT
+# and CRI_CONTAINER_TYPE), spelled out so a pass-through create never imports that module.
+_ENVIRONMENT = "flox.dev/environment"
+_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 
 # runc's global flags that take a value (urfave/cli accepts -x, --x, --x=v, -x=v).
 GLOBAL_VALUE_FLAGS = {"root", "log", "log-format", "criu", "rootless"}
@@ -101,11 +108,21 @@ def main(argv: list[str] | None = None) -> NoReturn:
     call = parse_argv(args)
     if call.subcommand not in ACTED_ON:
         _exec_runc(None, args)
+    spec = None
+    if call.subcommand in ("create", "run"):
+        # Every pod's sandbox and every plain container is created through here: decide
+        # from the spec alone, before importing anything the rewrite needs.
+        spec = read_spec(call)
+        if spec is None or not _is_flox_container(spec.get("annotations") or {}):
+            _exec_runc(None, args, call)
+    from shim.errors import FloxkError
+    from shim.node import load_node_config
+
     node: NodeConfig | None = None
     try:
         node = load_node_config()
-        if call.subcommand in ("create", "run"):
-            prepare_create(call, node)
+        if spec is not None:
+            prepare_create(call, node, spec)
         elif call.subcommand == "exec":
             prepare_exec(call, node)
         else:
@@ -117,13 +134,26 @@ def main(argv: list[str] | None = None) -> NoReturn:
     _exec_runc(node, args)
 
 
-def prepare_create(call: RuncCall, node: NodeConfig) -> None:
-    """Rewrite B/config.json for a flox container; leave it alone for everything else."""
-    config = call.bundle / "config.json"
+def read_spec(call: RuncCall) -> dict | None:
+    """B/config.json as a dict; None when missing or broken (runc reports that itself)."""
     try:
-        spec = json.loads(config.read_bytes())
+        spec = json.loads((call.bundle / "config.json").read_bytes())
     except (OSError, ValueError):
-        return  # not ours to judge: runc reports a missing or broken spec itself
+        return None
+    return spec if isinstance(spec, dict) else None
+
+
+def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -> None:
+    """Rewrite B/config.json for a flox container; leave it alone for everything else.
+
+    `spec`: config.json as main() already read it (read here when None)."""
+    from shim import annotations as ann
+
+    config = call.bundle / "config.json"
+    if spec is None:
+        spec = read_spec(call)
+        if spec is None:
+            return  # not ours to judge: runc reports a missing or broken spec itself
     annotations = spec.get("annotations") or {}
     if not _is_flox_container(annotations):
         return
@@ -152,6 +182,8 @@ def prepare_create(call: RuncCall, node: NodeConfig) -> None:
 
 def resolve_for(ref: ann.EnvRef, node: NodeConfig):
     """Policy check and hub resolution of one environment reference (a shim.hub.HubRecord)."""
+    from shim.errors import RealizeError
+
     allowed = node.policy.allowed_owners
     if allowed and ref.owner not in allowed:
         raise RealizeError(
@@ -193,6 +225,8 @@ def prepare_exec(call: RuncCall, node: NodeConfig) -> None:
     """Give an exec'd process (process.json) the environment its container was created with."""
     if not call.process_file or not call.container_id:
         return  # args on the command line: runc takes the env from config.json (rewritten)
+    from shim import annotations as ann
+
     bundle = _container_bundle(call, node)
     spec = json.loads((bundle / "config.json").read_bytes())
     annotations = spec.get("annotations") or {}
@@ -233,14 +267,19 @@ def release(call: RuncCall, node: NodeConfig) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write next to `path` and rename over it: readers see the old or the new file, whole."""
+    """Write next to `path` and rename over it: readers see the old or the new file, whole.
+
+    No fsync: the rename alone makes the swap atomic for runc and containerd, and a bundle
+    does not outlive a crash of the node (containerd recreates its tasks), so waiting for
+    the disk would only slow every container start.
+    """
+    import tempfile
+
     mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
+            f.write(json.dumps(data))  # the C encoder; json.dump streams through Python
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -252,7 +291,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _is_flox_container(annotations: dict) -> bool:
-    return ann.ENVIRONMENT in annotations and annotations.get(ann.CRI_CONTAINER_TYPE) != "sandbox"
+    return _ENVIRONMENT in annotations and annotations.get(_CONTAINER_TYPE) != "sandbox"
 
 
 def _container_bundle(call: RuncCall, node: NodeConfig) -> Path:
@@ -279,10 +318,17 @@ def _mounted_env_tree(spec: dict, node: NodeConfig) -> Path | None:
     return None
 
 
-def _exec_runc(node: NodeConfig | None, args: list[str]) -> NoReturn:
+def _exec_runc(node: NodeConfig | None, args: list[str], call: RuncCall | None = None) -> NoReturn:
+    """Exec the real runc. With `call` (a create), a failure to find it goes to runc's log
+    like any create failure, so it reaches the pod's events."""
+    from shim.errors import FloxkError
+    from shim.node import load_node_config
+
     try:
         runc = (node or load_node_config()).find_runc()
     except FloxkError as e:
+        if call is not None:
+            _fail(call, f"floxk: {e}")
         sys.stderr.write(f"floxk-runc: {e}\n")
         sys.exit(1)
     os.execv(runc, [runc, *args])
@@ -298,6 +344,8 @@ def _log_line(call: RuncCall, level: str, msg: str) -> None:
     """Append one line to runc's --log file in runc's own format (json or logrus text)."""
     if not call.log_path:
         return
+    import time
+
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if call.log_format == "json":
         line = json.dumps({"level": level, "msg": msg, "time": now})

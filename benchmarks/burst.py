@@ -1,0 +1,176 @@
+"""N pods at once on one environment through CRI: total time, and one substitution per path.
+
+    python3 -m benchmarks.burst [--quick] [--levels 1,4,16,32] [--repeats N] [--out DIR]
+
+The node of benchmarks/crinode.py (containerd 2.x, the node package's zipapps and front).
+For each level N, interleaved per round:
+  cold   N flox pods started at once (one thread each, RunPodSandbox -> StartContainer) on
+         an environment this node has never realized: node.toml is pointed at a fresh
+         chroot store and state dir first, so every pod races for the same substitution;
+  image  N image pods at once, the image holding the same files (already imported).
+  warm   N flox pods on the environment realized at setup;
+Total time = until the last of the N containers runs. After each cold burst, realize.log
+must show exactly one substitution per store path and one tree built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cri_api.v1 import api_pb2 as pb  # noqa: E402
+
+from benchmarks import common, crinode  # noqa: E402
+from tests.cri.images import STUB_IMAGE  # noqa: E402
+from tests.shim.oci import write_node_toml  # noqa: E402
+
+MANIFEST = (
+    'version = 1\n[install]\nhello.pkg-path = "hello"\nweb.pkg-path = "web"\n'
+    'busybox.pkg-path = "busybox"\n'
+)
+STORE_IMAGE = "floxk.bench/burst-store:1.0"
+COMMAND = ["sh", "-c", "exec sleep 3600"]
+
+
+def burst(cri, n: int, *, flox_ref: str | None, image: str) -> float:
+    """Start n pods at once; return seconds until all n containers run. Pods are removed."""
+    annotations = {"flox.dev/environment": flox_ref} if flox_ref else {}
+    handler = "flox" if flox_ref else ""
+
+    def one(i: int) -> str:
+        pod = cri.run_pod(f"burst-{i}", annotations, runtime_handler=handler)
+        cid = cri.create_container(pod, "app", image, command=COMMAND)
+        cri.start(cid)
+        return cid
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        cids = list(pool.map(one, range(n)))
+    elapsed = time.perf_counter() - start
+    states = [cri.status(cid).state for cid in cids]
+    cri.remove_all()
+    if any(s != pb.CONTAINER_RUNNING for s in states):
+        raise RuntimeError(f"{handler or 'runc'} burst of {n}: not all running: {states}")
+    return elapsed
+
+
+def point_node_at(node: crinode.Node, store: Path, state: Path) -> None:
+    """Rewrite node.toml: the shims read it on every call, so the next pod sees a cold node."""
+    write_node_toml(
+        node.config,
+        hubs=[node.env["hub"]],
+        trusted_public_keys=[node.env["key"]],
+        state_dir=str(state),
+        store_root=str(store),
+    )
+
+
+def run(quick: bool, levels: list[int] | None = None, repeats: int | None = None) -> dict:
+    levels = levels or ([1, 4, 16] if quick else [1, 4, 16, 32])
+    repeats = repeats or (1 if quick else 3)
+    line = crinode.containerd_line()
+    out: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="floxk-bench-burst-") as tmp:
+        work = Path(tmp)
+        common.note("publishing the environment and building images")
+        node = crinode.make_node(work, MANIFEST, name="bench/burst")
+        env = node.realize()  # only to build the image with the same files
+        node.images["store"] = crinode.store_image(
+            work / "store-image.tar", STORE_IMAGE, node.store, env
+        )
+        cri = node.start(line)
+        try:
+            common.note("warm-up: one pod of each kind")
+            burst(cri, 1, flox_ref=node.env["ref"], image=STUB_IMAGE)
+            burst(cri, 1, flox_ref=None, image=STORE_IMAGE)
+            runs = 0
+            for n in levels:
+                checks: list[dict] = []
+
+                def cold(n: int = n, checks: list[dict] = checks) -> float:
+                    nonlocal runs
+                    runs += 1
+                    store, state = work / f"store-{runs}", work / f"state-{runs}"
+                    point_node_at(node, store, state)
+                    seconds = burst(cri, n, flox_ref=node.env["ref"], image=STUB_IMAGE)
+                    checks.append(common.realize_log_counts(state))
+                    return seconds
+
+                def warm(n: int = n) -> float:
+                    point_node_at(node, node.store, node.state)  # realized at setup
+                    return burst(cri, n, flox_ref=node.env["ref"], image=STUB_IMAGE)
+
+                def image(n: int = n) -> float:
+                    return burst(cri, n, flox_ref=None, image=STORE_IMAGE)
+
+                common.note(f"{n} pods at once, {repeats} round(s)")
+                samples = common.interleaved({"cold": cold, "warm": warm, "image": image}, repeats)
+                out[str(n)] = {
+                    "cold": common.summary(samples["cold"]),
+                    "warm": common.summary(samples["warm"]),
+                    "image": common.summary(samples["image"]),
+                    "ratio": common.ratio(samples["cold"], samples["image"]),
+                    "warm_ratio": common.ratio(samples["warm"], samples["image"]),
+                    "trees_built": [c["trees"] for c in checks],
+                    "max_substitutions_per_path": max(
+                        c["max_substitutions_per_path"] for c in checks
+                    ),
+                    "paths_substituted": [c["paths_substituted"] for c in checks],
+                }
+            cri.assert_node_clean()
+        finally:
+            node.stop()
+    ok = all(
+        v["max_substitutions_per_path"] == 1 and set(v["trees_built"]) == {1} for v in out.values()
+    )
+    return common.result(
+        "burst",
+        quick=quick,
+        containerd=line.version,
+        repeats=repeats,
+        closure_paths=len(env.activation["closure"]),
+        levels=out,
+        one_substitution_per_path=ok,
+    )
+
+
+def report(doc: dict) -> None:
+    rows = []
+    for n, v in doc["levels"].items():
+        rows.append(common.cell(f"{n:>2} pods, cold env (flox)", v["cold"]))
+        rows.append(common.cell(f"{n:>2} pods, warm env (flox)", v["warm"]))
+        rows.append(common.cell(f"{n:>2} pods, image", v["image"]))
+        rows.append(
+            (
+                "   cold/image; warm/image; trees; max subst/path",
+                f"{v['ratio']['median_ratio']:.2f}; {v['warm_ratio']['median_ratio']:.2f};"
+                f" {v['trees_built']};"
+                f" {v['max_substitutions_per_path']}",
+            )
+        )
+    rows.append(("one substitution per path everywhere", str(doc["one_substitution_per_path"])))
+    common.print_table(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")])
+    ap.add_argument("--repeats", type=int)
+    ap.add_argument("--out", type=Path, default=common.RESULTS)
+    a = ap.parse_args()
+    doc = run(a.quick, a.levels, a.repeats)
+    report(doc)
+    print(f"wrote {common.write_json(doc, a.out)}")
+    return 0 if doc["one_substitution_per_path"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""What every floxk benchmark shares: statistics, interleaved repeats, versions, JSON, setup.
+
+Each benchmark module has `run(quick: bool) -> dict` (the result, JSON-ready) and a `main()`
+for running it alone; benchmarks/run.py runs them all and benchmarks/report.py turns the
+JSON files into docs/benchmarks.md and its plots.
+
+Numbers on a shared machine drift, so each figure is a ratio against a baseline measured
+in the same run, repeats interleaved (A B, B A, A B ...) so that load changes hit both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python3 benchmarks/x.py` as well as `-m benchmarks.x`
+    sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "benchmarks" / "results"
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+def summary(samples: list[float]) -> dict[str, Any]:
+    """Median and spread of one cell: n, median, quartiles, min, max, and the IQR relative
+    to the median (a noise figure that does not care about the unit)."""
+    s = sorted(samples)
+    if not s:
+        return {"n": 0}
+    q1, q3 = _quartiles(s)
+    med = statistics.median(s)
+    return {
+        "n": len(s),
+        "median": med,
+        "q1": q1,
+        "q3": q3,
+        "min": s[0],
+        "max": s[-1],
+        "iqr_rel": (q3 - q1) / med if med else 0.0,
+        "samples": list(samples),
+    }
+
+
+def _quartiles(s: list[float]) -> tuple[float, float]:
+    if len(s) < 2:
+        return s[0], s[0]
+    q = statistics.quantiles(s, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def ratio(numerator: list[float], denominator: list[float]) -> dict[str, Any]:
+    """Ratio of medians, plus the spread of the per-round ratios (rounds paired by index:
+    the samples of one round were taken back to back)."""
+    med = statistics.median(numerator) / statistics.median(denominator)
+    pairs = [a / b for a, b in zip(numerator, denominator, strict=False) if b]
+    out: dict[str, Any] = {"median_ratio": med}
+    if pairs:
+        pq1, pq3 = _quartiles(sorted(pairs))
+        out.update(paired_median=statistics.median(pairs), paired_q1=pq1, paired_q3=pq3)
+    return out
+
+
+def interleaved(cases: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Run each case `repeats` times, alternating the order every round (A B, B A, ...).
+
+    A case returns its own measurement (seconds), so setup and teardown stay out of it.
+    """
+    names = list(cases)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(repeats):
+        order = names if i % 2 == 0 else names[::-1]
+        for name in order:
+            out[name].append(cases[name]())
+    return out
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# --- the machine and the versions -----------------------------------------------------------
+
+
+def _first_line(argv: list[str]) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip().splitlines()[0] if out.strip() else None
+
+
+def _version_in(text: str | None) -> str | None:
+    m = re.search(r"(\d+\.\d+(?:\.\d+)?)", text or "")
+    return m.group(1) if m else None
+
+
+def versions(containerd: str | None = None) -> dict[str, Any]:
+    """Versions of what the numbers depend on. `containerd`: the line a benchmark drove
+    (the CRI benchmarks start their own daemon from the installed lines)."""
+    from shim import __version__
+
+    runc = _first_line(["runc", "--version"])
+    nix = _first_line(["nix", "--version"])
+    commit = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    return {
+        "floxk": __version__,
+        "floxk_commit": commit,
+        "containerd": containerd,
+        "runc": _version_in(runc),
+        "nix": _version_in(nix),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def machine() -> dict[str, Any]:
+    """How busy the machine was: other builds run beside the benchmarks."""
+    load = os.getloadavg()
+    return {"cpus": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in load]}
+
+
+def result(name: str, *, quick: bool, containerd: str | None = None, **data: Any) -> dict:
+    """The JSON document of one benchmark: its data plus versions and machine load."""
+    return {
+        "benchmark": name,
+        "mode": "quick" if quick else "full",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": versions(containerd),
+        "machine": machine(),
+        **data,
+    }
+
+
+def write_json(doc: dict, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{doc['benchmark']}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}", flush=True)
+
+
+def cell(label: str, s: dict[str, Any], unit: Callable[[float], str] = ms) -> tuple[str, str]:
+    """One table row: median [q1 .. q3] (n=N)."""
+    return (label, f"{unit(s['median'])}  [{unit(s['q1'])} .. {unit(s['q3'])}]  n={s['n']}")
+
+
+def note(msg: str) -> None:
+    """Progress for the reader, on stderr (stdout carries the numbers)."""
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+# --- a published environment (the busybox test catalog, signed file:// cache) ----------------
+
+
+def publish(work: Path, manifest: str, name: str = "bench/env") -> dict[str, Any]:
+    """Lock `manifest` against the busybox test catalog and push it, signed, to a file:// cache.
+
+    Returns ref, hub (= cache URL), key (public key line), lock, paths (install paths).
+    """
+    from e2e.catalog import prepare
+    from floxk._lock import lock_environment
+    from floxk._push import push_environment
+    from shim import hub
+
+    catalog = prepare(work / "catalog")
+    env = work / "env"
+    env.mkdir(parents=True)
+    (env / "manifest.toml").write_text(manifest)
+    lock_environment(env, catalog=catalog)
+    keys = work / "keys"
+    keys.mkdir()
+    subprocess.run(
+        ["nix-store", "--generate-binary-cache-key", "bench-1", keys / "sk", keys / "pk"],
+        check=True,
+    )
+    cache = work / "cache"
+    pushed = push_environment(env, to=cache.as_uri(), name=name, signing_key=keys / "sk")
+    return {
+        "ref": pushed.ref,
+        "hub": pushed.cache_url,
+        "key": (keys / "pk").read_text().strip(),
+        "lock": hub.resolve(pushed.ref, [pushed.cache_url]).lock,
+        "paths": pushed.paths,
+    }
+
+
+def realize_log_counts(state_dir: Path) -> dict[str, Any]:
+    """From state_dir/realize.log: trees built and substitutions per store path."""
+    log = state_dir / "realize.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    substituted = [line.split()[4] for line in lines if line.split()[2] == "substitute"]
+    per_path = {p: substituted.count(p) for p in set(substituted)}
+    return {
+        "trees": sum(1 for line in lines if line.split()[2] == "tree"),
+        "paths_substituted": len(per_path),
+        "max_substitutions_per_path": max(per_path.values(), default=0),
+        "per_path": per_path,
+    }

@@ -1,0 +1,195 @@
+"""Pod start through CRI: a flox pod on a warm environment vs an image pod with the same files.
+
+    python3 -m benchmarks.podstart [--quick] [--repeats N] [--out DIR]
+
+One containerd 2.x daemon (benchmarks/crinode.py: the node package's zipapps and front,
+a signed file:// hub, a chroot store) runs both kinds of pod, interleaved:
+  flox   runtime handler `flox`, flox.dev/environment = the published environment (hello +
+         busybox), the empty stub image; the environment was realized before (warm)
+  image  runtime handler "" (plain runc), an image holding the same closure at /nix/store
+         plus the environment tree's bin/ etc. at / (what an image-based deployment ships)
+Both run `sh -c 'hello && exec sleep 3600'`. One sample is RunPodSandbox -> CreateContainer
+-> StartContainer returned (the container is running), as kubelet drives it; the phases are
+kept too. Each pod is checked (RUNNING, "hello from floxk" in its log) and removed
+outside the timed part. The figure: median flox / median image (target <= 1.10).
+--baseline-rev REV adds a third kind, interleaved: the flox runtime built from shim/ at REV
+(before/after numbers for a change of the create path, in the same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cri_api.v1 import api_pb2 as pb  # noqa: E402
+
+from benchmarks import common, crinode  # noqa: E402
+from tests.cri.images import STUB_IMAGE  # noqa: E402
+
+MANIFEST = 'version = 1\n[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
+STORE_IMAGE = "floxk.bench/hello-store:1.0"
+COMMAND = ["sh", "-c", "hello && exec sleep 3600"]
+TARGET_RATIO = 1.10
+PHASES = ("run_pod", "create", "start")
+BASELINE = "flox-baseline"  # runtime handler of --baseline-rev
+
+
+def start_pod(
+    cri, *, flox_ref: str | None, image: str, phases: dict[str, list[float]], handler: str = "flox"
+) -> float:
+    """One timed pod start; checked and removed afterwards. Returns seconds."""
+    annotations = {"flox.dev/environment": flox_ref} if flox_ref else {}
+    handler = handler if flox_ref else ""
+    t0 = time.perf_counter()
+    pod = cri.run_pod("bench", annotations, runtime_handler=handler)
+    t1 = time.perf_counter()
+    cid = cri.create_container(pod, "app", image, command=COMMAND)
+    t2 = time.perf_counter()
+    cri.start(cid)
+    t3 = time.perf_counter()
+    for name, value in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+        phases[name].append(value)
+    state = cri.status(cid).state
+    out = cri.logs(cid, contains="hello from floxk")
+    cri.remove_pod(pod)
+    if state != pb.CONTAINER_RUNNING or "hello from floxk" not in out:
+        raise RuntimeError(
+            f"{handler or 'runc'} pod did not run: state {pb.ContainerState.Name(state)}, log {out!r}"
+        )
+    return t3 - t0
+
+
+def shim_at(rev: str, dest: Path) -> Path:
+    """shim/ as it was at git revision `rev`, extracted under dest."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(common.REPO), "archive", rev, "shim"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "shim"
+
+
+def run(quick: bool, repeats: int | None = None, baseline_rev: str | None = None) -> dict:
+    repeats = repeats or (8 if quick else 30)
+    line = crinode.containerd_line()
+    with tempfile.TemporaryDirectory(prefix="floxk-bench-podstart-") as tmp:
+        work = Path(tmp)
+        extra = {BASELINE: shim_at(baseline_rev, work / "rev")} if baseline_rev else {}
+        common.note("publishing the environment and building images")
+        node = crinode.make_node(work, MANIFEST)
+        env = node.realize()  # warm: what the pods below find
+        node.images["store"] = crinode.store_image(
+            work / "store-image.tar", STORE_IMAGE, node.store, env
+        )
+        common.note(f"starting containerd {line.version}")
+        cri = node.start(line, extra)
+        try:
+            kinds = ["flox", "image", *extra]
+            phases: dict[str, dict[str, list[float]]] = {}
+            cases = {
+                "flox": lambda: start_pod(
+                    cri, flox_ref=node.env["ref"], image=STUB_IMAGE, phases=phases["flox"]
+                ),
+                "image": lambda: start_pod(
+                    cri, flox_ref=None, image=STORE_IMAGE, phases=phases["image"]
+                ),
+            }
+            if extra:
+                cases[BASELINE] = lambda: start_pod(
+                    cri,
+                    flox_ref=node.env["ref"],
+                    image=STUB_IMAGE,
+                    phases=phases[BASELINE],
+                    handler=BASELINE,
+                )
+            phases.update({kind: {p: [] for p in PHASES} for kind in kinds})
+            common.note("warm-up: one pod of each kind")
+            common.interleaved(cases, 1)
+            for kind in phases:
+                phases[kind] = {p: [] for p in PHASES}
+            common.note(f"{repeats} interleaved rounds")
+            samples = common.interleaved(cases, repeats)
+            cri.assert_node_clean()
+        finally:
+            node.stop()
+        trees = common.realize_log_counts(node.state)["trees"]
+    doc = common.result(
+        "podstart",
+        quick=quick,
+        containerd=line.version,
+        repeats=repeats,
+        target_ratio=TARGET_RATIO,
+        closure_paths=len(env.activation["closure"]),
+        trees_built=trees,
+        flox=common.summary(samples["flox"]),
+        image=common.summary(samples["image"]),
+        ratio=common.ratio(samples["flox"], samples["image"]),
+        **(
+            {
+                "baseline": {
+                    "rev": baseline_rev,
+                    "flox": common.summary(samples[BASELINE]),
+                    "ratio": common.ratio(samples[BASELINE], samples["image"]),
+                    "flox_over_baseline": common.ratio(samples["flox"], samples[BASELINE]),
+                }
+            }
+            if extra
+            else {}
+        ),
+        phases={
+            kind: {p: common.summary(v) for p, v in by_phase.items()}
+            for kind, by_phase in phases.items()
+        },
+    )
+    return doc
+
+
+def report(doc: dict) -> None:
+    rows = [
+        common.cell("flox pod, warm env (median [q1 .. q3])", doc["flox"]),
+        common.cell("image pod, same files", doc["image"]),
+        ("flox / image", f"{doc['ratio']['median_ratio']:.3f} (target <= {TARGET_RATIO})"),
+        (
+            "  per-round ratio [q1 .. q3]",
+            f"{doc['ratio']['paired_median']:.3f} [{doc['ratio']['paired_q1']:.3f} .."
+            f" {doc['ratio']['paired_q3']:.3f}]",
+        ),
+    ]
+    if "baseline" in doc:
+        b = doc["baseline"]
+        rows += [
+            common.cell(f"flox pod, shim/ at {b['rev']}", b["flox"]),
+            (f"flox@{b['rev']} / image", f"{b['ratio']['median_ratio']:.3f}"),
+            ("flox now / flox before", f"{b['flox_over_baseline']['median_ratio']:.3f}"),
+        ]
+    for kind in doc["phases"]:
+        for p in PHASES:
+            rows.append(common.cell(f"  {kind} {p}", doc["phases"][kind][p]))
+    common.print_table(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int)
+    ap.add_argument("--out", type=Path, default=common.RESULTS)
+    ap.add_argument(
+        "--baseline-rev",
+        help="also run pods on a flox runtime built from shim/ at this git revision (before/after)",
+    )
+    a = ap.parse_args()
+    doc = run(a.quick, a.repeats, a.baseline_rev)
+    report(doc)
+    print(f"wrote {common.write_json(doc, a.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
