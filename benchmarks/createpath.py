@@ -7,8 +7,8 @@ its app container: environment resolved, warm tree found, spec rewritten). This 
 both, with node.toml's `runc` set to /bin/true so only floxk's own work is timed, for:
   zipapp   the node package's floxk-runc zipapp (floxk/_shimbuild.py), run as the front
            runs it: /usr/bin/python3 -I -S floxk-runc ...
-  source   the same code from this checkout with its __pycache__ (what a .pyc-carrying
-           zipapp or an unpacked install would cost)
+  zipapp+pyc  the same zipapp with .pyc files beside the sources (a proposal, measured)
+  source   the same code from this checkout with its __pycache__ (an unpacked install)
   floor    /usr/bin/python3 -I -S -c pass (no Python side can be cheaper)
 Rounds interleave the variants. `-X importtime` of one zipapp create per kind is kept in
 the JSON (the imports that dominate).
@@ -57,6 +57,34 @@ def importtime(argv: list[str], env: dict, top: int = 12) -> list[dict]:
     return sorted(rows, key=lambda r: r["cumulative_us"], reverse=True)[:top]
 
 
+_PYC_ZIPAPP = r"""
+import io, os, py_compile, sys, tempfile, zipfile
+from pathlib import Path
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+buf = io.BytesIO(b"#!/usr/bin/env python3\n")
+buf.seek(0, io.SEEK_END)
+with zipfile.ZipFile(buf, "w") as zf, tempfile.TemporaryDirectory() as tmp:
+    zf.writestr("__main__.py", "from shim.runc import main\nmain()\n")
+    for p in sorted(src.glob("*.py")):
+        zf.writestr(f"shim/{p.name}", p.read_bytes())
+        pyc = py_compile.compile(str(p), cfile=f"{tmp}/{p.stem}.pyc", dfile=f"shim/{p.name}",
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        zf.writestr(f"shim/{p.stem}.pyc", Path(pyc).read_bytes())
+out.write_bytes(buf.getvalue())
+os.chmod(out, 0o755)
+"""
+
+
+def pyc_zipapp(dest: Path) -> Path:
+    """A floxk-runc zipapp that also carries bytecode, compiled by the node's python3
+    (zipimport reads `mod.pyc` beside `mod.py`; it never writes one): what the packaged
+    zipapp would cost if it shipped .pyc files. A measurement of a proposal, not shipped."""
+    subprocess.run(
+        [PYTHON, "-I", "-S", "-c", _PYC_ZIPAPP, str(common.REPO / "shim"), str(dest)], check=True
+    )
+    return dest
+
+
 def run(quick: bool, repeats: int | None = None) -> dict:
     repeats = repeats or (15 if quick else 60)
     with tempfile.TemporaryDirectory(prefix="floxk-bench-createpath-") as tmp:
@@ -98,7 +126,11 @@ def run(quick: bool, repeats: int | None = None) -> dict:
             PYTHON, "-I", "-S", "-c",
             f"import sys; sys.path.insert(0, {str(common.REPO)!r}); from shim.runc import main; main()",
         ]  # fmt: skip
-        runners = {"zipapp": [PYTHON, "-I", "-S", str(bin_dir / "floxk-runc")], "source": source}
+        runners = {
+            "zipapp": [PYTHON, "-I", "-S", str(bin_dir / "floxk-runc")],
+            "zipapp+pyc": [PYTHON, "-I", "-S", str(pyc_zipapp(work / "floxk-runc-pyc"))],
+            "source": source,
+        }
         cases = {"floor": lambda: _timed_run([PYTHON, "-I", "-S", "-c", "pass"], env)}
         n = [0]
 
