@@ -147,6 +147,40 @@ def test_pod_sees_the_environment_vars_and_exit_code(cluster, hello_env):
     assert "hi from the environment" in r.stdout
 
 
+def test_manifest_pod_is_filled_in_and_followed(cluster, hello_env, tmp_path):
+    """A pod written without runtimeClassName, image or annotation; --env fills them in."""
+    (tmp_path / "pod.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: e2e-manifest\n"
+        "spec:\n  restartPolicy: Never\n  containers:\n"
+        "    - name: app\n      command: [sh, -c, 'hello; echo FLOX_ENV=$FLOX_ENV']\n"
+    )
+    r = floxk(
+        "run",
+        "pod",
+        "-f",
+        str(tmp_path / "pod.yaml"),
+        "--env",
+        hello_env,
+        "--logs",
+        "--replace",
+        "--context",
+        cluster,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "hello from floxk" in r.stdout and "FLOX_ENV=/run/floxk/env" in r.stdout
+    spec = json.loads(
+        subprocess.run(
+            ["kubectl", "--context", cluster, "get", "pod", "e2e-manifest", "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert spec["spec"]["runtimeClassName"] == "flox"
+    assert spec["spec"]["containers"][0]["image"] == "flox/empty:1.0.0"
+    assert spec["metadata"]["annotations"]["flox.dev/environment"] == hello_env
+
+
 def test_unknown_environment_shows_the_runtime_message(cluster, hello_env):
     r = floxk(
         "run",
