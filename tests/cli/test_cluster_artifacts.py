@@ -393,3 +393,30 @@ def test_current_dev_hub_follows_the_context(tmp_path, monkeypatch):
     assert hub.signing_key == files.secret_key
     with pytest.raises(FloxkError):
         devhub.current_dev_hub("kind-other")
+
+
+def test_run_pod_usage_errors_exit_2():
+    r = _floxk("run", "pod")
+    assert r.returncode == 2 and "give either -f MANIFEST" in r.stderr
+    r = _floxk("run", "pod", "p", "--", "true")
+    assert r.returncode == 2 and "--env" in r.stderr
+
+
+def test_up_k3d_says_why_it_is_not_created():
+    r = _floxk("up", "--provider", "k3d")
+    assert r.returncode == 1
+    assert "k3d" in r.stderr and "docs/clusters.md" in r.stderr
+
+
+def test_doctor_without_a_floxk_cluster_fails_with_fixes(tmp_path):
+    import json
+    import os
+
+    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "kubeconfig")}
+    r = _floxk("doctor", "-o", "json", env=env)
+    assert r.returncode in (1, 4), r.stderr
+    report = json.loads(r.stdout)
+    assert report["ok"] is False
+    [cluster] = [c for c in report["checks"] if c["check"] == "cluster"]
+    assert not cluster["ok"] and "floxk up" in cluster["fix"]
