@@ -420,3 +420,17 @@ def test_doctor_without_a_floxk_cluster_fails_with_fixes(tmp_path):
     assert report["ok"] is False
     [cluster] = [c for c in report["checks"] if c["check"] == "cluster"]
     assert not cluster["ok"] and "floxk up" in cluster["fix"]
+
+
+@pytest.mark.parametrize("line_prefix", ["1.7.", "1.6."])
+def test_kind_merged_patch_loads_in_real_containerd_1x(tmp_path, line_prefix):
+    """Older kind node images run containerd 1.6/1.7 on the same version-2 config."""
+    line = _line(line_prefix)
+    merged = ctrd.merge(
+        tomllib.loads(KIND_BASE_CONFIG), tomllib.loads(nodeimage.containerd_patch())
+    )
+    (tmp_path / "config.toml").write_text(ctrd.to_toml(merged))
+    cri = _dump(line, tmp_path / "config.toml")["plugins"]["io.containerd.grpc.v1.cri"]
+    flox = cri["containerd"]["runtimes"]["flox"]
+    assert flox["options"]["BinaryName"] == nodeimage.RUNC_PATH
+    assert flox["runtime_path"] == nodeimage.SHIM_PATH
