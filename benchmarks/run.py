@@ -68,6 +68,9 @@ def main() -> int:
     ap.add_argument("--only", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
     ap.add_argument("--out", type=Path, help="JSON directory (default by mode)")
     ap.add_argument("--no-docs", action="store_true", help="full mode: do not rewrite the docs")
+    ap.add_argument(
+        "--baseline-rev", help="podstart: also time a flox runtime built from shim/ at this git rev"
+    )
     a = ap.parse_args()
     names = a.only.split(",") if a.only else list(BENCHMARKS)
     unknown = sorted(set(names) - set(BENCHMARKS))
@@ -86,7 +89,10 @@ def main() -> int:
         module = importlib.import_module(f"benchmarks.{name}")
         print(f"\n== {name}: {module.__doc__.splitlines()[0]}", flush=True)
         try:
-            doc = module.run(a.quick)
+            extra = (
+                {"baseline_rev": a.baseline_rev} if name == "podstart" and a.baseline_rev else {}
+            )
+            doc = module.run(a.quick, **extra)
         except Exception:  # report it, run the rest
             traceback.print_exc()
             failed.append(name)
