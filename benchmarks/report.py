@@ -120,7 +120,7 @@ def podstart(doc: dict) -> tuple[str, str]:
     if "baseline" in doc:
         series.append(doc["baseline"]["flox"]["samples"])
         labels.append(f"flox @ {doc['baseline']['rev']}")
-    ax1.boxplot([[x * 1000 for x in s] for s in series], labels=labels)
+    ax1.boxplot([[x * 1000 for x in s] for s in series], tick_labels=labels)
     ax1.set_ylabel("RunPodSandbox -> running (ms)")
     ax1.tick_params(axis="x", labelsize=7)
     bottom = [0.0] * len(kinds)
@@ -255,7 +255,7 @@ def realize(doc: dict) -> tuple[str, str]:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.boxplot(
         [[x * 1000 for x in doc["raw"]["samples"]], [x * 1000 for x in doc["cold"]["samples"]]],
-        labels=["raw nix copy", "cold realize"],
+        tick_labels=["raw nix copy", "cold realize"],
     )
     ax.set_ylabel("ms")
     png = _save(fig, "realize.png")
@@ -280,7 +280,8 @@ tree.
 | 8 concurrent cold realizations (processes) | {_ms(c["seconds"])}; trees built {c["trees"]}, max substitutions per path {c["max_substitutions_per_path"]} |
 
 realize() substitutes with `nix-store --realise`, which starts faster than the `nix` CLI
-that `nix copy` is, so cold realization can come out below 1.
+that `nix copy` is; the rest of its work (roots, tree, activation.json) is small, so the
+ratio sits near 1 and moves with the machine's load from run to run (compare the quartiles).
 
 ![realize]({png})
 
@@ -426,6 +427,11 @@ SECTIONS = {
 
 def write_docs(results: Path = common.RESULTS) -> Path:
     parts, ratios = [], []
+    command = "task bench"
+    podstart_json = results / "podstart.json"
+    if podstart_json.exists():
+        rev = json.loads(podstart_json.read_text()).get("baseline", {}).get("rev")
+        command += f" -- --baseline-rev {rev}" if rev else ""
     for name, render in SECTIONS.items():
         path = results / f"{name}.json"
         if not path.exists():
@@ -450,7 +456,10 @@ load average is printed under every figure. Absolute times drift with that load,
 figure is a ratio against a baseline measured in the same run, with the repeats of the two
 sides interleaved, and reports the median with its quartiles ([q1 .. q3]).
 
-Each JSON names the versions of containerd, runc, Nix and floxk it measured.
+Each JSON names the versions of containerd, runc, Nix and floxk it measured. This page:
+`{command}` (root, Nix, the containerd lines of scripts/install-containerd.sh, and
+`pip install -e '.[test,bench]'`); any one figure alone: `python3 -m benchmarks.run --only NAME`
+or the module command shown under it.
 
 {chr(10).join(parts)}
 ## Closing note: the ratios
