@@ -1,0 +1,66 @@
+"""The suite's environments, each built from e2e/catalog with Nix and pushed with
+`floxk env push` on first use (session fixtures: `-k` builds only what the chosen cases
+need). Names carry no run id: a push adds a generation. Environments whose digest must be
+new to the cluster (realization counts, gc) add the run id as a variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from e2e import kit
+from shim.errors import FloxkError
+
+BASIC = """\
+version = 1
+
+[install]
+hello.pkg-path = "hello"
+busybox.pkg-path = "busybox"
+
+[vars]
+GREETING = "hi from the environment"
+
+[hook]
+on-activate = '''
+export HOOKED="the hook ran"
+'''
+"""
+
+WEB = """\
+version = 1
+
+[install]
+web.pkg-path = "web"
+busybox.pkg-path = "busybox"
+
+[vars]
+PORT = "8080"
+"""
+
+
+def fresh(cluster: kit.Cluster, install: dict[str, str]) -> str:
+    """A manifest whose digest no earlier run made (the run id is one of its vars)."""
+    lines = ["version = 1", "", "[install]"]
+    lines += [f'{iid}.pkg-path = "{pkg}"' for iid, pkg in install.items()]
+    lines += ["", "[vars]", f'E2E_RUN = "{cluster.run_id}"', ""]
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="session")
+def basic_env(publish) -> kit.Published:
+    """hello + busybox, a var and an on-activate hook."""
+    return publish("e2e/basic", BASIC)
+
+
+@pytest.fixture(scope="session")
+def web_env(publish) -> kit.Published:
+    return publish("e2e/web", WEB)
+
+
+@pytest.fixture(scope="session")
+def toolbox(cluster) -> str:
+    """A plain (non-flox) image with a shell, in every node; skips where none can be loaded."""
+    try:
+        return cluster.toolbox_image()
+    except FloxkError as e:
+        pytest.skip(f"needs a local image in the nodes: {e.message}")
