@@ -1,0 +1,170 @@
+"""`floxk e2e`: run the verification suite (e2e/, pytest) and return its report as data.
+
+pytest runs in a child process on the suite shipped in the package (e2e/cases with the
+e2e.plugin plugin), under a pytest.ini of its own (so a project's pytest configuration
+around the checkout never leaks in). Its output lines go to `progress` as they come; the
+result is read from the JSON report the plugin writes, not parsed from that output.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import e2e
+from shim.errors import ConfigError, FloxkError, NotFoundError
+
+E2E_DIR = Path(e2e.__file__).resolve().parent
+CASES_DIR = E2E_DIR / "cases"
+PROVIDERS = ("kind", "k3d", "existing")
+RESULTS = ("passed", "failed", "error", "skipped", "not run")
+# pytest's own exit codes (pytest.ExitCode) that are not "the cases ran".
+_PYTEST_INTERRUPTED, _PYTEST_INTERNAL, _PYTEST_USAGE, _PYTEST_NO_TESTS = 2, 3, 4, 5
+_INI = """\
+[pytest]
+addopts =
+console_output_style = classic
+"""
+
+Progress = Callable[[str], None]
+
+
+def pytest_argv(
+    *,
+    provider: str,
+    name: str,
+    report: Path,
+    ini: Path,
+    kubeconfig: Path | None = None,
+    keep: bool = False,
+    select: str | None = None,
+    junit: Path | None = None,
+    workers: int = 1,
+    base_image: str | None = None,
+    timeout: int = 600,
+) -> list[str]:
+    """The pytest command line for one run (pure: tests check it)."""
+    argv = [sys.executable, "-m", "pytest", str(CASES_DIR), "-c", str(ini)]
+    argv += ["--rootdir", str(E2E_DIR), "-p", "e2e.plugin", "-p", "no:cacheprovider"]
+    # -s: the cluster fixture's progress (floxk up) shows while it happens.
+    argv += ["-v", "-s", "--tb=short", "--no-header", "-rN"]
+    argv += ["--floxk-provider", provider, "--floxk-name", name, "--floxk-report", str(report)]
+    argv += ["--floxk-workers", str(workers), "--floxk-timeout", str(timeout)]
+    if kubeconfig is not None:
+        argv += ["--floxk-kubeconfig", str(Path(kubeconfig).resolve())]
+    if base_image:
+        argv += ["--floxk-base-image", base_image]
+    if keep:
+        argv += ["--floxk-keep"]
+    if select:
+        argv += ["-k", select]
+    if junit is not None:
+        argv += ["--junitxml", str(Path(junit).resolve())]
+    return argv
+
+
+def run_suite(
+    *,
+    provider: str = "kind",
+    name: str = "floxk-e2e",
+    kubeconfig: Path | None = None,
+    keep: bool = False,
+    select: str | None = None,
+    junit: Path | None = None,
+    workers: int = 1,
+    base_image: str | None = None,
+    timeout: int = 600,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run the suite; returns {"provider", "context", "cases": [{case, title, result,
+    seconds, message?}], "summary": {result: count, "seconds"}, "suite": {...},
+    "junit", "exit_code"}. A cluster that cannot be had raises floxk's error for it."""
+    say = progress or (lambda _line: None)
+    if provider not in PROVIDERS:
+        raise ConfigError(
+            f"unknown provider {provider!r}", hint=f"use one of: {', '.join(PROVIDERS)}"
+        )
+    if kubeconfig is not None and provider != "existing":
+        raise ConfigError("--kubeconfig goes with --provider existing")
+    if kubeconfig is not None and not Path(kubeconfig).is_file():
+        raise NotFoundError(f"kubeconfig {kubeconfig} does not exist")
+    with tempfile.TemporaryDirectory(prefix="floxk-e2e-") as tmp:
+        ini, report = Path(tmp) / "pytest.ini", Path(tmp) / "report.json"
+        ini.write_text(_INI)
+        argv = pytest_argv(
+            provider=provider,
+            name=name,
+            report=report,
+            ini=ini,
+            kubeconfig=kubeconfig,
+            keep=keep,
+            select=select,
+            junit=junit,
+            workers=workers,
+            base_image=base_image,
+            timeout=timeout,
+        )
+        code, tail = _stream(argv, say, cwd=tmp)
+        data = json.loads(report.read_text()) if report.is_file() else None
+    if data is None:
+        raise FloxkError(
+            f"the suite did not run (pytest exited with {code})",
+            hint="its output:\n" + "\n".join(tail),
+        )
+    return summarize(data, code, select=select, junit=junit)
+
+
+def _stream(argv: list[str], say: Progress, *, cwd: str) -> tuple[int, list[str]]:
+    """Run argv, handing each output line to `say` as it comes (a suite takes minutes:
+    shim.proc.run would keep it all until the end); returns (exit code, last lines)."""
+    tail: list[str] = []
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, cwd=cwd
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            say(line)
+            tail = (tail + [line])[-30:]
+    return proc.returncode, tail
+
+
+def summarize(
+    data: dict[str, Any], pytest_exit: int, *, select: str | None = None, junit: Path | None = None
+) -> dict[str, Any]:
+    """The plugin's report plus counts and floxk's exit code (pure: tests check it)."""
+    error = data.get("session_error")
+    if error:
+        raise FloxkError(error["message"], hint=error.get("hint"))
+    cases = data.get("cases", [])
+    if pytest_exit == _PYTEST_NO_TESTS or not cases:
+        raise NotFoundError(
+            f"no case matches -k {select!r}" if select else "the suite has no cases",
+            hint="floxk e2e -o json lists the cases' names in a full run; -k takes pytest's syntax",
+        )
+    counts = {r: sum(1 for c in cases if c["result"] == r) for r in RESULTS}
+    bad = counts["failed"] + counts["error"]
+    suite = data.get("suite", {})
+    if pytest_exit in (_PYTEST_INTERRUPTED, _PYTEST_INTERNAL, _PYTEST_USAGE):
+        exit_code = pytest_exit  # pytest's own trouble, not the cases' verdict
+    else:
+        exit_code = min(bad + counts["not run"], 1)
+    seconds = sum(c["seconds"] for c in cases)
+    seconds += suite.get("setup_seconds", 0) + suite.get("teardown_seconds", 0)
+    return {
+        "provider": suite.get("provider"),
+        "context": suite.get("context"),
+        "namespace": suite.get("namespace"),
+        "kept": bool(suite.get("kept")),
+        "cases": cases,
+        "summary": {**counts, "seconds": round(seconds, 1)},
+        "suite": suite,
+        "junit": str(Path(junit).resolve()) if junit else None,
+        "pytest_exit": pytest_exit,
+        "exit_code": exit_code,
+    }
