@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from shim.errors import AnnotationError
+from shim.records import factory, record
 
 PREFIX = "flox.dev/"
 ENVIRONMENT = "flox.dev/environment"
@@ -44,7 +44,7 @@ _DNS1123_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 MODES = ("run", "dev")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EnvRef:
     owner: str
     name: str
@@ -55,7 +55,7 @@ class EnvRef:
         return f"{self.owner}/{self.name}{gen}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FloxAnnotations:
     environment: EnvRef | None = None
     skip_containers: frozenset[str] = frozenset()
@@ -63,7 +63,7 @@ class FloxAnnotations:
     activate_mode: str | None = None  # None: the manifest's activate.mode, else "run"
     nix_mutable: bool = False
     disable_metrics: bool = False
-    ignored: list[str] = field(default_factory=list)  # flox.dev/* keys not on the allow-list
+    ignored: list[str] = factory(list)  # flox.dev/* keys not on the allow-list
 
 
 def parse_env_ref(value: str, *, key: str = ENVIRONMENT) -> EnvRef:

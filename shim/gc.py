@@ -21,14 +21,17 @@ import fcntl
 import json
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-from shim import nix
+from shim.atomic import write_atomic
 from shim.errors import NixError, RealizeError
 from shim.realize import ACTIVATION, ROOTS_SUBDIR, env_path, file_lock, roots_dir
+
+# mark_in_use() runs on every container create: Nix, shutil and tempfile are imported by
+# the collection functions that need them, not here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -42,10 +45,7 @@ def mark_in_use(state_dir: Path, digest: str, container_id: str, bundle: Path) -
     _check(container_id, _NAME, "container id")
     directory = Path(state_dir) / "uses" / digest
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".")
-    with os.fdopen(fd, "w") as f:
-        f.write(os.fspath(bundle))
-    os.replace(tmp, directory / container_id)
+    write_atomic(directory / container_id, os.fsencode(bundle), 0o600)
 
 
 def release(state_dir: Path, container_id: str) -> None:
@@ -121,6 +121,9 @@ def _closure_of(env: Path) -> list[str]:
 
 def _remove_env(state_dir: Path, store_root: Path | None, digest: str) -> None:
     """Take the tree out of envs/ in one rename, then delete it, its roots and use records."""
+    import shutil
+    import tempfile
+
     env = env_path(state_dir, digest)
     (state_dir / "tmp").mkdir(parents=True, exist_ok=True)
     trash = Path(tempfile.mkdtemp(dir=state_dir / "tmp", prefix=f"gc-{digest}."))
@@ -132,6 +135,10 @@ def _remove_env(state_dir: Path, store_root: Path | None, digest: str) -> None:
 
 def _remove_orphans(state_dir: Path, store_root: Path | None) -> None:
     """Roots and half-built trees left by a realization that died (its lock is free)."""
+    import shutil
+
+    from shim import nix
+
     roots = nix.gcroots_dir(store_root) / ROOTS_SUBDIR
     for directory in sorted(roots.iterdir()) if roots.is_dir() else []:
         if env_path(state_dir, directory.name).exists():
@@ -148,6 +155,8 @@ def _remove_orphans(state_dir: Path, store_root: Path | None) -> None:
 
 
 def _store_gc(store_root: Path | None, candidates: list[str]) -> tuple[list[str], float]:
+    from shim import nix
+
     base = ["nix-store", *nix.base_options(), *nix.store_args(store_root)]
     if store_root is not None:  # a store only floxk uses: everything unrooted goes
         out, progress = nix.run_nix_with_log([*base, "--gc"], what="garbage-collecting the store")
@@ -173,6 +182,8 @@ def _store_gc(store_root: Path | None, candidates: list[str]) -> tuple[list[str]
 
 def _would_delete(store_root: Path | None, candidates: list[str], freed: list[str]) -> list[str]:
     """What collect() would delete, with the freed environments' roots still in place."""
+    from shim import nix
+
     base = ["nix-store", *nix.base_options(), *nix.store_args(store_root)]
     roots = nix.run_nix([*base, "--gc", "--print-roots"], what="listing GC roots")
     remaining = []

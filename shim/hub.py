@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
 import urllib.parse
-import urllib.request
-from dataclasses import dataclass
-from typing import Any
 
+from shim.digest import lock_digest
 from shim.errors import FloxkError, LockError, NotFoundError
-from shim.model import Lock, lock_from_dict
+from shim.records import record
+
+TYPE_CHECKING = False  # typing and the lock model cost milliseconds per container create
+if TYPE_CHECKING:
+    from shim.model import Lock
 
 RECORD_FORMAT = 1
 HUB_DIR = "floxk/envs"
@@ -34,13 +35,36 @@ _REF = re.compile(rf"^({_SEGMENT})/({_SEGMENT})(?::([1-9][0-9]{{0,8}}))?$")
 _FETCH_TIMEOUT = 30
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HubRecord:
     owner: str
     name: str
     generation: int
     lock: Lock
     url: str  # the record's own URL (<hub>/floxk/envs/OWNER/NAME/<GEN>.json)
+
+
+@record(frozen=True)
+class RawRecord:
+    """A record as fetched and checked, its lock not parsed yet.
+
+    `digest` has been checked against the lock's content, so it names the environment
+    tree a node may already have: the warm path of a container create needs no more.
+    """
+
+    owner: str
+    name: str
+    generation: int
+    digest: str
+    lock_data: dict
+    url: str
+
+    def parsed(self) -> HubRecord:
+        """The record with its lock parsed (LockError when the lock is not valid)."""
+        from shim.model import lock_from_dict
+
+        lock = lock_from_dict(self.lock_data, source=self.url)
+        return HubRecord(self.owner, self.name, self.generation, lock, self.url)
 
 
 def parse_ref(ref: str) -> tuple[str, str, int | None]:
@@ -84,6 +108,13 @@ def make_record(owner: str, name: str, generation: int, lock: Lock, *, created: 
 
 def resolve(ref: str, hubs: list[str]) -> HubRecord:
     """Find `ref` on the first hub that has it; NotFoundError naming every hub tried."""
+    return fetch(ref, hubs).parsed()
+
+
+def fetch(ref: str, hubs: list[str]) -> RawRecord:
+    """resolve() without parsing the lock: one read of `latest` (unless `ref` names the
+    generation) and one of the record. Same errors, except an invalid lock whose digest
+    matches, which parsed() reports."""
     owner, name, generation = parse_ref(ref)
     if not hubs:
         raise NotFoundError(
@@ -115,16 +146,16 @@ def resolve(ref: str, hubs: list[str]) -> HubRecord:
                     f"{hub}: {owner}/{name} has no generation {gen} (latest is {known.strip()})"
                 )
             continue
-        return HubRecord(owner, name, gen, _record_lock(text, url, owner, name, gen), url)
+        return _checked_record(text, url, owner, name, gen)
     raise NotFoundError(
         f"{ref} not found: " + "; ".join(tried),
         hint="check the name and generation, or publish it with `floxk env push`",
     )
 
 
-def _record_lock(text: str, url: str, owner: str, name: str, generation: int) -> Lock:
+def _checked_record(text: str, url: str, owner: str, name: str, generation: int) -> RawRecord:
     try:
-        record: Any = json.loads(text)
+        record = json.loads(text)
     except json.JSONDecodeError as e:
         raise LockError(f"{url}: invalid JSON: {e.msg}") from None
     if not isinstance(record, dict) or record.get("floxk-hub-record") != RECORD_FORMAT:
@@ -135,10 +166,13 @@ def _record_lock(text: str, url: str, owner: str, name: str, generation: int) ->
         generation,
     ):
         raise LockError(f"{url}: the record names another environment or generation")
-    lock = lock_from_dict(record.get("lock"), source=url)
-    if record.get("digest") != lock.digest():
+    lock = record.get("lock")
+    if not isinstance(lock, dict):
+        raise LockError(f"{url}: a lock must be a JSON object")
+    digest = record.get("digest")
+    if digest != lock_digest(lock):
         raise LockError(f"{url}: the record's digest does not match its lock (damaged record)")
-    return lock
+    return RawRecord(owner, name, generation, digest, lock, url)
 
 
 def _join(hub: str, relative: str) -> str:
@@ -162,6 +196,15 @@ def _fetch(url: str) -> str | None:
             f"hub URL {url!r} is not file://, http:// or https://",
             hint="hubs are URLs like file:///srv/cache or https://cache.example.org",
         )
+    return _http_get(url)
+
+
+def _http_get(url: str) -> str | None:
+    # Imported here: urllib.request pulls in http.client, email and ssl (tens of ms), and
+    # a file:// hub, the common case on every container create, needs none of them.
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=_FETCH_TIMEOUT) as response:
             return response.read().decode("utf-8")

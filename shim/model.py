@@ -8,7 +8,6 @@ does not do what Flox would (`Manifest.warnings` names each such key).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import re
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shim.digest import lock_digest
 from shim.errors import LockError, ManifestError
 
 DEFAULT_PRIORITY = 5
@@ -467,8 +467,7 @@ class Lock:
 
     def digest(self) -> str:
         """sha256 of the lock's canonical JSON: same content, same digest, whatever the layout."""
-        canonical = json.dumps(self.raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return lock_digest(self.raw)
 
 
 def parse_lock(text: str, *, source: str = "manifest.lock") -> Lock:

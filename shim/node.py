@@ -8,13 +8,11 @@ typo in a security setting must not silently fall back to a default.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from shim.errors import ConfigError
+from shim.records import factory, record
 
 DEFAULT_PATH = "/etc/floxk/node.toml"
 DEFAULT_STATE_DIR = "/var/lib/floxk"
@@ -25,23 +23,23 @@ ENV_VAR = "FLOXK_NODE_CONFIG"
 FRONT_MARKER = "# floxk-runc front"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Policy:
-    allowed_owners: list[str] = field(default_factory=list)  # empty: every owner
+    allowed_owners: list[str] = factory(list)  # empty: every owner
     allow_nix_mutable: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NodeConfig:
-    hubs: list[str] = field(default_factory=list)
-    substituters: list[str] = field(default_factory=list)
-    trusted_public_keys: list[str] = field(default_factory=list)
+    hubs: list[str] = factory(list)
+    substituters: list[str] = factory(list)
+    trusted_public_keys: list[str] = factory(list)
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     store_root: Path | None = None  # None: the host's own /nix/store
     runc: str | None = None  # None: found on PATH when needed (find_runc)
     runc_v2_shim: str | None = None  # None: containerd-shim-runc-v2 on PATH
     log_file: Path | None = None  # None: state_dir/floxk.log
-    policy: Policy = field(default_factory=Policy)
+    policy: Policy = factory(Policy)
     source: str = "<defaults>"
 
     @property
@@ -94,6 +92,8 @@ def load_node_config(path: str | os.PathLike[str] | None = None) -> NodeConfig:
 
 
 def parse_node_config(text: str, *, source: str = "node.toml") -> NodeConfig:
+    import tomllib  # here, not at the top: tomllib costs ms and a missing node.toml needs none
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -125,6 +125,8 @@ def parse_node_config(text: str, *, source: str = "node.toml") -> NodeConfig:
 
 def find_program(name: str) -> str | None:
     """First executable `name` on PATH that is neither this process's own program nor a floxk front."""
+    import shutil  # only when a program is searched for: node.toml usually names them
+
     me = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else None
     for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
         cand = shutil.which(name, path=d or ".")

@@ -20,26 +20,29 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import filecmp
 import json
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from shim import nix
 from shim.errors import NixError, RealizeError
-from shim.model import Lock
+from shim.records import record
+
+# floxk-runc imports this module on every container create, and a warm environment needs
+# only ready(): what building a tree needs (Nix, subprocess, sqlite3, shutil...) is imported
+# in the functions that build one.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from shim.model import Lock
 
 ACTIVATION = "activation.json"
 ROOTS_SUBDIR = "floxk"
 _MAX_SYMLINK_HOPS = 40
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RealizedEnv:
     digest: str
     path: Path  # state_dir/envs/<digest>
@@ -51,6 +54,8 @@ def env_path(state_dir: Path, digest: str) -> Path:
 
 
 def roots_dir(store_root: Path | None, digest: str) -> Path:
+    from shim import nix
+
     return nix.gcroots_dir(store_root) / ROOTS_SUBDIR / digest
 
 
@@ -71,9 +76,13 @@ def realize(
     """
     state_dir = Path(state_dir)
     digest = lock.digest()
-    ready = _ready(state_dir, digest)
-    if ready is not None:
-        return ready
+    found = ready(state_dir, digest)
+    if found is not None:
+        return found
+    import tempfile
+
+    from shim import nix
+
     packages = lock.packages_for(system)
     check_signatures = bool(trusted_keys) or not insecure_accept_unsigned
     if check_signatures and not trusted_keys:
@@ -82,9 +91,9 @@ def realize(
             hint="set trusted_public_keys in the node configuration (or pass --trusted-key)",
         )
     with file_lock(state_dir / "locks" / f"{digest}.lock"):
-        ready = _ready(state_dir, digest)  # another process may have finished meanwhile
-        if ready is not None:
-            return ready
+        found = ready(state_dir, digest)  # another process may have finished meanwhile
+        if found is not None:
+            return found
         _remove_stale(state_dir, digest)
         entries = [
             (p.priority, i, p.install_id, path)
@@ -126,7 +135,7 @@ def realize(
     return RealizedEnv(digest, target, activation)
 
 
-def _ready(state_dir: Path, digest: str) -> RealizedEnv | None:
+def ready(state_dir: Path, digest: str) -> RealizedEnv | None:
     """The warm path: a complete tree is one whose activation.json exists (written last)."""
     path = env_path(state_dir, digest)
     try:
@@ -142,6 +151,8 @@ def _ready(state_dir: Path, digest: str) -> RealizedEnv | None:
 
 def _remove_stale(state_dir: Path, digest: str) -> None:
     """Leftovers of a realizer that died: half-built trees, or a damaged tree. Lock held."""
+    import shutil
+
     tmp = state_dir / "tmp"
     if tmp.is_dir():
         for leftover in tmp.glob(f"{digest}.*"):
@@ -164,6 +175,8 @@ def _substitute(
     """Fetch the closure of `paths` into the store from the substituters, signatures checked."""
     if not paths:
         return
+    from shim import nix
+
     if store_root is not None:
         Path(store_root).mkdir(parents=True, exist_ok=True)
     argv = [
@@ -217,7 +230,7 @@ def _write_roots(store_root: Path | None, digest: str, paths: list[str]) -> None
 _RESERVED = {ACTIVATION}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Source:
     priority: int
     order: int
@@ -269,6 +282,8 @@ def _merge(dest: Path, sources: list[_Source], store_root: Path | None, *, top: 
 
 
 def _check_clash(winners: list[tuple[_Source, str]], store_root: Path | None) -> None:
+    import filecmp
+
     first, first_kind = winners[0]
     for other, kind in winners[1:]:
         same = (

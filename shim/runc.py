@@ -11,10 +11,12 @@ A failure is written to runc's --log file as runc would write it (containerd rea
 the last error line into the CRI error, so it reaches the pod's events) and to
 stderr; config.json is then byte-identical to what containerd wrote.
 
-Every import costs milliseconds on every container start (and the node's zipapp compiles
-shim's sources on each run), so modules are imported where they are needed: a create
-that is not ours (every pod's sandbox, plain containers) reads config.json and execs runc
-having loaded little more than json and node.toml; benchmarks/podstart.py measures it.
+Every import costs milliseconds on every container start, so modules are imported where
+they are needed: a create that is not ours (normally filtered out by the sh front already)
+reads config.json and execs runc having loaded little more than json and node.toml, and a
+create on an environment the node has realized before reads the hub record and the tree's
+activation.json without importing the lock model, Nix or subprocess
+(benchmarks/createpath.py and benchmarks/podstart.py measure it).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from shim.records import factory, record
 
 TYPE_CHECKING = False  # typing costs milliseconds at every start; only type checkers need it
 if TYPE_CHECKING:
@@ -48,12 +51,12 @@ SUB_VALUE_FLAGS = {
 ACTED_ON = ("create", "run", "exec", "delete")
 
 
-@dataclass
+@record
 class RuncCall:
     argv: list[str]  # as received, without argv[0]
-    globals: dict[str, str | bool] = field(default_factory=dict)
+    globals: dict[str, str | bool] = factory(dict)
     subcommand: str | None = None
-    flags: dict[str, str | bool] = field(default_factory=dict)
+    flags: dict[str, str | bool] = factory(dict)
     container_id: str | None = None
 
     @property
@@ -163,15 +166,17 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
     if parsed.ignored:
         _log_line(call, "warning", f"floxk: ignored annotations (not on the allow-list): "
                   f"{', '.join(parsed.ignored)}")  # fmt: skip
-    record = resolve_for(parsed.environment, node)
+    found = fetch_for(parsed.environment, node)
     # Mark the use before realizing (shim.gc's contract): gc never frees a tree between
     # its realization and this container's start.
     from shim import gc
 
     cid = call.container_id or ""
-    gc.mark_in_use(node.state_dir, record.lock.digest(), cid, call.bundle)
+    gc.mark_in_use(node.state_dir, found.digest, cid, call.bundle)
     try:
-        env = realize_record(record, node)
+        from shim.realize import ready
+
+        env = ready(node.state_dir, found.digest) or realize_record(found.parsed(), node)
         from shim.spec import rewrite_spec
 
         write_json_atomic(config, rewrite_spec(spec, env, node, parsed))
@@ -182,6 +187,11 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
 
 def resolve_for(ref: ann.EnvRef, node: NodeConfig):
     """Policy check and hub resolution of one environment reference (a shim.hub.HubRecord)."""
+    return fetch_for(ref, node).parsed()
+
+
+def fetch_for(ref: ann.EnvRef, node: NodeConfig):
+    """resolve_for without parsing the lock (a shim.hub.RawRecord: digest checked)."""
     from shim.errors import RealizeError
 
     allowed = node.policy.allowed_owners
@@ -198,7 +208,7 @@ def resolve_for(ref: ann.EnvRef, node: NodeConfig):
         )
     from shim import hub
 
-    return hub.resolve(str(ref), node.hubs)
+    return hub.fetch(str(ref), node.hubs)
 
 
 def realize_record(record, node: NodeConfig):
@@ -217,8 +227,12 @@ def realize_record(record, node: NodeConfig):
 
 
 def realize_for(ref: ann.EnvRef, node: NodeConfig):
-    """resolve_for + realize_record (the sandbox prefetch's whole job)."""
-    return realize_record(resolve_for(ref, node), node)
+    """resolve_for + realize_record (the sandbox prefetch's whole job); a tree realized
+    before is found from the record's digest alone."""
+    from shim.realize import ready
+
+    found = fetch_for(ref, node)
+    return ready(node.state_dir, found.digest) or realize_record(found.parsed(), node)
 
 
 def prepare_exec(call: RuncCall, node: NodeConfig) -> None:
@@ -267,27 +281,20 @@ def release(call: RuncCall, node: NodeConfig) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write next to `path` and rename over it: readers see the old or the new file, whole.
+    """Replace `path` with `data` as JSON, atomically, keeping its permissions.
 
     No fsync: the rename alone makes the swap atomic for runc and containerd, and a bundle
     does not outlive a crash of the node (containerd recreates its tasks), so waiting for
     the disk would only slow every container start.
     """
-    import tempfile
+    from shim.atomic import write_atomic
 
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(data))  # the C encoder; json.dump streams through Python
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o644
+    # json.dumps: the C encoder in one go (json.dump streams through Python).
+    write_atomic(path, json.dumps(data).encode(), mode)
 
 
 def _is_flox_container(annotations: dict) -> bool:

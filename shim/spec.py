@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from shim.annotations import FloxAnnotations
 from shim.errors import RealizeError
-from shim.node import NodeConfig
+
+TYPE_CHECKING = False  # typing costs milliseconds on every container create
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from shim.annotations import FloxAnnotations
+    from shim.node import NodeConfig
 
 ENV_MOUNT = "/run/floxk/env"
 CACHE_MOUNT = "/run/floxk/cache"
