@@ -26,7 +26,7 @@ key() {
   local x
   for x in "$@"; do
     if [[ -f $x ]]; then
-      printf 'file %s\n' "${x#"$KIND_DIR"/}"
+      printf 'file %s\n' "$(basename "$x")" # not the path: caches may move
       cat "$x"
     elif [[ -d $x && $x == "$CACHE"/* ]]; then
       # Cache dirs are named by their own input keys: the name is enough.

@@ -39,11 +39,16 @@ kubectl -n kube-system rollout status deployment/coredns --timeout=180s >&2
 kubectl -n kube-system get pods -o wide >&2
 # A pod on the pod network resolves a cluster name (CNI bridge, kube-proxy's
 # ClusterIP rules, CoreDNS) and the node's own name (CoreDNS forwarding to
-# Docker's DNS through the node entrypoint's rules).
+# Docker's DNS through the node entrypoint's rules). Retries: right after
+# CoreDNS turns ready, kube-proxy may not have synced its Service rules yet.
 say "DNS check from a pod"
 kubectl run dnscheck --restart=Never --image="floxk.local/kind-cni:$K8S_VERSION" \
-  --image-pull-policy=Never --command -- \
-  getent hosts kubernetes.default.svc.cluster.local "$NAME-control-plane" >&2
+  --image-pull-policy=Never --command -- sh -c '
+    for i in $(seq 30); do
+      getent hosts kubernetes.default.svc.cluster.local "$0" && exit 0
+      sleep 2
+    done
+    exit 1' "$NAME-control-plane" >&2
 kubectl wait --for=jsonpath='{.status.phase}'=Succeeded pod/dnscheck --timeout=120s >&2 ||
   { kubectl logs dnscheck >&2; die "a pod could not resolve names"; }
 kubectl logs dnscheck >&2
