@@ -2,7 +2,9 @@
 // Go module proxy. That module requires its staging modules at v0.0.0 and
 // its own replace lines (to ./staging) are ignored as a dependency, so the
 // same staging modules are pinned here to their published v0.34.x tags.
-// Regenerate with ../gen-k8s-gomod.sh when the Kubernetes version moves.
+// To move versions: set K8S_VERSION in ../versions.env, take the staging list
+// from that tag's go.mod (`=> ./staging/...` lines), pin each to v0.<minor>.<patch>
+// here, then `go mod tidy` (with GOMODCACHE/GOCACHE as lib.sh sets them).
 module floxk.local/kind/k8s
 
 go 1.24.0
