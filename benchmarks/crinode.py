@@ -15,7 +15,10 @@ store paths (`store_image`): the same files an image-based deployment would ship
 from __future__ import annotations
 
 import io
+import json
 import os
+import subprocess
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,21 +46,44 @@ def containerd_line(version: str = LINE) -> harness.Line:
     )
 
 
-def install_node_bin(bin_dir: Path, shim_dir: Path | None = None) -> tuple[str, str]:
-    """The node package's bin dir: zipapps, real-runc link, front. Returns (shim, front).
-
-    shim_dir: build the zipapps from another copy of shim/ (e.g. an older revision)."""
+def install_node_bin(bin_dir: Path, runc_v2_shim: str | None = None) -> tuple[str, str]:
+    """The node package's bin dir as `floxk shim install` lays it out: zipapps, real-runc
+    link, the runc front and (where the installer has one) the wrapper shim's front, which
+    execs `runc_v2_shim`. Returns (runtime_path, BinaryName)."""
     from floxk._shimbuild import build_zipapps
     from shim import install as node_install
 
-    build_zipapps(bin_dir, **({"shim_dir": shim_dir} if shim_dir else {}))
+    build_zipapps(bin_dir)
     real = bin_dir / node_install.REAL_RUNC_LINK
     if not real.is_symlink():
         real.symlink_to(harness.HOST_RUNC)
     front = bin_dir / "floxk-runc-front"
     front.write_text(node_install.render_node_front(str(bin_dir), NODE_PYTHON))
     front.chmod(0o755)
-    return str(bin_dir / node_install.SHIM_NAME), str(front)
+    shim = bin_dir / node_install.SHIM_NAME
+    render_shim = getattr(node_install, "render_node_shim_front", None)
+    if render_shim is not None and runc_v2_shim:
+        shim = bin_dir / node_install.SHIM_FRONT_NAME
+        shim.write_text(render_shim(str(bin_dir), NODE_PYTHON, runc_v2_shim))
+        shim.chmod(0o755)
+    return str(shim), str(front)
+
+
+def install_node_bin_at(root: Path, bin_dir: Path, runc_v2_shim: str) -> tuple[str, str]:
+    """install_node_bin as the checkout at `root` (e.g. an older revision, see
+    podstart.tree_at) does it: its own zipapp builder, fronts and layout."""
+    code = (
+        "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+        " from benchmarks.crinode import install_node_bin as f;"
+        " takes = 'runc_v2_shim' in f.__code__.co_varnames[: f.__code__.co_argcount];"
+        " print(json.dumps(f(Path(sys.argv[2]), *sys.argv[3:]) if takes else f(Path(sys.argv[2]))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(root), str(bin_dir), runc_v2_shim],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    shim, front = json.loads(out.splitlines()[-1])
+    return shim, front
 
 
 @dataclass
@@ -83,13 +109,15 @@ class Node:
 
     def start(self, line: harness.Line, extra: dict[str, Path] | None = None) -> harness.CRI:
         """Start containerd with the flox runtime; `extra`: more flox-shaped runtime handlers,
-        name -> a shim/ source dir to build their zipapps from (same node.toml)."""
+        name -> a checkout (e.g. an older revision) whose own code lays out their bin dir
+        (same node.toml)."""
         from shim import containerd as ctrd
 
-        shim, front = install_node_bin(self.work / "bin")
+        runc_v2 = str(line.bin_dir / "containerd-shim-runc-v2")
+        shim, front = install_node_bin(self.work / "bin", runc_v2)
         runtimes = {}
-        for name, shim_dir in (extra or {}).items():
-            x_shim, x_front = install_node_bin(self.work / f"bin-{name}", shim_dir)
+        for name, root in (extra or {}).items():
+            x_shim, x_front = install_node_bin_at(root, self.work / f"bin-{name}", runc_v2)
             runtimes[name] = ctrd.merge(
                 ctrd.flox_runtime_table(shim_path=x_shim, runc_path=x_front),
                 {"options": {"Root": str(self.work / "runc-state")}},

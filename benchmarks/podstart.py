@@ -66,14 +66,17 @@ def start_pod(
     return t3 - t0
 
 
-def shim_at(rev: str, dest: Path) -> Path:
-    """shim/ as it was at git revision `rev`, extracted under dest."""
+def tree_at(rev: str, dest: Path) -> Path:
+    """The checkout's code (shim, floxk, benchmarks, tests) as it was at git revision `rev`,
+    extracted into dest: that revision builds its own zipapps and fronts."""
     dest.mkdir(parents=True)
     archive = subprocess.run(
-        ["git", "-C", str(common.REPO), "archive", rev, "shim"], capture_output=True, check=True
+        ["git", "-C", str(common.REPO), "archive", rev, "shim", "floxk", "benchmarks", "tests"],
+        capture_output=True,
+        check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return dest / "shim"
+    return dest
 
 
 def run(quick: bool, repeats: int | None = None, baseline_rev: str | None = None) -> dict:
@@ -81,7 +84,7 @@ def run(quick: bool, repeats: int | None = None, baseline_rev: str | None = None
     line = crinode.containerd_line()
     with tempfile.TemporaryDirectory(prefix="floxk-bench-podstart-") as tmp:
         work = Path(tmp)
-        extra = {BASELINE: shim_at(baseline_rev, work / "rev")} if baseline_rev else {}
+        extra = {BASELINE: tree_at(baseline_rev, work / "rev")} if baseline_rev else {}
         common.note("publishing the environment and building images")
         node = crinode.make_node(work, MANIFEST)
         env = node.realize()  # warm: what the pods below find

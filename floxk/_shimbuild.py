@@ -12,6 +12,12 @@ They are reproducible: files in sorted order, fixed timestamps and permissions, 
 Each is stamped with floxk's version and a digest of the shim sources
 (`<zipapp> --floxk-version`).
 
+Beside every `shim/x.py` lies `shim/x.pyc`, compiled by the building interpreter: zipimport
+cannot cache bytecode, so without it every container create would compile shim's modules
+again (tens of ms). The .pyc files are unchecked hash-based (PEP 552): no timestamp in them,
+and zipimport loads them without reading the source. A node whose python3 has another
+bytecode version (magic number) ignores them and compiles the sources, as before.
+
 `build_deb` lays the zipapps, the sh front (rendered for the package's own layout) and a
 default /etc/floxk/node.toml (a conffile) into a tree and calls dpkg-deb. Installing the
 package changes no containerd configuration and restarts nothing: `floxk-node install` does
@@ -21,7 +27,9 @@ that, when the operator asks.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
+import marshal
 import os
 import tempfile
 import zipfile
@@ -88,15 +96,34 @@ def source_digest(sources: list[tuple[str, bytes]]) -> str:
     return h.hexdigest()
 
 
+def bytecode(arcname: str, source: bytes) -> bytes:
+    """An unchecked hash-based .pyc of `source` (PEP 552): magic, flags, source hash, code.
+
+    Its bytes depend only on the source and this interpreter's version; tracebacks name
+    `arcname` (the path inside the zipapp).
+    """
+    code = compile(source, arcname, "exec", dont_inherit=True)
+    flags = (0b01).to_bytes(4, "little")  # hash-based, check_source off
+    return (
+        importlib.util.MAGIC_NUMBER
+        + flags
+        + importlib.util.source_hash(source)
+        + marshal.dumps(code)
+    )
+
+
 def zipapp_bytes(name: str, module: str, sources: list[tuple[str, bytes]]) -> bytes:
-    """One zipapp, byte for byte determined by its arguments."""
+    """One zipapp, byte for byte determined by its arguments (and the interpreter version)."""
     main = _MAIN.format(
         name=name, version=shim.__version__, digest=source_digest(sources)[:16], module=module
     )
+    files = []
+    for arcname, data in [("__main__.py", main.encode()), *sources]:
+        files += [(arcname, data), (arcname.removesuffix(".py") + ".pyc", bytecode(arcname, data))]
     buf = io.BytesIO()
     buf.write(b"#!/usr/bin/env python3\n")
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for arcname, data in [("__main__.py", main.encode()), *sources]:
+        for arcname, data in files:
             info = zipfile.ZipInfo(arcname, date_time=ZIP_EPOCH)
             info.create_system = 3  # unix, so external_attr carries the mode
             info.external_attr = 0o100644 << 16

@@ -6,7 +6,13 @@ What install adds, and uninstall removes:
 - in the directory holding the zipapps (bin_dir, default /usr/lib/floxk): `real-runc`, a
   symlink to the node's runc, and the sh front `floxk-runc-front` (kept if the package
   already shipped it byte-identical). The front execs real-runc for every pass-through call
-  and `python3 -I -S floxk-runc` only for create/run/exec/delete (see shim/front.py);
+  and for sandboxes and plain containers, and Python (the floxk-runc zipapp) only for a flox
+  container's create/run and for exec/delete (see shim/front.py);
+- the sh front `containerd-shim-flox-v2-front` (containerd's runtime_path): it execs the
+  node's containerd-shim-runc-v2 (found next to containerd, else on PATH; node.toml's
+  runc_v2_shim overrides) and starts the zipapp's prefetch for flox sandboxes only. Where no
+  runc-v2 shim is found, runtime_path is the containerd-shim-flox-v2 zipapp itself, which
+  finds it when it runs;
 - the flox runtime table, written as a marked block (`# >>> floxk` ... `# <<< floxk`) and
   never by re-serializing the operator's TOML (comments and layout stay theirs):
   * containerd 2.x whose config imports a glob (`conf.d/*.toml`, the >= 2.2 default): a
@@ -45,7 +51,7 @@ from typing import Any
 
 from shim import containerd as ctrd
 from shim.errors import ConfigError, FloxkError
-from shim.front import render_front
+from shim.front import python_argv, render_front, render_shim_front
 from shim.node import find_program, load_node_config
 from shim.proc import run
 
@@ -59,6 +65,8 @@ SHIM_NAME = "containerd-shim-flox-v2"
 RUNC_NAME = "floxk-runc"
 NODE_NAME = "floxk-node"
 FRONT_NAME = "floxk-runc-front"
+SHIM_FRONT_NAME = "containerd-shim-flox-v2-front"
+RUNC_V2_SHIM = "containerd-shim-runc-v2"
 REAL_RUNC_LINK = "real-runc"
 RECORD_NAME = ".floxk-install.json"
 DROPIN_NAME = "floxk.toml"
@@ -245,8 +253,34 @@ def find_real_runc(effective: dict[str, Any], runc: str | None = None) -> str:
 def render_node_front(bin_dir: str, python: str) -> str:
     """The sh front for a bin_dir: pass-through to bin_dir/real-runc, slow path to the zipapp."""
     return render_front(
-        f"{bin_dir}/{REAL_RUNC_LINK}", [python, "-I", "-S", f"{bin_dir}/{RUNC_NAME}"]
+        f"{bin_dir}/{REAL_RUNC_LINK}",
+        python_argv(python, "shim.runc:main", f"{bin_dir}/{RUNC_NAME}"),
     )
+
+
+def render_node_shim_front(bin_dir: str, python: str, runc_v2_shim: str) -> str:
+    """The wrapper shim's sh front for a bin_dir: exec runc_v2_shim, prefetch from the zipapp."""
+    zipapp = f"{bin_dir}/{SHIM_NAME}"
+    prefetch = python_argv(python, "shim.wrapper:prefetch_main", zipapp)
+    return render_shim_front(runc_v2_shim, prefetch, [python, "-I", "-S", zipapp])
+
+
+def find_runc_v2_shim(node: Node) -> str | None:
+    """containerd-shim-runc-v2 as this node's containerd runs it: node.toml's runc_v2_shim,
+    else the one beside the containerd binary, else the first on PATH (never a floxk front).
+    None on k3s/RKE2: their shims live in a data dir that changes with each k3s version, so
+    there the zipapp finds it on containerd's PATH when it runs."""
+    if node.kind != "containerd":
+        return None
+    configured = load_node_config().runc_v2_shim
+    if configured:
+        return configured
+    if node.containerd:
+        beside = Path(node.containerd).resolve().parent / RUNC_V2_SHIM
+        if os.access(beside, os.X_OK):
+            return str(beside)
+    found = find_program(RUNC_V2_SHIM)
+    return os.path.abspath(found) if found else None
 
 
 def render_block(
@@ -334,7 +368,8 @@ def install(
     python = python or _default_python()
     real_runc = find_real_runc(node.effective, runc)
     front_path = f"{bin_dir}/{FRONT_NAME}"
-    shim_path = f"{bin_dir}/{SHIM_NAME}"
+    runc_v2 = find_runc_v2_shim(node)
+    shim_path = f"{bin_dir}/{SHIM_FRONT_NAME}" if runc_v2 else f"{bin_dir}/{SHIM_NAME}"
     systemd = bool(default_runc_options(node.effective).get("SystemdCgroup", False))
 
     mode, target, layout = _target(node)
@@ -372,8 +407,17 @@ def install(
         FileChange(
             f"{bin_dir}/{REAL_RUNC_LINK}", "link", _read_link(bin_dir), f"link -> {real_runc}"
         ),
-        FileChange(str(target), {"append": "config"}.get(mode, mode), before, after),
     ]
+    if runc_v2:
+        changes.append(
+            FileChange(
+                shim_path,
+                "front",
+                _read_text(Path(shim_path)),
+                render_node_shim_front(bin_dir, python, runc_v2),
+            )  # fmt: skip
+        )
+    changes.append(FileChange(str(target), {"append": "config"}.get(mode, mode), before, after))
     backup = Path(str(target) + BACKUP_SUFFIX)
     if (
         mode != "dropin"
@@ -387,12 +431,17 @@ def install(
         str(target), dry_run, changes,
     )  # fmt: skip
     result.notes.append(f"real runc: {real_runc}; SystemdCgroup = {str(systemd).lower()}")
+    result.notes.append(
+        f"containerd-shim-runc-v2: {runc_v2}"
+        if runc_v2
+        else f"no {RUNC_V2_SHIM} found: runtime_path is the {SHIM_NAME} zipapp"
+    )
     if dry_run:
         return result
 
     record = _read_record(bin_dir)
-    for c in changes[:2]:
-        if c.before is None and c.path not in record["created"]:
+    for c in changes:
+        if c.role in ("front", "link") and c.before is None and c.path not in record["created"]:
             record["created"].append(c.path)
     if result.changed:
         record_change = FileChange(

@@ -18,9 +18,10 @@ DEFAULT_PATH = "/etc/floxk/node.toml"
 DEFAULT_STATE_DIR = "/var/lib/floxk"
 ENV_VAR = "FLOXK_NODE_CONFIG"
 
-# A generated floxk-runc front script carries this line; finding "runc" on PATH must
-# never pick floxk's own interposer (that would exec itself forever).
+# A generated front script (shim.front) carries one of these lines; finding "runc" or
+# containerd-shim-runc-v2 on PATH must never pick floxk's own front (it would exec itself).
 FRONT_MARKER = "# floxk-runc front"
+SHIM_FRONT_MARKER = "# containerd-shim-flox-v2 front"
 
 
 @record(frozen=True)
@@ -83,21 +84,98 @@ def load_node_config(path: str | os.PathLike[str] | None = None) -> NodeConfig:
     """Read node.toml (default: $FLOXK_NODE_CONFIG or /etc/floxk/node.toml)."""
     p = Path(path) if path is not None else config_path()
     try:
-        text = p.read_text()
+        with open(p, "rb") as f:
+            stamp = _stamp(p, os.fstat(f.fileno()))
+            data = _cached(stamp)
+            raw = f.read() if data is None else b""
     except FileNotFoundError:
         return NodeConfig(source=str(p))
     except OSError as e:
         raise ConfigError(f"cannot read {p}: {e.strerror}") from e
-    return parse_node_config(text, source=str(p))
+    if data is None:
+        data = _toml(raw.decode(), str(p))
+        _store(stamp, data)
+    return node_config_from_data(data, source=str(p))
 
 
 def parse_node_config(text: str, *, source: str = "node.toml") -> NodeConfig:
-    import tomllib  # here, not at the top: tomllib costs ms and a missing node.toml needs none
+    return node_config_from_data(_toml(text, source), source=source)
+
+
+def _toml(text: str, source: str) -> dict:
+    import tomllib  # here, not at the top: see _cached()
 
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from e
+
+
+# --- parsed node.toml, cached ---------------------------------------------------------------
+# floxk-runc reads node.toml on every container create, and importing tomllib (with typing,
+# datetime, string) costs several ms there. So the parsed TOML is kept as JSON under
+# CACHE_DIR (a tmpfs on nodes), keyed by the file's path and stamped with its inode, size,
+# mtime and ctime: any change of the file misses the cache. A file changed within the last
+# seconds is not cached at all (its timestamps could repeat within the clock's granularity),
+# and a cache file not owned by us alone is ignored.
+
+CACHE_DIR = Path("/run/floxk/node-config")
+_FRESH_NS = 2_000_000_000
+
+
+def _stamp(path: Path, st: os.stat_result) -> dict:
+    return {
+        "path": os.path.abspath(path),
+        "file": [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns],
+    }
+
+
+def _cache_file(stamp: dict) -> Path:
+    from shim.digest import sha256
+
+    return CACHE_DIR / (sha256(stamp["path"].encode()).hexdigest()[:32] + ".json")
+
+
+def _cached(stamp: dict) -> dict | None:
+    import json
+
+    try:
+        with open(_cache_file(stamp), "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return None
+            entry = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("stamp") != stamp:
+        return None
+    data = entry.get("data")
+    return data if isinstance(data, dict) else None
+
+
+def _store(stamp: dict, data: dict) -> None:
+    """Best effort: no cache when the file is too fresh, CACHE_DIR is not ours or not
+    writable, or the TOML holds what JSON cannot (dates)."""
+    import json
+    import time
+
+    if time.time_ns() - stamp["file"][4] < _FRESH_NS:
+        return
+    try:
+        text = json.dumps({"stamp": stamp, "data": data})
+        CACHE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.stat(CACHE_DIR)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return
+        from shim.atomic import write_atomic
+
+        write_atomic(_cache_file(stamp), text.encode(), 0o600)
+    except (OSError, TypeError, ValueError):
+        pass
+
+
+def node_config_from_data(data: dict, *, source: str = "node.toml") -> NodeConfig:
+    """A NodeConfig from node.toml's parsed content; ConfigError naming a wrong key."""
     r = _Reader(data, source)
     hubs = r.url_list("hubs")
     policy_table = r.table("policy")
@@ -145,7 +223,9 @@ def _is_front(path: str) -> bool:
             head = f.read(256)
     except OSError:
         return False
-    return head.startswith(b"#!") and FRONT_MARKER.encode() in head
+    return head.startswith(b"#!") and any(
+        marker.encode() in head for marker in (FRONT_MARKER, SHIM_FRONT_MARKER)
+    )
 
 
 def _str_or_none(p: Path | None) -> str | None:

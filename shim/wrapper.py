@@ -7,6 +7,10 @@ prefetch that resolves and realizes the environment while the sandbox comes up, 
 the app containers' `runc create` (shim.runc) finds it ready. The prefetch never
 blocks or fails the sandbox: its stdio goes to the node log and any error ends there.
 
+Installed nodes run the /bin/sh front of shim/front.py instead of main(): it execs runc-v2
+without starting Python, and runs prefetch_main() in the background for flox sandboxes
+only. main() stays a complete wrapper for layouts that point containerd at the zipapp.
+
 The rewrite of container specs does not happen here: containerd 2.x runs `start` once
 per pod, and 1.6's CRI never execs this wrapper. See ARCHITECTURE.md.
 """
@@ -70,6 +74,31 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.stderr.write(f"containerd-shim-flox-v2: {e}\n")
         sys.exit(1)
     os.execv(target, [target, *args])
+
+
+def prefetch_main() -> NoReturn:
+    """The sh front's background prefetch; cwd is the sandbox's bundle (see shim/front.py).
+
+    Leaves containerd's session and closes what it inherited first, so nothing of it holds
+    a pipe of containerd's or delays the sandbox; every outcome goes to the node log.
+    """
+    try:
+        os.setsid()
+    except OSError:
+        pass  # already a session leader
+    # Below the pod's own work: on a warm node this process only finds the tree ready, and
+    # it must not take CPU from the containers' creates that run at the same time.
+    os.nice(10)
+    node: NodeConfig | None = None
+    try:
+        node = load_node_config()
+        _detach_stdio(node)
+        ref = sandbox_env_ref(Path.cwd())
+        if ref is not None:
+            _prefetch(ref, node)
+    except Exception as e:
+        _note(node, f"prefetch not started: {type(e).__name__}: {e}")
+    os._exit(0)
 
 
 def spawn_prefetch(ref: ann.EnvRef, node: NodeConfig) -> None:

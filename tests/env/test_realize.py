@@ -194,6 +194,14 @@ from pathlib import Path
 from shim import hub
 from shim.realize import realize
 a = json.loads(sys.argv[1])
+if a.get("hold"):  # stop half way, after substitution: touch the file, then wait to be killed
+    import time, shim.realize as r
+    substitute = r._substitute
+    def held(*args, **kwargs):
+        substitute(*args, **kwargs)
+        Path(a["hold"]).touch()
+        time.sleep(120)
+    r._substitute = held
 lock = hub.resolve(a["ref"], [a["hub"]]).lock
 env = realize(lock, system=a["system"], substituters=[a["hub"]], trusted_keys=[a["key"]],
               store_root=Path(a["store"]), state_dir=Path(a["state"]))
@@ -201,8 +209,9 @@ print(env.path)
 """
 
 
-def spawn_realize(tmp_path, signed_cache, ref):
+def spawn_realize(tmp_path, signed_cache, ref, hold=None):
     args = {
+        "hold": hold,
         "ref": ref,
         "hub": signed_cache.hub_url,
         "key": signed_cache.public_key,
@@ -232,16 +241,18 @@ def test_eight_concurrent_realizations_share_one(tmp_path, signed_cache, publish
     assert len(log_lines(tmp_path / "state", "tree")) == 1
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.1])
-def test_killed_half_way_then_completes(tmp_path, signed_cache, publish_env, delay):
+@pytest.mark.parametrize("at", ["lock taken", "substituted"])
+def test_killed_half_way_then_completes(tmp_path, signed_cache, publish_env, at):
     ref = publish_env("killed", HELLO + 'web.pkg-path = "web"\n')
     lock = hub.resolve(ref, [signed_cache.hub_url]).lock
-    proc = spawn_realize(tmp_path, signed_cache, ref)
-    lock_file = tmp_path / "state" / "locks" / f"{lock.digest()}.lock"
-    deadline = time.monotonic() + 30
-    while not lock_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+    hold = tmp_path / "substituted"
+    proc = spawn_realize(tmp_path, signed_cache, ref, hold=str(hold))
+    waited_for = tmp_path / "state" / "locks" / f"{lock.digest()}.lock"
+    if at == "substituted":
+        waited_for = hold
+    deadline = time.monotonic() + 60
+    while not waited_for.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    time.sleep(delay)
     os.killpg(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL  # killed, not finished
     assert not (tmp_path / "state" / "envs" / lock.digest()).exists()

@@ -74,12 +74,16 @@ def test_default_config_install_twice_uninstall(tmp_path, bin_dir, line):
     first = _install(line, config, bin_dir)
     assert first.changed and first.verified and first.mode == "append"
     flox = _flox(nodeconf.dump(line.containerd, config))
-    assert flox["runtime_path"] == f"{bin_dir}/containerd-shim-flox-v2"
+    assert flox["runtime_path"] == f"{bin_dir}/containerd-shim-flox-v2-front"
     assert flox["options"]["BinaryName"] == f"{bin_dir}/floxk-runc-front"
     assert flox["pod_annotations"] == ["flox.dev/*"]
     assert os.readlink(bin_dir / "real-runc") == RUNC
     front = (bin_dir / "floxk-runc-front").read_text()
     assert f"exec {bin_dir}/real-runc" in front and f"{bin_dir}/floxk-runc" in front
+    # the wrapper's front execs the runc-v2 shim that sits beside this line's containerd
+    runc_v2 = Path(line.containerd).resolve().parent / "containerd-shim-runc-v2"
+    shim_front = (bin_dir / "containerd-shim-flox-v2-front").read_text()
+    assert f"exec {runc_v2} " in shim_front and f"{bin_dir}/containerd-shim-flox-v2" in shim_front
     installed = config.read_bytes()
     assert installed.startswith(original.encode())  # appended, the operator's text untouched
     assert (tmp_path / "etc" / "config.toml.floxk-orig").read_text() == original

@@ -195,3 +195,67 @@ def test_exec_process_gets_the_env_unless_skip_listed(front, tmp_path, skip_exec
         subprocess.run([runc_path(), "--root", root, "state", cid], capture_output=True).returncode
         != 0
     )
+
+
+def _routes(tmp_path):
+    """A front whose runc is echo and whose Python side prints 'python' and its argv."""
+    slow = ["/bin/sh", "-c", 'echo python "$@"', "slow"]
+    return write_front(tmp_path / "routes" / "floxk-runc", "/bin/echo", slow)
+
+
+def _spec(path: Path, text: str) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(text)
+    return path
+
+
+FLOX = '"flox.dev/environment":"acme/tools"'
+ROUTES = [
+    ("plain", '{"annotations":{}}', "runc"),
+    ("sandbox", '{"annotations":{' + FLOX + ',"io.kubernetes.cri.container-type":"sandbox"}}', "runc"),
+    ("spaced sandbox", '{"annotations": {"flox.dev/environment": "a/b",\n "io.kubernetes.cri.container-type" : "sandbox"}}', "runc"),
+    ("flox app", '{"annotations":{' + FLOX + ',"io.kubernetes.cri.container-type":"container"}}', "python"),
+    ("no container type", '{"annotations":{' + FLOX + "}}", "python"),
+    # the sandbox key inside a string value is escaped JSON, not the annotation: still ours
+    ("forged", '{"process":{"env":["X=\\"io.kubernetes.cri.container-type\\":\\"sandbox\\""]},"annotations":{' + FLOX + "}}", "python"),
+    ("escaped slash", '{"annotations":{"flox.dev\\/environment":"a/b"}}', "python"),
+    ("broken json mentioning flox.dev", "{flox.dev", "python"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "text", "route"), ROUTES, ids=[r[0] for r in ROUTES])
+@pytest.mark.parametrize("form", ["--bundle B", "-b B", "--bundle=B", "-b=B", "cwd"])
+def test_front_routes_creates_by_config_json(tmp_path, name, text, route, form):
+    """Sandboxes and plain containers never start Python; flox app containers always do."""
+    front = _routes(tmp_path)
+    bundle = _spec(tmp_path / "b", text)
+    flags = [] if form == "cwd" else form.replace("B", str(bundle)).split()
+    argv = [
+        str(front),
+        "--root",
+        "/run/x",
+        "--log",
+        "/l",
+        "create",
+        "--pid-file",
+        "/p",
+        *flags,
+        "cid",
+    ]
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=bundle, check=True).stdout
+    # argv passed on unchanged, to the real runc or to the Python side
+    assert out.split() == (["python"] if route == "python" else []) + argv[1:], out
+
+
+def test_front_sends_unreadable_specs_exec_and_delete_to_python(tmp_path):
+    front = _routes(tmp_path)
+    for args, route in (
+        (["create", "--bundle", str(tmp_path / "missing"), "c"], "python"),
+        (["run", "-d", "--bundle", str(tmp_path / "missing"), "c"], "python"),
+        (["exec", "--process", "/p.json", "c"], "python"),
+        (["--root", "/r", "delete", "--force", "c"], "python"),
+        (["--root", "/r", "state", "c"], "runc"),
+        (["start", "create"], "runc"),  # a container named "create" is not the subcommand
+    ):
+        out = subprocess.run([str(front), *args], capture_output=True, text=True).stdout
+        assert out.split() == (["python", *args] if route == "python" else args), args

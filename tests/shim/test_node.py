@@ -71,3 +71,36 @@ def test_find_runc_skips_a_floxk_front_named_runc(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{front_dir}:{os.environ['PATH']}")
     assert NodeConfig().find_runc() != str(front)
     assert os.path.realpath(NodeConfig().find_runc()) == os.path.realpath(real)
+
+
+def test_parsed_node_toml_is_cached_and_any_change_misses(tmp_path, monkeypatch):
+    from shim import node as node_mod
+
+    monkeypatch.setattr(node_mod, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(node_mod, "_FRESH_NS", 0)  # the file below is seconds old at most
+    f = tmp_path / "node.toml"
+    f.write_text('hubs = ["file:///a"]\nstate_dir = "/srv/a"\n')
+    first = load_node_config(f)
+    [entry] = (tmp_path / "cache").iterdir()
+    assert oct(entry.stat().st_mode & 0o777) == "0o600"
+    # a cache hit must not even look at the TOML: prove it with a doctored entry
+    doctored = entry.read_text().replace("/srv/a", "/srv/from-cache")
+    entry.write_text(doctored)
+    assert load_node_config(f).state_dir == Path("/srv/from-cache")
+    f.write_text('hubs = ["file:///a"]\nstate_dir = "/srv/b"\n')  # same size, new stamp
+    assert load_node_config(f).state_dir == Path("/srv/b") != first.state_dir
+    f.write_text('hubs = ["file:///a"]\nstate_dirr = "/srv/b"\n')
+    with pytest.raises(ConfigError, match="unknown key state_dirr"):
+        load_node_config(f)
+    with pytest.raises(ConfigError, match="unknown key state_dirr"):
+        load_node_config(f)  # from the cache: the same checks, the same error
+
+
+def test_a_fresh_node_toml_is_not_cached(tmp_path, monkeypatch):
+    from shim import node as node_mod
+
+    monkeypatch.setattr(node_mod, "CACHE_DIR", tmp_path / "cache")
+    f = tmp_path / "node.toml"
+    f.write_text('hubs = ["file:///a"]\n')
+    assert load_node_config(f).hubs == ["file:///a"]
+    assert not (tmp_path / "cache").exists()

@@ -136,3 +136,72 @@ def test_prefetch_realizes_the_env_before_any_container(tmp_path):
     assert os.readlink(link).startswith("/nix/store/")
     assert "ready " + pushed.digest in (state / "floxk.log").read_text()
     assert Path(tmp_path / "store" / "nix" / "store").is_dir()
+
+
+def _shim_front(tmp_path, prefetch=None):
+    from shim.front import python_argv, write_shim_front
+
+    prefetch = prefetch or python_argv(entry="shim.wrapper:prefetch_main")
+    return str(write_shim_front(tmp_path / "bin" / "containerd-shim-flox-v2", RUNC_V2, prefetch))
+
+
+@needs_runc_v2
+@pytest.mark.parametrize(
+    "argv", [["-v"], ["-namespace", "t", "-address", "/nonexistent.sock", "-id", "x", "delete"]]
+)
+def test_sh_front_passes_argv_stdout_and_exit_code_through(tmp_path, argv):
+    front = _shim_front(tmp_path)
+    direct = subprocess.run([RUNC_V2, *argv], capture_output=True, cwd=tmp_path, timeout=60)
+    via = subprocess.run([front, *argv], capture_output=True, cwd=tmp_path, timeout=60)
+    assert (via.returncode, via.stdout) == (direct.returncode, direct.stdout)
+    assert via.stderr.splitlines()[-1:] == direct.stderr.splitlines()[-1:]
+
+
+@needs_runc_v2
+def test_sh_front_prefetches_for_flox_sandboxes_only(tmp_path):
+    """The front starts the Python prefetch (here it fails: no hub, and says so in the
+    node log) for a flox sandbox's start, and nothing for other bundles."""
+    log = tmp_path / "floxk.log"
+    cfg = write_node_toml(tmp_path / "n.toml", state_dir=str(tmp_path / "s"), log_file=str(log))
+    env = {**os.environ, "FLOXK_NODE_CONFIG": str(cfg)}
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    recorder = ["/bin/sh", "-c", f'touch {marks}/"$(basename "$PWD")"']
+    bundles = {
+        "sandbox": {"io.kubernetes.cri.container-type": "sandbox", "flox.dev/environment": "acme/tools"},
+        "app": {"io.kubernetes.cri.container-type": "container", "flox.dev/environment": "acme/tools"},
+        "plain": {"io.kubernetes.cri.container-type": "sandbox"},
+    }  # fmt: skip
+    argv = ["-namespace", "t", "-address", "/nonexistent.sock", "-id", "x", "start"]
+    for name, spec_annotations in bundles.items():
+        bundle = tmp_path / name
+        bundle.mkdir()
+        (bundle / "config.json").write_text(json.dumps({"annotations": spec_annotations}))
+        for front in (_shim_front(tmp_path / "real"), _shim_front(tmp_path / "rec", recorder)):
+            direct = subprocess.run([RUNC_V2, *argv], capture_output=True, cwd=bundle, timeout=60)
+            via = subprocess.run(
+                [front, *argv], capture_output=True, cwd=bundle, env=env, timeout=60
+            )
+            assert (via.returncode, via.stdout) == (direct.returncode, direct.stdout)
+    for _ in range(200):
+        if (marks / "sandbox").exists() and log.exists() and "failed" in log.read_text():
+            break
+        time.sleep(0.05)
+    text = log.read_text()
+    assert "prefetch acme/tools: started" in text
+    assert "prefetch acme/tools: failed" in text and "no hub configured" in text
+    assert sorted(p.name for p in marks.iterdir()) == ["sandbox"]
+
+
+@needs_runc_v2
+def test_sh_front_answers_floxk_version_from_the_zipapp(tmp_path):
+    from floxk._shimbuild import build_zipapps
+    from shim.front import render_shim_front
+
+    build_zipapps(tmp_path / "lib")
+    zipapp = str(tmp_path / "lib" / "containerd-shim-flox-v2")
+    front = tmp_path / "front"
+    front.write_text(render_shim_front(RUNC_V2, None, ["/usr/bin/python3", "-I", "-S", zipapp]))
+    front.chmod(0o755)
+    out = subprocess.run([str(front), "--floxk-version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("containerd-shim-flox-v2 ")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
+import zipfile
 
 import pytest
 
@@ -67,7 +69,7 @@ def test_every_shim_module_imports_from_the_zipapp_with_stdlib_only(built):
     code = (
         "import sys, zipfile; sys.path.insert(0, sys.argv[1]);"
         "names = [n[:-3].replace('/', '.') for n in zipfile.ZipFile(sys.argv[1]).namelist()"
-        " if n.startswith('shim/')];"
+        " if n.startswith('shim/') and n.endswith('.py')];"
         "[__import__(n) for n in names]; import shim;"
         "assert shim.__file__.startswith(sys.argv[1]), shim.__file__; print(len(names))"
     )
@@ -76,6 +78,27 @@ def test_every_shim_module_imports_from_the_zipapp_with_stdlib_only(built):
     )
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) >= 10
+
+
+@pytest.mark.skipif(not shutil.which(BARE_PYTHON), reason="needs the system python3")
+def test_modules_load_from_the_shipped_bytecode(built):
+    """Every shim/x.py has its x.pyc beside it, and zipimport runs that bytecode (its code
+    names the path inside the zipapp) instead of compiling the source again."""
+    app = next(a.path for a in built.artifacts if a.name == "floxk-runc")
+    names = zipfile.ZipFile(app).namelist()
+    sources = [n for n in names if n.endswith(".py")]
+    assert sources and all(n + "c" in names for n in sources)
+    code = (
+        "import importlib.util, sys; sys.path.insert(0, sys.argv[1]); import shim.runc;"
+        "print(importlib.util.MAGIC_NUMBER.hex(), shim.runc.main.__code__.co_filename)"
+    )
+    out = subprocess.run(
+        [BARE_PYTHON, "-I", "-S", "-c", code, str(app)], capture_output=True, text=True
+    )
+    magic, filename = out.stdout.split()
+    if magic != importlib.util.MAGIC_NUMBER.hex():
+        pytest.skip("the system python3 has another bytecode version: it compiles the sources")
+    assert filename == "shim/runc.py"
 
 
 @pytest.mark.skipif(not shutil.which("runc"), reason="needs runc")
