@@ -1,17 +1,20 @@
 """Flox pods through CRI on the line under test: the product path, no recorders.
 
-containerd runs the flox handler with the real containerd-shim-flox-v2 and the generated
-floxk-runc front (shim.front) in front of the host's runc. The node's node.toml points
+containerd runs the flox handler with the generated fronts (shim.front): the
+containerd-shim-flox-v2 front in front of the line's containerd-shim-runc-v2 (prefetch
+from this checkout's shim.wrapper) and the floxk-runc front in front of the host's runc. The node's node.toml points
 at a signed file:// hub holding acme/hello (hook + vars), acme/plain and acme/broken (a
 store path missing from the cache), with a chroot store and state dir of its own.
 """
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 
-from shim.front import write_front
+from shim.front import write_front, write_shim_front
 from tests.cri import harness
 from tests.cri.images import PLAIN_IMAGE, STUB_IMAGE
 from tests.shim.oci import publish_test_hub, write_node_toml
@@ -32,8 +35,8 @@ def node(containerd_line, cri_images, tmp_path_factory):
         store_root=str(work / "store"),
     )
     front = write_front(work / "bin" / "floxk-runc", harness.HOST_RUNC)
-    shim = harness.installed_script("containerd-shim-flox-v2")
-    assert shim, "containerd-shim-flox-v2 is not installed (pip install -e .)"
+    runc_v2 = str(containerd_line.bin_dir / "containerd-shim-runc-v2")
+    shim = str(write_shim_front(work / "bin" / "containerd-shim-flox-v2", runc_v2))
     daemon = harness.Containerd(
         line=containerd_line,
         images=cri_images,
@@ -165,3 +168,17 @@ def test_two_pods_one_env_realize_once(cri, node):
     assert len(trees) == 1, log
     for pod, _ in pods:
         cri.remove_pod(pod)
+
+
+def test_sandbox_start_prefetches_through_the_shim_front(cri, node, containerd_line):
+    if containerd_line.version.startswith("1.6."):
+        pytest.skip("containerd 1.6's CRI never execs runtime_path (see shim/containerd.py)")
+    pod, cid = run(cri, "acme/plain", ["hello"])
+    assert cri.wait_exit(cid) == 0
+    log = node["state"] / "floxk.log"
+    for _ in range(400):
+        if log.exists() and "prefetch acme/plain: ready" in log.read_text():
+            break
+        time.sleep(0.05)
+    assert "prefetch acme/plain: ready" in log.read_text()
+    cri.remove_pod(pod)
