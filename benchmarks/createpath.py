@@ -2,16 +2,18 @@
 
     python3 -m benchmarks.createpath [--quick] [--repeats N] [--out DIR]
 
-Every pod pays two creates through the Python side (its sandbox: checked and passed on;
-its app container: environment resolved, warm tree found, spec rewritten). This measures
-both, with node.toml's `runc` set to /bin/true so only floxk's own work is timed, for:
-  zipapp   the node package's floxk-runc zipapp (floxk/_shimbuild.py), run as the front
-           runs it: /usr/bin/python3 -I -S floxk-runc ...
-  zipapp+pyc  the same zipapp with .pyc files beside the sources (a proposal, measured)
-  source   the same code from this checkout with its __pycache__ (an unpacked install)
-  floor    /usr/bin/python3 -I -S -c pass (no Python side can be cheaper)
-Rounds interleave the variants. `-X importtime` of one zipapp create per kind is kept in
-the JSON (the imports that dominate).
+Every pod pays two creates through floxk-runc's front: its sandbox's (the sh front finds it
+is a sandbox and passes it on) and its app container's (the front hands it to Python:
+environment resolved, warm tree found, spec rewritten). This measures both, with the real
+runc replaced by /bin/true (front and node.toml) so only floxk's own work is timed:
+  front     the node package's sh front (shim/install.py's layout) and behind it the
+            floxk-runc zipapp (floxk/_shimbuild.py, with bytecode), as containerd runs it
+  zipapp    the zipapp's Python side alone, started the way the front starts it
+            (/usr/bin/python3 -I -S -c 'sys.path.insert(0, zipapp); ...')
+  source    the same code from this checkout with its __pycache__ (an unpacked install)
+  floor     /usr/bin/python3 -I -S -c pass (no Python side can be cheaper)
+Rounds interleave the variants. `-X importtime` of one zipapp app create is kept in the
+JSON (the imports that remain).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common, crinode  # noqa: E402
+from shim import front as front_module  # noqa: E402
+from shim import install as node_install  # noqa: E402
 from tests.shim.oci import make_bundle, write_node_toml  # noqa: E402
 
 MANIFEST = 'version = 1\n[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
@@ -57,34 +61,6 @@ def importtime(argv: list[str], env: dict, top: int = 12) -> list[dict]:
     return sorted(rows, key=lambda r: r["cumulative_us"], reverse=True)[:top]
 
 
-_PYC_ZIPAPP = r"""
-import io, os, py_compile, sys, tempfile, zipfile
-from pathlib import Path
-src, out = Path(sys.argv[1]), Path(sys.argv[2])
-buf = io.BytesIO(b"#!/usr/bin/env python3\n")
-buf.seek(0, io.SEEK_END)
-with zipfile.ZipFile(buf, "w") as zf, tempfile.TemporaryDirectory() as tmp:
-    zf.writestr("__main__.py", "from shim.runc import main\nmain()\n")
-    for p in sorted(src.glob("*.py")):
-        zf.writestr(f"shim/{p.name}", p.read_bytes())
-        pyc = py_compile.compile(str(p), cfile=f"{tmp}/{p.stem}.pyc", dfile=f"shim/{p.name}",
-            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-        zf.writestr(f"shim/{p.stem}.pyc", Path(pyc).read_bytes())
-out.write_bytes(buf.getvalue())
-os.chmod(out, 0o755)
-"""
-
-
-def pyc_zipapp(dest: Path) -> Path:
-    """A floxk-runc zipapp that also carries bytecode, compiled by the node's python3
-    (zipimport reads `mod.pyc` beside `mod.py`; it never writes one): what the packaged
-    zipapp would cost if it shipped .pyc files. A measurement of a proposal, not shipped."""
-    subprocess.run(
-        [PYTHON, "-I", "-S", "-c", _PYC_ZIPAPP, str(common.REPO / "shim"), str(dest)], check=True
-    )
-    return dest
-
-
 def run(quick: bool, repeats: int | None = None) -> dict:
     repeats = repeats or (15 if quick else 60)
     with tempfile.TemporaryDirectory(prefix="floxk-bench-createpath-") as tmp:
@@ -103,6 +79,16 @@ def run(quick: bool, repeats: int | None = None) -> dict:
             runc="/bin/true",  # time floxk's side only
         )
         env = {"FLOXK_NODE_CONFIG": str(config), "PATH": crinode.SYSTEM_PATH}
+        # node.toml is parsed once and cached, but not while it is seconds old (shim/node.py):
+        # a node's node.toml is older than that.
+        time.sleep(2.5)
+        front = bin_dir / "floxk-runc-front-true"
+        front.write_text(
+            node_install.render_node_front(str(bin_dir), PYTHON).replace(
+                f"exec {bin_dir}/{node_install.REAL_RUNC_LINK} ", "exec /bin/true "
+            )
+        )
+        front.chmod(0o755)
         pod = {
             "flox.dev/environment": node.env["ref"],
             "io.kubernetes.cri.sandbox-id": "0" * 64,
@@ -122,15 +108,9 @@ def run(quick: bool, repeats: int | None = None) -> dict:
         def restore() -> None:  # each app create starts from containerd's spec
             (app / "config.json").write_bytes(pristine)
 
-        source = [
-            PYTHON, "-I", "-S", "-c",
-            f"import sys; sys.path.insert(0, {str(common.REPO)!r}); from shim.runc import main; main()",
-        ]  # fmt: skip
-        runners = {
-            "zipapp": [PYTHON, "-I", "-S", str(bin_dir / "floxk-runc")],
-            "zipapp+pyc": [PYTHON, "-I", "-S", str(pyc_zipapp(work / "floxk-runc-pyc"))],
-            "source": source,
-        }
+        source = front_module.python_argv(PYTHON, "shim.runc:main", common.REPO)
+        zipapp = front_module.python_argv(PYTHON, "shim.runc:main", bin_dir / "floxk-runc")
+        runners = {"front": [str(front)], "zipapp": zipapp, "source": source}
         cases = {"floor": lambda: _timed_run([PYTHON, "-I", "-S", "-c", "pass"], env)}
         n = [0]
 
@@ -143,17 +123,14 @@ def run(quick: bool, repeats: int | None = None) -> dict:
 
             return one
 
+        cases["front sandbox"] = case(runners["front"], sandbox)
         for name, argv in runners.items():
-            cases[f"{name} sandbox"] = case(argv, sandbox)
             cases[f"{name} app"] = case(argv, app, restore)
         common.note(f"{repeats} interleaved rounds of {len(cases)} cases")
         common.interleaved(cases, 2)  # page cache; the checkout's __pycache__ gets written
         samples = common.interleaved(cases, repeats)
         restore()
-        profile = {
-            kind: importtime([*runners["zipapp"], "create", "--bundle", str(b), "prof"], env)
-            for kind, b in (("sandbox", sandbox), ("app", app))
-        }
+        profile = {"app": importtime([*zipapp, "create", "--bundle", str(app), "prof"], env)}
         shutil.rmtree(node.state / "uses", ignore_errors=True)
     return common.result(
         "createpath",
