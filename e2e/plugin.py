@@ -249,6 +249,7 @@ def _entry(case: str, title: str) -> dict[str, Any]:
 def _failure_reason(report) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr)
+    text = text.split("\nassert ", 1)[0]  # the message, not pytest's rewrite of the expression
     return " ".join(text.split())[:1200]
 
 

@@ -51,7 +51,9 @@ def wait_available(cluster, name: str, replicas: int, timeout: float = 300) -> l
     while True:
         dep = cluster.apps.read_namespaced_deployment(name, cluster.namespace)
         items = cluster.core.list_namespaced_pod(cluster.namespace, label_selector=selector).items
-        broken = [p for p in items if kit.pods.pod_state(p).failed]
+        broken = [p for p in items if kit.pods.pod_state(p).failed] or [
+            p for p in items if kit.sandbox_keeps_failing(cluster, p.metadata.name)
+        ]
         if (dep.status.available_replicas or 0) >= replicas or broken:
             break
         if time.monotonic() > deadline:

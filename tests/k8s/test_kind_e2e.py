@@ -1,5 +1,5 @@
 """The real thing: `floxk up` a kind cluster, push an environment to its dev hub, run flox
-pods from it, check status/doctor, `floxk down`. Marker k8s; run by `task e2e:kind`
+pods from it, check status/doctor, `floxk down`. Marker k8s; run by `task test:k8s`
 (FLOXK_E2E_KIND=1) once `task kind:image` has built kindest/node offline. Skipped with a
 reason otherwise: it takes minutes and a Docker Engine."""
 
@@ -30,7 +30,7 @@ def floxk(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def cluster() -> str:
     if os.environ.get("FLOXK_E2E_KIND") != "1":
-        pytest.skip("real kind cluster test: run `task e2e:kind` (sets FLOXK_E2E_KIND=1)")
+        pytest.skip("real kind cluster test: run `task test:k8s` (sets FLOXK_E2E_KIND=1)")
     from floxk._cluster import nodeimage
 
     try:
