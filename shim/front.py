@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from pathlib import Path
 
 from shim.node import FRONT_MARKER, SHIM_FRONT_MARKER, load_node_config
 from shim.runc import ACTED_ON, GLOBAL_VALUE_FLAGS, SUB_VALUE_FLAGS
+from shim.wrapper import PREFETCH_NICENESS
 from shim.wrapper import VALUE_FLAGS as SHIM_VALUE_FLAGS
 
 CREATES = ("create", "run")  # decided by the front from config.json
@@ -160,12 +162,20 @@ def render_shim_front(
     runc_v2_shim: str,
     prefetch: Sequence[str] | None = None,
     version: Sequence[str] | None = None,
+    nice: str | None = "",
 ) -> str:
     """The containerd-shim-flox-v2 front's text; `runc_v2_shim` is containerd-shim-runc-v2,
     `prefetch` the argv of the background prefetch (default: this copy's shim.wrapper),
     `version` the command that answers `--floxk-version` (the zipapp's stamp; containerd
-    never passes that flag), if any."""
+    never passes that flag), if any. `nice`: the nice(1) that starts the prefetch at the
+    lowest priority, so its interpreter start takes no CPU from the pod (default: found on
+    PATH now; None: none; Python lowers its priority itself right after)."""
     _check_abs("containerd-shim-runc-v2", runc_v2_shim)
+    if nice == "":
+        nice = shutil.which("nice")
+    command = list(prefetch or python_argv(entry="shim.wrapper:prefetch_main"))
+    if nice:
+        command = [os.path.abspath(nice), "-n", str(PREFETCH_NICENESS), *command]
     answer = ""
     if version:
         answer = f'case $1 in --floxk-version) exec {_command(version)} "$@" ;; esac\n'
@@ -174,7 +184,7 @@ def render_shim_front(
         version=answer,
         value_flags=_alternatives(SHIM_VALUE_FLAGS),
         sandbox_re=shlex.quote(_SANDBOX_RE),
-        python=_command(prefetch or python_argv(entry="shim.wrapper:prefetch_main")),
+        python=_command(command),
         runc_v2=shlex.quote(runc_v2_shim),
     )
 

@@ -28,6 +28,9 @@ from typing import NoReturn
 from shim import annotations as ann
 from shim.node import NodeConfig, load_node_config
 
+# Niceness of the sh front's prefetch while it checks whether there is anything to do.
+PREFETCH_NICENESS = 19
+
 # containerd's shim flags taking a value (Go's flag package: -x v, --x v, -x=v).
 VALUE_FLAGS = {"namespace", "address", "publish-binary", "id", "bundle", "socket", "debug-address"}
 
@@ -86,16 +89,17 @@ def prefetch_main() -> NoReturn:
         os.setsid()
     except OSError:
         pass  # already a session leader
-    # Below the pod's own work: on a warm node this process only finds the tree ready, and
-    # it must not take CPU from the containers' creates that run at the same time.
-    os.nice(10)
+    # Lowest priority until the environment turns out to need realizing: on a warm node
+    # this process only finds the tree ready, and it must not take CPU from the creates of
+    # the pod's containers, which run at the same time (the front starts it under `nice`).
+    os.setpriority(os.PRIO_PROCESS, 0, PREFETCH_NICENESS)
     node: NodeConfig | None = None
     try:
         node = load_node_config()
         _detach_stdio(node)
         ref = sandbox_env_ref(Path.cwd())
         if ref is not None:
-            _prefetch(ref, node)
+            _prefetch(ref, node, cold_priority=0)
     except Exception as e:
         _note(node, f"prefetch not started: {type(e).__name__}: {e}")
     os._exit(0)
@@ -136,13 +140,24 @@ def _detach_stdio(node: NodeConfig) -> None:
     os.closerange(3, 1024)
 
 
-def _prefetch(ref: ann.EnvRef, node: NodeConfig) -> None:
-    from shim.runc import realize_for
+def _prefetch(ref: ann.EnvRef, node: NodeConfig, *, cold_priority: int | None = None) -> None:
+    """Realize `ref` unless its tree is there; cold_priority: the niceness to realize with
+    (the containers' creates wait for this realization: it must not lag behind them)."""
+    from shim.realize import ready
+    from shim.runc import fetch_for, realize_record
 
     start = time.monotonic()
     _note(node, f"prefetch {ref}: started")
     try:
-        env = realize_for(ref, node)
+        found = fetch_for(ref, node)
+        env = ready(node.state_dir, found.digest)
+        if env is None:
+            if cold_priority is not None:
+                try:
+                    os.setpriority(os.PRIO_PROCESS, 0, cold_priority)
+                except OSError:
+                    pass  # not root: realize niced rather than not at all
+            env = realize_record(found.parsed(), node)
     except Exception as e:  # create will report it to the pod
         _note(node, f"prefetch {ref}: failed: {e}")
         return

@@ -89,7 +89,8 @@ def test_sandbox_start_spawns_a_detached_prefetch_and_never_fails_because_of_it(
 @pytest.mark.nix
 @pytest.mark.root
 @needs_runc_v2
-def test_prefetch_realizes_the_env_before_any_container(tmp_path):
+@pytest.mark.parametrize("shim", ["python wrapper", "sh front"])
+def test_prefetch_realizes_the_env_before_any_container(tmp_path, shim):
     from e2e.catalog import prepare
     from floxk._lock import lock_environment
     from floxk._push import push_environment
@@ -124,7 +125,8 @@ def test_prefetch_realizes_the_env_before_any_container(tmp_path):
     (bundle / "config.json").write_text(json.dumps({"annotations": {
         "io.kubernetes.cri.container-type": "sandbox", "flox.dev/environment": "acme/pre"}}))  # fmt: skip
     argv = ["-namespace", "t", "-address", "/nonexistent.sock", "-id", "x", "start"]
-    subprocess.run(["containerd-shim-flox-v2", *argv], capture_output=True, cwd=bundle,
+    command = "containerd-shim-flox-v2" if shim == "python wrapper" else _shim_front(tmp_path)
+    subprocess.run([command, *argv], capture_output=True, cwd=bundle,
                    env={**os.environ, "FLOXK_NODE_CONFIG": str(cfg)}, timeout=60)  # fmt: skip
     tree = state / "envs" / pushed.digest
     for _ in range(600):
