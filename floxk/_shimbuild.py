@@ -194,6 +194,7 @@ set -e
 case "$1" in
   remove)
     rm -f "$DPKG_ROOT{node_install.DEFAULT_BIN_DIR}/{node_install.REAL_RUNC_LINK}" \\
+          "$DPKG_ROOT{node_install.DEFAULT_BIN_DIR}/{node_install.SHIM_FRONT_NAME}" \\
           "$DPKG_ROOT{node_install.DEFAULT_BIN_DIR}/{node_install.RECORD_NAME}"
     ;;
 esac

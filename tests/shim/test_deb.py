@@ -77,6 +77,7 @@ def test_dpkg_install_remove_purge_in_a_throwaway_root(deb, tmp_path):
     assert out.startswith("floxk-node ")
     # What `floxk-node install` leaves next to the package's files; removal must take it too.
     os.symlink("/usr/sbin/runc", root / LIB.lstrip("/") / "real-runc")
+    (root / LIB.lstrip("/") / "containerd-shim-flox-v2-front").write_text("#!/bin/sh\n")
     (root / LIB.lstrip("/") / ".floxk-install.json").write_text(json.dumps({"created": []}))
 
     _sh(*dpkg, "-r", "floxk-shim")
