@@ -82,6 +82,8 @@ def cluster(request, tmp_path_factory):
             timeout=int(_opt(config, "timeout")),
             progress=lambda msg: print(f"[cluster] {msg}", file=sys.stderr, flush=True),
         )
+        private = Path(manager.kubeconfig)  # our copy: never the user's file
+        request.addfinalizer(lambda: private.unlink(missing_ok=True))
         manager.create(timeout=int(_opt(config, "timeout")))
         api = kubeconfig_loader.new_client_from_config(
             config_file=str(manager.kubeconfig), context=manager.context
