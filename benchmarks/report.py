@@ -94,8 +94,9 @@ def passthrough(doc: dict) -> tuple[str, str]:
     text = f"""## 1. floxk-runc pass-through per runc call
 
 Every `state`, `kill`, `start`, `delete` of every container passes the interposer. The
-`/bin/sh` front (shim/front.py) execs the real runc for all of them and sends only
-`create`/`run`/`exec`/`delete` to Python. {doc["runs"]} interleaved rounds per cell.
+`/bin/sh` front (shim/front.py) execs the real runc for all of them, and for the creates of
+sandboxes and plain containers; only a flox container's `create`/`run` and `exec`/`delete`
+go to Python. {doc["runs"]} interleaved rounds per cell.
 
     python3 -m benchmarks.passthrough
 
