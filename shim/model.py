@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shim.digest import lock_digest
-from shim.errors import LockError, ManifestError
+from shim.errors import FloxkError, LockError, ManifestError
 
 DEFAULT_PRIORITY = 5
 
@@ -188,16 +188,19 @@ def parse_manifest(text: str, *, source: str = "manifest.toml") -> Manifest:
     return manifest_from_dict(data, source=source, text=text)
 
 
+def _read_text(path: Path, error: type[FloxkError], missing_hint: str) -> str:
+    """The file's text, or `error` saying it is missing (with the fix) or unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path} does not exist", hint=missing_hint) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"cannot read {path}: {e}") from None
+
+
 def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError(
-            f"{path} does not exist", hint="create one with `floxk env init DIR`"
-        ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ManifestError(f"cannot read {path}: {e}") from None
+    text = _read_text(path, ManifestError, "create one with `floxk env init DIR`")
     return parse_manifest(text, source=str(path))
 
 
@@ -483,14 +486,7 @@ def parse_lock(text: str, *, source: str = "manifest.lock") -> Lock:
 
 def load_lock(path: str | Path) -> Lock:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LockError(
-            f"{path} does not exist", hint="lock the environment with `floxk env lock DIR`"
-        ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise LockError(f"cannot read {path}: {e}") from None
+    text = _read_text(path, LockError, "lock the environment with `floxk env lock DIR`")
     return parse_lock(text, source=str(path))
 
 
