@@ -10,6 +10,7 @@
 # runc is the host's (/usr/sbin/runc, installed by scripts/install-system.sh).
 # Also installs gcc + libc6-dev: the suite compiles a static pause binary for its pause image.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 # Exact Debian versions, one per line we test. If Debian drops one, this fails loudly:
 # update the pin here (and docs/testing.md) after checking the new version works.
@@ -23,15 +24,7 @@ cache="${FLOXK_CACHE:-$HOME/.cache/floxk}/containerd"
 mkdir -p "$cache"
 
 # Build tools for the pause image (static binary).
-missing=()
-for p in gcc libc6-dev; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "installing Debian packages: ${missing[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_ensure gcc libc6-dev
 
 installed() { # version -> 0 if cache/<version>/bin holds a working containerd of that version
   local bin="$cache/$1/bin"

@@ -4,14 +4,7 @@
 # idempotently. Only the kind node image scripts call this: the default test
 # run does not need Docker. Starting and stopping the daemon: clusters/kind/dockerd.sh.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 packages=(docker.io mmdebstrap)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "installing Debian packages: ${missing[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_ensure "${packages[@]}"

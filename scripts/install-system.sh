@@ -4,18 +4,11 @@
 # runc, util-linux (unshare), and the Python distribution with its test extras.
 # Containerd lines for the CRI suite come from scripts/install-containerd.sh.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 packages=(nix-bin busybox-static runc util-linux ca-certificates)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "installing Debian packages: ${missing[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_ensure "${packages[@]}"
 
 # Nix as root without a daemon: the tests use the local store directly and
 # chroot stores under temp dirs. Enable the commands we use.
