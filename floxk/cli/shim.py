@@ -125,3 +125,72 @@ def uninstall(
         config=config, containerd=containerd, bin_dir=bin_dir, restart=restart, dry_run=dry_run
     )
     _render(result, output, dry_run)
+
+
+def _render_deploy(result, output: OutputFormat) -> None:
+    if output is OutputFormat.json:
+        print_json(result.to_dict())
+    else:
+        for n in result.nodes:
+            state = n.state or ("removed" if result.action == "undeploy" else "-")
+            _say(f"{n.name}  {state}" + (f"  {n.message}" if n.message else ""))
+        _say(f"image {result.image}" + (" (built)" if result.image_built else ""))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def deploy(
+    kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Default: KUBECONFIG."),
+    context: str | None = typer.Option(None, "--context", help="Default: the current context."),
+    image: str | None = typer.Option(
+        None, "--image", help="Tag for the installer image (push it where nodes can pull)."
+    ),
+    load_into_kind: str | None = typer.Option(
+        None, "--load-into-kind", help="kind cluster to `kind load` the image into."
+    ),
+    all_nodes: bool = typer.Option(
+        False, "--all-nodes", help="Every node, not only those labelled flox.dev/install=true."
+    ),
+    node_config: Path | None = typer.Option(
+        None, "--node-config", help="node.toml (hubs, keys) to write to every node."
+    ),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for every node's state."),
+    timeout: float = typer.Option(600, "--timeout", help="Seconds to wait."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+):
+    """Install the flox runtime on a running cluster's nodes (installer DaemonSet)."""
+    from floxk import _deploy
+
+    toml = _deploy.check_node_toml(node_config.read_text()) if node_config else None
+    api = _deploy.api_client(kubeconfig, context)
+    result = _deploy.deploy(
+        api, image_tag=image, load_into_kind=load_into_kind, all_nodes=all_nodes,
+        node_toml=toml, wait=wait, timeout=timeout, progress=_progress,
+    )  # fmt: skip
+    _render_deploy(result, output)
+
+
+@app.command()
+def undeploy(
+    kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Default: KUBECONFIG."),
+    context: str | None = typer.Option(None, "--context", help="Default: the current context."),
+    image: str | None = typer.Option(None, "--image", help="As given to deploy."),
+    load_into_kind: str | None = typer.Option(
+        None, "--load-into-kind", help="kind cluster to `kind load` the image into."
+    ),
+    timeout: float = typer.Option(600, "--timeout", help="Seconds to wait."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+):
+    """Remove the flox runtime from every node deploy touched; delete its cluster objects."""
+    from floxk import _deploy
+
+    api = _deploy.api_client(kubeconfig, context)
+    result = _deploy.undeploy(
+        api, image_tag=image, load_into_kind=load_into_kind, timeout=timeout, progress=_progress
+    )
+    _render_deploy(result, output)
+
+
+def _progress(msg: str) -> None:
+    err_console.print(escape(msg), highlight=False, soft_wrap=True)

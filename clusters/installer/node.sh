@@ -1,0 +1,117 @@
+#!/bin/sh
+# floxk installer, node side: run by agent.py through nsenter in the node's own mount
+# namespace, from the payload it copied to /var/lib/floxk-installer (HERE).
+#   node.sh install    python3 + nix from the bundled .debs when missing, the zipapps,
+#                      Nix's config, the operator's node.toml, `floxk-node install`,
+#                      then a containerd restart (only when the config changed, or a
+#                      restart is still owed from an interrupted run).
+#   node.sh uninstall  `floxk-node uninstall --restart`, then every file install created
+#                      (recorded in STATE/created); python3 and nix stay installed.
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+LIB=/usr/lib/floxk
+STATE=/var/lib/floxk/deploy          # survives the payload dir, which every run replaces
+CREATED=$STATE/created
+NIX_CONF=/etc/nix/nix.conf
+NODE_TOML=/etc/floxk/node.toml
+BEGIN='# >>> floxk deploy'
+END='# <<< floxk deploy'
+
+say() { echo "node.sh: $*" >&2; }
+die() { echo "node.sh: error: $*" >&2; exit 1; }
+created() { grep -qxF "$1" "$CREATED" 2>/dev/null || echo "$1" >>"$CREATED"; }
+
+python_ok() {
+  for p in /usr/bin/python3 /usr/local/bin/python3; do
+    [ -x "$p" ] && "$p" -I -S -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && return 0
+  done
+  return 1
+}
+
+install_packages() {
+  if python_ok && command -v nix-store >/dev/null; then return 0; fi
+  codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+  repo=$HERE/repo/$codename
+  if ! command -v apt-get >/dev/null || [ -z "$codename" ] || [ ! -f "$repo/Packages" ]; then
+    die "this node lacks python3 >= 3.11 or nix and the installer has no packages for it" \
+        "(${codename:-unknown release}); install python3 and nix-bin yourself, or deploy" \
+        "from a machine whose apt reaches this release"
+  fi
+  say "installing python3 and nix-bin from the bundled packages for Debian $codename"
+  apt_dir=$HERE/apt
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
+  echo "deb [trusted=yes] file:$repo ./" >"$apt_dir/sources.list"
+  # A private source list and index: the node's own apt configuration is not touched.
+  set -- -o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+    -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" \
+    -o Acquire::Languages=none -o APT::Sandbox::User=root
+  apt-get "$@" update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get "$@" install -y -q --no-install-recommends \
+    python3 nix-bin >&2
+  python_ok || die "python3 >= 3.11 still missing after installing the packages"
+}
+
+install_files() {
+  mkdir -p "$STATE" /nix/store /nix/var/nix/gcroots /var/lib/floxk "$LIB" /etc/nix /etc/floxk
+  for f in "$HERE"/bin/*; do
+    dest=$LIB/$(basename "$f")
+    [ -e "$dest" ] || created "$dest"
+    cmp -s "$f" "$dest" 2>/dev/null || install -m 0755 "$f" "$dest"
+  done
+  # floxk realizes with `nix copy`: Nix needs the nix-command feature.
+  if [ ! -e "$NIX_CONF" ]; then
+    cp "$HERE/nix.conf" "$NIX_CONF" && created "$NIX_CONF"
+  elif ! grep -q 'nix-command' "$NIX_CONF"; then
+    printf '%s\nextra-experimental-features = nix-command\n%s\n' "$BEGIN" "$END" >>"$NIX_CONF"
+  fi
+  if [ -f "$HERE/node.toml" ]; then
+    if [ ! -e "$NODE_TOML" ]; then
+      created "$NODE_TOML"
+    elif [ ! -e "$STATE/node.toml.orig" ] && ! grep -qxF "$NODE_TOML" "$CREATED" 2>/dev/null; then
+      cp -p "$NODE_TOML" "$STATE/node.toml.orig"
+    fi
+    cmp -s "$HERE/node.toml" "$NODE_TOML" || install -m 0644 "$HERE/node.toml" "$NODE_TOML"
+  fi
+}
+
+do_install() {
+  install_packages
+  install_files
+  # The restart is recorded as owed before the config is written and cleared after it ran,
+  # so a run cut short in between (or by the restart itself) restarts on the next run.
+  owed=no
+  [ -e "$STATE/restart-owed" ] && owed=yes
+  touch "$STATE/restart-owed"
+  out=$("$LIB/floxk-node" install --bin-dir "$LIB" --json)
+  echo "$out"
+  if [ $owed = no ] && ! echo "$out" | grep -q '^  "changed": true'; then
+    rm -f "$STATE/restart-owed"
+  fi
+  if [ -e "$STATE/restart-owed" ]; then
+    say "restarting containerd"
+    "$LIB/floxk-node" install --bin-dir "$LIB" --restart >&2
+    rm -f "$STATE/restart-owed"
+  fi
+}
+
+do_uninstall() {
+  if [ -x "$LIB/floxk-node" ]; then
+    "$LIB/floxk-node" uninstall --bin-dir "$LIB" --restart --json
+  fi
+  if [ -f "$NIX_CONF" ] && grep -qxF "$BEGIN" "$NIX_CONF"; then
+    sed -i "/^$BEGIN\$/,/^$END\$/d" "$NIX_CONF"
+  fi
+  if [ -f "$CREATED" ]; then
+    while IFS= read -r path; do rm -f "$path"; done <"$CREATED"
+  fi
+  if [ -e "$STATE/node.toml.orig" ]; then cp -p "$STATE/node.toml.orig" "$NODE_TOML"; fi
+  rmdir "$LIB" /etc/floxk 2>/dev/null || true
+  rm -rf "$STATE"
+  rm -rf "$HERE"
+}
+
+case ${1:-} in
+  install) do_install ;;
+  uninstall) do_uninstall ;;
+  *) die "usage: node.sh install|uninstall" ;;
+esac

@@ -1,0 +1,536 @@
+"""`floxk shim deploy` / `undeploy`: the flox runtime onto the nodes of a running cluster.
+
+The installer image is built locally, without a registry or base image (recipe in
+clusters/installer/): Debian's python3 and nsenter unpacked into a scratch image, the
+agent, the shim zipapps, and a flat apt repository holding python3 + nix-bin (with every
+dependency) for each Debian release the target nodes run. A privileged DaemonSet in
+namespace floxk-system (hostPID) runs the agent on each node labelled flox.dev/install=true
+(or every node): it copies the payload onto the node and runs node.sh there through
+nsenter (python3/nix when missing, `floxk-node install`, containerd restart), then sets
+the node's label flox.dev/shim to provisioned (+ flox.dev/enabled=true) or failed.
+RuntimeClass flox schedules flox pods onto the enabled nodes.
+
+undeploy labels the deployed nodes flox.dev/shim=removing; an uninstaller DaemonSet on
+those nodes runs `floxk-node uninstall --restart`, removes what install added and the
+labels; then the RuntimeClass, the cluster-wide RBAC objects and the namespace go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from floxk._cluster import debs as debian
+from floxk._cluster import kube
+from floxk._cluster.spec import cache_dir
+from shim.errors import ConfigError, NotFoundError
+from shim.proc import run
+
+NAMESPACE = "floxk-system"
+INSTALLER = "floxk-installer"
+UNINSTALLER = "floxk-uninstaller"
+NODE_CONFIGMAP = "floxk-node-config"
+INSTALL_LABEL = "flox.dev/install"
+STATE_LABEL = "flox.dev/shim"
+ENABLED_LABEL = kube.FLOX_NODE_LABEL
+MESSAGE_ANNOTATION = "flox.dev/shim-message"
+RUN_ANNOTATION = "floxk.dev/deploy-run"
+IMAGE_REPO = "floxk.local/installer"
+INPUTS_LABEL = "dev.floxk.installer.inputs"
+
+AGENT_PACKAGES = ["python3", "util-linux"]  # what the agent runs with, inside the image
+NODE_PACKAGES = ["python3", "nix-bin"]  # what a node gets when it lacks them
+
+Progress = Callable[[str], None]
+
+
+def recipe_dir() -> Path:
+    """clusters/installer/ of this checkout: Dockerfile, agent.py, node.sh."""
+    return Path(__file__).resolve().parents[1] / "clusters" / "installer"
+
+
+# --- nodes --------------------------------------------------------------------------------
+
+
+def debian_codename(os_image: str) -> str | None:
+    """'Debian GNU/Linux 12 (bookworm)' (a node's status.nodeInfo.osImage) -> 'bookworm'."""
+    m = re.match(r"Debian GNU/Linux .*\(([a-z]+)\)\s*$", os_image or "")
+    return m.group(1) if m else None
+
+
+def host_codename() -> str:
+    return debian.os_release_codename(Path("/etc/os-release").read_text())
+
+
+# --- the image ----------------------------------------------------------------------------
+
+
+def fetch_debs(packages: list[str], codename: str, say: Progress) -> list[Path]:
+    """`packages` and their whole dependency closure for Debian `codename` (cached).
+
+    Resolved against an empty dpkg status: the result must work in a scratch image and on
+    any node of that release; apt on the node installs only what it lacks.
+    """
+    key = hashlib.sha256(f"{codename} {' '.join(sorted(packages))}".encode()).hexdigest()
+    dest = cache_dir() / "installer" / f"debs-{codename}-{key[:12]}"
+    if not (dest / ".done").exists():
+        say(f"downloading {', '.join(packages)} with dependencies for Debian {codename}")
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        (dest / "status").write_text("")
+        debian.download(packages, codename=codename, dpkg_status=dest / "status", dest=dest)
+        (dest / ".done").touch()
+    return sorted((dest / "debs").glob("*.deb"))
+
+
+def packages_index(debs: list[Path]) -> str:
+    """A flat apt repository's Packages file for debs lying beside it."""
+    stanzas = []
+    for deb in debs:
+        control = run(["dpkg-deb", "-f", str(deb)]).rstrip("\n")
+        data = deb.read_bytes()
+        stanzas.append(
+            f"{control}\nFilename: ./{deb.name}\nSize: {len(data)}\n"
+            f"SHA256: {hashlib.sha256(data).hexdigest()}\n"
+        )
+    return "\n".join(stanzas)
+
+
+def release_file(packages: str) -> str:
+    """An (unsigned) Release for the flat repository; the node trusts it as a local file."""
+    data = packages.encode()
+    return (
+        "Origin: floxk\nLabel: floxk-installer\nSuite: floxk\nCodename: floxk\n"
+        "Date: Thu, 01 Jan 1970 00:00:00 UTC\n"  # fixed: the image stays reproducible
+        "Architectures: amd64 arm64 all\nComponents:\n"
+        "Description: python3 and nix-bin for floxk nodes\n"
+        f"SHA256:\n {hashlib.sha256(data).hexdigest()} {len(data)} Packages\n"
+    )
+
+
+@dataclass(frozen=True)
+class InstallerImage:
+    tag: str
+    inputs: str
+    codenames: list[str]
+    built: bool  # False: an image with these inputs existed already
+
+
+def _inputs(
+    zipapps: dict[str, bytes], node_debs: dict[str, list[Path]], agent_debs: list[Path]
+) -> str:
+    h = hashlib.sha256()
+    for name in ("Dockerfile", "agent.py", "node.sh"):
+        h.update(name.encode() + b"\0" + (recipe_dir() / name).read_bytes())
+    h.update(b"nix.conf\0" + _nix_conf().encode())
+    h.update(b"deploy\0" + Path(__file__).read_bytes())  # Packages/Release rendering
+    for name, data in sorted(zipapps.items()):
+        h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    for codename, files in sorted(node_debs.items()):
+        h.update(f"repo {codename} {' '.join(p.name for p in files)}\n".encode())
+    h.update(f"rootfs {' '.join(p.name for p in agent_debs)}\n".encode())
+    return h.hexdigest()
+
+
+def _nix_conf() -> str:
+    from floxk._cluster.nodeimage import assets_dir
+
+    return (assets_dir() / "nix.conf").read_text()
+
+
+def write_context(
+    dest: Path, *, zipapps: dict[str, bytes], node_debs: dict[str, list[Path]],
+    agent_debs: list[Path], inputs: str,
+) -> None:  # fmt: skip
+    """Lay the installer image's build context out in dest (see clusters/installer/Dockerfile)."""
+    rootfs = dest / "rootfs"
+    rootfs.mkdir(parents=True)
+    for deb in agent_debs:  # unpacked, no maintainer scripts: python3 and nsenter need none
+        run(["dpkg-deb", "-x", str(deb), str(rootfs)])
+    payload = dest / "payload"
+    host = payload / "host"
+    (host / "bin").mkdir(parents=True)
+    shutil.copyfile(recipe_dir() / "agent.py", payload / "agent.py")
+    shutil.copyfile(recipe_dir() / "node.sh", host / "node.sh")
+    (host / "nix.conf").write_text(_nix_conf())
+    for name, data in zipapps.items():
+        (host / "bin" / name).write_bytes(data)
+        (host / "bin" / name).chmod(0o755)
+    for codename, files in node_debs.items():
+        repo = host / "repo" / codename
+        repo.mkdir(parents=True)
+        for deb in files:
+            shutil.copyfile(deb, repo / deb.name)
+        index = packages_index(sorted(repo.glob("*.deb")))
+        (repo / "Packages").write_text(index)
+        (repo / "Release").write_text(release_file(index))
+    dockerfile = (recipe_dir() / "Dockerfile").read_text()
+    (dest / "Dockerfile").write_text(
+        f'{dockerfile}LABEL dev.floxk.installer="true" {INPUTS_LABEL}="{inputs}"\n'
+    )
+
+
+def build_installer_image(
+    codenames: list[str], *, tag: str | None = None, client=None, progress: Progress | None = None
+) -> InstallerImage:
+    """Build (or find) the installer image for nodes of these Debian releases."""
+    from floxk._cluster import nodeimage
+    from floxk._shimbuild import build_zipapps
+
+    say = progress or (lambda _m: None)
+    client = client or nodeimage.docker_client()
+    with tempfile.TemporaryDirectory(prefix="floxk-installer-") as tmp:
+        built = build_zipapps(Path(tmp) / "bin")
+        zipapps = {a.name: a.path.read_bytes() for a in built.artifacts}
+        codenames = sorted(set(codenames))
+        node_debs = {c: fetch_debs(NODE_PACKAGES, c, say) for c in codenames}
+        agent_debs = fetch_debs(AGENT_PACKAGES, codenames[0] if codenames else host_codename(), say)
+        inputs = _inputs(zipapps, node_debs, agent_debs)
+        tag = tag or f"{IMAGE_REPO}:{built.version}-{inputs[:12]}"
+        if _image_inputs(client, tag) == inputs:
+            say(f"installer image {tag} is up to date")
+            return InstallerImage(tag, inputs, codenames, built=False)
+        ctx = Path(tmp) / "context"
+        write_context(
+            ctx, zipapps=zipapps, node_debs=node_debs, agent_debs=agent_debs, inputs=inputs
+        )
+        say(f"building installer image {tag}")
+        nodeimage._docker_build(client, ctx, tag, say)
+    return InstallerImage(tag, inputs, codenames, built=True)
+
+
+def _image_inputs(client, tag: str) -> str | None:
+    import docker.errors
+
+    try:
+        return (client.images.get(tag).labels or {}).get(INPUTS_LABEL)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+# --- manifests (pure) ---------------------------------------------------------------------
+
+
+def namespace() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": NAMESPACE,
+            # The installer is privileged by design: Pod Security must admit it here.
+            "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
+        },
+    }
+
+
+def rbac() -> list[dict[str, Any]]:
+    """The agent may read and label nodes, nothing else."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": INSTALLER, "namespace": NAMESPACE},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": INSTALLER},
+            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": INSTALLER},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": INSTALLER,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": INSTALLER, "namespace": NAMESPACE}],
+        },
+    ]
+
+
+def node_config_map(node_toml: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": NODE_CONFIGMAP, "namespace": NAMESPACE},
+        "data": {"node.toml": node_toml},
+    }
+
+
+def daemonset(
+    image: str, *, action: str, node_selector: dict[str, str] | None, run_id: str
+) -> dict[str, Any]:
+    """The installer (action install) or uninstaller DaemonSet.
+
+    node_selector None: every node. Tolerates every taint: control-plane nodes run pods too.
+    run_id changes the pod template, so each deploy runs the agent again on every node.
+    """
+    name = INSTALLER if action == "install" else UNINSTALLER
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "floxk"}
+    pod: dict[str, Any] = {
+        "serviceAccountName": INSTALLER,
+        "hostPID": True,  # nsenter --target 1: the node's own namespaces
+        "tolerations": [{"operator": "Exists"}],
+        "terminationGracePeriodSeconds": 5,
+        "containers": [
+            {
+                "name": "agent",
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "args": [action],
+                "env": [
+                    {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+                ],
+                "securityContext": {"privileged": True},
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+                "volumeMounts": [
+                    {"name": "node-config", "mountPath": "/etc/floxk-deploy", "readOnly": True}
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "node-config", "configMap": {"name": NODE_CONFIGMAP, "optional": True}}
+        ],
+    }
+    if node_selector is not None:
+        pod["nodeSelector"] = node_selector
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {RUN_ANNOTATION: run_id}},
+                "spec": pod,
+            },
+        },
+    }
+
+
+def deploy_objects(
+    image: str, *, all_nodes: bool, node_toml: str | None, run_id: str
+) -> list[dict[str, Any]]:
+    """Everything deploy applies, in order."""
+    objects = [namespace(), *rbac()]
+    if node_toml is not None:
+        objects.append(node_config_map(node_toml))
+    selector = None if all_nodes else {INSTALL_LABEL: "true"}
+    objects.append(daemonset(image, action="install", node_selector=selector, run_id=run_id))
+    objects.append(kube.runtime_class())
+    return objects
+
+
+# --- the cluster --------------------------------------------------------------------------
+
+
+def api_client(kubeconfig: Path | None, context: str | None):
+    from kubernetes import config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        return config.new_client_from_config(
+            config_file=str(kubeconfig) if kubeconfig else None, context=context
+        )
+    except (ConfigException, FileNotFoundError) as e:
+        raise NotFoundError(
+            f"no usable kubeconfig{f' context {context!r}' if context else ''}: {e}",
+            hint="pass --kubeconfig and/or --context of the cluster to deploy to",
+        ) from e
+
+
+@dataclass
+class NodeState:
+    name: str
+    state: str | None  # pending | provisioned | failed | removing | None (no label)
+    message: str | None = None
+    os_image: str = ""
+
+
+@dataclass
+class DeployResult:
+    action: str  # deploy | undeploy
+    image: str
+    image_built: bool
+    nodes: list[NodeState] = field(default_factory=list)
+    runtime_class: bool = False
+
+    @property
+    def ok(self) -> bool:
+        good = "provisioned" if self.action == "deploy" else None
+        return all(n.state == good for n in self.nodes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "image": self.image,
+            "image_built": self.image_built,
+            "ok": self.ok,
+            "runtime_class": self.runtime_class,
+            "nodes": [vars(n) for n in self.nodes],
+        }
+
+
+def node_states(api) -> dict[str, NodeState]:
+    from kubernetes import client
+
+    out = {}
+    for n in client.CoreV1Api(api).list_node().items:
+        labels = n.metadata.labels or {}
+        out[n.metadata.name] = NodeState(
+            name=n.metadata.name,
+            state=labels.get(STATE_LABEL),
+            message=(n.metadata.annotations or {}).get(MESSAGE_ANNOTATION),
+            os_image=n.status.node_info.os_image if n.status.node_info else "",
+        )
+    return out
+
+
+def _label(api, name: str, labels: dict[str, str | None]) -> None:
+    from kubernetes import client
+
+    client.CoreV1Api(api).patch_node(
+        name, {"metadata": {"labels": labels, "annotations": {MESSAGE_ANNOTATION: None}}}
+    )
+
+
+def _wait(
+    api, names: list[str], done: Callable[[NodeState], bool], *, timeout: float, say: Progress
+) -> list[NodeState]:
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        states = node_states(api)
+        current = [states.get(n, NodeState(n, None)) for n in names]
+        summary = ", ".join(f"{s.name}={s.state or '-'}" for s in current)
+        if summary != last:
+            say(f"nodes: {summary}")
+            last = summary
+        if all(done(s) for s in current):
+            return current
+        if time.monotonic() > deadline:
+            raise kube.WaitTimeout(
+                f"nodes not done after {timeout:.0f} s: {summary}",
+                hint=f"kubectl -n {NAMESPACE} logs -l app.kubernetes.io/part-of=floxk shows the agent",
+            )
+        time.sleep(2)
+
+
+def _load_into_kind(cluster: str, tag: str, say: Progress) -> None:
+    from floxk._cluster import kind
+
+    say(f"loading {tag} into kind cluster {cluster}")
+    kind.load_image(cluster, tag)
+
+
+def deploy(
+    api, *, image_tag: str | None = None, load_into_kind: str | None = None,
+    all_nodes: bool = False, node_toml: str | None = None, wait: bool = True,
+    timeout: float = 600, progress: Progress | None = None,
+) -> DeployResult:  # fmt: skip
+    """Build the installer image, run it on the target nodes, add RuntimeClass flox."""
+    say = progress or (lambda _m: None)
+    from kubernetes import client
+
+    nodes = client.CoreV1Api(api).list_node().items
+    targets = [
+        n for n in nodes if all_nodes or (n.metadata.labels or {}).get(INSTALL_LABEL) == "true"
+    ]
+    if not targets:
+        raise ConfigError(
+            f"no node is labelled {INSTALL_LABEL}=true",
+            hint=f"kubectl label node NODE {INSTALL_LABEL}=true, or pass --all-nodes",
+        )
+    codenames = [c for n in targets if (c := debian_codename(n.status.node_info.os_image))]
+    image = build_installer_image(codenames, tag=image_tag, progress=say)
+    if load_into_kind:
+        _load_into_kind(load_into_kind, image.tag, say)
+    names = sorted(n.metadata.name for n in targets)
+    for name in names:  # the agent moves each on; a stale "provisioned" must not count
+        _label(api, name, {STATE_LABEL: "pending"})
+    run_id = uuid.uuid4().hex[:12]
+    for body in deploy_objects(image.tag, all_nodes=all_nodes, node_toml=node_toml, run_id=run_id):
+        say(f"applying {body['kind']} {body['metadata']['name']}")
+        kube.apply(api, body)
+    result = DeployResult("deploy", image.tag, image.built, runtime_class=True)
+    if wait:
+        result.nodes = _wait(api, names, lambda s: s.state in ("provisioned", "failed"),
+                             timeout=timeout, say=say)  # fmt: skip
+    else:
+        result.nodes = [node_states(api)[n] for n in names]
+    return result
+
+
+def undeploy(
+    api, *, image_tag: str | None = None, load_into_kind: str | None = None,
+    timeout: float = 600, progress: Progress | None = None,
+) -> DeployResult:  # fmt: skip
+    """Uninstall on every node deploy touched, then delete what deploy created."""
+    say = progress or (lambda _m: None)
+    states = node_states(api)
+    names = sorted(n for n, s in states.items() if s.state is not None)
+    codenames = [c for n in names if (c := debian_codename(states[n].os_image))]
+    image = build_installer_image(codenames, tag=image_tag, progress=say)
+    result = DeployResult("undeploy", image.tag, image.built)
+    _delete(api, "apps/v1", "DaemonSet", INSTALLER, NAMESPACE, say)
+    if names:
+        if load_into_kind:
+            _load_into_kind(load_into_kind, image.tag, say)
+        for name in names:
+            _label(api, name, {STATE_LABEL: "removing", ENABLED_LABEL: None})
+        for body in [namespace(), *rbac()]:
+            kube.apply(api, body)
+        body = daemonset(image.tag, action="uninstall", node_selector={STATE_LABEL: "removing"},
+                         run_id=uuid.uuid4().hex[:12])  # fmt: skip
+        say(f"applying DaemonSet {UNINSTALLER}")
+        kube.apply(api, body)
+        result.nodes = _wait(api, names, lambda s: s.state in (None, "failed"),
+                             timeout=timeout, say=say)  # fmt: skip
+        if not result.ok:  # keep the namespace: the agent's logs say what went wrong
+            return result
+    _delete(api, "apps/v1", "DaemonSet", UNINSTALLER, NAMESPACE, say)
+    _delete(api, "node.k8s.io/v1", "RuntimeClass", kube.RUNTIME_CLASS, None, say)
+    _delete(api, "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", INSTALLER, None, say)
+    _delete(api, "rbac.authorization.k8s.io/v1", "ClusterRole", INSTALLER, None, say)
+    _delete(api, "v1", "Namespace", NAMESPACE, None, say)
+    return result
+
+
+def _delete(api, api_version: str, kind: str, name: str, ns: str | None, say: Progress) -> bool:
+    """Delete one object; False when it was not there."""
+    from kubernetes.dynamic import DynamicClient
+    from kubernetes.dynamic.exceptions import NotFoundError as Missing
+
+    resource = DynamicClient(api).resources.get(api_version=api_version, kind=kind)
+    try:
+        resource.delete(
+            name=name,
+            namespace=ns,
+            body={"propagationPolicy": "Foreground"} if kind == "DaemonSet" else None,
+        )
+    except Missing:
+        return False
+    say(f"deleted {kind} {name}")
+    return True
+
+
+def check_node_toml(text: str) -> str:
+    """The operator's node.toml, refused early when it does not parse."""
+    import tomllib
+
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--node-config is not valid TOML: {e}") from e
+    return text
