@@ -455,7 +455,11 @@ def deploy(
     codenames = [c for n in targets if (c := debian_codename(n.status.node_info.os_image))]
     image = build_installer_image(codenames, tag=image_tag, progress=say)
     if load_into_kind:
+        from floxk._cluster import nodeimage, up
+
         _load_into_kind(load_into_kind, image.tag, say)
+        # Flox pods name the stub image; an offline kind node cannot pull it.
+        _load_into_kind(load_into_kind, up.ensure_stub_image(nodeimage.docker_client()), say)
     names = sorted(n.metadata.name for n in targets)
     for name in names:  # the agent moves each on; a stale "provisioned" must not count
         _label(api, name, {STATE_LABEL: "pending"})

@@ -73,8 +73,11 @@ def payload_tar() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(PAYLOAD, arcname=".")
-        if NODE_CONFIG.is_file():
-            tar.add(NODE_CONFIG, arcname="./node.toml")
+        if NODE_CONFIG.is_file():  # a ConfigMap file is a symlink: add its content
+            data = NODE_CONFIG.read_bytes()
+            info = tarfile.TarInfo("./node.toml")
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 

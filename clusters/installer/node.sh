@@ -8,6 +8,9 @@
 #   node.sh uninstall  `floxk-node uninstall --restart`, then every file install created
 #                      (recorded in STATE/created); python3 and nix stay installed.
 set -eu
+# nsenter keeps the container's environment: give the node's usual PATH (containerd often
+# lives in /usr/local/bin).
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 HERE=$(cd "$(dirname "$0")" && pwd)
 LIB=/usr/lib/floxk
 STATE=/var/lib/floxk/deploy          # survives the payload dir, which every run replaces

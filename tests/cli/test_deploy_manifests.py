@@ -111,12 +111,15 @@ def test_agent_payload_carries_the_operator_node_toml(tmp_path, monkeypatch):
     payload = tmp_path / "host"
     (payload / "bin").mkdir(parents=True)
     (payload / "node.sh").write_text("#!/bin/sh\n")
-    conf = tmp_path / "node.toml"
-    conf.write_text("hubs = []\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "node.toml").write_text("hubs = []\n")
+    conf = tmp_path / "node.toml"  # as a ConfigMap volume has it: a symlink
+    conf.symlink_to("data/node.toml")
     monkeypatch.setattr(agent, "PAYLOAD", payload)
     monkeypatch.setattr(agent, "NODE_CONFIG", conf)
     with tarfile.open(fileobj=io.BytesIO(agent.payload_tar())) as tar:
         names = set(tar.getnames())
+        assert tar.extractfile("./node.toml").read() == b"hubs = []\n"
     assert {"./node.sh", "./bin", "./node.toml"} <= names
     monkeypatch.setattr(agent, "NODE_CONFIG", tmp_path / "absent")
     with tarfile.open(fileobj=io.BytesIO(agent.payload_tar())) as tar:

@@ -91,7 +91,7 @@ def floxk(*args: str, env, timeout: float = 900):
 def test_deploy_run_undeploy(cluster, catalog_flake):
     env, hub, work = cluster["env"], cluster["hub"], cluster["work"]
     original = node_file("/etc/containerd/config.toml")
-    assert original and "flox" not in original
+    assert original and "runtimes.flox" not in original
     assert sh("docker", "exec", NODE, "sh", "-c", "command -v python3", check=False).returncode != 0
 
     (work / "node.toml").write_text(
@@ -106,7 +106,8 @@ def test_deploy_run_undeploy(cluster, catalog_flake):
         "metadata"
     ]["labels"]
     assert labels["flox.dev/shim"] == "provisioned" and labels["flox.dev/enabled"] == "true"
-    assert "floxk" in node_file("/etc/containerd/config.toml")
+    dump = sh("docker", "exec", NODE, "containerd", "config", "dump").stdout
+    assert "runtimes.flox]" in dump
     assert node_file("/etc/floxk/node.toml") == (work / "node.toml").read_text()
 
     # A second deploy re-runs the agent: nothing changes, the node stays provisioned.
