@@ -8,11 +8,13 @@ turned into plain data (an env reference, name sets, a mode, booleans). Other
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-
 from shim.errors import AnnotationError
+from shim.names import is_alnum, is_name, is_number
 from shim.records import factory, record
+
+TYPE_CHECKING = False  # typing costs milliseconds at every container create
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 PREFIX = "flox.dev/"
 ENVIRONMENT = "flox.dev/environment"
@@ -36,11 +38,11 @@ CRI_CONTAINER_NAME = "io.kubernetes.cri.container-name"
 
 MAX_VALUE = 1024
 # Owner and name: what a hub can hold without escaping a URL path segment. A leading
-# letter/digit and no ".." keep "." and ".." (and hidden names) out.
-_SEGMENT = r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*"
-_REF = re.compile(rf"(?P<owner>{_SEGMENT})/(?P<name>{_SEGMENT})(?::(?P<gen>[1-9][0-9]{{0,8}}))?")
+# letter/digit and no ".." keep "." and ".." (and hidden names) out: the regex
+#   (?P<owner>SEG)/(?P<name>SEG)(?::(?P<gen>[1-9][0-9]{0,8}))?  SEG = [A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*
+# fully matched, checked with str methods (no `re` on the create path: shim.names).
 MAX_OWNER, MAX_NAME = 100, 100  # as the hub accepts (shim.hub)
-_DNS1123_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+MAX_GEN_DIGITS = 9
 MODES = ("run", "dev")
 
 
@@ -68,21 +70,41 @@ class FloxAnnotations:
 
 def parse_env_ref(value: str, *, key: str = ENVIRONMENT) -> EnvRef:
     """OWNER/NAME[:GEN] with a safe charset and length limits."""
-    m = _REF.fullmatch(value) if len(value) <= MAX_OWNER + MAX_NAME + 11 else None
-    if m is None or len(m["owner"]) > MAX_OWNER or len(m["name"]) > MAX_NAME:
+    owner, slash, rest = value.partition("/")
+    name, colon, gen = rest.partition(":")  # SEG holds neither "/" nor ":"
+    if not (
+        slash
+        and _is_segment(owner, MAX_OWNER)
+        and _is_segment(name, MAX_NAME)
+        and (not colon or is_number(gen, MAX_GEN_DIGITS))
+    ):
         raise AnnotationError(
             f"annotation {key}={_show(value)} is not an environment reference",
             hint=f"use OWNER/NAME or OWNER/NAME:GENERATION: letters, digits, '.', '_', '-' "
             f"(owner <= {MAX_OWNER}, name <= {MAX_NAME} chars, generation a positive number)",
         )
-    gen = int(m["gen"]) if m["gen"] else None
-    return EnvRef(m["owner"], m["name"], gen)
+    return EnvRef(owner, name, int(gen) if colon else None)
+
+
+def _is_segment(s: str, max_len: int) -> bool:
+    return is_name(s, max_len) and ".." not in s
+
+
+def _is_dns1123_label(s: str) -> bool:
+    """[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"""
+    return (
+        0 < len(s) <= 63
+        and s[0] != "-"
+        and s[-1] != "-"
+        and is_alnum(s.replace("-", ""))
+        and s == s.lower()
+    )
 
 
 def parse_container_names(value: str, *, key: str) -> frozenset[str]:
     names = [n.strip() for n in value.split(",")] if value.strip() else []
     for n in names:
-        if not _DNS1123_LABEL.fullmatch(n):
+        if not _is_dns1123_label(n):
             raise AnnotationError(
                 f"annotation {key}={_show(value)}: {_show(n)} is not a container name",
                 hint="give a comma-separated list of container names "

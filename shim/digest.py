@@ -6,7 +6,7 @@ named by this digest) without importing the lock model. Standard library only.
 
 from __future__ import annotations
 
-import json
+from shim import fastjson  # not json: its import costs milliseconds per create
 
 try:  # CPython's built-in sha256: hashlib would load OpenSSL first, milliseconds per process
     from _sha256 import sha256  # Python 3.11
@@ -19,5 +19,5 @@ except ImportError:  # pragma: no cover - depends on the interpreter
 
 def lock_digest(raw: object) -> str:
     """sha256 hex of `raw` (a lock as JSON data) serialized canonically."""
-    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = fastjson.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return sha256(canonical.encode("utf-8")).hexdigest()

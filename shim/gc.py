@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
-import re
 from pathlib import Path
 
 from shim.atomic import write_atomic
 from shim.errors import NixError, RealizeError
+from shim.names import dollar_end, is_name
 from shim.realize import ACTIVATION, ROOTS_SUBDIR, env_path, file_lock, roots_dir
 
 # mark_in_use() runs on every container create: Nix, shutil and tempfile are imported by
@@ -33,16 +32,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
-_DELETED = re.compile(r"deleting '(/nix/store/[^']+)'")
-_FREED = re.compile(r"(\d+) store paths deleted, ([0-9.]+) MiB freed")
+# Checked with str methods (no `re` on the create path: shim.names), equivalent to
+#   container id  ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$      digest  ^[0-9a-f]{64}$
+_MAX_ID = 128
+_HEX = frozenset("0123456789abcdef")
 
 
 def mark_in_use(state_dir: Path, digest: str, container_id: str, bundle: Path) -> None:
     """Record that `container_id` (whose bundle is `bundle`) uses the tree of `digest`."""
-    _check(digest, _DIGEST, "digest")
-    _check(container_id, _NAME, "container id")
+    _check_digest(digest)
+    _check_id(container_id)
     directory = Path(state_dir) / "uses" / digest
     directory.mkdir(parents=True, exist_ok=True)
     write_atomic(directory / container_id, os.fsencode(bundle), 0o600)
@@ -50,7 +49,7 @@ def mark_in_use(state_dir: Path, digest: str, container_id: str, bundle: Path) -
 
 def release(state_dir: Path, container_id: str) -> None:
     """Forget every use by `container_id` (idempotent)."""
-    _check(container_id, _NAME, "container id")
+    _check_id(container_id)
     for use in (Path(state_dir) / "uses").glob(f"*/{container_id}"):
         use.unlink(missing_ok=True)
 
@@ -114,6 +113,8 @@ def collect(*, state_dir: Path, store_root: Path | None, dry_run: bool = False) 
 
 def _closure_of(env: Path) -> list[str]:
     try:
+        import json
+
         return list(json.loads((env / ACTIVATION).read_text()).get("closure", []))
     except (OSError, ValueError):
         return []
@@ -202,13 +203,22 @@ def _would_delete(store_root: Path | None, candidates: list[str], freed: list[st
 
 
 def _deleted(out: str, progress: str) -> tuple[list[str], float]:
-    m = _FREED.search(out + progress)
-    return sorted(_DELETED.findall(progress)), float(m.group(2)) if m else 0.0
+    import re  # only when the store is collected, never on a container create
+
+    m = re.search(r"(\d+) store paths deleted, ([0-9.]+) MiB freed", out + progress)
+    deleted = re.findall(r"deleting '(/nix/store/[^']+)'", progress)
+    return sorted(deleted), float(m.group(2)) if m else 0.0
 
 
-def _check(value: str, pattern: re.Pattern, what: str) -> None:
-    if not pattern.match(value or ""):
-        raise RealizeError(f"invalid {what}: {value!r}")
+def _check_id(value: str) -> None:
+    if not is_name(dollar_end(value or ""), _MAX_ID):
+        raise RealizeError(f"invalid container id: {value!r}")
+
+
+def _check_digest(value: str) -> None:
+    v = dollar_end(value or "")
+    if not (len(v) == 64 and _HEX.issuperset(v)):
+        raise RealizeError(f"invalid digest: {value!r}")
 
 
 @contextlib.contextmanager

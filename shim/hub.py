@@ -14,12 +14,10 @@ Standard library only (runs on nodes).
 
 from __future__ import annotations
 
-import json
-import re
-import urllib.parse
-
+from shim import fastjson
 from shim.digest import lock_digest
 from shim.errors import FloxkError, LockError, NotFoundError
+from shim.names import dollar_end, is_name, is_number
 from shim.records import record
 
 TYPE_CHECKING = False  # typing and the lock model cost milliseconds per container create
@@ -29,9 +27,10 @@ if TYPE_CHECKING:
 RECORD_FORMAT = 1
 HUB_DIR = "floxk/envs"
 
-# Owner and name become URL path segments and file names: no dots first, no slashes.
-_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
-_REF = re.compile(rf"^({_SEGMENT})/({_SEGMENT})(?::([1-9][0-9]{{0,8}}))?$")
+# Owner and name become URL path segments and file names: no dots first, no slashes. The
+# grammar, checked with str methods (no `re` on the create path: shim.names), is the regex
+#   ^(SEG)/(SEG)(?::([1-9][0-9]{0,8}))?$   SEG = [A-Za-z0-9][A-Za-z0-9._-]{0,99}
+_MAX_SEGMENT, _MAX_GEN_DIGITS = 100, 9
 _FETCH_TIMEOUT = 30
 
 
@@ -69,14 +68,19 @@ class RawRecord:
 
 def parse_ref(ref: str) -> tuple[str, str, int | None]:
     """Split `OWNER/NAME[:GEN]` into its parts; a malformed ref is a FloxkError."""
-    m = _REF.match(ref)
-    if not m:
+    owner, slash, rest = dollar_end(ref).partition("/")
+    name, colon, gen = rest.partition(":")  # SEG holds neither "/" nor ":"
+    if not (
+        slash
+        and is_name(owner, _MAX_SEGMENT)
+        and is_name(name, _MAX_SEGMENT)
+        and (not colon or is_number(gen, _MAX_GEN_DIGITS))
+    ):
         raise FloxkError(
             f"{ref!r} is not an environment reference",
             hint="use OWNER/NAME or OWNER/NAME:GENERATION (letters, digits, . _ -)",
         )
-    owner, name, gen = m.groups()
-    return owner, name, int(gen) if gen else None
+    return owner, name, int(gen) if colon else None
 
 
 def env_dir(owner: str, name: str) -> str:
@@ -155,9 +159,9 @@ def fetch(ref: str, hubs: list[str]) -> RawRecord:
 
 def _checked_record(text: str, url: str, owner: str, name: str, generation: int) -> RawRecord:
     try:
-        record = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise LockError(f"{url}: invalid JSON: {e.msg}") from None
+        record = fastjson.loads(text)
+    except ValueError as e:  # json.JSONDecodeError, or an int past Python's digit limit
+        raise LockError(f"{url}: invalid JSON: {getattr(e, 'msg', e)}") from None
     if not isinstance(record, dict) or record.get("floxk-hub-record") != RECORD_FORMAT:
         raise LockError(f"{url}: not a floxk hub record (format {RECORD_FORMAT})")
     if (record.get("owner"), record.get("name"), record.get("generation")) != (
@@ -181,9 +185,8 @@ def _join(hub: str, relative: str) -> str:
 
 def _fetch(url: str) -> str | None:
     """The document at url, or None when it does not exist. Other failures raise."""
-    scheme = urllib.parse.urlsplit(url).scheme
+    scheme, path = _scheme_and_path(url)
     if scheme == "file":
-        path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
         try:
             with open(path, encoding="utf-8") as f:
                 return f.read()
@@ -197,6 +200,25 @@ def _fetch(url: str) -> str | None:
             hint="hubs are URLs like file:///srv/cache or https://cache.example.org",
         )
     return _http_get(url)
+
+
+def _scheme_and_path(url: str) -> tuple[str, str]:
+    """urlsplit(url).scheme and unquote(urlsplit(url).path), with urllib.parse (and the
+    ipaddress module it imports) only for URLs where str methods could differ from it:
+    blanks or control characters (stripped or dropped by urlsplit), brackets (IPv6
+    netlocs), %-escapes, non-ASCII. A hub URL is a plain file:// on nearly every create."""
+    if not url.isascii() or not url.isprintable() or " " in url or any(c in url for c in "[]%"):
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(url)
+        return parts.scheme, urllib.parse.unquote(parts.path)
+    scheme, colon, rest = url.partition(":")
+    if not (colon and scheme[:1].isalpha() and scheme.lower() in ("file", "http", "https")):
+        return "", url  # urlsplit would find another scheme or none: neither is served
+    if rest.startswith("//"):  # a netloc runs to the first "/", "?" or "#"
+        rest = rest[2:]
+        rest = rest[min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest)) :]
+    return scheme.lower(), rest.split("#", 1)[0].split("?", 1)[0]
 
 
 def _http_get(url: str) -> str | None:

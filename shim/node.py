@@ -137,7 +137,7 @@ def _cache_file(stamp: dict) -> Path:
 
 
 def _cached(stamp: dict) -> dict | None:
-    import json
+    from shim import fastjson as json
 
     try:
         with open(_cache_file(stamp), "rb") as f:
@@ -156,8 +156,9 @@ def _cached(stamp: dict) -> dict | None:
 def _store(stamp: dict, data: dict) -> None:
     """Best effort: no cache when the file is too fresh, CACHE_DIR is not ours or not
     writable, or the TOML holds what JSON cannot (dates)."""
-    import json
     import time
+
+    from shim import fastjson as json
 
     if time.time_ns() - stamp["file"][4] < _FRESH_NS:
         return

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import time
 from pathlib import Path
 
+from shim import fastjson
 from shim.errors import NixError, RealizeError
 from shim.records import record
 
@@ -139,7 +139,7 @@ def ready(state_dir: Path, digest: str) -> RealizedEnv | None:
     """The warm path: a complete tree is one whose activation.json exists (written last)."""
     path = env_path(state_dir, digest)
     try:
-        activation = json.loads((path / ACTIVATION).read_bytes())
+        activation = fastjson.loads((path / ACTIVATION).read_bytes())
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -339,6 +339,8 @@ def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
 
 def _write_json(path: Path, data: dict) -> None:
     with open(path, "w", encoding="utf-8") as f:
+        import json  # indented: only when a tree is built
+
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
         f.flush()

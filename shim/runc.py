@@ -21,11 +21,11 @@ activation.json without importing the lock model, Nix or subprocess
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
+from shim import fastjson
 from shim.records import factory, record
 
 TYPE_CHECKING = False  # typing costs milliseconds at every start; only type checkers need it
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 def read_spec(call: RuncCall) -> dict | None:
     """B/config.json as a dict; None when missing or broken (runc reports that itself)."""
     try:
-        spec = json.loads((call.bundle / "config.json").read_bytes())
+        spec = fastjson.loads((call.bundle / "config.json").read_bytes())
     except (OSError, ValueError):
         return None
     return spec if isinstance(spec, dict) else None
@@ -242,7 +242,7 @@ def prepare_exec(call: RuncCall, node: NodeConfig) -> None:
     from shim import annotations as ann
 
     bundle = _container_bundle(call, node)
-    spec = json.loads((bundle / "config.json").read_bytes())
+    spec = fastjson.loads((bundle / "config.json").read_bytes())
     annotations = spec.get("annotations") or {}
     if not _is_flox_container(annotations):
         return
@@ -252,11 +252,11 @@ def prepare_exec(call: RuncCall, node: NodeConfig) -> None:
     tree = _mounted_env_tree(spec, node)
     if tree is None:
         return  # created without an environment (skip-containers)
-    activation = json.loads((tree / "activation.json").read_text())
+    activation = fastjson.loads((tree / "activation.json").read_text())
     from shim.spec import activation_env, activation_mode
 
     process_path = Path(call.process_file)
-    process = json.loads(process_path.read_bytes())
+    process = fastjson.loads(process_path.read_bytes())
     process["env"] = activation_env(
         list(process.get("env") or []),
         activation,
@@ -293,8 +293,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
         mode = os.stat(path).st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o644
-    # json.dumps: the C encoder in one go (json.dump streams through Python).
-    write_atomic(path, json.dumps(data).encode(), mode)
+    # One dumps: the C encoder in one go (json.dump streams through Python).
+    write_atomic(path, fastjson.dumps(data).encode(), mode)
 
 
 def _is_flox_container(annotations: dict) -> bool:
@@ -308,7 +308,7 @@ def _container_bundle(call: RuncCall, node: NodeConfig) -> Path:
     for flag in ("root", "rootless"):
         if isinstance(call.globals.get(flag), str):
             argv += [f"--{flag}", call.globals[flag]]
-    state = json.loads(run([*argv, "state", call.container_id]))
+    state = fastjson.loads(run([*argv, "state", call.container_id]))
     return Path(state["bundle"])
 
 
@@ -355,9 +355,9 @@ def _log_line(call: RuncCall, level: str, msg: str) -> None:
 
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if call.log_format == "json":
-        line = json.dumps({"level": level, "msg": msg, "time": now})
+        line = fastjson.dumps({"level": level, "msg": msg, "time": now})
     else:
-        line = f"time={json.dumps(now)} level={level} msg={json.dumps(msg)}"
+        line = f"time={fastjson.dumps(now)} level={level} msg={fastjson.dumps(msg)}"
     try:
         with open(call.log_path, "a") as f:
             f.write(line + "\n")

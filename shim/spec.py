@@ -15,10 +15,10 @@ returns a new dict. What it adds:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from shim import fastjson
 from shim.errors import RealizeError
 
 TYPE_CHECKING = False  # typing costs milliseconds on every container create
@@ -101,7 +101,7 @@ def rewrite_spec(
     """A new spec running the process inside `env` (a RealizedEnv: .path, .activation)."""
     # A deep copy: the spec is JSON data, and the C codec copies it faster than copy.deepcopy
     # (whose import alone costs more, on every container create).
-    new = json.loads(json.dumps(dict(spec)))
+    new = fastjson.loads(fastjson.dumps(dict(spec)))
     env_path = Path(env.path)
     activation = env.activation
     mounts = list(new.get("mounts") or [])
