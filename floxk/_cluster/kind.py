@@ -47,7 +47,11 @@ def config_yaml(spec: ClusterSpec) -> str:
 
 
 def clusters() -> list[str]:
-    out = run(["kind", "get", "clusters"], hint="install kind (task kind:image links one)")
+    # kind is on PATH here (callers check); it fails when it cannot reach Docker.
+    out = run(
+        ["kind", "get", "clusters"],
+        hint="kind lists clusters through Docker: check that the Docker Engine runs (`docker info`)",
+    )
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
