@@ -9,7 +9,7 @@ turned into plain data (an env reference, name sets, a mode, booleans). Other
 from __future__ import annotations
 
 from shim.errors import AnnotationError
-from shim.names import is_alnum, is_name, is_number
+from shim.names import MAX_NAME, MAX_OWNER, is_alnum, split_env_ref
 from shim.records import factory, record
 
 TYPE_CHECKING = False  # typing costs milliseconds at every container create
@@ -37,12 +37,9 @@ CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 CRI_CONTAINER_NAME = "io.kubernetes.cri.container-name"
 
 MAX_VALUE = 1024
-# Owner and name: what a hub can hold without escaping a URL path segment. A leading
-# letter/digit and no ".." keep "." and ".." (and hidden names) out: the regex
-#   (?P<owner>SEG)/(?P<name>SEG)(?::(?P<gen>[1-9][0-9]{0,8}))?  SEG = [A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*
-# fully matched, checked with str methods (no `re` on the create path: shim.names).
-MAX_OWNER, MAX_NAME = 100, 100  # as the hub accepts (shim.hub)
-MAX_GEN_DIGITS = 9
+# Environment refs: one grammar with the hub's (shim.names.split_env_ref). Owner and name
+# are what a hub can hold without escaping a URL path segment; a leading letter/digit and
+# no ".." keep "." and ".." (and hidden names) out.
 MODES = ("run", "dev")
 
 
@@ -70,24 +67,14 @@ class FloxAnnotations:
 
 def parse_env_ref(value: str, *, key: str = ENVIRONMENT) -> EnvRef:
     """OWNER/NAME[:GEN] with a safe charset and length limits."""
-    owner, slash, rest = value.partition("/")
-    name, colon, gen = rest.partition(":")  # SEG holds neither "/" nor ":"
-    if not (
-        slash
-        and _is_segment(owner, MAX_OWNER)
-        and _is_segment(name, MAX_NAME)
-        and (not colon or is_number(gen, MAX_GEN_DIGITS))
-    ):
+    parts = split_env_ref(value)
+    if parts is None:
         raise AnnotationError(
             f"annotation {key}={_show(value)} is not an environment reference",
             hint=f"use OWNER/NAME or OWNER/NAME:GENERATION: letters, digits, '.', '_', '-' "
             f"(owner <= {MAX_OWNER}, name <= {MAX_NAME} chars, generation a positive number)",
         )
-    return EnvRef(owner, name, int(gen) if colon else None)
-
-
-def _is_segment(s: str, max_len: int) -> bool:
-    return is_name(s, max_len) and ".." not in s
+    return EnvRef(*parts)
 
 
 def _is_dns1123_label(s: str) -> bool:

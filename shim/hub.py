@@ -17,7 +17,7 @@ from __future__ import annotations
 from shim import fastjson
 from shim.digest import lock_digest
 from shim.errors import FloxkError, LockError, NotFoundError
-from shim.names import dollar_end, is_name, is_number
+from shim.names import split_env_ref
 from shim.records import record
 
 TYPE_CHECKING = False  # typing and the lock model cost milliseconds per container create
@@ -30,7 +30,6 @@ HUB_DIR = "floxk/envs"
 # Owner and name become URL path segments and file names: no dots first, no slashes. The
 # grammar, checked with str methods (no `re` on the create path: shim.names), is the regex
 #   ^(SEG)/(SEG)(?::([1-9][0-9]{0,8}))?$   SEG = [A-Za-z0-9][A-Za-z0-9._-]{0,99}
-_MAX_SEGMENT, _MAX_GEN_DIGITS = 100, 9
 _FETCH_TIMEOUT = 30
 
 
@@ -68,19 +67,13 @@ class RawRecord:
 
 def parse_ref(ref: str) -> tuple[str, str, int | None]:
     """Split `OWNER/NAME[:GEN]` into its parts; a malformed ref is a FloxkError."""
-    owner, slash, rest = dollar_end(ref).partition("/")
-    name, colon, gen = rest.partition(":")  # SEG holds neither "/" nor ":"
-    if not (
-        slash
-        and is_name(owner, _MAX_SEGMENT)
-        and is_name(name, _MAX_SEGMENT)
-        and (not colon or is_number(gen, _MAX_GEN_DIGITS))
-    ):
+    parts = split_env_ref(ref)
+    if parts is None:
         raise FloxkError(
             f"{ref!r} is not an environment reference",
             hint="use OWNER/NAME or OWNER/NAME:GENERATION (letters, digits, . _ -)",
         )
-    return owner, name, int(gen) if colon else None
+    return parts
 
 
 def env_dir(owner: str, name: str) -> str:

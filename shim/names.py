@@ -30,6 +30,28 @@ def is_number(s: str, max_digits: int) -> bool:
     return 0 < len(s) <= max_digits and s.isascii() and s.isdigit() and s[0] != "0"
 
 
+MAX_OWNER = MAX_NAME = 100
+MAX_GEN_DIGITS = 9
+
+
+def split_env_ref(value: str) -> tuple[str, str, int | None] | None:
+    """OWNER/NAME[:GEN] -> its parts, None when `value` is not one. The one grammar for
+    environment refs, in pod annotations and on the hub alike: segments are names
+    (<= 100 chars) without "..", GEN a positive number of at most 9 digits."""
+    owner, slash, rest = value.partition("/")
+    name, colon, gen = rest.partition(":")  # segments hold neither "/" nor ":"
+    if (
+        slash
+        and is_name(owner, MAX_OWNER)
+        and is_name(name, MAX_NAME)
+        and ".." not in owner
+        and ".." not in name
+        and (not colon or is_number(gen, MAX_GEN_DIGITS))
+    ):
+        return owner, name, int(gen) if colon else None
+    return None
+
+
 def dollar_end(s: str) -> str:
     """`s` as a regex anchored with `$` saw it: `$` also matches before one final newline,
     so "x\\n" passed where "x" did. Kept, so no accepted value changes."""

@@ -14,8 +14,6 @@ from shim.errors import AnnotationError, FloxkError, RealizeError
 _ANN_SEG = r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*"
 ANN_REF = re.compile(rf"(?P<owner>{_ANN_SEG})/(?P<name>{_ANN_SEG})(?::(?P<gen>[1-9][0-9]{{0,8}}))?")
 DNS1123 = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
-_HUB_SEG = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
-HUB_REF = re.compile(rf"^({_HUB_SEG})/({_HUB_SEG})(?::([1-9][0-9]{{0,8}}))?$")
 GC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 GC_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
@@ -104,14 +102,20 @@ def test_container_name_grammar_unchanged():
                 annotations.parse_container_names(value, key="k")
 
 
-def test_hub_ref_grammar_unchanged():
+def test_hub_ref_grammar_is_the_annotation_grammar():
+    # The hub once had a looser regex of its own (".." and a trailing newline
+    # passed); refs now have one grammar, the annotations'.
     for value in SAMPLES:
-        m = HUB_REF.match(value)
+        m = ANN_REF.fullmatch(value)
         if m is None:
             with pytest.raises(FloxkError, match="is not an environment reference"):
                 hub.parse_ref(value)
         else:
-            owner, name, gen = m.groups()
+            owner, name, gen = m.group("owner", "name", "gen")
+            if len(owner) > 100 or len(name) > 100:
+                with pytest.raises(FloxkError):
+                    hub.parse_ref(value)
+                continue
             assert hub.parse_ref(value) == (owner, name, int(gen) if gen else None), value
 
 
