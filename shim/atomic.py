@@ -8,17 +8,21 @@ a dead process with the same id is simply overwritten.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_atomic(path: str | Path, data: bytes, mode: int = 0o644) -> None:
     """Write `data` next to `path` and rename it over `path`, with permissions `mode`.
 
     No fsync: callers write files that do not outlive a crash of the node (a container's
     spec, a use record), and the rename alone makes the swap atomic.
     """
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    # os.path, not pathlib: this runs on every container create (see shim.node).
+    head, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         try:

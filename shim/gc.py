@@ -16,10 +16,8 @@ Standard library only (runs on nodes).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-from pathlib import Path
 
 from shim.atomic import write_atomic
 from shim.errors import NixError, RealizeError
@@ -30,7 +28,7 @@ from shim.realize import ACTIVATION, ROOTS_SUBDIR, env_path, file_lock, roots_di
 # the collection functions that need them, not here.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from pathlib import Path
 
 # Checked with str methods (no `re` on the create path: shim.names), equivalent to
 #   container id  ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$      digest  ^[0-9a-f]{64}$
@@ -38,24 +36,36 @@ _MAX_ID = 128
 _HEX = frozenset("0123456789abcdef")
 
 
-def mark_in_use(state_dir: Path, digest: str, container_id: str, bundle: Path) -> None:
+# mark_in_use() and release() run on every create and delete: os.path, not pathlib (whose
+# import pulls in re, fnmatch and urllib).
+def mark_in_use(state_dir: str | Path, digest: str, container_id: str, bundle: str | Path) -> None:
     """Record that `container_id` (whose bundle is `bundle`) uses the tree of `digest`."""
     _check_digest(digest)
     _check_id(container_id)
-    directory = Path(state_dir) / "uses" / digest
-    directory.mkdir(parents=True, exist_ok=True)
-    write_atomic(directory / container_id, os.fsencode(bundle), 0o600)
+    directory = os.path.join(state_dir, "uses", digest)
+    os.makedirs(directory, exist_ok=True)
+    write_atomic(os.path.join(directory, container_id), os.fsencode(bundle), 0o600)
 
 
-def release(state_dir: Path, container_id: str) -> None:
+def release(state_dir: str | Path, container_id: str) -> None:
     """Forget every use by `container_id` (idempotent)."""
     _check_id(container_id)
-    for use in (Path(state_dir) / "uses").glob(f"*/{container_id}"):
-        use.unlink(missing_ok=True)
+    uses = os.path.join(state_dir, "uses")
+    try:
+        digests = os.listdir(uses)
+    except FileNotFoundError:
+        return
+    for digest in digests:
+        try:
+            os.unlink(os.path.join(uses, digest, container_id))
+        except (FileNotFoundError, NotADirectoryError):
+            pass
 
 
 def live_users(state_dir: Path, digest: str, *, prune: bool = False) -> list[str]:
     """Container ids using `digest` whose bundle still exists; prune=True drops the others."""
+    from pathlib import Path
+
     users = []
     directory = Path(state_dir) / "uses" / digest
     for use in sorted(directory.glob("*")) if directory.is_dir() else []:
@@ -78,7 +88,10 @@ def collect(*, state_dir: Path, store_root: Path | None, dry_run: bool = False) 
     Returns {"freed_envs": [digest], "kept_envs": {digest: [container ids]},
     "store_paths_deleted": [path], "mib_freed": float, "dry_run": bool}.
     """
+    from pathlib import Path
+
     state_dir = Path(state_dir)
+    store_root = Path(store_root) if store_root is not None else None  # node.toml gives str
     freed, kept, candidates = [], {}, set()
     with file_lock(state_dir / "locks" / "gc.lock"):
         envs = state_dir / "envs"
@@ -124,6 +137,7 @@ def _remove_env(state_dir: Path, store_root: Path | None, digest: str) -> None:
     """Take the tree out of envs/ in one rename, then delete it, its roots and use records."""
     import shutil
     import tempfile
+    from pathlib import Path
 
     env = env_path(state_dir, digest)
     (state_dir / "tmp").mkdir(parents=True, exist_ok=True)
@@ -221,17 +235,25 @@ def _check_digest(value: str) -> None:
         raise RealizeError(f"invalid digest: {value!r}")
 
 
-@contextlib.contextmanager
-def _try_flock(path: Path) -> Iterator[bool]:
-    """Yields True holding the lock, False if someone else holds it (never waits)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
+class _try_flock:  # noqa: N801 -- used like a function: `with _try_flock(path) as free:`
+    """Gives True holding the lock, False if someone else holds it (never waits).
+
+    A class, not @contextlib.contextmanager: contextlib's import costs time on every create."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path, self.fd = path, -1
+
+    def __enter__(self) -> bool:
+        os.makedirs(os.path.dirname(os.fspath(self.path)), exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            yield False
-        else:
-            yield True
-    finally:
-        os.close(fd)
+            return False
+        except BaseException:
+            os.close(self.fd)
+            raise
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from shim.errors import ConfigError
 from shim.records import factory, record
@@ -35,22 +34,23 @@ class NodeConfig:
     hubs: list[str] = factory(list)
     substituters: list[str] = factory(list)
     trusted_public_keys: list[str] = factory(list)
-    state_dir: Path = Path(DEFAULT_STATE_DIR)
-    store_root: Path | None = None  # None: the host's own /nix/store
+    # Paths are str, not pathlib.Path: importing pathlib (re, fnmatch, urllib) costs ms per create.
+    state_dir: str = DEFAULT_STATE_DIR
+    store_root: str | None = None  # None: the host's own /nix/store
     runc: str | None = None  # None: found on PATH when needed (find_runc)
     runc_v2_shim: str | None = None  # None: containerd-shim-runc-v2 on PATH
-    log_file: Path | None = None  # None: state_dir/floxk.log
+    log_file: str | None = None  # None: state_dir/floxk.log
     policy: Policy = factory(Policy)
     source: str = "<defaults>"
 
     @property
-    def store_dir(self) -> Path:
+    def store_dir(self) -> str:
         """The directory mounted at /nix/store inside containers."""
-        return (self.store_root or Path("/")) / "nix" / "store"
+        return os.path.join(self.store_root or "/", "nix", "store")
 
     @property
-    def log_path(self) -> Path:
-        return self.log_file or self.state_dir / "floxk.log"
+    def log_path(self) -> str:
+        return self.log_file or os.path.join(self.state_dir, "floxk.log")
 
     def find_runc(self) -> str:
         """The real runc: node.toml's `runc`, else the first `runc` on PATH that is not floxk's."""
@@ -76,13 +76,13 @@ class NodeConfig:
         return found
 
 
-def config_path() -> Path:
-    return Path(os.environ.get(ENV_VAR) or DEFAULT_PATH)
+def config_path() -> str:
+    return os.environ.get(ENV_VAR) or DEFAULT_PATH
 
 
 def load_node_config(path: str | os.PathLike[str] | None = None) -> NodeConfig:
     """Read node.toml (default: $FLOXK_NODE_CONFIG or /etc/floxk/node.toml)."""
-    p = Path(path) if path is not None else config_path()
+    p = os.fspath(path) if path is not None else config_path()
     try:
         with open(p, "rb") as f:
             stamp = _stamp(p, os.fstat(f.fileno()))
@@ -119,21 +119,21 @@ def _toml(text: str, source: str) -> dict:
 # seconds is not cached at all (its timestamps could repeat within the clock's granularity),
 # and a cache file not owned by us alone is ignored.
 
-CACHE_DIR = Path("/run/floxk/node-config")
+CACHE_DIR = "/run/floxk/node-config"
 _FRESH_NS = 2_000_000_000
 
 
-def _stamp(path: Path, st: os.stat_result) -> dict:
+def _stamp(path: str, st: os.stat_result) -> dict:
     return {
         "path": os.path.abspath(path),
         "file": [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns],
     }
 
 
-def _cache_file(stamp: dict) -> Path:
+def _cache_file(stamp: dict) -> str:
     from shim.digest import sha256
 
-    return CACHE_DIR / (sha256(stamp["path"].encode()).hexdigest()[:32] + ".json")
+    return os.path.join(CACHE_DIR, sha256(stamp["path"].encode()).hexdigest()[:32] + ".json")
 
 
 def _cached(stamp: dict) -> dict | None:
@@ -164,7 +164,7 @@ def _store(stamp: dict, data: dict) -> None:
         return
     try:
         text = json.dumps({"stamp": stamp, "data": data})
-        CACHE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(CACHE_DIR, mode=0o700, exist_ok=True)
         st = os.stat(CACHE_DIR)
         if st.st_uid != os.geteuid() or st.st_mode & 0o022:
             return
@@ -190,10 +190,10 @@ def node_config_from_data(data: dict, *, source: str = "node.toml") -> NodeConfi
         hubs=hubs,
         substituters=r.url_list("substituters") if "substituters" in data else list(hubs),
         trusted_public_keys=r.str_list("trusted_public_keys"),
-        state_dir=r.abs_path("state_dir") or Path(DEFAULT_STATE_DIR),
+        state_dir=r.abs_path("state_dir") or DEFAULT_STATE_DIR,
         store_root=r.abs_path("store_root"),
-        runc=_str_or_none(r.abs_path("runc")),
-        runc_v2_shim=_str_or_none(r.abs_path("runc_v2_shim")),
+        runc=r.abs_path("runc"),
+        runc_v2_shim=r.abs_path("runc_v2_shim"),
         log_file=r.abs_path("log_file"),
         policy=policy,
         source=source,
@@ -227,10 +227,6 @@ def _is_front(path: str) -> bool:
     return head.startswith(b"#!") and any(
         marker.encode() in head for marker in (FRONT_MARKER, SHIM_FRONT_MARKER)
     )
-
-
-def _str_or_none(p: Path | None) -> str | None:
-    return str(p) if p is not None else None
 
 
 class _Reader:
@@ -272,13 +268,13 @@ class _Reader:
             raise self._bad(key, "true or false")
         return v
 
-    def abs_path(self, key: str) -> Path | None:
+    def abs_path(self, key: str) -> str | None:
         v = self._get(key)
         if v is None:
             return None
         if not isinstance(v, str) or not v.startswith("/"):
             raise self._bad(key, "an absolute path")
-        return Path(v)
+        return v
 
     def table(self, key: str) -> dict:
         v = self._get(key)

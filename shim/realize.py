@@ -18,11 +18,9 @@ Standard library only (runs on nodes).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import time
-from pathlib import Path
 
 from shim import fastjson
 from shim.errors import NixError, RealizeError
@@ -33,7 +31,7 @@ from shim.records import record
 # in the functions that build one.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from pathlib import Path
 
     from shim.model import Lock
 
@@ -45,11 +43,13 @@ _MAX_SYMLINK_HOPS = 40
 @record(frozen=True)
 class RealizedEnv:
     digest: str
-    path: Path  # state_dir/envs/<digest>
+    path: Path  # state_dir/envs/<digest>; a str from find_ready()
     activation: dict
 
 
-def env_path(state_dir: Path, digest: str) -> Path:
+def env_path(state_dir: str | Path, digest: str) -> Path:
+    from pathlib import Path  # not at the top: see find_ready()
+
     return Path(state_dir) / "envs" / digest
 
 
@@ -74,7 +74,10 @@ def realize(
     Signatures are always checked against `trusted_keys`. Unsigned paths are accepted only
     when the caller passes no keys at all AND insecure_accept_unsigned=True.
     """
+    from pathlib import Path
+
     state_dir = Path(state_dir)
+    store_root = Path(store_root) if store_root is not None else None  # node.toml gives str
     digest = lock.digest()
     found = ready(state_dir, digest)
     if found is not None:
@@ -135,11 +138,23 @@ def realize(
     return RealizedEnv(digest, target, activation)
 
 
-def ready(state_dir: Path, digest: str) -> RealizedEnv | None:
-    """The warm path: a complete tree is one whose activation.json exists (written last)."""
-    path = env_path(state_dir, digest)
+def ready(state_dir: str | Path, digest: str) -> RealizedEnv | None:
+    """find_ready() with the tree's path as a Path."""
+    found = find_ready(state_dir, digest)
+    if found is None:
+        return None
+    return RealizedEnv(found.digest, env_path(state_dir, digest), found.activation)
+
+
+def find_ready(state_dir: str | os.PathLike[str], digest: str) -> RealizedEnv | None:
+    """The warm path: a complete tree is one whose activation.json exists (written last).
+
+    The result's path is a str: floxk-runc calls this on every create, and importing
+    pathlib (re, fnmatch, urllib...) would cost milliseconds there."""
+    path = os.path.join(state_dir, "envs", digest)
     try:
-        activation = fastjson.loads((path / ACTIVATION).read_bytes())
+        with open(os.path.join(path, ACTIVATION), "rb") as f:
+            activation = fastjson.loads(f.read())
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -178,7 +193,7 @@ def _substitute(
     from shim import nix
 
     if store_root is not None:
-        Path(store_root).mkdir(parents=True, exist_ok=True)
+        os.makedirs(store_root, exist_ok=True)
     argv = [
         "nix-store",
         *nix.base_options(),
@@ -325,16 +340,25 @@ def _kind(logical: str, store_root: Path | None) -> str:
 # --- small helpers ------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
-    """Hold an fcntl lock on `path` (created if missing); released when the process dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+class file_lock:  # noqa: N801 -- used like a function: `with file_lock(path):`
+    """Hold an fcntl lock on `path` (created if missing); released when the process dies.
+
+    A class, not @contextlib.contextmanager: contextlib's import costs time on every create."""
+
+    def __init__(self, path: str | Path, *, shared: bool = False) -> None:
+        self.path, self.shared, self.fd = path, shared, -1
+
+    def __enter__(self) -> None:
+        os.makedirs(os.path.dirname(os.fspath(self.path)), exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
 
 
 def _write_json(path: Path, data: dict) -> None:

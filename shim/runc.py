@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from shim import fastjson
 from shim.records import factory, record
 
 TYPE_CHECKING = False  # typing costs milliseconds at every start; only type checkers need it
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, NoReturn
 
     from shim import annotations as ann
@@ -70,9 +70,10 @@ class RuncCall:
         return v if isinstance(v, str) else "text"
 
     @property
-    def bundle(self) -> Path:
+    def bundle(self) -> str:
+        # A str, not a Path: no pathlib import on the create path (it costs milliseconds).
         b = self.flags.get("bundle", self.flags.get("b"))
-        return Path(b) if isinstance(b, str) and b else Path.cwd()
+        return b if isinstance(b, str) and b else os.getcwd()
 
     @property
     def process_file(self) -> str | None:
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
 def read_spec(call: RuncCall) -> dict | None:
     """B/config.json as a dict; None when missing or broken (runc reports that itself)."""
     try:
-        spec = fastjson.loads((call.bundle / "config.json").read_bytes())
+        with open(os.path.join(call.bundle, "config.json"), "rb") as f:
+            spec = fastjson.loads(f.read())
     except (OSError, ValueError):
         return None
     return spec if isinstance(spec, dict) else None
@@ -152,7 +154,7 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
     `spec`: config.json as main() already read it (read here when None)."""
     from shim import annotations as ann
 
-    config = call.bundle / "config.json"
+    config = os.path.join(call.bundle, "config.json")
     if spec is None:
         spec = read_spec(call)
         if spec is None:
@@ -174,9 +176,9 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
     cid = call.container_id or ""
     gc.mark_in_use(node.state_dir, found.digest, cid, call.bundle)
     try:
-        from shim.realize import ready
+        from shim.realize import find_ready
 
-        env = ready(node.state_dir, found.digest) or realize_record(found.parsed(), node)
+        env = find_ready(node.state_dir, found.digest) or realize_record(found.parsed(), node)
         from shim.spec import rewrite_spec
 
         write_json_atomic(config, rewrite_spec(spec, env, node, parsed))
@@ -253,6 +255,8 @@ def prepare_exec(call: RuncCall, node: NodeConfig) -> None:
     if tree is None:
         return  # created without an environment (skip-containers)
     activation = fastjson.loads((tree / "activation.json").read_text())
+    from pathlib import Path
+
     from shim.spec import activation_env, activation_mode
 
     process_path = Path(call.process_file)
@@ -280,7 +284,7 @@ def release(call: RuncCall, node: NodeConfig) -> None:
         _log_line(call, "warning", f"floxk: could not release {call.container_id}: {e}")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: str | Path, data: Any) -> None:
     """Replace `path` with `data` as JSON, atomically, keeping its permissions.
 
     No fsync: the rename alone makes the swap atomic for runc and containerd, and a bundle
@@ -302,6 +306,8 @@ def _is_flox_container(annotations: dict) -> bool:
 
 
 def _container_bundle(call: RuncCall, node: NodeConfig) -> Path:
+    from pathlib import Path
+
     from shim.proc import run
 
     argv = [node.find_runc()]
@@ -314,9 +320,11 @@ def _container_bundle(call: RuncCall, node: NodeConfig) -> Path:
 
 def _mounted_env_tree(spec: dict, node: NodeConfig) -> Path | None:
     """The env tree floxk mounted at create, if it lies under this node's state dir."""
+    from pathlib import Path
+
     from shim.spec import ENV_MOUNT
 
-    envs = (node.state_dir / "envs").resolve()
+    envs = Path(node.state_dir, "envs").resolve()
     for m in spec.get("mounts") or []:
         if m.get("destination") == ENV_MOUNT:
             src = Path(m.get("source", "")).resolve()

@@ -16,7 +16,6 @@ returns a new dict. What it adds:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from shim import fastjson
 from shim.errors import RealizeError
@@ -24,6 +23,7 @@ from shim.errors import RealizeError
 TYPE_CHECKING = False  # typing costs milliseconds on every container create
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
     from typing import Any
 
     from shim.annotations import FloxAnnotations
@@ -59,7 +59,7 @@ def activation_env(
     mode: str,
     description: str,
     project_dir: str = "/",
-    env_tree: Path | None = None,
+    env_tree: str | Path | None = None,
 ) -> list[str]:
     """Return `env` (OCI "K=V" list) with the environment's variables added.
 
@@ -83,7 +83,7 @@ def activation_env(
     out["XDG_DATA_DIRS"] = _prepend(
         [f"{ENV_MOUNT}/share"], current.get("XDG_DATA_DIRS", "/usr/local/share:/usr/share")
     )
-    if env_tree is not None and (env_tree / CA_BUNDLE).exists():
+    if env_tree is not None and os.path.exists(os.path.join(env_tree, CA_BUNDLE)):
         for k in ("SSL_CERT_FILE", "NIX_SSL_CERT_FILE"):
             out.setdefault(k, f"{ENV_MOUNT}/{CA_BUNDLE}")
     if mode == "dev":
@@ -102,7 +102,7 @@ def rewrite_spec(
     # A deep copy: the spec is JSON data, and the C codec copies it faster than copy.deepcopy
     # (whose import alone costs more, on every container create).
     new = fastjson.loads(fastjson.dumps(dict(spec)))
-    env_path = Path(env.path)
+    env_path = os.fspath(env.path)  # str or Path; os.path below, no pathlib import
     activation = env.activation
     mounts = list(new.get("mounts") or [])
     for m in mounts:
@@ -146,12 +146,12 @@ def rewrite_spec(
     return new
 
 
-def wrap_args(args: list[str], activation: Mapping[str, Any], env_path: Path) -> list[str]:
+def wrap_args(args: list[str], activation: Mapping[str, Any], env_path: str | Path) -> list[str]:
     """args unchanged without hook/profile; else sh from the env runs them, then execs args."""
     scripts = [s for s in (activation.get("hook"), activation.get("profile")) if s and s.strip()]
     if not scripts or not args:
         return args
-    if not os.path.lexists(env_path / "bin" / "sh"):
+    if not os.path.lexists(os.path.join(env_path, "bin", "sh")):
         raise RealizeError(
             "the environment has a hook or profile script but no shell (bin/sh) to run it",
             hint="add a shell to the environment's [install] (e.g. bash or busybox), "

@@ -131,7 +131,7 @@ def _detach_stdio(node: NodeConfig) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     try:
-        node.log_path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(node.log_path), exist_ok=True)
         log = os.open(node.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     except OSError:
         log = devnull
@@ -169,7 +169,7 @@ def _note(node: NodeConfig | None, msg: str) -> None:
     line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} containerd-shim-flox-v2: {msg}\n"
     try:
         path = (node or NodeConfig()).log_path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "a") as f:
             f.write(line)
     except OSError:

@@ -47,7 +47,7 @@ def add_busybox_package(store_root: Path, work: Path) -> str:
 
 
 def make_env_tree(state_dir: Path, digest: str, store_path: str, **activation) -> SimpleNamespace:
-    tree = state_dir / "envs" / digest
+    tree = Path(state_dir) / "envs" / digest  # NodeConfig.state_dir is a str
     (tree / "bin").mkdir(parents=True)
     for name in (*APPLETS, "busybox", "hello"):
         (tree / "bin" / name).symlink_to(f"{store_path}/bin/{name}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -16,10 +15,10 @@ def test_missing_file_means_defaults(tmp_path, monkeypatch):
     monkeypatch.setenv("FLOXK_NODE_CONFIG", str(tmp_path / "absent.toml"))
     cfg = load_node_config()
     assert cfg.hubs == [] and cfg.substituters == []
-    assert cfg.state_dir == Path("/var/lib/floxk")
-    assert cfg.store_root is None and cfg.store_dir == Path("/nix/store")
+    assert cfg.state_dir == "/var/lib/floxk"
+    assert cfg.store_root is None and cfg.store_dir == "/nix/store"
     assert cfg.policy.allowed_owners == [] and cfg.policy.allow_nix_mutable is False
-    assert cfg.log_path == Path("/var/lib/floxk/floxk.log")
+    assert cfg.log_path == "/var/lib/floxk/floxk.log"
 
 
 def test_env_var_selects_file_and_substituters_default_to_hubs(tmp_path, monkeypatch):
@@ -34,7 +33,7 @@ def test_env_var_selects_file_and_substituters_default_to_hubs(tmp_path, monkeyp
     monkeypatch.setenv("FLOXK_NODE_CONFIG", str(f))
     cfg = load_node_config()
     assert cfg.substituters == cfg.hubs == ["file:///srv/hub", "https://hub.example"]
-    assert cfg.store_dir == Path("/tmp/floxk-store/nix/store")
+    assert cfg.store_dir == "/tmp/floxk-store/nix/store"
     assert cfg.find_runc() == "/usr/sbin/runc"
     assert cfg.policy.allowed_owners == ["flox"] and cfg.policy.allow_nix_mutable
     assert cfg.source == str(f)
@@ -86,9 +85,9 @@ def test_parsed_node_toml_is_cached_and_any_change_misses(tmp_path, monkeypatch)
     # a cache hit must not even look at the TOML: prove it with a doctored entry
     doctored = entry.read_text().replace("/srv/a", "/srv/from-cache")
     entry.write_text(doctored)
-    assert load_node_config(f).state_dir == Path("/srv/from-cache")
+    assert load_node_config(f).state_dir == "/srv/from-cache"
     f.write_text('hubs = ["file:///a"]\nstate_dir = "/srv/b"\n')  # same size, new stamp
-    assert load_node_config(f).state_dir == Path("/srv/b") != first.state_dir
+    assert load_node_config(f).state_dir == "/srv/b" != first.state_dir
     f.write_text('hubs = ["file:///a"]\nstate_dirr = "/srv/b"\n')
     with pytest.raises(ConfigError, match="unknown key state_dirr"):
         load_node_config(f)
