@@ -189,8 +189,8 @@ shim's sh front (it execs `containerd-shim-runc-v2`; for a flox sandbox it first
 config.json and starts the prefetch in the background, a Python process at nice 19 that
 finds the tree ready) and the sandbox's `runc create` through floxk-runc's sh front (a
 grep, then runc): neither waits for Python. StartContainer carries the app container's
-`runc create`: the sh front, then one Python process (interpreter start, the json, re and
-pathlib imports, the hub record, the tree's activation.json, the spec rewrite; section 2b).
+`runc create`: the sh front, then one Python process (interpreter start, a few small
+imports, the hub record, the tree's activation.json, the spec rewrite; section 2b).
 That one Python start per flox container, plus the background prefetch's CPU on a 2-CPU
 machine shared with other work, is what separates the two kinds; the work itself is a few
 milliseconds.
@@ -244,11 +244,12 @@ What this shows:
 
 - The sandbox's create never starts Python: the front greps its config.json, sees a pod
   sandbox and execs runc (the `front sandbox` row is sh, grep and /bin/true).
-- The app create costs the interpreter's start (`floor`) plus the standard library it
-  needs: json (with re and enum) and pathlib dominate the imports. shim's own modules load
-  from the zipapp's bytecode; on a warm environment the hot path does not import the lock
-  model, Nix, subprocess, tempfile, tomllib (node.toml is cached as JSON), dataclasses,
-  typing or urllib.request, and `zipapp` matches `source`: nothing is compiled per call.
+- The app create costs the interpreter's start (`floor`) plus a few milliseconds: on a
+  warm environment the hot path imports neither the json package (shim.fastjson calls
+  json's C scanner and encoder), re, enum, pathlib nor contextlib, nor the lock model, Nix,
+  subprocess, tempfile, tomllib (node.toml is cached as JSON), dataclasses, typing or
+  urllib. shim's own modules load from the zipapp's bytecode, and `zipapp` matches
+  `source`: nothing is compiled per call.
 - Before this work (dbe3334: the zipapp without bytecode, started through runpy, every
   module imported at the top, sandboxes through Python too), this page measured 62 ms for
   the sandbox's create and 150 ms for the app's, on the same machine under more load.
