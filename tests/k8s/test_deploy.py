@@ -16,13 +16,13 @@ import sys
 import pytest
 import yaml
 
+from tests.k8s.conftest import BASE_IMAGE, require_kind_base
 from tests.nixfixtures import make_key_pair
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
 NAME = os.environ.get("FLOXK_DEPLOY_CLUSTER", "floxk-deploy")
 NODE = f"{NAME}-control-plane"
-BASE_IMAGE = os.environ.get("FLOXK_E2E_BASE_IMAGE", "kindest/node:v1.34.4")
 
 
 def sh(*argv: str, env=None, timeout: float = 900, check: bool = True):
@@ -44,16 +44,7 @@ def node_file(path: str) -> str | None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A plain kind cluster; yields (env for subprocesses with its KUBECONFIG, hub dir, keys)."""
-    if os.environ.get("FLOXK_E2E_KIND") != "1":
-        pytest.skip("real kind cluster test: run with FLOXK_E2E_KIND=1")
-    from floxk._cluster import nodeimage
-
-    try:
-        client = nodeimage.docker_client()
-    except Exception as e:
-        pytest.skip(f"no Docker Engine: {e}")
-    if not nodeimage._has_image(client, BASE_IMAGE):
-        pytest.skip(f"{BASE_IMAGE} is not built: run `task kind:image`")
+    require_kind_base()
     work = tmp_path_factory.mktemp("deploy")
     hub = work / "hub"
     hub.mkdir()

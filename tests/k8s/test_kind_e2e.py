@@ -12,11 +12,12 @@ import sys
 
 import pytest
 
+from tests.k8s.conftest import BASE_IMAGE, require_kind_base
+
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
 NAME = os.environ.get("FLOXK_E2E_CLUSTER", "floxk-e2e")
 CONTEXT = f"kind-{NAME}"
-BASE_IMAGE = os.environ.get("FLOXK_E2E_BASE_IMAGE", "kindest/node:v1.34.4")
 
 
 def floxk(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -29,16 +30,7 @@ def floxk(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def cluster() -> str:
-    if os.environ.get("FLOXK_E2E_KIND") != "1":
-        pytest.skip("real kind cluster test: run `task test:k8s` (sets FLOXK_E2E_KIND=1)")
-    from floxk._cluster import nodeimage
-
-    try:
-        client = nodeimage.docker_client()
-    except Exception as e:
-        pytest.skip(f"no Docker Engine: {e}")
-    if not nodeimage._has_image(client, BASE_IMAGE):
-        pytest.skip(f"{BASE_IMAGE} is not built: run `task kind:image`")
+    require_kind_base()
     r = floxk(
         "up",
         "--provider",

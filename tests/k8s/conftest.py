@@ -1,0 +1,23 @@
+"""Shared by the real-cluster tests: they run only when asked and when kind can run here."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+BASE_IMAGE = os.environ.get("FLOXK_E2E_BASE_IMAGE", "kindest/node:v1.34.4")
+
+
+def require_kind_base() -> None:
+    """Skip (with the reason) unless FLOXK_E2E_KIND=1, Docker runs and BASE_IMAGE is built."""
+    if os.environ.get("FLOXK_E2E_KIND") != "1":
+        pytest.skip("real kind cluster test: run `task test:k8s` (sets FLOXK_E2E_KIND=1)")
+    from floxk._cluster import nodeimage
+
+    try:
+        client = nodeimage.docker_client()
+    except Exception as e:
+        pytest.skip(f"no Docker Engine: {e}")
+    if not nodeimage._has_image(client, BASE_IMAGE):
+        pytest.skip(f"{BASE_IMAGE} is not built: run `task kind:image`")
