@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-system.sh
+source scripts/lib.sh && venv_activate
 status=0
 task lint || status=1
 task test || status=1
