@@ -5,9 +5,15 @@
 # environment (.venv; scripts/lib.sh). Containerd lines for the CRI suite come from
 # scripts/install-containerd.sh. Every change to the system is said before it is made;
 # what is already there is left as it is.
+#   bash scripts/install-system.sh [--dry-run]   --dry-run: say what would change, change nothing
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  --dry-run) export FLOXK_DRY_RUN=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--dry-run]" >&2; exit 2 ;;
+esac
 
 packages=(nix-bin busybox-static runc util-linux ca-certificates)
 apt_ensure "${packages[@]}"
@@ -18,13 +24,20 @@ apt_ensure "${packages[@]}"
 # marked as ours, once.
 nix_conf=/etc/nix/nix.conf
 marker='# added by floxk (scripts/install-system.sh)'
-if ! grep -qsF "$marker" "$nix_conf"; then
+if dry_run && ! grep -qsF "$marker" "$nix_conf"; then
+  echo "would append to $nix_conf: extra-experimental-features = nix-command flakes" >&2
+elif ! grep -qsF "$marker" "$nix_conf"; then
   echo "appending to $nix_conf: extra-experimental-features = nix-command flakes" >&2
   mkdir -p /etc/nix
   printf '%s\nextra-experimental-features = nix-command flakes\n' "$marker" >>"$nix_conf"
 fi
 
-venv_ensure "$PWD"
+venv_ensure "$PWD" "[test]"
 
 # containerd 1.6 / 1.7 / 2.x for the CRI suite (task test:cri).
+if dry_run; then
+  apt_ensure gcc libc6-dev
+  echo "would fetch the containerd lines of the CRI suite into the floxk cache (scripts/install-containerd.sh; no system change)" >&2
+  exit 0
+fi
 bash scripts/install-containerd.sh

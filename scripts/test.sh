@@ -8,5 +8,6 @@ source scripts/lib.sh && venv_activate
 status=0
 task lint || status=1
 task test || status=1
+task test:debian || status=1
 task test:cri || status=1
 exit $status
