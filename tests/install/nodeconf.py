@@ -2,25 +2,87 @@
 
 The installer never re-serializes a config, so its tests start from real generated text
 (comments, quoting and layout of that line) and change only the keys a private daemon
-needs: its own root, state, socket, CNI and opt dirs, the suite's pause image, NRI off and
-restrict_oom_score_adj where the host needs it.
+needs: its own root, state, sockets (version 4: the server plugin tables), CNI and opt
+dirs, the suite's pause image, NRI off and restrict_oom_score_adj where the host needs it.
+
+Host state: containerd 2.2+ writes `imports = ['/etc/containerd/conf.d/*.toml']` into its
+default config, and the installer puts its drop-in where a config's imports point. So
+`default_config(line, etc)` rewrites that one line to the test's own `etc/conf.d`, and
+`dump()` refuses (fails the test, loudly) a config that would still import a file outside
+the test's directory: a test must never read, or make the installer write, host files.
 """
 
 from __future__ import annotations
 
+import glob
+import os
 import subprocess
+import tomllib
 from pathlib import Path
+
+import pytest
 
 from shim import containerd as ctrd
 
+HOST_DROPINS = "/etc/containerd/conf.d/*.toml"
 
-def default_config(containerd: Path) -> str:
+
+def line_default_config(containerd: Path) -> str:
+    """The line's `containerd config default`, as it prints it (host paths and all)."""
     return subprocess.run(
         [str(containerd), "config", "default"], check=True, capture_output=True, text=True
     ).stdout
 
 
-def dump(containerd: Path, config: Path) -> str:
+def default_config(containerd: Path, etc: Path) -> str:
+    """The line's default config with its imports (2.2+: the host's conf.d) moved to etc."""
+    text = line_default_config(containerd)
+    imports = tomllib.loads(text).get("imports", [])
+    if not imports:
+        return text
+    private = [os.path.join(etc, p.removeprefix("/etc/containerd/")) for p in imports]
+    outside = [p for p in private if not p.startswith(f"{etc}/")]
+    if outside:
+        pytest.fail(f"{containerd} config default imports {outside}: nodeconf cannot move those")
+    return set_key(text, None, "imports", "[" + ", ".join(q(p) for p in private) + "]")
+
+
+def imported_patterns(config: Path) -> list[str]:
+    """Every import pattern of config and of the files it imports (absolute), in order."""
+    out: list[str] = []
+    pending, seen = [config], set()
+    while pending:
+        f = pending.pop(0)
+        if f in seen or not f.exists():
+            continue
+        seen.add(f)
+        for pattern in tomllib.loads(f.read_text()).get("imports", []):
+            path = pattern if os.path.isabs(pattern) else os.path.join(f.parent, pattern)
+            out.append(path)
+            pending += (
+                [Path(p) for p in sorted(glob.glob(path))] if glob.has_magic(path) else [Path(path)]
+            )
+    return out
+
+
+def assert_private(config: Path, root: Path | None = None) -> None:
+    """Fail the test if config (or a file it imports) imports anything outside root."""
+    root = root or config.parent
+    outside = [
+        p for p in imported_patterns(config) if not os.path.abspath(p).startswith(f"{root}/")
+    ]
+    if outside:
+        pytest.fail(
+            f"{config} imports {outside}, outside the test's directory {root}: the test would"
+            " read host state (and install would write there); build the config with"
+            " nodeconf.default_config(line, etc)",
+            pytrace=False,
+        )
+
+
+def dump(containerd: Path, config: Path, root: Path | None = None) -> str:
+    """`containerd config dump` of config, after assert_private(config, root)."""
+    assert_private(config, root)
     return subprocess.run(
         [str(containerd), "--config", str(config), "config", "dump"],
         check=True,
@@ -36,8 +98,12 @@ def set_key(text: str, table: str | None, key: str, value: str) -> str:
     if table is not None:
         want = f"[{table}]".replace("'", '"')
         start = next(
-            i + 1 for i, line in enumerate(lines) if line.strip().replace("'", '"') == want
+            (i + 1 for i, line in enumerate(lines) if line.strip().replace("'", '"') == want),
+            None,
         )
+        if start is None:  # a table this line's default does not write: add it at the end
+            sep = "" if not lines or lines[-1].endswith("\n") else "\n"
+            return "".join(lines) + f"{sep}\n[{table}]\n  {key} = {value}\n"
     end = next(
         (i for i in range(start, len(lines)) if lines[i].lstrip().startswith("[")), len(lines)
     )
@@ -57,10 +123,17 @@ def q(s: str) -> str:
 
 
 def private_main(text: str, version: str, d: Path) -> str:
-    """Top-level and non-CRI edits: this daemon's own dirs and socket, NRI off."""
+    """Top-level and non-CRI edits: this daemon's own dirs and sockets, NRI off."""
     text = set_key(text, None, "root", q(str(d / "root")))
     text = set_key(text, None, "state", q(str(d / "state")))
-    text = set_key(text, "grpc", "address", q(str(d / "containerd.sock")))
+    if ctrd.default_config_version(version) >= 4:
+        # version 4: the server settings are plugins, and ttrpc's address is no longer
+        # derived from grpc's (left empty it is the host's /run/containerd one)
+        server = 'plugins."io.containerd.server.v1.{}"'
+        text = set_key(text, server.format("grpc"), "address", q(str(d / "containerd.sock")))
+        text = set_key(text, server.format("ttrpc"), "address", q(str(d / "containerd.ttrpc")))
+    else:
+        text = set_key(text, "grpc", "address", q(str(d / "containerd.sock")))
     text = set_key(text, 'plugins."io.containerd.internal.v1.opt"', "path", q(str(d / "opt")))
     if '"io.containerd.nri.v1.nri"' in text.replace("'", '"'):
         text = set_key(text, 'plugins."io.containerd.nri.v1.nri"', "disable", "true")
