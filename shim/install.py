@@ -470,7 +470,7 @@ def install(
                 render_node_shim_front(bin_dir, python, runc_v2),
             )  # fmt: skip
         )
-    changes.append(FileChange(str(target), {"append": "config"}.get(mode, mode), before, after))
+    changes.append(FileChange(str(target), _file_role(mode), before, after))
     backup = Path(str(target) + BACKUP_SUFFIX)
     if (
         mode != "dropin"
@@ -590,6 +590,11 @@ def _target(node: Node) -> tuple[str, Path, int]:
     return "append", target, layout
 
 
+def _file_role(mode: str) -> str:
+    """FileChange.role of the file holding the block: config | dropin | template."""
+    return "config" if mode == "append" else mode
+
+
 def _block_owner(node: Node) -> tuple[str, Path, int] | None:
     """Where floxk's block already is, if anywhere install could have put it."""
     for mode, path in _candidates(node):
@@ -650,7 +655,7 @@ def uninstall(
         owner[0] if owner else None, str(owner[1]) if owner else None, dry_run,
     )  # fmt: skip
     if owner is not None:
-        _, target, _ = owner
+        mode, target, _ = owner
         before = _read_text(target) or ""
         stripped, _ = strip_block(before)
         backup = Path(str(target) + BACKUP_SUFFIX)
@@ -662,7 +667,7 @@ def uninstall(
             after = None  # install created the file
         elif original is not None:
             result.notes.append(f"{target} changed since install: kept those edits, left {backup}")
-        result.changes.append(FileChange(str(target), "config", before, after))
+        result.changes.append(FileChange(str(target), _file_role(mode), before, after))
         if original is not None and after == original:
             result.changes.append(FileChange(str(backup), "backup", original, None))
     record = _read_record(bin_dir)

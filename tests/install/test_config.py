@@ -117,7 +117,10 @@ def _round_trip(line, etc: Path, config: Path, bin_dir: Path, *, mode: str, targ
     assert not again.changed and again.verified
     assert _tree(etc) == installed
 
-    _uninstall(line, config, bin_dir)
+    removed = _uninstall(line, config, bin_dir)
+    assert [c.role for c in removed.changes if c.path == str(target)] == [
+        "config" if mode == "append" else mode
+    ]
     assert _tree(etc) == etc_before
     assert _tree(bin_dir) == bin_before
     return first
