@@ -135,6 +135,7 @@ def flox_runtime_table(
     shim_path: str,
     runc_path: str,
     systemd_cgroup: bool = False,
+    runc_root: str | None = None,
     pod_annotations: tuple[str, ...] = FLOX_POD_ANNOTATIONS,
 ) -> dict[str, Any]:
     """The body of `...containerd.runtimes.flox` (same on every line).
@@ -142,6 +143,7 @@ def flox_runtime_table(
     shim_path: absolute path of containerd-shim-flox-v2 (runtime_path).
     runc_path: absolute path of floxk-runc (options.BinaryName, the runc runc-v2 calls).
     systemd_cgroup: must match the node's cgroup driver (false on kind and k3d).
+    runc_root: options.Root, runc's state dir (None: runc-v2's default, /run/containerd/runc).
     """
     for what, path in (("shim_path", shim_path), ("runc_path", runc_path)):
         if not os.path.isabs(path):
@@ -149,11 +151,14 @@ def flox_runtime_table(
                 f"{what} must be an absolute path, got {path!r}",
                 hint="containerd resolves runtime_path and BinaryName without a PATH search",
             )
+    options: dict[str, Any] = {"BinaryName": runc_path, "SystemdCgroup": systemd_cgroup}
+    if runc_root:
+        options["Root"] = runc_root
     return {
         "runtime_type": RUNC_V2,
         "runtime_path": shim_path,
         "pod_annotations": list(pod_annotations),
-        "options": {"BinaryName": runc_path, "SystemdCgroup": systemd_cgroup},
+        "options": options,
     }
 
 

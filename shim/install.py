@@ -342,6 +342,7 @@ def render_block(
     shim_path: str,
     front_path: str,
     systemd_cgroup: bool,
+    runc_root: str | None = None,
     preamble: str = "",
     kept_runtimes: dict[str, Any] | None = None,
 ) -> str:
@@ -351,7 +352,10 @@ def render_block(
     built-in runc runtime as soon as a config lists any runtime: see _builtin_runtimes).
     """
     table = ctrd.flox_runtime_table(
-        shim_path=shim_path, runc_path=front_path, systemd_cgroup=systemd_cgroup
+        shim_path=shim_path,
+        runc_path=front_path,
+        systemd_cgroup=systemd_cgroup,
+        runc_root=runc_root,
     )
     plugin = ctrd.CRI_RUNTIME_PLUGIN[layout_version]
     listed = {**(kept_runtimes or {}), ctrd.FLOX_RUNTIME: table}
@@ -423,7 +427,10 @@ def install(
     front_path = f"{bin_dir}/{FRONT_NAME}"
     runc_v2 = find_runc_v2_shim(node)
     shim_path = f"{bin_dir}/{SHIM_FRONT_NAME}" if runc_v2 else f"{bin_dir}/{SHIM_NAME}"
-    systemd = bool(default_runc_options(node.effective).get("SystemdCgroup", False))
+    # flox containers are runc containers: same cgroup driver, same runc state dir
+    runc_options = default_runc_options(node.effective)
+    systemd = bool(runc_options.get("SystemdCgroup", False))
+    runc_root = runc_options.get("Root") or None
 
     mode, target, layout = _target(node)
     existing = _block_owner(node)
@@ -448,6 +455,7 @@ def install(
         shim_path=shim_path,
         front_path=front_path,
         systemd_cgroup=systemd,
+        runc_root=runc_root,
         preamble=preamble,
         kept_runtimes=_builtin_runtimes(node, before),
     )
@@ -483,7 +491,10 @@ def install(
         "install", node.kind, str(node.config), node.version, node.config_version, mode,
         str(target), dry_run, changes,
     )  # fmt: skip
-    result.notes.append(f"real runc: {real_runc}; SystemdCgroup = {str(systemd).lower()}")
+    result.notes.append(
+        f"real runc: {real_runc}; SystemdCgroup = {str(systemd).lower()}"
+        + (f"; Root = {runc_root}" if runc_root else "")
+    )
     result.notes.append(
         f"containerd-shim-runc-v2: {runc_v2}"
         if runc_v2

@@ -172,6 +172,7 @@ def test_install_runs_a_flox_pod_then_uninstall_restores(daemon, flox_node, cri_
     assert result.mode == ("dropin" if dropin else "append")
     flox = inst.runtimes(tomllib.loads(nodeconf.dump(line.containerd, daemon.config_path)))["flox"]
     assert flox["options"]["BinaryName"] == f"{bin_dir}/floxk-runc-front"
+    assert flox["options"]["Root"] == str(d / "runc-state")  # runc's, not the host's /run
     installed = {p: p.read_bytes() for p in etc.rglob("*.toml")}
 
     daemon.start()

@@ -2,8 +2,10 @@
 
 The installer never re-serializes a config, so its tests start from real generated text
 (comments, quoting and layout of that line) and change only the keys a private daemon
-needs: its own root, state, sockets (version 4: the server plugin tables), CNI and opt
-dirs, the suite's pause image, NRI off and restrict_oom_score_adj where the host needs it.
+needs: its own root, state, sockets (version 4: the server plugin tables), CNI, opt and
+runc state dirs, the suite's pause image, NRI off and restrict_oom_score_adj where the host
+needs it. (containerd-shim-runc-v2 still puts its sockets in /run/containerd/s: that path
+is compiled in; they go when the shim exits.)
 
 Host state: containerd 2.2+ writes `imports = ['/etc/containerd/conf.d/*.toml']` into its
 default config, and the installer puts its drop-in where a config's imports point. So
@@ -140,9 +142,16 @@ def private_main(text: str, version: str, d: Path) -> str:
     return text
 
 
-def cri_settings(version: str, d: Path, pause: str, restrict: bool) -> dict[str, dict[str, str]]:
-    """table -> {key: TOML value} of the CRI settings a private daemon needs on this line."""
+def cri_settings(
+    version: str, d: Path, pause: str, restrict: bool, runc_root: bool = True
+) -> dict[str, dict[str, str]]:
+    """table -> {key: TOML value} of the CRI settings a private daemon needs on this line.
+
+    runc_root: the runc runtime keeps its state in d, not the host's /run/containerd/runc
+    (install copies Root to the flox runtime); False leaves the runtimes to the defaults.
+    """
     r = "true" if restrict else "false"
+    runc = {"Root": q(str(d / "runc-state"))}
     if ctrd.config_version(version) == 2:
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         return {
@@ -152,13 +161,21 @@ def cri_settings(version: str, d: Path, pause: str, restrict: bool) -> dict[str,
                 "disable_apparmor": "true",
             },
             f"{cri}.cni": {"bin_dir": q(str(d / "cni-bin")), "conf_dir": q(str(d / "cni-conf"))},
-        }
+        } | _runc_tables(cri, runc, runc_root)
     rt = 'plugins."io.containerd.cri.v1.runtime"'
     return {
         'plugins."io.containerd.cri.v1.images".pinned_images': {"sandbox": q(pause)},
         rt: {"restrict_oom_score_adj": r, "disable_apparmor": "true"},
         f"{rt}.cni": {"bin_dirs": f"[{q(str(d / 'cni-bin'))}]", "conf_dir": q(str(d / "cni-conf"))},
-    }
+    } | _runc_tables(rt, runc, runc_root)
+
+
+def _runc_tables(plugin: str, options: dict[str, str], wanted: bool) -> dict[str, dict[str, str]]:
+    """The runc runtime, whole (an imported CRI section on 1.x replaces the built-in one)."""
+    if not wanted:
+        return {}
+    runc = f"{plugin}.containerd.runtimes.runc"
+    return {runc: {"runtime_type": q(ctrd.RUNC_V2)}, f"{runc}.options": options}
 
 
 def node_config(version: str, default: str, d: Path, pause: str, restrict: bool) -> str:
@@ -171,7 +188,13 @@ def node_config(version: str, default: str, d: Path, pause: str, restrict: bool)
 
 
 def node_config_with_imports(
-    version: str, default: str, d: Path, pause: str, restrict: bool, etc: Path | None = None
+    version: str,
+    default: str,
+    d: Path,
+    pause: str,
+    restrict: bool,
+    etc: Path | None = None,
+    runc_root: bool = True,
 ) -> dict[Path, str]:
     """Main config with an `imports` line; the CRI settings live in the imported file.
 
@@ -188,6 +211,6 @@ def node_config_with_imports(
         imported, pattern = etc / "conf.d" / "10-node.toml", str(etc / "conf.d" / "*.toml")
     main = set_key(private_main(default, version, d), None, "imports", f"[{q(pattern)}]")
     body = [f"# node settings kept apart from the main config\nversion = {cv}\n"]
-    for table, keys in cri_settings(version, d, pause, restrict).items():
+    for table, keys in cri_settings(version, d, pause, restrict, runc_root).items():
         body.append(f"\n[{table}]\n" + "".join(f"  {k} = {v}\n" for k, v in keys.items()))
     return {etc / "config.toml": main, imported: "".join(body)}

@@ -292,13 +292,15 @@ def test_dry_run_writes_nothing_and_shows_the_table(tmp_path, bin_dir, line):
 
 @pytest.mark.parametrize("line", LINES, ids=_id)
 def test_imports_line(tmp_path, bin_dir, line):
-    """1.x: the block goes into the imported file that defines CRI; 2.x: a conf.d drop-in."""
+    """1.x: the block goes into the imported file that defines CRI; 2.x: a conf.d drop-in.
+    The imported file lists no runtime (1.x then forgets its built-in runc)."""
     files = nodeconf.node_config_with_imports(
         line.version,
         nodeconf.default_config(line.containerd, tmp_path),
         tmp_path,
         "floxk.test/pause:1.0",
         False,
+        runc_root=False,
     )
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -322,14 +324,23 @@ def test_imports_line(tmp_path, bin_dir, line):
 
 
 @pytest.mark.parametrize("line", LINES, ids=_id)
-def test_systemd_cgroup_follows_the_runc_runtime(tmp_path, bin_dir, line):
+def test_flox_options_follow_the_runc_runtime(tmp_path, bin_dir, line):
+    """SystemdCgroup (the cgroup driver) and Root (runc's state dir) as the node's runc has
+    them: flox containers are runc containers. Unset Root stays unset."""
     text = nodeconf.default_config(line.containerd, tmp_path)
     plugin = ctrd.CRI_RUNTIME_PLUGIN[ctrd.default_config_version(line.version)]
     table = f'plugins."{plugin}".containerd.runtimes.runc.options'
     config = tmp_path / "config.toml"
     config.write_text(nodeconf.set_key(text, table, "SystemdCgroup", "true"))
     _install(line, config, bin_dir)
-    assert _flox(nodeconf.dump(line.containerd, config))["options"]["SystemdCgroup"] is True
+    options = _flox(nodeconf.dump(line.containerd, config))["options"]
+    assert options["SystemdCgroup"] is True and options.get("Root", "") == ""
+    _uninstall(line, config, bin_dir)
+    config.write_text(nodeconf.set_key(text, table, "Root", f'"{tmp_path}/runc"'))
+    result = _install(line, config, bin_dir)
+    options = _flox(nodeconf.dump(line.containerd, config))["options"]
+    assert options["Root"] == f"{tmp_path}/runc" and options["SystemdCgroup"] is False
+    assert f"Root = {tmp_path}/runc" in result.notes[0]
 
 
 def test_foreign_flox_runtime_is_refused_untouched(tmp_path, bin_dir):

@@ -83,6 +83,12 @@ def test_version_4_keeps_the_2x_cri_id():
     assert ctrd.CRI_RUNTIME_PLUGIN[4] == ctrd.CRI_RUNTIME_PLUGIN[3] != ctrd.CRI_RUNTIME_PLUGIN[2]
 
 
+def test_runc_root_only_when_given():
+    table = ctrd.flox_runtime_table(shim_path=SHIM, runc_path=RUNC, runc_root="/run/x/runc")
+    assert table["options"] == {"BinaryName": RUNC, "SystemdCgroup": False, "Root": "/run/x/runc"}
+    assert "Root" not in ctrd.flox_runtime_table(shim_path=SHIM, runc_path=RUNC)["options"]
+
+
 def test_restrict_oom_score_adj_only_when_asked():
     config = ctrd.flox_runtime_config(
         "2.1.9", shim_path=SHIM, runc_path=RUNC, systemd_cgroup=True, restrict_oom_score_adj=True
