@@ -53,9 +53,23 @@ def host_snapshot(root: str) -> dict[str, bytes | str | None]:
 
 def host_changes(before: dict, after: dict) -> list[str]:
     gone = [f"removed {p}" for p in sorted(set(before) - set(after))]
-    new = [f"created {p}" for p in sorted(set(after) - set(before))]
-    changed = [f"changed {p}" for p in sorted(set(before) & set(after)) if before[p] != after[p]]
+    new = [f"created {p}{_origin(after[p])}" for p in sorted(set(after) - set(before))]
+    changed = [
+        f"changed {p}{_origin(after[p])}"
+        for p in sorted(set(before) & set(after))
+        if before[p] != after[p]
+    ]
     return gone + new + changed
+
+
+def _origin(content: bytes | str | None) -> str:
+    """A written runtime table names the test's temp dir: show it, to tell which test (or
+    which other test session on this machine) wrote the file."""
+    if isinstance(content, bytes):
+        for line in content.decode(errors="replace").splitlines():
+            if line.strip().startswith("runtime_path"):
+                return f" ({line.strip()})"
+    return ""
 
 
 @pytest.fixture(scope="session", autouse=True)

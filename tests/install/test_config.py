@@ -194,27 +194,6 @@ def test_upgraded_node_keeps_its_old_config(tmp_path, bin_dir, old, new):
     assert "flox" in written["plugins"][ctrd.CRI_RUNTIME_PLUGIN[want]]["containerd"]["runtimes"]
 
 
-@pytest.mark.parametrize("line", LINES_2, ids=_id)
-def test_v3_dropin_under_this_line(tmp_path, bin_dir, line):
-    """Node settings in a version 3 drop-in (what 2.0-2.2 nodes carry), main config the
-    line's own: the CRI settings still apply and the flox drop-in joins them."""
-    files = nodeconf.node_config_with_imports(
-        line.version,
-        nodeconf.default_config(line.containerd, tmp_path),
-        tmp_path,
-        "floxk.test/pause:1.0",
-        False,
-    )
-    for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert tomllib.loads(files[tmp_path / "conf.d/10-node.toml"])["version"] == 3
-    result = _install(line, tmp_path / "config.toml", bin_dir)
-    assert result.mode == "dropin"
-    cri = inst.cri_table(tomllib.loads(nodeconf.dump(line.containerd, tmp_path / "config.toml")))
-    assert cri["disable_apparmor"] is True and "flox" in cri["containerd"]["runtimes"]
-
-
 # (daemon, the newest line whose default config is a newer version than the daemon reads)
 TOO_NEW = [
     (line, newer[-1]) for line in LINES if (newer := [x for x in LINES if _cv(x) > _cv(line)])
@@ -292,8 +271,9 @@ def test_dry_run_writes_nothing_and_shows_the_table(tmp_path, bin_dir, line):
 
 @pytest.mark.parametrize("line", LINES, ids=_id)
 def test_imports_line(tmp_path, bin_dir, line):
-    """1.x: the block goes into the imported file that defines CRI; 2.x: a conf.d drop-in.
-    The imported file lists no runtime (1.x then forgets its built-in runc)."""
+    """1.x: the block goes into the imported file that defines CRI; 2.x: a conf.d drop-in
+    beside the node's version 3 one (what 2.0-2.2 nodes carry; on 2.3+ under the line's v4
+    main config). The imported file lists no runtime (1.x then forgets its built-in runc)."""
     files = nodeconf.node_config_with_imports(
         line.version,
         nodeconf.default_config(line.containerd, tmp_path),
@@ -310,6 +290,7 @@ def test_imports_line(tmp_path, bin_dir, line):
     if ctrd.config_version(line.version) == 2:
         assert result.mode == "append" and result.target == str(tmp_path / "node.d/cri.toml")
     else:
+        assert tomllib.loads(files[tmp_path / "conf.d/10-node.toml"])["version"] == 3
         assert result.mode == "dropin" and result.target == str(tmp_path / "conf.d/floxk.toml")
     dumped = tomllib.loads(nodeconf.dump(line.containerd, config))
     assert inst.runtimes(dumped)["flox"]["options"]["BinaryName"] == f"{bin_dir}/floxk-runc-front"

@@ -20,11 +20,11 @@ def test_snapshot_sees_new_changed_and_removed_files(tmp_path):
     (tmp_path / "config.toml").write_text("version = 3\n")
     before = host_snapshot(str(tmp_path))
     (tmp_path / "conf.d").mkdir()
-    (tmp_path / "conf.d" / "floxk.toml").write_text("x")
+    (tmp_path / "conf.d" / "floxk.toml").write_text('[x]\n  runtime_path = "/tmp/t1/shim"\n')
     (tmp_path / "config.toml").write_text("version = 4\n")
     assert host_changes(before, host_snapshot(str(tmp_path))) == [
         f"created {tmp_path}/conf.d",
-        f"created {tmp_path}/conf.d/floxk.toml",
+        f'created {tmp_path}/conf.d/floxk.toml (runtime_path = "/tmp/t1/shim")',
         f"changed {tmp_path}/config.toml",
     ]
     (tmp_path / "config.toml").unlink()
