@@ -23,14 +23,16 @@ from floxk._shimbuild import build_zipapps
 from shim import containerd as ctrd
 from shim import install as inst
 from shim.errors import ConfigError
-from tests.cri.harness import HOST_RUNC, installed_lines
+from tests.cri.harness import installed_lines
 from tests.install import nodeconf
 
 LINES = installed_lines()
 pytestmark = pytest.mark.skipif(
     not LINES, reason="no containerd line (scripts/install-containerd.sh)"
 )
-RUNC = HOST_RUNC
+RUNC = "/usr/sbin/runc"
+
+
 LINES_2 = [x for x in LINES if x.major >= 2]
 # (older line whose default config the node kept, newer daemon): an upgraded node
 UPGRADES = [
