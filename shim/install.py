@@ -209,24 +209,31 @@ def _layout_version(data: dict[str, Any], path: Path, containerd_version: str | 
     """The `version` of a config file floxk is to extend, checked against what the daemon
     reads (containerd_version None: k3s/RKE2, whose containerd floxk cannot ask)."""
     version = data.get("version", 1)  # containerd reads a file without one as version 1
-    readable = (
-        ctrd.readable_config_versions(containerd_version)
-        if containerd_version
-        else tuple(ctrd.CRI_RUNTIME_PLUGIN)
-    )
+    if containerd_version:
+        readable = ctrd.readable_config_versions(containerd_version)
+        who = f"containerd {containerd_version} reads"
+    else:
+        readable = tuple(ctrd.CRI_RUNTIME_PLUGIN)
+        who = "floxk installs into"
     if version in readable:
         return version
-    line = f"containerd {containerd_version}" if containerd_version else "floxk"
     span = f"s {readable[0]} to {readable[-1]}" if len(readable) > 1 else f" {readable[0]}"
-    known = f"{line} reads config version{span}"
-    if isinstance(version, int) and version > readable[-1]:
+    message = f"{path}: config version {version!r} is not supported ({who} config version{span})"
+    if not isinstance(version, int) or isinstance(version, bool):
+        hint = "`version` must be a number: the one containerd's `config default` writes"
+    elif version > readable[-1]:
         hint = (
             f"this file is for a newer containerd than {containerd_version}: upgrade containerd"
             " (or pass --containerd with the binary the node runs)"
             if containerd_version and version in ctrd.CRI_RUNTIME_PLUGIN
             else "upgrade floxk to a release that knows this config version"
         )
-    elif containerd_version and ctrd.parse_version(containerd_version)[0] >= 2:
+    elif containerd_version is None:
+        hint = (
+            "k3s/RKE2 render this file: floxk supports releases whose rendered config.toml"
+            " says version 2 or newer (upgrade k3s/RKE2)"
+        )
+    elif ctrd.parse_version(containerd_version)[0] >= 2:
         hint = (
             f"`containerd --config {path} config migrate > {path}.new` writes it as version"
             f" {readable[-1]}; check it, move it into place, then install again"
@@ -236,7 +243,7 @@ def _layout_version(data: dict[str, Any], path: Path, containerd_version: str | 
             "containerd 1.x: put `version = 2` at the top and use full plugin ids"
             ' (e.g. [plugins."io.containerd.grpc.v1.cri"]), then install again'
         )
-    raise ConfigError(f"{path}: config version {version!r} is not supported ({known})", hint=hint)
+    raise ConfigError(message, hint=hint)
 
 
 def _read_toml(path: Path, *, missing: str | None = None) -> dict[str, Any]:

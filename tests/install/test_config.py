@@ -243,6 +243,32 @@ def test_unversioned_config_hint_works(tmp_path, bin_dir, line):
     )
 
 
+@pytest.mark.parametrize(
+    ("kind", "text", "message", "hint"),
+    [
+        ("k3s", 'root = "/r"\n', "floxk installs into config versions 2 to 4", "upgrade k3s/RKE2"),
+        ("k3s", "version = 9\n", "config version 9", "upgrade floxk"),
+        ("containerd", 'version = "3"\n', "config version '3'", "must be a number"),
+        ("1.x", 'root = "/r"\n', "reads config version 2)", "put `version = 2` at the top"),
+    ],
+)
+def test_unusable_versions_say_what_to_do(tmp_path, bin_dir, kind, text, message, hint):
+    if kind == "k3s":
+        d = tmp_path / "var/lib/rancher/k3s/agent/etc/containerd"
+        d.mkdir(parents=True)
+        config, kw = d / "config.toml", {}
+    else:
+        line = next((x for x in LINES if x.major == 1), None) if kind == "1.x" else LINES[-1]
+        if line is None:
+            pytest.skip("needs a containerd 1.x line")
+        config, kw = tmp_path / "config.toml", {"containerd": str(line.containerd)}
+    config.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        inst.install(config=config, bin_dir=str(bin_dir), runc=RUNC, **kw)
+    assert message in e.value.message and hint in e.value.hint
+    assert config.read_text() == text and not (bin_dir / "real-runc").exists()
+
+
 def test_a_config_importing_host_files_fails_loudly(tmp_path):
     """The guard every dump here goes through: host imports end the test, not read."""
     line = LINES[-1]
