@@ -7,8 +7,13 @@ at the host.
 The runtime table lives under a different plugin id per config version, and containerd
 silently ignores a table under the wrong id (pods then fail with `no runtime for "flox" is
 configured`):
-- containerd 1.x, config `version = 2`: plugins."io.containerd.grpc.v1.cri".containerd.runtimes.flox
-- containerd 2.x, config `version = 3`: plugins."io.containerd.cri.v1.runtime".containerd.runtimes.flox
+- config `version = 2` (containerd 1.x): plugins."io.containerd.grpc.v1.cri".containerd.runtimes.flox
+- config `version = 3` (2.0-2.2) and `version = 4` (2.3+):
+  plugins."io.containerd.cri.v1.runtime".containerd.runtimes.flox
+Version 4 moved only the server settings ([grpc], [ttrpc], [debug], [metrics] become
+plugins."io.containerd.server.v1.*"); the CRI ids are those of version 3. Every 2.x reads
+version 2 and 3 files (migrated when loaded, file by file, imports too), 2.3+ also 4; the
+id a table must sit under is the one of the version its own file declares.
 
 One runtime shape on every line: runtime_type "io.containerd.runc.v2", runtime_path -> the
 wrapper shim (containerd-shim-flox-v2), options.BinaryName -> the interposer (floxk-runc).
@@ -43,7 +48,11 @@ FLOX_POD_ANNOTATIONS = ("flox.dev/*",)
 RUNC_V2 = "io.containerd.runc.v2"
 
 # config version -> the plugin id that holds the CRI runtime settings and runtimes table.
-CRI_RUNTIME_PLUGIN = {2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}
+CRI_RUNTIME_PLUGIN = {
+    2: "io.containerd.grpc.v1.cri",
+    3: "io.containerd.cri.v1.runtime",
+    4: "io.containerd.cri.v1.runtime",
+}
 
 # The value CRI asks runc to give the pause container; the oom probe tries to reach it.
 SANDBOX_OOM_SCORE_ADJ = -998
@@ -69,16 +78,37 @@ def detect_version(containerd: str = "containerd") -> str:
 
 
 def config_version(containerd_version: str) -> int:
-    """The config.toml `version` this containerd line reads: 2 for 1.x, 3 for 2.x."""
-    major = parse_version(containerd_version)[0]
+    """The config `version` floxk writes whole configs in for this line: 2 for 1.x, 3 for 2.x.
+
+    3, not 4, on 2.3+ too: every 2.x reads it, and a version 4 file needs its server
+    settings (socket addresses) in other tables. What the line itself writes and dumps is
+    default_config_version().
+    """
+    return min(default_config_version(containerd_version), 3)
+
+
+def default_config_version(containerd_version: str) -> int:
+    """The `version` this line's `containerd config default` writes and its `config dump`
+    reports (every file it loads is migrated to it): 2 for 1.x, 3 for 2.0-2.2, 4 for 2.3+."""
+    major, minor, _ = parse_version(containerd_version)
     if major == 1:
         return 2
     if major == 2:
-        return 3
+        return 3 if minor < 3 else 4
     raise ConfigError(
         f"containerd {containerd_version} is not a line floxk knows",
         hint="floxk supports containerd 1.6, 1.7 and 2.x",
     )
+
+
+def readable_config_versions(containerd_version: str) -> tuple[int, ...]:
+    """The config file versions this line loads: 1.x reads 2; 2.x reads 2 up to its own."""
+    return tuple(range(2, default_config_version(containerd_version) + 1))
+
+
+def imports_dropins(containerd_version: str) -> bool:
+    """Whether this line's default config imports /etc/containerd/conf.d/*.toml (2.2+)."""
+    return parse_version(containerd_version) >= (2, 2, 0)
 
 
 def runtime_plugin_id(containerd_version: str) -> str:
@@ -105,6 +135,7 @@ def flox_runtime_table(
     shim_path: str,
     runc_path: str,
     systemd_cgroup: bool = False,
+    runc_root: str | None = None,
     pod_annotations: tuple[str, ...] = FLOX_POD_ANNOTATIONS,
 ) -> dict[str, Any]:
     """The body of `...containerd.runtimes.flox` (same on every line).
@@ -112,6 +143,7 @@ def flox_runtime_table(
     shim_path: absolute path of containerd-shim-flox-v2 (runtime_path).
     runc_path: absolute path of floxk-runc (options.BinaryName, the runc runc-v2 calls).
     systemd_cgroup: must match the node's cgroup driver (false on kind and k3d).
+    runc_root: options.Root, runc's state dir (None: runc-v2's default, /run/containerd/runc).
     """
     for what, path in (("shim_path", shim_path), ("runc_path", runc_path)):
         if not os.path.isabs(path):
@@ -119,11 +151,14 @@ def flox_runtime_table(
                 f"{what} must be an absolute path, got {path!r}",
                 hint="containerd resolves runtime_path and BinaryName without a PATH search",
             )
+    options: dict[str, Any] = {"BinaryName": runc_path, "SystemdCgroup": systemd_cgroup}
+    if runc_root:
+        options["Root"] = runc_root
     return {
         "runtime_type": RUNC_V2,
         "runtime_path": shim_path,
         "pod_annotations": list(pod_annotations),
-        "options": {"BinaryName": runc_path, "SystemdCgroup": systemd_cgroup},
+        "options": options,
     }
 
 

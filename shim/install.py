@@ -14,9 +14,13 @@ What install adds, and uninstall removes:
   runc-v2 shim is found, runtime_path is the containerd-shim-flox-v2 zipapp itself, which
   finds it when it runs;
 - the flox runtime table, written as a marked block (`# >>> floxk` ... `# <<< floxk`) and
-  never by re-serializing the operator's TOML (comments and layout stay theirs):
+  never by re-serializing the operator's TOML (comments and layout stay theirs). The block
+  uses the plugin id of the config version its own file declares (2: the 1.x id, 3 and 4:
+  the 2.x id), so a version 2 or 3 file under a newer daemon (an upgraded node) gets the
+  id that file's migration expects:
   * containerd 2.x whose config imports a glob (`conf.d/*.toml`, the >= 2.2 default): a
-    drop-in `floxk.toml` there (2.x merges imports table by table);
+    drop-in `floxk.toml` there, in the daemon's own config version (2.x migrates and merges
+    imports table by table);
   * otherwise appended to the file CRI's settings come from: the main config, or on
     containerd 1.x the last imported file that defines the CRI plugin, because 1.x replaces a
     plugin's whole section with an import's (checked on 1.6 and 1.7);
@@ -114,8 +118,19 @@ class Node:
     config: Path  # the file containerd reads (k3s/RKE2: the rendered config.toml)
     containerd: str | None  # the binary (None on k3s/RKE2: containerd is built into k3s)
     version: str | None  # containerd X.Y.Z, when the binary was asked
-    config_version: int  # 2 (containerd 1.x layout) or 3 (2.x)
+    config_version: int  # the main file's `version`: 2 (1.x layout), 3 or 4 (2.x)
     effective: dict[str, Any]  # `containerd config dump` (k3s: the rendered config)
+
+    @property
+    def daemon_major(self) -> int | None:
+        return None if self.version is None else ctrd.parse_version(self.version)[0]
+
+    @property
+    def native_version(self) -> int:
+        """The version this containerd migrates every file to (what its dump says)."""
+        if self.version is None:
+            return self.config_version
+        return ctrd.default_config_version(self.version)
 
 
 @dataclass
@@ -168,11 +183,13 @@ def detect_node(
     binary = shutil.which(containerd) or containerd
     version = ctrd.detect_version(binary)
     if path.exists():
+        # the file's version first: a newer file than this containerd reads gets its own
+        # message, not the daemon's refusal
+        cv = _layout_version(_read_toml(path), path, version)
         effective = tomllib.loads(run([binary, "--config", str(path), "config", "dump"]))
-        cv = _layout_version(_read_toml(path), path)
     else:
         effective = tomllib.loads(run([binary, "config", "default"]))
-        cv = ctrd.config_version(version)
+        cv = ctrd.default_config_version(version)
     return Node(kind, path, binary, version, cv, effective)
 
 
@@ -188,14 +205,45 @@ def _locate(config: str | os.PathLike[str] | None) -> tuple[str, Path]:
     return "containerd", path
 
 
-def _layout_version(data: dict[str, Any], path: Path) -> int:
-    version = data.get("version", 1)
-    if version not in (2, 3):
-        raise ConfigError(
-            f"{path}: config version {version!r} is not supported",
-            hint="migrate it first: `containerd config migrate` (2.x) or add version = 2 (1.x)",
+def _layout_version(data: dict[str, Any], path: Path, containerd_version: str | None = None) -> int:
+    """The `version` of a config file floxk is to extend, checked against what the daemon
+    reads (containerd_version None: k3s/RKE2, whose containerd floxk cannot ask)."""
+    version = data.get("version", 1)  # containerd reads a file without one as version 1
+    if containerd_version:
+        readable = ctrd.readable_config_versions(containerd_version)
+        who = f"containerd {containerd_version} reads"
+    else:
+        readable = tuple(ctrd.CRI_RUNTIME_PLUGIN)
+        who = "floxk installs into"
+    if version in readable:
+        return version
+    span = f"s {readable[0]} to {readable[-1]}" if len(readable) > 1 else f" {readable[0]}"
+    message = f"{path}: config version {version!r} is not supported ({who} config version{span})"
+    if not isinstance(version, int) or isinstance(version, bool):
+        hint = "`version` must be a number: the one containerd's `config default` writes"
+    elif version > readable[-1]:
+        hint = (
+            f"this file is for a newer containerd than {containerd_version}: upgrade containerd"
+            " (or pass --containerd with the binary the node runs)"
+            if containerd_version and version in ctrd.CRI_RUNTIME_PLUGIN
+            else "upgrade floxk to a release that knows this config version"
         )
-    return version
+    elif containerd_version is None:
+        hint = (
+            "k3s/RKE2 render this file: floxk supports releases whose rendered config.toml"
+            " says version 2 or newer (upgrade k3s/RKE2)"
+        )
+    elif ctrd.parse_version(containerd_version)[0] >= 2:
+        hint = (
+            f"`containerd --config {path} config migrate > {path}.new` writes it as version"
+            f" {readable[-1]}; check it, move it into place, then install again"
+        )
+    else:
+        hint = (
+            "containerd 1.x: put `version = 2` at the top and use full plugin ids"
+            ' (e.g. [plugins."io.containerd.grpc.v1.cri"]), then install again'
+        )
+    raise ConfigError(message, hint=hint)
 
 
 def _read_toml(path: Path, *, missing: str | None = None) -> dict[str, Any]:
@@ -208,8 +256,20 @@ def _read_toml(path: Path, *, missing: str | None = None) -> dict[str, Any]:
 
 
 def cri_table(config: dict[str, Any]) -> dict[str, Any]:
-    """The CRI runtime plugin's table of a config dict (by its own version key)."""
-    plugin = ctrd.CRI_RUNTIME_PLUGIN.get(config.get("version", 2), ctrd.CRI_RUNTIME_PLUGIN[2])
+    """The CRI runtime plugin's table of a config dict, under the id of its own `version`.
+
+    A version floxk does not know is an error, not a guess: a table looked up under the
+    wrong id reads as "no runtimes", which would make install roll back (or uninstall miss)
+    for the wrong reason.
+    """
+    version = config.get("version", 1)
+    plugin = ctrd.CRI_RUNTIME_PLUGIN.get(version)
+    if plugin is None:
+        raise ConfigError(
+            f"config version {version!r} is not one floxk knows"
+            f" ({', '.join(str(v) for v in ctrd.CRI_RUNTIME_PLUGIN)})",
+            hint="upgrade floxk, or pass --containerd with the binary the node runs",
+        )
     return config.get("plugins", {}).get(plugin, {})
 
 
@@ -289,6 +349,7 @@ def render_block(
     shim_path: str,
     front_path: str,
     systemd_cgroup: bool,
+    runc_root: str | None = None,
     preamble: str = "",
     kept_runtimes: dict[str, Any] | None = None,
 ) -> str:
@@ -298,7 +359,10 @@ def render_block(
     built-in runc runtime as soon as a config lists any runtime: see _builtin_runtimes).
     """
     table = ctrd.flox_runtime_table(
-        shim_path=shim_path, runc_path=front_path, systemd_cgroup=systemd_cgroup
+        shim_path=shim_path,
+        runc_path=front_path,
+        systemd_cgroup=systemd_cgroup,
+        runc_root=runc_root,
     )
     plugin = ctrd.CRI_RUNTIME_PLUGIN[layout_version]
     listed = {**(kept_runtimes or {}), ctrd.FLOX_RUNTIME: table}
@@ -370,7 +434,10 @@ def install(
     front_path = f"{bin_dir}/{FRONT_NAME}"
     runc_v2 = find_runc_v2_shim(node)
     shim_path = f"{bin_dir}/{SHIM_FRONT_NAME}" if runc_v2 else f"{bin_dir}/{SHIM_NAME}"
-    systemd = bool(default_runc_options(node.effective).get("SystemdCgroup", False))
+    # flox containers are runc containers: same cgroup driver, same runc state dir
+    runc_options = default_runc_options(node.effective)
+    systemd = bool(runc_options.get("SystemdCgroup", False))
+    runc_root = runc_options.get("Root") or None
 
     mode, target, layout = _target(node)
     existing = _block_owner(node)
@@ -395,6 +462,7 @@ def install(
         shim_path=shim_path,
         front_path=front_path,
         systemd_cgroup=systemd,
+        runc_root=runc_root,
         preamble=preamble,
         kept_runtimes=_builtin_runtimes(node, before),
     )
@@ -417,7 +485,7 @@ def install(
                 render_node_shim_front(bin_dir, python, runc_v2),
             )  # fmt: skip
         )
-    changes.append(FileChange(str(target), {"append": "config"}.get(mode, mode), before, after))
+    changes.append(FileChange(str(target), _file_role(mode), before, after))
     backup = Path(str(target) + BACKUP_SUFFIX)
     if (
         mode != "dropin"
@@ -430,7 +498,10 @@ def install(
         "install", node.kind, str(node.config), node.version, node.config_version, mode,
         str(target), dry_run, changes,
     )  # fmt: skip
-    result.notes.append(f"real runc: {real_runc}; SystemdCgroup = {str(systemd).lower()}")
+    result.notes.append(
+        f"real runc: {real_runc}; SystemdCgroup = {str(systemd).lower()}"
+        + (f"; Root = {runc_root}" if runc_root else "")
+    )
     result.notes.append(
         f"containerd-shim-runc-v2: {runc_v2}"
         if runc_v2
@@ -443,6 +514,9 @@ def install(
     for c in changes:
         if c.role in ("front", "link") and c.before is None and c.path not in record["created"]:
             record["created"].append(c.path)
+    new_dir = str(target.parent)
+    if mode == "dropin" and not target.parent.exists() and new_dir not in record["created_dirs"]:
+        record["created_dirs"].append(new_dir)
     if result.changed:
         record_change = FileChange(
             f"{bin_dir}/{RECORD_NAME}", "record", _read_text(Path(bin_dir, RECORD_NAME)),
@@ -476,7 +550,8 @@ def _builtin_runtimes(node: Node, before: str | None) -> dict[str, Any]:
     """
     if node.version is None or ctrd.parse_version(node.version)[0] != 1:
         return {}
-    own = runtimes(tomllib.loads(strip_block(before)[0])) if before else {}
+    own_file = tomllib.loads(strip_block(before)[0]) if before else {}
+    own = runtimes({**own_file, "version": 2})  # 1.x: its files use the version 2 ids
     return {
         name: table
         for name, table in runtimes(node.effective).items()
@@ -513,23 +588,29 @@ def verify(node: Node, *, shim_path: str, front_path: str) -> None:
 def _target(node: Node) -> tuple[str, Path, int]:
     """(mode, file, layout version) where a fresh install puts the block."""
     if node.kind != "containerd":
-        name = "config-v3.toml.tmpl" if node.config_version == 3 else "config.toml.tmpl"
+        # the block is appended to k3s's base, so it takes the rendered config's version
+        name = "config-v3.toml.tmpl" if node.config_version >= 3 else "config.toml.tmpl"
         return "template", node.config.parent / name, node.config_version
     main = _read_toml(node.config) if node.config.exists() else {}
     patterns = main.get("imports", [])
-    if node.config_version == 3:
+    if (node.daemon_major or 0) >= 2:  # 2.x merges imports table by table, any file version
         for pattern in patterns:
             path = _abs_import(node.config, pattern)
             if glob.has_magic(path) and fnmatch.fnmatch(DROPIN_NAME, os.path.basename(path)):
-                return "dropin", Path(os.path.dirname(path)) / DROPIN_NAME, 3
-        return "append", node.config, 3
+                return "dropin", Path(os.path.dirname(path)) / DROPIN_NAME, node.native_version
+        return "append", node.config, node.config_version
     target, layout = node.config, node.config_version
     plugin = ctrd.CRI_RUNTIME_PLUGIN[2]
     for f in _imported_files(node.config, patterns):
         data = _read_toml(f)
         if plugin in data.get("plugins", {}):
-            target, layout = f, _layout_version(data, f)
+            target, layout = f, _layout_version(data, f, node.version)
     return "append", target, layout
+
+
+def _file_role(mode: str) -> str:
+    """FileChange.role of the file holding the block: config | dropin | template."""
+    return "config" if mode == "append" else mode
 
 
 def _block_owner(node: Node) -> tuple[str, Path, int] | None:
@@ -592,7 +673,7 @@ def uninstall(
         owner[0] if owner else None, str(owner[1]) if owner else None, dry_run,
     )  # fmt: skip
     if owner is not None:
-        _, target, _ = owner
+        mode, target, _ = owner
         before = _read_text(target) or ""
         stripped, _ = strip_block(before)
         backup = Path(str(target) + BACKUP_SUFFIX)
@@ -604,7 +685,7 @@ def uninstall(
             after = None  # install created the file
         elif original is not None:
             result.notes.append(f"{target} changed since install: kept those edits, left {backup}")
-        result.changes.append(FileChange(str(target), "config", before, after))
+        result.changes.append(FileChange(str(target), _file_role(mode), before, after))
         if original is not None and after == original:
             result.changes.append(FileChange(str(backup), "backup", original, None))
     record = _read_record(bin_dir)
@@ -618,6 +699,11 @@ def uninstall(
     if dry_run:
         return result
     _apply(result.changes)
+    for d in record["created_dirs"]:  # the drop-in dir install made, if nothing else is there
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
     if restart and owner is not None:
         result.restarted = restart_containerd(node)
     return result
@@ -691,6 +777,7 @@ def _read_record(bin_dir: str) -> dict[str, Any]:
     text = _read_text(Path(bin_dir, RECORD_NAME))
     record = json.loads(text) if text else {}
     record.setdefault("created", [])
+    record.setdefault("created_dirs", [])
     return record
 
 

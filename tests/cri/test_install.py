@@ -1,8 +1,9 @@
 """`floxk shim install` on the line under test, then a flox pod through CRI on that config.
 
 The node's config starts as the line's own `containerd config default` (made private to a
-temp dir: root, state, socket, pause image; see tests/install/nodeconf.py), either edited in
-place or with the CRI settings in an imported file. The runtime is installed from zipapps
+temp dir: root, state, sockets, pause image, and the imports that on 2.2+ name the host's
+conf.d; see tests/install/nodeconf.py), either edited in place or with the CRI settings in
+an imported file. The daemon refuses to start on a config that imports host files. The runtime is installed from zipapps
 built by `floxk shim build` into a private bin dir; containerd runs with a bare PATH, so the
 zipapps run on the system python3. Then: the dump shows the runtime, a flox pod prints from
 its environment, a second install changes no byte, uninstall gives the original bytes back.
@@ -78,6 +79,7 @@ class NodeDaemon(harness.Containerd):
         return self.etc / "config.toml"
 
     def start(self, timeout: float = 60) -> NodeDaemon:
+        nodeconf.assert_private(self.config_path, self.etc)
         env = {**os.environ, "PATH": f"{self.line.bin_dir}:{BARE_PATH}", **self.env}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -151,7 +153,7 @@ def _write(files: dict[Path, str]) -> None:
 @pytest.mark.parametrize("shape", ["default", "imports"])
 def test_install_runs_a_flox_pod_then_uninstall_restores(daemon, flox_node, cri_images, shape):
     line, d, etc, bin_dir = daemon.line, daemon.dir, daemon.etc, flox_node["bin"]
-    default = nodeconf.default_config(line.containerd)
+    default = nodeconf.default_config(line.containerd, etc)
     pause, restrict = cri_images["pause"].ref, ctrd.needs_restrict_oom_score_adj()
     if shape == "default":
         files = {
@@ -165,8 +167,12 @@ def test_install_runs_a_flox_pod_then_uninstall_restores(daemon, flox_node, cri_
     kw = {"config": daemon.config_path, "containerd": str(line.containerd), "bin_dir": str(bin_dir)}
     result = inst.install(**kw)
     assert result.verified
+    # 2.x: a drop-in wherever the config imports a glob (the 2.2+ default does); 1.x: append
+    dropin = line.major >= 2 and (shape == "imports" or ctrd.imports_dropins(line.version))
+    assert result.mode == ("dropin" if dropin else "append")
     flox = inst.runtimes(tomllib.loads(nodeconf.dump(line.containerd, daemon.config_path)))["flox"]
     assert flox["options"]["BinaryName"] == f"{bin_dir}/floxk-runc-front"
+    assert flox["options"]["Root"] == str(d / "runc-state")  # runc's, not the host's /run
     installed = {p: p.read_bytes() for p in etc.rglob("*.toml")}
 
     daemon.start()
@@ -184,7 +190,7 @@ def test_install_restart_restarts_a_plain_containerd(daemon, flox_node, cri_imag
     """--restart on a containerd run as a plain process (no systemd here): same argv, env, log."""
     line, d, bin_dir = daemon.line, daemon.dir, flox_node["bin"]
     text = nodeconf.node_config(
-        line.version, nodeconf.default_config(line.containerd), d,
+        line.version, nodeconf.default_config(line.containerd, daemon.etc), d,
         cri_images["pause"].ref, ctrd.needs_restrict_oom_score_adj(),
     )  # fmt: skip
     daemon.config_path.write_text(text)

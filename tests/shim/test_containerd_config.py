@@ -39,6 +39,8 @@ def test_parse_version_rejects_garbage():
         ("1.7.24", 2, "io.containerd.grpc.v1.cri"),
         ("2.1.9", 3, "io.containerd.cri.v1.runtime"),
         ("2.2.0", 3, "io.containerd.cri.v1.runtime"),
+        ("2.3.7", 3, "io.containerd.cri.v1.runtime"),  # 2.3+ reads 3 (and migrates it)
+        ("2.4.2", 3, "io.containerd.cri.v1.runtime"),
     ],
 )
 def test_rendered_table_sits_under_the_plugin_this_line_reads(version, config_version, plugin):
@@ -56,6 +58,37 @@ def test_rendered_table_sits_under_the_plugin_this_line_reads(version, config_ve
     assert "restrict_oom_score_adj" not in config["plugins"][plugin]
 
 
+@pytest.mark.parametrize(
+    ("version", "default", "readable", "dropins"),
+    [
+        ("1.6.20", 2, (2,), False),
+        ("1.7.24", 2, (2,), False),
+        ("2.0.0", 3, (2, 3), False),
+        ("2.1.9", 3, (2, 3), False),
+        ("2.2.9", 3, (2, 3), True),
+        ("2.3.7", 4, (2, 3, 4), True),
+        ("2.4.2", 4, (2, 3, 4), True),
+    ],
+)
+def test_config_versions_per_line(version, default, readable, dropins):
+    """What each line's `config default` writes, which file versions it loads, whether its
+    default imports conf.d (checked against the real binaries in tests/install)."""
+    assert ctrd.default_config_version(version) == default
+    assert ctrd.readable_config_versions(version) == readable
+    assert ctrd.imports_dropins(version) is dropins
+    assert ctrd.config_version(version) == min(default, 3)
+
+
+def test_version_4_keeps_the_2x_cri_id():
+    assert ctrd.CRI_RUNTIME_PLUGIN[4] == ctrd.CRI_RUNTIME_PLUGIN[3] != ctrd.CRI_RUNTIME_PLUGIN[2]
+
+
+def test_runc_root_only_when_given():
+    table = ctrd.flox_runtime_table(shim_path=SHIM, runc_path=RUNC, runc_root="/run/x/runc")
+    assert table["options"] == {"BinaryName": RUNC, "SystemdCgroup": False, "Root": "/run/x/runc"}
+    assert "Root" not in ctrd.flox_runtime_table(shim_path=SHIM, runc_path=RUNC)["options"]
+
+
 def test_restrict_oom_score_adj_only_when_asked():
     config = ctrd.flox_runtime_config(
         "2.1.9", shim_path=SHIM, runc_path=RUNC, systemd_cgroup=True, restrict_oom_score_adj=True
@@ -68,6 +101,8 @@ def test_restrict_oom_score_adj_only_when_asked():
 def test_unknown_major_and_relative_paths_are_config_errors():
     with pytest.raises(ConfigError, match="not a line floxk knows"):
         ctrd.config_version("3.0.0")
+    with pytest.raises(ConfigError, match="not a line floxk knows"):
+        ctrd.default_config_version("3.0.0")
     with pytest.raises(ConfigError, match="absolute path"):
         ctrd.flox_runtime_table(shim_path="containerd-shim-flox-v2", runc_path=RUNC)
 
