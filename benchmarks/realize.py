@@ -41,7 +41,7 @@ from pathlib import Path
 from shim import hub
 from shim.realize import realize
 a = json.loads(sys.argv[1])
-lock = hub.resolve(a["ref"], [a["hub"]]).lock
+lock = hub.peek(a["ref"], [a["hub"]]).lock
 realize(lock, system=a["system"], substituters=[a["hub"]], trusted_keys=[a["key"]],
         store_root=Path(a["store"]), state_dir=Path(a["state"]))
 """

@@ -60,7 +60,7 @@ def describe_ref(ref: str, *, hub: str | None) -> dict[str, Any]:
         raise ConfigError(f"{ref} is a hub ref; say which hub", hint="pass --hub URL")
     from shim import hub as hubs  # written alongside; imported late so `show DIR` needs none of it
 
-    record = hubs.resolve(ref, [hub])
+    record = hubs.peek(ref, [hub])
     return describe_lock(record.lock, source=f"{record.owner}/{record.name}:{record.generation}")
 
 
