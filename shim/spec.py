@@ -106,7 +106,7 @@ def rewrite_spec(
     activation = env.activation
     mounts = list(new.get("mounts") or [])
     for m in mounts:
-        dest = os.path.normpath(m.get("destination", ""))
+        dest = mount_destination(m.get("destination", ""))
         if any(dest == r or dest.startswith(r + "/") for r in RESERVED_DESTINATIONS):
             raise RealizeError(
                 f"the container mounts a volume at {dest}, where floxk mounts the environment",
@@ -144,6 +144,15 @@ def rewrite_spec(
     process["args"] = wrap_args(list(process.get("args") or []), activation, env_path)
     new["process"] = process
     return new
+
+
+def mount_destination(destination: object) -> str:
+    """Where runc mounts `destination`: relative is taken from / and the path is cleaned
+    (Go's filepath.Clean, which also collapses a leading `//`, unlike os.path.normpath).
+    Symlinks inside the image are not resolved here: floxk's own mounts come last, so
+    they cover whatever a volume put at the same place."""
+    text = destination if isinstance(destination, str) else ""
+    return os.path.normpath("/" + text.lstrip("/"))
 
 
 def wrap_args(args: list[str], activation: Mapping[str, Any], env_path: str | Path) -> list[str]:
