@@ -213,27 +213,7 @@ def test_every_closure_path_needs_a_signature_even_content_addressed(tmp_path, s
 
 
 def _unsigned_drv(tmp_path, cache) -> tuple[str, str]:
-    """A derivation nobody built (its output is in no cache), copied unsigned into the cache."""
-    expr = (
-        f'derivation {{ name = "evil"; system = "{current_system()}"; builder = "/bin/sh";'
-        ' args = [ "-c" "echo built-on-the-node > $out" ]; }'
-    )
-    drv = subprocess.run(
-        ["nix-instantiate", *nix.base_options(), "--store", str(tmp_path / "attacker-store"),
-         "--expr", expr],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip().splitlines()[-1]  # fmt: skip
-    out = subprocess.run(
-        [*attacker.NIX, "--store", str(tmp_path / "attacker-store"), "show-derivation", drv],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    output = json.loads(out)[drv]["outputs"]["out"]["path"]
-    subprocess.run(
-        [*attacker.NIX, "copy", "--from", str(tmp_path / "attacker-store"), "--to",
-         Path(cache).as_uri(), "--derivation", drv],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return drv, output
+    return attacker.unsigned_drv(tmp_path, cache)
 
 
 def test_lock_naming_a_drv_or_a_non_store_path_is_refused_when_parsed(tmp_path):
