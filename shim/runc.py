@@ -14,9 +14,10 @@ stderr; config.json is then byte-identical to what containerd wrote.
 Every import costs milliseconds on every container start, so modules are imported where
 they are needed: a create that is not ours (normally filtered out by the sh front already)
 reads config.json and execs runc having loaded little more than json and node.toml, and a
-create on an environment the node has realized before reads the hub record and the tree's
-activation.json without importing the lock model, Nix or subprocess
-(benchmarks/createpath.py and benchmarks/podstart.py measure it).
+create on an environment the node has realized before reads the hub's pointer, the record
+it verified before (state_dir/records/: trusted by its store path, no Nix call), the
+generation mark and the tree's activation.json without importing the lock model, Nix or
+subprocess (benchmarks/createpath.py and benchmarks/podstart.py measure it).
 """
 
 from __future__ import annotations

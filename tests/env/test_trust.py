@@ -170,18 +170,26 @@ def _unsigned_ca_package(tmp_path, cache) -> str:
     return attacker.add_unsigned(cache, pkg, flat=False)
 
 
-def test_record_pointing_at_an_unsigned_ca_path_is_refused(tmp_path, signed_cache, publish_env):
-    owner, name, gen = split(publish_env("trust/capath", PLAIN))
-    ca = _unsigned_ca_package(tmp_path, signed_cache.root)
+@pytest.mark.parametrize("kind", ["ca_path", "drv"])
+def test_forged_record_naming_an_unsigned_ca_path_or_drv_is_refused(
+    tmp_path, signed_cache, publish_env, kind
+):
+    """Attacks 2 and 3 as reported: the forged record chose the path; nothing of it
+    becomes valid on the node (the CA path is not kept, the .drv's output never built)."""
+    if kind == "drv":
+        target, never_valid = _unsigned_drv(tmp_path, signed_cache.root)
+    else:
+        target = never_valid = _unsigned_ca_package(tmp_path, signed_cache.root)
+    owner, name, gen = split(publish_env(f"trust/{kind.replace('_', '-')}", PLAIN))
     forged = attacker.forge_record(
         signed_cache.root, tmp_path / "attack", owner, name, gen,
-        attacker.point_output_at("hello", ca),
+        attacker.point_output_at("hello", target),
     )  # fmt: skip
     cfg = node(tmp_path, signed_cache)
-    with pytest.raises(TrustError):
+    with pytest.raises(TrustError, match="not signed by a key this node trusts"):
         realize_for(ref(f"{owner}/{name}"), cfg)
     assert_nothing_usable(cfg, forged)
-    assert nix.invalid_paths([ca], store_root=Path(cfg.store_root)) == [ca]
+    assert nix.invalid_paths([never_valid], store_root=Path(cfg.store_root)) == [never_valid]
 
 
 def test_every_closure_path_needs_a_signature_even_content_addressed(tmp_path, signed_cache):
@@ -229,22 +237,6 @@ def test_lock_naming_a_drv_or_a_non_store_path_is_refused_when_parsed(tmp_path):
         (tmp_path / "manifest.lock").write_text(json.dumps({**base, "packages": [package]}))
         with pytest.raises(LockError, match=error):
             load_lock(tmp_path / "manifest.lock")  # the laptop's
-
-
-def test_record_naming_an_unsigned_drv_is_refused_and_nothing_is_built(
-    tmp_path, signed_cache, publish_env
-):
-    drv, output = _unsigned_drv(tmp_path, signed_cache.root)
-    owner, name, gen = split(publish_env("trust/drv", PLAIN))
-    forged = attacker.forge_record(
-        signed_cache.root, tmp_path / "attack", owner, name, gen,
-        attacker.point_output_at("hello", drv),
-    )  # fmt: skip
-    cfg = node(tmp_path, signed_cache)
-    with pytest.raises(TrustError):
-        realize_for(ref(f"{owner}/{name}"), cfg)
-    assert_nothing_usable(cfg, forged)
-    assert nix.invalid_paths([output], store_root=Path(cfg.store_root)) == [output]
 
 
 def test_the_node_never_builds_even_a_drv_it_is_handed(tmp_path, signed_cache):
