@@ -169,6 +169,9 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
     if parsed.ignored:
         _log_line(call, "warning", f"floxk: ignored annotations (not on the allow-list): "
                   f"{', '.join(parsed.ignored)}")  # fmt: skip
+    from shim.spec import check_volumes
+
+    check_volumes(list(spec.get("mounts") or []))  # a spec floxk refuses realizes nothing
     found = fetch_for(parsed.environment, node)
     # Mark the use before realizing (shim.gc's contract): gc never frees a tree between
     # its realization and this container's start.
