@@ -61,7 +61,12 @@ def describe_ref(ref: str, *, hub: str | None) -> dict[str, Any]:
     from shim import hub as hubs  # written alongside; imported late so `show DIR` needs none of it
 
     record = hubs.peek(ref, [hub])
-    return describe_lock(record.lock, source=f"{record.owner}/{record.name}:{record.generation}")
+    data = describe_lock(record.lock, source=f"{record.owner}/{record.name}:{record.generation}")
+    data["warnings"].append(
+        "shown as the hub serves it: its signature is not checked here "
+        "(nodes check it against their trusted keys: `floxk env realize REF`)"
+    )
+    return data
 
 
 def describe_lock(lock: Lock, *, source: str) -> dict[str, Any]:

@@ -153,6 +153,7 @@ def test_show_ref_reads_the_hub(tmp_path, capsys):
     assert data["source"] == "alice/flash:1"
     assert data["digest"] == lock.digest()
     assert set(data["systems"]) == set(lock.systems())
+    assert any("signature is not checked here" in w for w in data["warnings"])
 
     code, _, err = floxk(capsys, "env", "show", "alice/other", "--hub", url)
     assert code == 3 and "alice/other" in err
