@@ -6,7 +6,12 @@
       locks/<digest>.lock     single-flight: one realization per digest at a time
       locks/gc.lock           shared while paths are substituted and rooted, exclusive in gc
       tmp/<digest>.XXXX/      a tree being built; renamed into envs/ when complete
-      realize.log             one line per substituted path and per tree built
+      realize.log             one line per substituted path, refused path and tree built
+      records/, seen/         verified records and generations used (shim.hub)
+
+Nothing is built: Nix runs with max-jobs 0 and no nix.conf (shim.nix.node_options), and
+after substitution every path of the closure, content-addressed or not, must carry a
+signature by a trusted key (shim.nix.verified_closure) before a tree is built from it.
 
 A tree is complete once visible: it is built in tmp/, activation.json is written last, and
 only then is the directory renamed into envs/. The warm path is therefore one read of
@@ -71,8 +76,10 @@ def realize(
 ) -> RealizedEnv:
     """Make the environment of `lock` present on this node and return its tree.
 
-    Signatures are always checked against `trusted_keys`. Unsigned paths are accepted only
-    when the caller passes no keys at all AND insecure_accept_unsigned=True.
+    Signatures are always checked against `trusted_keys`, for every path of the closure
+    (TrustError names the ones without). Unsigned paths are accepted only when the caller
+    passes no keys at all AND insecure_accept_unsigned=True. The lock itself must come
+    from a verified record (shim.runc.fetch_for) or from the caller's own directory.
     """
     from pathlib import Path
 
