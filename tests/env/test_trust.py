@@ -23,7 +23,7 @@ from shim.errors import LockError, RealizeError, TrustError
 from shim.model import current_system, load_lock, lock_from_dict
 from shim.node import NodeConfig, Policy
 from shim.realize import _substitute, build_tree, realize
-from shim.runc import fetch_for, realize_for
+from shim.runc import fetch_for, realize_for, trust_of
 from tests import attacker
 from tests.nixfixtures import make_key_pair, run_with_store
 from tests.shim.oci import write_node_toml
@@ -76,7 +76,7 @@ def test_valid_environment_realizes_and_runs(tmp_path, signed_cache, publish_env
     assert ran.returncode == 0 and ran.stdout == "hello from floxk\n", ran.stderr
     owner, name, gen = split(published)
     record_path, _ = attacker.record_of(signed_cache.root, owner, name, gen)
-    memo = hub._memo_path(fetch_for.__globals__["trust_of"](cfg), record_path)
+    memo = hub._memo_path(trust_of(cfg), record_path)
     assert Path(memo).is_file()  # verified once, remembered by its store path
     seen = Path(cfg.state_dir) / hub.SEEN_DIR
     assert [p.read_text() for p in seen.rglob("valid")] == [f"{gen}\n"]
