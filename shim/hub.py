@@ -333,7 +333,15 @@ def _memo_path(trust: Trust, store_path: str) -> str | None:
 
 def _substituted_record(store_path: str, trust: Trust) -> bytes:
     """Fetch the record's store path from the node's caches and check its signature with
-    Nix; its bytes. A refused record is deleted from the store again."""
+    Nix; its bytes. A refused record is deleted from the store again. Under gc's lock
+    (shared), so `floxk env gc` cannot free the record between fetching and reading it."""
+    from shim.realize import file_lock
+
+    with file_lock(os.path.join(trust.state_dir, "locks", "gc.lock"), shared=True):
+        return _substituted_record_locked(store_path, trust)
+
+
+def _substituted_record_locked(store_path: str, trust: Trust) -> bytes:
     from shim import nix
     from shim.errors import NixError
 
