@@ -201,7 +201,7 @@ def publish(work: Path, manifest: str, name: str = "bench/env") -> dict[str, Any
         "ref": pushed.ref,
         "hub": pushed.cache_url,
         "key": (keys / "pk").read_text().strip(),
-        "lock": hub.resolve(pushed.ref, [pushed.cache_url]).lock,
+        "lock": hub.peek(pushed.ref, [pushed.cache_url]).lock,
         "paths": pushed.paths,
     }
 

@@ -76,7 +76,7 @@ def realize_ref(ref: str, hub_info: dict, store: Path, state: Path):
     from shim.model import current_system
     from shim.realize import realize
 
-    lock = hub.resolve(ref, [hub_info["hub"]]).lock
+    lock = hub.peek(ref, [hub_info["hub"]]).lock
     return realize(
         lock,
         system=current_system(),

@@ -128,7 +128,7 @@ def app_image(work: Path, pushed: dict[str, Any]) -> str:
     from shim.realize import realize
 
     files = cluster_files("kind", CLUSTER)
-    record = hub.resolve(pushed["ref"], [files.hub_url])
+    record = hub.peek(pushed["ref"], [files.hub_url])
     store = work / "image-store"
     env = realize(
         record.lock,

@@ -38,10 +38,10 @@ CONCURRENCY = 8
 CHILD = """
 import json, sys
 from pathlib import Path
-from shim import hub
+from shim.model import lock_from_dict
 from shim.realize import realize
 a = json.loads(sys.argv[1])
-lock = hub.resolve(a["ref"], [a["hub"]]).lock
+lock = lock_from_dict(a["lock"])
 realize(lock, system=a["system"], substituters=[a["hub"]], trusted_keys=[a["key"]],
         store_root=Path(a["store"]), state_dir=Path(a["state"]))
 """
@@ -69,7 +69,7 @@ def cold_realize(ctx: dict, root: Path, state: Path):
 
 def concurrent(ctx: dict, work: Path) -> dict:
     args = {
-        "ref": ctx["ref"],
+        "lock": ctx["lock"].raw,  # realization only: the record is read once, by the parent
         "hub": ctx["hub"],
         "key": ctx["key"],
         "system": current_system(),

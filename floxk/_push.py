@@ -4,8 +4,10 @@
    another system that this machine never built are skipped and reported);
 2. sign them there with the given key (`nix store sign`, so paths already in the cache
    unsigned get the signature too);
-3. write the next generation's record to the hub beside the cache, atomically:
-   `<cache>/floxk/envs/OWNER/NAME/<GEN>.json` (never overwritten), then `latest`.
+3. under the hub's lock, pick the next generation N, add its record (owner, name, N, lock
+   digest, created, lock) to the cache as a store path (`nix store add-file`) and sign it
+   with the same key; then write the pointer `<cache>/floxk/envs/OWNER/NAME/<N>.json`
+   (never overwritten) naming that store path, then `latest`.
 Only file:// caches are written; nodes read hubs over file:// and http(s)://.
 """
 
@@ -70,7 +72,7 @@ def push_environment(
     if signing_key is None:
         warnings.append("pushed unsigned: nodes check signatures and will refuse these paths")
 
-    generation = _write_record(cache_dir, owner, env_name, lock)
+    generation = _write_record(cache_dir, owner, env_name, lock, signing_key=signing_key)
     record_url = cache_url.rstrip("/") + "/" + hub.record_path(owner, env_name, generation)
     return PushResult(
         ref=f"{owner}/{env_name}:{generation}",
@@ -120,9 +122,12 @@ def _pushable_paths(lock: Lock) -> tuple[list[str], list[str], list[str]]:
     return sorted(set(paths)), skipped, warnings
 
 
-def _write_record(cache_dir: Path, owner: str, name: str, lock: Lock) -> int:
-    """Write generation N+1 and point `latest` at it. Concurrent pushes get distinct
-    generations: the record is hard-linked into place, which fails if the name exists."""
+def _write_record(
+    cache_dir: Path, owner: str, name: str, lock: Lock, *, signing_key: Path | None
+) -> int:
+    """Add generation N+1's signed record to the cache, then its pointer, then move `latest`.
+    Concurrent pushes get distinct generations: the pointer is hard-linked into place,
+    which fails if the name exists (its record then names a generation nobody points at)."""
     directory = cache_dir / hub.env_dir(owner, name)
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory / ".lock"):
@@ -131,7 +136,9 @@ def _write_record(cache_dir: Path, owner: str, name: str, lock: Lock) -> int:
             record = hub.make_record(
                 owner, name, generation, lock, created=datetime.now(UTC).isoformat()
             )
-            tmp = _temp_file(directory, json.dumps(record, indent=2, sort_keys=True) + "\n")
+            store_path = _add_record(cache_dir, record, signing_key)
+            pointer = hub.make_pointer(owner, name, generation, store_path)
+            tmp = _temp_file(directory, json.dumps(pointer, indent=2, sort_keys=True) + "\n")
             try:
                 os.link(tmp, directory / f"{generation}.json")
                 break
@@ -141,6 +148,32 @@ def _write_record(cache_dir: Path, owner: str, name: str, lock: Lock) -> int:
                 os.unlink(tmp)
         os.replace(_temp_file(directory, f"{generation}\n"), directory / "latest")
     return generation
+
+
+def _add_record(cache_dir: Path, record: dict, signing_key: Path | None) -> str:
+    """The record as a store path in the cache (a flat file), signed there with the key:
+    nodes check that signature with Nix, like the closure's."""
+    cache_url = "file://" + urllib.parse.quote(str(cache_dir))
+    name = hub.record_store_name(record["owner"], record["name"], record["generation"])
+    with tempfile.TemporaryDirectory(prefix="floxk-record-") as tmp:
+        file = Path(tmp) / name
+        file.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        out = nix.run_nix(
+            ["nix", *nix.base_options(), *nix.option("extra-experimental-features", "nix-command"),
+             "store", "add-file", "--store", cache_url + "?compression=zstd",
+             "--name", name, str(file)],
+            what=f"adding the record to {cache_url}",
+        )  # fmt: skip
+    store_path = out.strip().splitlines()[-1] if out.strip() else ""
+    if not nix.is_store_path(store_path):
+        raise NixError(f"nix store add-file printed no store path: {out!r}")
+    if signing_key is not None:
+        nix.run_nix(
+            ["nix", *nix.base_options(), "store", "sign", "--store", cache_url,
+             "--key-file", str(signing_key), store_path],
+            what=f"signing the record in {cache_url}",
+        )  # fmt: skip
+    return store_path
 
 
 def _latest(directory: Path) -> int:

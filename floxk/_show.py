@@ -60,8 +60,13 @@ def describe_ref(ref: str, *, hub: str | None) -> dict[str, Any]:
         raise ConfigError(f"{ref} is a hub ref; say which hub", hint="pass --hub URL")
     from shim import hub as hubs  # written alongside; imported late so `show DIR` needs none of it
 
-    record = hubs.resolve(ref, [hub])
-    return describe_lock(record.lock, source=f"{record.owner}/{record.name}:{record.generation}")
+    record = hubs.peek(ref, [hub])
+    data = describe_lock(record.lock, source=f"{record.owner}/{record.name}:{record.generation}")
+    data["warnings"].append(
+        "shown as the hub serves it: its signature is not checked here "
+        "(nodes check it against their trusted keys: `floxk env realize REF`)"
+    )
+    return data
 
 
 def describe_lock(lock: Lock, *, source: str) -> dict[str, Any]:

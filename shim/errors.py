@@ -38,6 +38,17 @@ class NixError(FloxkError):
     """Nix failed: substitution, signature check, build or copy."""
 
 
+class TrustError(FloxkError):
+    """A record or store path without a signature by a key this node trusts, or a record
+    that is not the one asked for (another environment, an older generation)."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, hint: str | None = None, paths: list[str] | None = None):
+        super().__init__(message, hint=hint)
+        self.paths = paths or []
+
+
 class RealizeError(FloxkError):
     """An environment could not be realized on this node."""
 

@@ -1,31 +1,54 @@
-"""The hub: where `OWNER/NAME[:GEN]` resolves to a locked environment.
+"""The hub: where `OWNER/NAME[:GEN]` resolves to a locked environment, signed.
 
 A hub is a static tree next to a Nix binary cache (docs/hub.md), readable over file://
 and http(s)://:
 
     <hub>/floxk/envs/OWNER/NAME/latest        the newest generation number, as text
-    <hub>/floxk/envs/OWNER/NAME/<GEN>.json    one record per generation, never rewritten
+    <hub>/floxk/envs/OWNER/NAME/<GEN>.json    a pointer: {"floxk-hub-record": 2, owner,
+                                              name, generation, "record": STORE PATH}
+    <cache>/<hash>.narinfo, nar/...           the record itself: a store path (a JSON file
+                                              added with `nix store add-file`) whose
+                                              narinfo carries the pusher's signature
 
-A record holds the whole lock. It is not signed itself: what a node runs is decided by the
-store paths in it, and those are only accepted with a signature from a key the node trusts.
+Nothing the hub serves is trusted: the pointer only says which store path to fetch. The
+record is substituted from the node's caches and checked by Nix against exactly the node's
+trusted keys (shim.nix.verified_closure) before anything in it is read; it names its
+owner, name and generation, which must be the ones asked for; and for an unpinned ref it
+may not be older than a generation this node already used from that hub (rollback).
 
-Standard library only (runs on nodes).
+What a node keeps (state_dir, root's):
+    records/<KEYS>/<record store path name>   a verified record (KEYS: a digest of the
+                                              trusted keys it was verified with). Later
+                                              creates trust it by its store path, whose
+                                              name is its content's hash: no Nix call.
+    seen/<HUB>/OWNER/NAME                     the highest generation used from that hub
+
+Standard library only (runs on nodes). The warm path (record verified before) reads four
+small files and imports neither Nix nor the lock model.
 """
 
 from __future__ import annotations
 
+import os
+
 from shim import fastjson
-from shim.digest import lock_digest
-from shim.errors import FloxkError, LockError, NotFoundError
+from shim.digest import lock_digest, sha256
+from shim.errors import FloxkError, LockError, NotFoundError, TrustError
 from shim.names import split_env_ref
 from shim.records import record
 
 TYPE_CHECKING = False  # typing and the lock model cost milliseconds per container create
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     from shim.model import Lock
 
-RECORD_FORMAT = 1
+POINTER_FORMAT = 2  # "floxk-hub-record" of <GEN>.json (1: an unsigned record with the lock)
+RECORD_FORMAT = 1  # "floxk-env-record" of the signed record
 HUB_DIR = "floxk/envs"
+RECORDS_DIR = "records"
+SEEN_DIR = "seen"
+_MAX_RECORD_BYTES = 64 << 20
 
 # Owner and name become URL path segments and file names: no dots first, no slashes. The
 # grammar, checked with str methods (no `re` on the create path: shim.names), is the regex
@@ -34,20 +57,37 @@ _FETCH_TIMEOUT = 30
 
 
 @record(frozen=True)
+class Trust:
+    """What a node trusts: where store paths come from, whose signatures count, where
+    verified records and generations are remembered. From node.toml (shim.runc.trust_of)."""
+
+    substituters: list[str]
+    trusted_keys: list[str]
+    state_dir: str
+    store_root: str | None = None
+    # Unsigned records and paths: only with no keys at all AND this switch (never on pods).
+    insecure_accept_unsigned: bool = False
+
+    @property
+    def check_signatures(self) -> bool:
+        return bool(self.trusted_keys) or not self.insecure_accept_unsigned
+
+
+@record(frozen=True)
 class HubRecord:
     owner: str
     name: str
     generation: int
     lock: Lock
-    url: str  # the record's own URL (<hub>/floxk/envs/OWNER/NAME/<GEN>.json)
+    url: str  # the pointer's URL (<hub>/floxk/envs/OWNER/NAME/<GEN>.json)
 
 
 @record(frozen=True)
 class RawRecord:
-    """A record as fetched and checked, its lock not parsed yet.
+    """A record as fetched and verified, its lock not parsed yet.
 
-    `digest` has been checked against the lock's content, so it names the environment
-    tree a node may already have: the warm path of a container create needs no more.
+    Its signature, ref and generation have been checked and `digest` matches the lock, so
+    it names the environment tree a node may already have: the warm path needs no more.
     """
 
     owner: str
@@ -90,9 +130,9 @@ def latest_path(owner: str, name: str) -> str:
 
 
 def make_record(owner: str, name: str, generation: int, lock: Lock, *, created: str) -> dict:
-    """The JSON a generation file holds (written by `floxk env push`)."""
+    """The signed record of one generation (`floxk env push` adds it to the cache)."""
     return {
-        "floxk-hub-record": RECORD_FORMAT,
+        "floxk-env-record": RECORD_FORMAT,
         "owner": owner,
         "name": name,
         "generation": generation,
@@ -103,15 +143,40 @@ def make_record(owner: str, name: str, generation: int, lock: Lock, *, created: 
     }
 
 
-def resolve(ref: str, hubs: list[str]) -> HubRecord:
+def make_pointer(owner: str, name: str, generation: int, store_path: str) -> dict:
+    """What <GEN>.json holds: which store path is the generation's record."""
+    return {
+        "floxk-hub-record": POINTER_FORMAT,
+        "owner": owner,
+        "name": name,
+        "generation": generation,
+        "record": store_path,
+    }
+
+
+def record_store_name(owner: str, name: str, generation: int) -> str:
+    """The record's store path name (Nix allows 211 characters; long refs are cut)."""
+    return f"floxk-{owner}-{name}-{generation}"[:200] + ".json"
+
+
+def resolve(ref: str, hubs: list[str], trust: Trust) -> HubRecord:
     """Find `ref` on the first hub that has it; NotFoundError naming every hub tried."""
-    return fetch(ref, hubs).parsed()
+    return fetch(ref, hubs, trust).parsed()
 
 
-def fetch(ref: str, hubs: list[str]) -> RawRecord:
-    """resolve() without parsing the lock: one read of `latest` (unless `ref` names the
-    generation) and one of the record. Same errors, except an invalid lock whose digest
-    matches, which parsed() reports."""
+def peek(ref: str, hubs: list[str]) -> HubRecord:
+    """resolve() for display on a laptop (`floxk env show`, tests, benchmarks): the record
+    read from the hub's own cache with `nix store cat`, its signature NOT checked. Never
+    for realizing on a node: that is shim.runc.fetch_for, with the node's keys."""
+    return fetch(ref, hubs, None).parsed()
+
+
+def fetch(ref: str, hubs: list[str], trust: Trust | None) -> RawRecord:
+    """resolve() without parsing the lock: `latest` (unless `ref` names the generation),
+    the pointer, and the verified record (remembered: shim.nix only the first time).
+    Same errors, except an invalid lock whose digest matches, which parsed() reports;
+    TrustError for a record that is unsigned, signed by another key, for another ref or
+    generation, or older than one already used."""
     owner, name, generation = parse_ref(ref)
     if not hubs:
         raise NotFoundError(
@@ -143,33 +208,263 @@ def fetch(ref: str, hubs: list[str]) -> RawRecord:
                     f"{hub}: {owner}/{name} has no generation {gen} (latest is {known.strip()})"
                 )
             continue
-        return _checked_record(text, url, owner, name, gen)
+        store_path = _pointed_record(text, url, owner, name, gen)
+        found = _verified_record(store_path, url, owner, name, gen, trust, hub)
+        if trust is not None:
+            _check_not_older(found, hub, trust, pinned=generation is not None)
+        return found
     raise NotFoundError(
         f"{ref} not found: " + "; ".join(tried),
         hint="check the name and generation, or publish it with `floxk env push`",
     )
 
 
-def _checked_record(text: str, url: str, owner: str, name: str, generation: int) -> RawRecord:
+def _pointed_record(text: str, url: str, owner: str, name: str, generation: int) -> str:
+    """The store path a pointer names (the pointer is not trusted: only its form is checked)."""
     try:
-        record = fastjson.loads(text)
+        pointer = fastjson.loads(text)
     except ValueError as e:  # json.JSONDecodeError, or an int past Python's digit limit
         raise LockError(f"{url}: invalid JSON: {getattr(e, 'msg', e)}") from None
-    if not isinstance(record, dict) or record.get("floxk-hub-record") != RECORD_FORMAT:
-        raise LockError(f"{url}: not a floxk hub record (format {RECORD_FORMAT})")
+    if not isinstance(pointer, dict) or pointer.get("floxk-hub-record") != POINTER_FORMAT:
+        raise TrustError(
+            f"{url}: not a signed floxk hub record (format {POINTER_FORMAT})",
+            hint="republish it with this floxk's `floxk env push --signing-key KEY`",
+        )
+    if (pointer.get("owner"), pointer.get("name"), pointer.get("generation")) != (
+        owner,
+        name,
+        generation,
+    ):
+        raise TrustError(f"{url}: the record names another environment or generation")
+    store_path = pointer.get("record")
+    if not _is_record_store_path(store_path):
+        raise TrustError(f"{url}: 'record' is not a store path of a record: {store_path!r}")
+    return store_path
+
+
+def _is_record_store_path(value: object) -> bool:
+    """/nix/store/<32 base-32 chars>-<name>.json, nothing after it (model.STORE_PATH_RE's
+    grammar with str methods: no `re` on the create path)."""
+    if not isinstance(value, str) or not value.startswith("/nix/store/"):
+        return False
+    base = value[len("/nix/store/") :]
+    digest, dash, rest = base.partition("-")
+    return (
+        len(digest) == 32
+        and digest.isascii()
+        and digest.isalnum()
+        and digest == digest.lower()
+        and not any(c in digest for c in "eotu")
+        and dash == "-"
+        and rest.endswith(".json")
+        and rest.isascii()
+        and rest.translate(_STORE_NAME_PUNCT).isalnum()
+    )
+
+
+_STORE_NAME_PUNCT = str.maketrans("", "", "+-._?=")
+
+
+def _verified_record(
+    store_path: str,
+    url: str,
+    owner: str,
+    name: str,
+    generation: int,
+    trust: Trust | None,
+    hub: str,
+) -> RawRecord:
+    """The record at `store_path`, checked: signed by a trusted key (unless `trust` is
+    None: peek()), for this ref and generation, its digest matching its lock. Remembered
+    once checked."""
+    memo = _memo_path(trust, store_path) if trust is not None else None
+    remembered = _read_json_file(memo) if memo is not None else None
+    if remembered is not None:  # written only after every check below passed
+        if (remembered["owner"], remembered["name"], remembered["generation"]) != (
+            owner,
+            name,
+            generation,
+        ):
+            _wrong_ref(url, remembered, owner, name, generation)
+        return RawRecord(owner, name, generation, remembered["digest"], remembered["lock"], url)
+    data = _substituted_record(store_path, trust) if trust else _cat_record(store_path, hub)
+    try:
+        record = fastjson.loads(data)
+    except ValueError as e:
+        raise LockError(f"{url}: record {store_path}: invalid JSON: {e}") from None
+    if not isinstance(record, dict) or record.get("floxk-env-record") != RECORD_FORMAT:
+        raise LockError(f"{url}: {store_path} is not a floxk environment record")
     if (record.get("owner"), record.get("name"), record.get("generation")) != (
         owner,
         name,
         generation,
     ):
-        raise LockError(f"{url}: the record names another environment or generation")
+        _wrong_ref(url, record, owner, name, generation)
     lock = record.get("lock")
     if not isinstance(lock, dict):
         raise LockError(f"{url}: a lock must be a JSON object")
     digest = record.get("digest")
     if digest != lock_digest(lock):
         raise LockError(f"{url}: the record's digest does not match its lock (damaged record)")
+    if memo is not None:
+        from shim.atomic import write_atomic
+
+        os.makedirs(os.path.dirname(memo), mode=0o700, exist_ok=True)
+        write_atomic(memo, data, 0o600)
     return RawRecord(owner, name, generation, digest, lock, url)
+
+
+def _wrong_ref(url: str, record: dict, owner: str, name: str, generation: int) -> NoReturn:
+    signed_for = f"{record.get('owner')}/{record.get('name')}:{record.get('generation')}"
+    raise TrustError(
+        f"{url}: the record is signed for {signed_for}, not {owner}/{name}:{generation}",
+        hint="the hub serves another environment's record here: check who can write the hub",
+    )
+
+
+def _memo_path(trust: Trust, store_path: str) -> str | None:
+    """Where a record verified with exactly these keys is remembered (None: unsigned mode,
+    whose records are never remembered as verified)."""
+    if not trust.check_signatures:
+        return None
+    keys = sha256("\n".join(sorted(trust.trusted_keys)).encode()).hexdigest()[:32]
+    return os.path.join(trust.state_dir, RECORDS_DIR, keys, os.path.basename(store_path))
+
+
+def _substituted_record(store_path: str, trust: Trust) -> bytes:
+    """Fetch the record's store path from the node's caches and check its signature with
+    Nix; its bytes. A refused record is deleted from the store again. Under gc's lock
+    (shared), so `floxk env gc` cannot free the record between fetching and reading it."""
+    from shim.realize import file_lock
+
+    with file_lock(os.path.join(trust.state_dir, "locks", "gc.lock"), shared=True):
+        return _substituted_record_locked(store_path, trust)
+
+
+def _substituted_record_locked(store_path: str, trust: Trust) -> bytes:
+    from shim import nix
+    from shim.errors import NixError
+
+    store_root = trust.store_root
+    if trust.check_signatures and not trust.trusted_keys:
+        raise TrustError(
+            "no trusted public keys are configured, so no record can be accepted",
+            hint="set trusted_public_keys in the node configuration (or pass --trusted-key)",
+        )
+    if store_root is not None:
+        os.makedirs(store_root, exist_ok=True)
+    argv = [
+        "nix-store", *nix.base_options(), *nix.node_options(), *nix.store_args(store_root),
+        *nix.substitution_options(
+            trust.substituters, trust.trusted_keys, check_signatures=trust.check_signatures
+        ),
+        "--realise", store_path,
+    ]  # fmt: skip
+    try:
+        _, progress = nix.run_nix_with_log(
+            argv, what=f"fetching the record {store_path}", env=nix.node_env()
+        )
+    except NixError as e:
+        raise TrustError(
+            e.message,
+            hint="push the environment again (`floxk env push`) to a cache listed in the "
+            "node's substituters",
+        ) from None
+    if trust.check_signatures:
+        try:
+            nix.verified_closure(
+                [store_path], trust.trusted_keys, store_root=store_root,
+                substituters=trust.substituters,
+            )  # fmt: skip
+        except TrustError as e:
+            if any(path == store_path for path, _ in nix.copied_from(progress)):
+                nix.delete_paths([store_path], store_root=store_root)
+            raise TrustError(
+                f"the record {store_path} is not signed by a key this node trusts",
+                hint="push with `floxk env push --signing-key KEY` and list its public key in "
+                "the node's trusted_public_keys",
+                paths=e.paths,
+            ) from None
+    real = os.path.join(store_root or "/", store_path.lstrip("/"))
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise LockError(f"cannot read the record {store_path}: {e.strerror}") from None
+    try:
+        import stat
+
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_RECORD_BYTES:
+            raise LockError(f"the record {store_path} is not a JSON file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def _cat_record(store_path: str, hub: str) -> bytes:
+    """The record's bytes straight from the hub's cache, unchecked (peek() only)."""
+    from shim import nix
+
+    out = nix.run_nix(
+        ["nix", *nix.base_options(), *nix.option("extra-experimental-features", "nix-command"),
+         "store", "cat", "--store", hub, store_path],
+        what=f"reading the record {store_path} from {hub}",
+    )  # fmt: skip
+    return out.encode("utf-8")
+
+
+def _check_not_older(found: RawRecord, hub: str, trust: Trust, *, pinned: bool) -> None:
+    """Rollback protection: an unpinned ref never resolves to a generation older than one
+    already used from this hub; every use raises the mark. A pinned generation is the
+    deployer's explicit choice and always allowed."""
+    mark = os.path.join(
+        trust.state_dir,
+        SEEN_DIR,
+        sha256(hub.rstrip("/").encode()).hexdigest()[:32],
+        found.owner,
+        found.name,
+    )
+    seen = _read_generation(mark)
+    if not pinned and seen is not None and found.generation < seen:
+        raise TrustError(
+            f"{found.url}: {found.owner}/{found.name} resolves to generation "
+            f"{found.generation}, older than generation {seen} this node already used "
+            f"from {hub} (rollback refused)",
+            hint=f"if the rollback is wanted, pin it: {found.owner}/{found.name}:"
+            f"{found.generation}; otherwise check who can write the hub",
+        )
+    if seen is None or found.generation > seen:
+        from shim.atomic import write_atomic
+        from shim.realize import file_lock
+
+        os.makedirs(os.path.dirname(mark), mode=0o700, exist_ok=True)
+        with file_lock(mark + ".lock"):
+            seen = _read_generation(mark)
+            if seen is None or found.generation > seen:
+                write_atomic(mark, f"{found.generation}\n".encode(), 0o600)
+
+
+def _read_generation(path: str) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            return int(f.read().strip())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:  # written atomically: damage is not from floxk
+        raise TrustError(
+            f"cannot read the generation floxk last used, {path}: {e}",
+            hint="write the generation last used into it (or delete it to accept any)",
+        ) from None
+
+
+def _read_json_file(path: str) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            data = fastjson.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _join(hub: str, relative: str) -> str:

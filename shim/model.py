@@ -26,6 +26,17 @@ DEFAULT_PRIORITY = 5
 # A store path as Nix writes it: nothing else may end up as a symlink target or a mount.
 STORE_PATH_RE = re.compile(r"^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$")
 
+
+def output_path_problem(value: Any) -> str | None:
+    """Why `value` cannot be a locked output (None when it can): outputs are store paths,
+    never derivations (a node would build a `.drv` instead of fetching something signed)."""
+    if not isinstance(value, str) or not STORE_PATH_RE.match(value):
+        return f"is not a Nix store path: {value!r}"
+    if value.endswith(".drv"):
+        return f"names a derivation, not a built output: {value!r} (nodes never build)"
+    return None
+
+
 # Top-level keys floxk acts on, and keys Flox knows that floxk reads but does not act on.
 _HONOURED = {"version", "schema-version", "install", "vars", "hook", "profile", "options"}
 _NOT_HONOURED = {
@@ -309,8 +320,9 @@ def _descriptor(install_id: str, value: Any, where: _Where) -> InstallDescriptor
         if name in value and not isinstance(value[name], str):
             raise where.error(key + (name,), "must be a string")
     store_path = value.get("store-path")
-    if store_path is not None and not STORE_PATH_RE.match(store_path):
-        raise where.error(key + ("store-path",), f"is not a Nix store path: {store_path!r}")
+    problem = output_path_problem(store_path) if store_path is not None else None
+    if problem:
+        raise where.error(key + ("store-path",), problem)
     systems = value.get("systems")
     if systems is not None and not _is_str_list(systems):
         raise where.error(key + ("systems",), "must be a list of system strings")
@@ -543,9 +555,11 @@ def _v1_packages(packages: Any, manifest: Manifest, source: str) -> list[LockedP
         if not isinstance(outputs, dict) or not outputs:
             raise LockError(f"{where} ('{install_id}') has no outputs")
         for name, path in outputs.items():
-            if not isinstance(path, str) or not STORE_PATH_RE.match(path):
+            problem = output_path_problem(path)
+            if problem:
                 raise LockError(
-                    f"{where} ('{install_id}') output {name!r} is not a Nix store path: {path!r}"
+                    f"{where} ('{install_id}') output {name!r} {problem}",
+                    hint="a lock names built outputs (`floxk env lock` writes them)",
                 )
         if to_install is not None and not _is_str_list(to_install):
             raise LockError(f"{where} ('{install_id}') outputs to install must be a list")

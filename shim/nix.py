@@ -14,10 +14,10 @@ import os
 import re
 import sqlite3
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from shim.errors import CommandError, MissingDependencyError, NixError
+from shim.errors import CommandError, MissingDependencyError, NixError, TrustError
 from shim.proc import run
 
 STORE_DIR = "/nix/store"
@@ -73,6 +73,36 @@ def substitution_options(
     ]
 
 
+def node_options() -> list[str]:
+    """What every Nix call of a node's realization adds: the node never builds.
+
+    max-jobs 0 and no builders make a derivation that reaches the node an error instead
+    of a build (as root, possibly unsandboxed); no fallback to building when a
+    substitution fails; no secret key files (Nix would trust their public halves).
+    """
+    return [
+        *option("max-jobs", "0"),
+        *option("builders", ""),
+        *option("fallback", "false"),
+        *option("secret-key-files", ""),
+        *option("experimental-features", "nix-command"),
+    ]
+
+
+def node_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a node's Nix calls: no nix.conf but floxk's own options.
+
+    The host's /etc/nix/nix.conf, the user's nix.conf files and NIX_CONFIG could add
+    substituters, trusted keys, builders or secret keys: none of them is read. NIX_CONF_DIR
+    names a directory that cannot exist (below /dev/null), so Nix finds no nix.conf.
+    """
+    env = dict(os.environ if base is None else base)
+    env.pop("NIX_CONFIG", None)
+    env["NIX_CONF_DIR"] = "/dev/null/floxk-no-nix-conf"
+    env["NIX_USER_CONF_FILES"] = ""
+    return env
+
+
 def no_substituters() -> list[str]:
     """For local builds and evaluation: never reach out to a cache configured in nix.conf."""
     return option("substituters", "")
@@ -93,23 +123,34 @@ def is_store_path(value: str) -> bool:
 
 
 def run_nix(
-    argv: Sequence[str], *, what: str, hint: str | None = None, timeout: float | None = None
+    argv: Sequence[str],
+    *,
+    what: str,
+    hint: str | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> str:
     """Run a Nix command; a failure becomes a NixError saying what floxk was doing.
 
     Returns stdout; Nix's progress (stderr) is kept in the error when it fails.
     """
     try:
-        return run(list(argv), timeout=timeout, hint=hint)
+        return run(list(argv), timeout=timeout, hint=hint, env=env)
     except CommandError as e:
         raise NixError(f"{what} failed:\n{_tail(e.output)}", hint=hint) from None
 
 
-def run_nix_with_log(argv: Sequence[str], *, what: str, hint: str | None = None) -> tuple[str, str]:
+def run_nix_with_log(
+    argv: Sequence[str],
+    *,
+    what: str,
+    hint: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[str, str]:
     """Like run_nix, but also returns stderr (where Nix reports copied paths)."""
     argv = [os.fspath(a) for a in argv]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     except FileNotFoundError:
         raise MissingDependencyError(
             f"{argv[0]} is not installed", hint="install Nix (Debian: nix-bin)"
@@ -195,3 +236,161 @@ def invalid_paths(paths: Iterable[str], *, store_root: Path | None) -> list[str]
 def gcroots_dir(store_root: Path | None) -> Path:
     """Where the store's GC looks for roots (symlinks to logical /nix/store paths)."""
     return (store_root or Path("/")) / "nix" / "var" / "nix" / "gcroots"
+
+
+# --- signatures, checked by Nix itself -------------------------------------------------------
+# Nix skips the signature check of a content-addressed path (its name derives from its
+# content, so Nix deems it self-certifying): `nix-store --realise` with require-sigs takes
+# one unsigned from a cache, and `nix store verify --sigs-needed 1` passes it (Nix 2.8 ..
+# 2.3x). A node must not: what a lock names is only as trustworthy as whoever wrote it.
+# So the store's own path infos (NAR hash, size, references, signatures: what a signature
+# covers) are copied into a throwaway binary cache without their content-address claim,
+# and Nix checks that cache: exactly the node's keys, at least one valid signature each.
+
+_UNTRUSTED = re.compile(r"path '(/nix/store/[^']+)' is untrusted")
+
+
+def verified_closure(
+    paths: Iterable[str],
+    trusted_keys: Sequence[str],
+    *,
+    store_root: Path | None,
+    substituters: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The closure of `paths` (sorted), each path signed by one of `trusted_keys`.
+
+    A path the store holds without such a signature (built or added here before) also
+    passes when a substituter's narinfo carries one: the signature covers the NAR hash,
+    size and references, which are taken from the store, so it only verifies for exactly
+    the content the store has. TrustError names the paths that fail; NixError when Nix
+    cannot tell."""
+    paths = sorted(set(paths))
+    if not paths:
+        return []
+    if not trusted_keys:
+        raise TrustError(
+            "no trusted public keys are configured, so no store path can be accepted",
+            hint="set trusted_public_keys in the node configuration",
+        )
+    env = node_env() if env is None else env
+    infos = path_infos(paths, store_root=store_root, env=env)
+    closure = sorted(infos)
+    untrusted = _untrusted(infos, closure, trusted_keys, env)
+    if untrusted and substituters:
+        remote = {p: _remote_signatures(p, substituters) for p in untrusted}
+        retry = {p: {**infos[p], "signatures": sigs} for p, sigs in remote.items() if sigs}
+        if retry:
+            still = set(_untrusted(retry, sorted(retry), trusted_keys, env))
+            untrusted = [p for p in untrusted if p not in retry or p in still]
+    if not untrusted:
+        return closure
+    raise TrustError(
+        f"{len(untrusted)} store path(s) carry no signature by a key this node trusts: "
+        + ", ".join(untrusted[:5])
+        + (" ..." if len(untrusted) > 5 else ""),
+        hint="publish with `floxk env push --signing-key KEY` and give nodes its public key "
+        "(trusted_public_keys); content-addressed paths need a signature too",
+        paths=untrusted,
+    )
+
+
+def _untrusted(
+    infos: Mapping[str, dict], paths: Sequence[str], keys: Sequence[str], env: Mapping[str, str]
+) -> list[str]:
+    """The paths among `paths` whose infos carry no valid signature by one of `keys`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="floxk-verify-") as cache:
+        _write_narinfo_cache(Path(cache), infos.values())
+        argv = [
+            "nix", *base_options(), *node_options(),
+            *option("trusted-public-keys", " ".join(keys)),
+            "store", "verify", "--store", Path(cache).as_uri(),
+            "--no-contents", "--sigs-needed", "1", *paths,
+        ]  # fmt: skip
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if proc.returncode == 0:
+        return []
+    untrusted = sorted(set(_UNTRUSTED.findall(proc.stderr)))
+    if not untrusted:
+        raise NixError(f"checking signatures failed:\n{_tail(proc.stdout + proc.stderr)}")
+    return untrusted
+
+
+def _remote_signatures(path: str, substituters: Sequence[str]) -> list[str]:
+    """The Sig lines of `path`'s narinfo in the substituters (unverified: Nix checks them)."""
+    from shim.hub import _fetch, _join
+
+    sigs: list[str] = []
+    for url in substituters:
+        try:
+            text = _fetch(_join(url, os.path.basename(path).split("-", 1)[0] + ".narinfo"))
+        except Exception:  # noqa: BLE001 - an unreachable cache just offers no signature
+            continue
+        for line in (text or "").splitlines():
+            if line.startswith("Sig: "):
+                sigs.append(line[5:].strip())
+    return sigs
+
+
+def path_infos(
+    paths: Sequence[str], *, store_root: Path | None, env: Mapping[str, str] | None = None
+) -> dict[str, dict]:
+    """`nix path-info --json --sigs --recursive`: {path: info} for the closure of `paths`
+    (Nix < 2.19 prints a list of infos with a "path" key, later versions an object)."""
+    out = run_nix(
+        [
+            "nix",
+            *base_options(),
+            *node_options(),
+            *store_args(store_root),
+            "path-info",
+            "--json",
+            "--sigs",
+            "--recursive",
+            *paths,
+        ],  # fmt: skip
+        what="reading the store's path infos",
+        env=node_env() if env is None else env,
+    )
+    data = json.loads(out)
+    items = data.items() if isinstance(data, dict) else ((i.get("path"), i) for i in data)
+    infos = {}
+    for path, info in items:
+        if not isinstance(info, dict) or not is_store_path(str(path)):
+            raise NixError(f"nix path-info gave no valid info for {path}")
+        infos[path] = {**info, "path": path}
+    missing = set(paths) - set(infos)
+    if missing:
+        raise NixError(f"not in the store after substitution: {', '.join(sorted(missing))}")
+    return infos
+
+
+def _write_narinfo_cache(directory: Path, infos: Iterable[dict]) -> None:
+    """A binary cache of narinfos only (no NARs: `--no-contents`), without CA claims."""
+    (directory / "nix-cache-info").write_text(f"StoreDir: {STORE_DIR}\n")
+    for info in infos:
+        path = info["path"]
+        refs = " ".join(os.path.basename(r) for r in info.get("references") or [])
+        lines = [
+            f"StorePath: {path}",
+            "URL: nar/none.nar",  # never read
+            "Compression: none",
+            f"NarHash: {info['narHash']}",
+            f"NarSize: {info['narSize']}",
+            f"References: {refs}",
+            *(f"Sig: {sig}" for sig in info.get("signatures") or info.get("sigs") or []),
+        ]
+        name = os.path.basename(path).split("-", 1)[0] + ".narinfo"
+        (directory / name).write_text("\n".join(lines) + "\n")
+
+
+def delete_paths(paths: Iterable[str], *, store_root: Path | None) -> None:
+    """Best effort `nix-store --delete` (a path something still references stays)."""
+    for path in paths:
+        subprocess.run(
+            ["nix-store", *base_options(), *store_args(store_root), "--delete", path],
+            capture_output=True,
+            env=node_env(),
+        )

@@ -6,7 +6,12 @@
       locks/<digest>.lock     single-flight: one realization per digest at a time
       locks/gc.lock           shared while paths are substituted and rooted, exclusive in gc
       tmp/<digest>.XXXX/      a tree being built; renamed into envs/ when complete
-      realize.log             one line per substituted path and per tree built
+      realize.log             one line per substituted path, refused path and tree built
+      records/, seen/         verified records and generations used (shim.hub)
+
+Nothing is built: Nix runs with max-jobs 0 and no nix.conf (shim.nix.node_options), and
+after substitution every path of the closure, content-addressed or not, must carry a
+signature by a trusted key (shim.nix.verified_closure) before a tree is built from it.
 
 A tree is complete once visible: it is built in tmp/, activation.json is written last, and
 only then is the directory renamed into envs/. The warm path is therefore one read of
@@ -71,8 +76,10 @@ def realize(
 ) -> RealizedEnv:
     """Make the environment of `lock` present on this node and return its tree.
 
-    Signatures are always checked against `trusted_keys`. Unsigned paths are accepted only
-    when the caller passes no keys at all AND insecure_accept_unsigned=True.
+    Signatures are always checked against `trusted_keys`, for every path of the closure
+    (TrustError names the ones without). Unsigned paths are accepted only when the caller
+    passes no keys at all AND insecure_accept_unsigned=True. The lock itself must come
+    from a verified record (shim.runc.fetch_for) or from the caller's own directory.
     """
     from pathlib import Path
 
@@ -105,7 +112,7 @@ def realize(
         ]
         install_paths = list(dict.fromkeys(path for *_, path in entries))
         with file_lock(state_dir / "locks" / "gc.lock", shared=True):
-            _substitute(
+            substituted = _substitute(
                 install_paths,
                 substituters=substituters,
                 trusted_keys=trusted_keys,
@@ -114,7 +121,14 @@ def realize(
                 state_dir=state_dir,
                 digest=digest,
             )
-            closure = nix.closure(install_paths, store_root=store_root)
+            if check_signatures:
+                closure = _verified_closure(
+                    install_paths, trusted_keys, substituters=substituters,
+                    store_root=store_root, state_dir=state_dir, digest=digest,
+                    substituted=substituted,
+                )  # fmt: skip
+            else:
+                closure = nix.closure(install_paths, store_root=store_root)
             _write_roots(store_root, digest, install_paths)
         activation = {
             "digest": digest,
@@ -186,10 +200,11 @@ def _substitute(
     store_root: Path | None,
     state_dir: Path,
     digest: str,
-) -> None:
-    """Fetch the closure of `paths` into the store from the substituters, signatures checked."""
+) -> set[str]:
+    """Fetch the closure of `paths` into the store from the substituters (Nix checks the
+    signatures of input-addressed paths); the paths it copied in."""
     if not paths:
-        return
+        return set()
     from shim import nix
 
     if store_root is not None:
@@ -197,6 +212,7 @@ def _substitute(
     argv = [
         "nix-store",
         *nix.base_options(),
+        *nix.node_options(),
         *nix.store_args(store_root),
         *nix.substitution_options(substituters, trusted_keys, check_signatures=check_signatures),
         "--realise",
@@ -206,11 +222,40 @@ def _substitute(
         _, progress = nix.run_nix_with_log(
             argv,
             what=f"fetching the environment's closure from {', '.join(substituters) or '(none)'}",
+            env=nix.node_env(),
         )
     except NixError as e:
         raise RealizeError(e.message, hint=_why_not_substituted(e.message)) from None
-    for path, source in nix.copied_from(progress):
+    copied = nix.copied_from(progress)
+    for path, source in copied:
         log(state_dir, "substitute", digest, f"{path} {source}")
+    return {path for path, _ in copied}
+
+
+def _verified_closure(
+    paths: list[str],
+    trusted_keys: list[str],
+    *,
+    substituters: list[str],
+    store_root: Path | None,
+    state_dir: Path,
+    digest: str,
+    substituted: set[str],
+) -> list[str]:
+    """The closure of `paths`, every path of it signed by a trusted key (shim.nix), or a
+    TrustError. Refused paths this realization copied in are deleted from the store again
+    (best effort), so none stays behind looking valid; what the store had before is left."""
+    from shim import nix
+    from shim.errors import TrustError
+
+    try:
+        return nix.verified_closure(
+            paths, trusted_keys, store_root=store_root, substituters=substituters
+        )
+    except TrustError as e:
+        log(state_dir, "refused", digest, " ".join(e.paths))
+        nix.delete_paths([p for p in e.paths if p in substituted], store_root=store_root)
+        raise
 
 
 def _why_not_substituted(output: str) -> str:
@@ -219,6 +264,11 @@ def _why_not_substituted(output: str) -> str:
         return (
             "a cache has the path but not signed by a trusted key: check trusted_public_keys "
             "and that the environment was pushed with --signing-key"
+        )
+    if "unable to start any build" in output or "--max-jobs" in output:
+        return (
+            "the lock names something only a build can make, and nodes never build: "
+            "lock and push the environment again (`floxk env push` uploads built outputs)"
         )
     if "copying path" not in output and (
         "don't know how to build" in output or "no substituter" in output
@@ -262,6 +312,11 @@ def build_tree(
 
     entries: (priority, order, install_id, store path). Symlinks point to logical
     /nix/store paths, so the tree works wherever the store is mounted at /nix/store.
+
+    Nothing outside the store is ever read: symlinks are resolved inside the store only
+    (_resolve), and an entry whose symlink leaves the store (e.g. `share -> /etc`) is
+    kept as a link, never followed, so inside a container it names the container's own
+    file, not the host's.
     """
     sources = []
     for priority, order, install_id, path in entries:
@@ -273,7 +328,9 @@ def build_tree(
 def _merge(dest: Path, sources: list[_Source], store_root: Path | None, *, top: bool) -> None:
     names: dict[str, list[tuple[_Source, str]]] = {}
     for source in sources:
-        for name in sorted(os.listdir(_real(source.logical, store_root))):
+        resolved = _resolve(source.logical, store_root)
+        assert resolved is not None  # only "dir" sources are merged
+        for name in sorted(os.listdir(_real(resolved, store_root))):
             if top and name in _RESERVED:
                 continue
             child = _Source(
@@ -297,15 +354,17 @@ def _merge(dest: Path, sources: list[_Source], store_root: Path | None, *, top: 
 
 
 def _check_clash(winners: list[tuple[_Source, str]], store_root: Path | None) -> None:
+    """Equal-priority entries of one name must be the same: the same store file, or regular
+    files of equal content in the store. A link out of the store is compared by nothing
+    but its logical path (its target is never read)."""
     import filecmp
 
     first, first_kind = winners[0]
     for other, kind in winners[1:]:
-        same = (
-            kind == first_kind == "file"
-            and other.install_id != first.install_id
-            and filecmp.cmp(_real(first.logical, store_root), _real(other.logical, store_root))
-        ) or other.logical == first.logical
+        same = other.logical == first.logical
+        if not same and kind == first_kind == "file" and other.install_id != first.install_id:
+            a, b = _resolve(first.logical, store_root), _resolve(other.logical, store_root)
+            same = a == b or filecmp.cmp(_real(a, store_root), _real(b, store_root), shallow=False)
         if not same:
             relative = first.logical.split("/", 4)[-1]
             raise RealizeError(
@@ -323,18 +382,53 @@ def _real(logical: str, store_root: Path | None) -> str:
     return os.path.join(store_root, logical.lstrip("/"))
 
 
+_STORE_PREFIX = "/nix/store/"
+
+
+def _resolve(logical: str, store_root: Path | None) -> str | None:
+    """`logical` with every symlink resolved, like the kernel would inside a container, but
+    confined to the store: None when a link (or `..`) leads out of /nix/store, to the
+    store directory itself, or loops. No component outside the store is ever looked at."""
+    if not logical.startswith(_STORE_PREFIX):
+        return None
+    todo = logical[len(_STORE_PREFIX) :].split("/")
+    todo.reverse()  # a stack: the next component last
+    done: list[str] = []
+    hops = 0
+    while todo:
+        name = todo.pop()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if not done:
+                return None  # above /nix/store
+            done.pop()
+            continue
+        candidate = _STORE_PREFIX + "/".join([*done, name])
+        real = _real(candidate, store_root)
+        if not os.path.islink(real):
+            done.append(name)
+            continue
+        hops += 1
+        if hops > _MAX_SYMLINK_HOPS:
+            return None
+        target = os.readlink(real)
+        if target.startswith("/"):
+            if not target.startswith(_STORE_PREFIX):
+                return None  # leaves the store: never followed
+            done = []
+            target = target[len(_STORE_PREFIX) :]
+        todo.extend(reversed(target.split("/")))
+    return _STORE_PREFIX + "/".join(done) if done else None
+
+
 def _kind(logical: str, store_root: Path | None) -> str:
-    """ "dir" if the path is (or resolves, through store symlinks, to) a directory, else "file"."""
-    path = _real(logical, store_root)
-    for _ in range(_MAX_SYMLINK_HOPS):
-        if not os.path.islink(path):
-            return "dir" if os.path.isdir(path) else "file"
-        target = os.readlink(path)
-        if os.path.isabs(target):
-            path = _real(target, store_root) if target.startswith("/nix/store/") else target
-        else:
-            path = os.path.normpath(os.path.join(os.path.dirname(path), target))
-    return "file"
+    """ "dir" if the path is (or resolves, inside the store, to) a directory; "out" if it
+    is a symlink that leaves the store (kept as a link, never followed); else "file"."""
+    resolved = _resolve(logical, store_root)
+    if resolved is None:
+        return "out"
+    return "dir" if os.path.isdir(_real(resolved, store_root)) else "file"
 
 
 # --- small helpers ------------------------------------------------------------------------

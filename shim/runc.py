@@ -14,9 +14,10 @@ stderr; config.json is then byte-identical to what containerd wrote.
 Every import costs milliseconds on every container start, so modules are imported where
 they are needed: a create that is not ours (normally filtered out by the sh front already)
 reads config.json and execs runc having loaded little more than json and node.toml, and a
-create on an environment the node has realized before reads the hub record and the tree's
-activation.json without importing the lock model, Nix or subprocess
-(benchmarks/createpath.py and benchmarks/podstart.py measure it).
+create on an environment the node has realized before reads the hub's pointer, the record
+it verified before (state_dir/records/: trusted by its store path, no Nix call), the
+generation mark and the tree's activation.json without importing the lock model, Nix or
+subprocess (benchmarks/createpath.py and benchmarks/podstart.py measure it).
 """
 
 from __future__ import annotations
@@ -168,6 +169,9 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
     if parsed.ignored:
         _log_line(call, "warning", f"floxk: ignored annotations (not on the allow-list): "
                   f"{', '.join(parsed.ignored)}")  # fmt: skip
+    from shim.spec import check_volumes
+
+    check_volumes(list(spec.get("mounts") or []))  # a spec floxk refuses realizes nothing
     found = fetch_for(parsed.environment, node)
     # Mark the use before realizing (shim.gc's contract): gc never frees a tree between
     # its realization and this container's start.
@@ -178,7 +182,7 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
     try:
         from shim.realize import find_ready
 
-        env = find_ready(node.state_dir, found.digest) or realize_record(found.parsed(), node)
+        env = find_ready(node.state_dir, found.digest) or realize_record(found, node)
         from shim.spec import rewrite_spec
 
         write_json_atomic(config, rewrite_spec(spec, env, node, parsed))
@@ -187,13 +191,10 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
         raise
 
 
-def resolve_for(ref: ann.EnvRef, node: NodeConfig):
-    """Policy check and hub resolution of one environment reference (a shim.hub.HubRecord)."""
-    return fetch_for(ref, node).parsed()
-
-
-def fetch_for(ref: ann.EnvRef, node: NodeConfig):
-    """resolve_for without parsing the lock (a shim.hub.RawRecord: digest checked)."""
+def fetch_for(ref: ann.EnvRef, node: NodeConfig, *, insecure_accept_unsigned: bool = False):
+    """The one gate for everything that realizes for a node (pods, the sandbox prefetch,
+    `floxk-node realize`, `floxk env realize`): the node's owner policy, then the record
+    from the node's hubs, verified with the node's keys (a shim.hub.RawRecord)."""
     from shim.errors import RealizeError
 
     allowed = node.policy.allowed_owners
@@ -210,31 +211,48 @@ def fetch_for(ref: ann.EnvRef, node: NodeConfig):
         )
     from shim import hub
 
-    return hub.fetch(str(ref), node.hubs)
+    return hub.fetch(str(ref), node.hubs, trust_of(node, insecure_accept_unsigned))
 
 
-def realize_record(record, node: NodeConfig):
-    """Realize a resolved environment with the node's caches, keys and store."""
+def trust_of(node: NodeConfig, insecure_accept_unsigned: bool = False):
+    """The node's shim.hub.Trust: its caches, keys, store and state dir."""
+    from shim.hub import Trust
+
+    return Trust(
+        substituters=node.substituters,
+        trusted_keys=node.trusted_public_keys,
+        state_dir=node.state_dir,
+        store_root=node.store_root,
+        insecure_accept_unsigned=insecure_accept_unsigned,
+    )
+
+
+def realize_record(
+    record, node: NodeConfig, *, system: str | None = None, insecure_accept_unsigned: bool = False
+):
+    """Realize a record fetch_for() gave (a shim.hub.RawRecord) with the node's caches,
+    keys and store; a tree realized before is found from the record's digest alone."""
     from shim import realize
     from shim.model import current_system
 
+    found = realize.ready(node.state_dir, record.digest)
+    if found is not None:
+        return found
     return realize.realize(
-        record.lock,
-        system=current_system(),
+        record.parsed().lock,
+        system=system or current_system(),
         substituters=node.substituters,
         trusted_keys=node.trusted_public_keys,
         store_root=node.store_root,
         state_dir=node.state_dir,
+        insecure_accept_unsigned=insecure_accept_unsigned,
     )
 
 
-def realize_for(ref: ann.EnvRef, node: NodeConfig):
-    """resolve_for + realize_record (the sandbox prefetch's whole job); a tree realized
-    before is found from the record's digest alone."""
-    from shim.realize import ready
-
-    found = fetch_for(ref, node)
-    return ready(node.state_dir, found.digest) or realize_record(found.parsed(), node)
+def realize_for(ref: ann.EnvRef, node: NodeConfig, **options):
+    """fetch_for + realize_record: the sandbox prefetch's and `floxk-node realize`'s job."""
+    insecure = options.get("insecure_accept_unsigned", False)
+    return realize_record(fetch_for(ref, node, insecure_accept_unsigned=insecure), node, **options)
 
 
 def prepare_exec(call: RuncCall, node: NodeConfig) -> None:

@@ -105,13 +105,7 @@ def rewrite_spec(
     env_path = os.fspath(env.path)  # str or Path; os.path below, no pathlib import
     activation = env.activation
     mounts = list(new.get("mounts") or [])
-    for m in mounts:
-        dest = os.path.normpath(m.get("destination", ""))
-        if any(dest == r or dest.startswith(r + "/") for r in RESERVED_DESTINATIONS):
-            raise RealizeError(
-                f"the container mounts a volume at {dest}, where floxk mounts the environment",
-                hint=f"move that volume away from {STORE_MOUNT} and /run/floxk",
-            )
+    check_volumes(mounts)
     if annotations.nix_mutable and not node.policy.allow_nix_mutable:
         raise RealizeError(
             "flox.dev/nix-mutable=true is not allowed on this node",
@@ -144,6 +138,27 @@ def rewrite_spec(
     process["args"] = wrap_args(list(process.get("args") or []), activation, env_path)
     new["process"] = process
     return new
+
+
+def check_volumes(mounts: list) -> None:
+    """RealizeError when one of the spec's mounts lands on /nix/store or under /run/floxk
+    (checked before anything is realized for the container, and again when rewriting)."""
+    for m in mounts:
+        dest = mount_destination(m.get("destination", "") if isinstance(m, dict) else "")
+        if any(dest == r or dest.startswith(r + "/") for r in RESERVED_DESTINATIONS):
+            raise RealizeError(
+                f"the container mounts a volume at {dest}, where floxk mounts the environment",
+                hint=f"move that volume away from {STORE_MOUNT} and /run/floxk",
+            )
+
+
+def mount_destination(destination: object) -> str:
+    """Where runc mounts `destination`: relative is taken from / and the path is cleaned
+    (Go's filepath.Clean, which also collapses a leading `//`, unlike os.path.normpath).
+    Symlinks inside the image are not resolved here: floxk's own mounts come last, so
+    they cover whatever a volume put at the same place."""
+    text = destination if isinstance(destination, str) else ""
+    return os.path.normpath("/" + text.lstrip("/"))
 
 
 def wrap_args(args: list[str], activation: Mapping[str, Any], env_path: str | Path) -> list[str]:

@@ -157,7 +157,7 @@ def _prefetch(ref: ann.EnvRef, node: NodeConfig, *, cold_priority: int | None = 
                     os.setpriority(os.PRIO_PROCESS, 0, cold_priority)
                 except OSError:
                     pass  # not root: realize niced rather than not at all
-            env = realize_record(found.parsed(), node)
+            env = realize_record(found, node)
     except Exception as e:  # create will report it to the pod
         _note(node, f"prefetch {ref}: failed: {e}")
         return

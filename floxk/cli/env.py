@@ -191,32 +191,53 @@ def realize(
     insecure_accept_unsigned: bool = typer.Option(
         False,
         "--insecure-accept-unsigned",
-        help="Accept paths without signatures; only honoured when no trusted key is set.",
+        help="Accept records and paths without signatures; only honoured when no trusted key "
+        "is set.",
     ),
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
 ):
-    """Realize an environment as a node would; print the environment tree's path."""
+    """Realize an environment as a node would; print the environment tree's path.
+
+    A hub ref goes through the node's one gate (shim.runc.fetch_for): node.toml's owner
+    policy, and a record signed by a trusted key, like a pod's."""
     from shim import hub as hubs
     from shim import realize as realizer
+    from shim.annotations import EnvRef
     from shim.model import current_system, load_lock
-    from shim.node import load_node_config
+    from shim.node import NodeConfig, load_node_config
+    from shim.runc import realize_for
 
     node = load_node_config()
-    if Path(target).is_dir():
-        lock_ = load_lock(Path(target) / "manifest.lock")
-    else:
-        lock_ = hubs.resolve(target, hub or node.hubs).lock
-    env = realizer.realize(
-        lock_,
-        system=system or current_system(),
+    node = NodeConfig(
+        hubs=hub or node.hubs,
         # A hub given on the command line is also where its closure lives (the hub sits
         # next to its binary cache), as node.toml's substituters default to its hubs.
         substituters=substituter or hub or node.substituters,
-        trusted_keys=trusted_key or node.trusted_public_keys,
-        store_root=store if store is not None else node.store_root,
-        state_dir=state_dir or node.state_dir,
-        insecure_accept_unsigned=insecure_accept_unsigned,
+        trusted_public_keys=trusted_key or node.trusted_public_keys,
+        state_dir=str(state_dir) if state_dir else node.state_dir,
+        store_root=str(store) if store is not None else node.store_root,
+        runc=node.runc,
+        runc_v2_shim=node.runc_v2_shim,
+        log_file=node.log_file,
+        policy=node.policy,
+        source=node.source,
     )
+    system = system or current_system()
+    if Path(target).is_dir():
+        env = realizer.realize(
+            load_lock(Path(target) / "manifest.lock"),
+            system=system,
+            substituters=node.substituters,
+            trusted_keys=node.trusted_public_keys,
+            store_root=node.store_root,
+            state_dir=node.state_dir,
+            insecure_accept_unsigned=insecure_accept_unsigned,
+        )
+    else:
+        ref = EnvRef(*hubs.parse_ref(target))
+        env = realize_for(
+            ref, node, system=system, insecure_accept_unsigned=insecure_accept_unsigned
+        )
     if output is OutputFormat.json:
         print_json({"digest": env.digest, "path": str(env.path), "activation": env.activation})
         return

@@ -133,13 +133,17 @@ def test_show_of_nothing_is_not_found(tmp_path, capsys):
     assert code == 3 and "manifest.toml" in err
 
 
+@pytest.mark.nix
 def test_show_ref_reads_the_hub(tmp_path, capsys):
     from shim import hub
+    from tests import attacker
 
     lock = load_lock(CORPUS / "9diov__flashfill" / "manifest.lock")
     record = hub.make_record("alice", "flash", 1, lock, created="2025-01-01T00:00:00Z")
-    (tmp_path / hub.record_path("alice", "flash", 1)).parent.mkdir(parents=True)
-    (tmp_path / hub.record_path("alice", "flash", 1)).write_text(json.dumps(record))
+    (tmp_path / "record.json").write_text(json.dumps(record))
+    attacker.point(
+        tmp_path, "alice", "flash", 1, attacker.add_unsigned(tmp_path, tmp_path / "record.json")
+    )
     (tmp_path / hub.latest_path("alice", "flash")).write_text("1\n")
     url = tmp_path.as_uri()
 
@@ -149,6 +153,7 @@ def test_show_ref_reads_the_hub(tmp_path, capsys):
     assert data["source"] == "alice/flash:1"
     assert data["digest"] == lock.digest()
     assert set(data["systems"]) == set(lock.systems())
+    assert any("signature is not checked here" in w for w in data["warnings"])
 
     code, _, err = floxk(capsys, "env", "show", "alice/other", "--hub", url)
     assert code == 3 and "alice/other" in err

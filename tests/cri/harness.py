@@ -420,6 +420,7 @@ class CRI:
         env: dict[str, str] | None = None,
         annotations: dict[str, str] | None = None,
         *,
+        mounts: list[pb.Mount] | None = None,
         working_dir: str = "",
         labels: dict[str, str] | None = None,
         timeout: float = 120,
@@ -436,6 +437,7 @@ class CRI:
             envs=[pb.KeyValue(key=k, value=v) for k, v in (env or {}).items()],
             labels=labels or {},
             annotations=annotations or {},
+            mounts=mounts or [],
             log_path=log_path,
             linux=pb.LinuxContainerConfig(
                 security_context=pb.LinuxContainerSecurityContext(

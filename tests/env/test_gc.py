@@ -26,7 +26,7 @@ def two_envs(publish_env, signed_cache):
         publish_env("gc-hello", 'version = 1\n[install]\nhello.pkg-path = "hello"\n'),
         publish_env("gc-greeting", 'version = 1\n[install]\ngreeting.pkg-path = "greeting"\n'),
     ]
-    return [hub.resolve(ref, [signed_cache.hub_url]).lock for ref in refs]
+    return [hub.peek(ref, [signed_cache.hub_url]).lock for ref in refs]
 
 
 def realize_both(tmp_path, signed_cache, locks):

@@ -57,7 +57,7 @@ def log_lines(state_dir, event):
 
 
 def test_realize_from_hub_and_run(tmp_path, signed_cache, hello_ref):
-    record = hub.resolve(hello_ref, [signed_cache.hub_url])
+    record = hub.peek(hello_ref, [signed_cache.hub_url])
     env = realize(record.lock, **node(tmp_path, signed_cache))
 
     assert env.path == tmp_path / "state" / "envs" / record.lock.digest()
@@ -97,20 +97,20 @@ def test_priorities_decide_clashes(tmp_path, signed_cache, publish_env):
         ("prio-hello", "greeting.priority = 6\n", "hello from floxk\n"),
         ("prio-greeting", "greeting.priority = 1\n", "greetings from greeting\n"),
     ]:
-        lock = hub.resolve(publish_env(name, both + extra), [signed_cache.hub_url]).lock
+        lock = hub.peek(publish_env(name, both + extra), [signed_cache.hub_url]).lock
         env = realize(lock, **node(tmp_path, signed_cache))
         ran = run_with_store(tmp_path / "store", [str(env.path / "bin" / "hello")])
         assert ran.stdout == expected
         assert (env.path / "bin" / "greet").is_symlink()  # merged bin/: both packages
 
-    lock = hub.resolve(publish_env("prio-equal", both), [signed_cache.hub_url]).lock
+    lock = hub.peek(publish_env("prio-equal", both), [signed_cache.hub_url]).lock
     with pytest.raises(RealizeError, match="both provide bin/hello with priority 5"):
         realize(lock, **node(tmp_path, signed_cache))
     assert not (tmp_path / "state" / "envs" / lock.digest()).exists()
 
 
 def test_no_package_for_this_system(tmp_path, signed_cache, hello_ref):
-    lock = hub.resolve(hello_ref, [signed_cache.hub_url]).lock
+    lock = hub.peek(hello_ref, [signed_cache.hub_url]).lock
     with pytest.raises(LockError, match="no packages for riscv64-linux.*locked for"):
         realize(lock, **node(tmp_path, signed_cache, system="riscv64-linux"))
 
@@ -124,7 +124,7 @@ def assert_nothing_left(tmp_path, digest):
 
 
 def test_path_missing_from_every_substituter(tmp_path, signed_cache, hello_ref):
-    lock = hub.resolve(hello_ref, [signed_cache.hub_url]).lock
+    lock = hub.peek(hello_ref, [signed_cache.hub_url]).lock
     empty = tmp_path / "empty-cache"
     empty.mkdir()
     with pytest.raises(RealizeError) as info:
@@ -134,7 +134,7 @@ def test_path_missing_from_every_substituter(tmp_path, signed_cache, hello_ref):
 
 
 def test_tampered_nar_is_refused(tmp_path, signed_cache, hello_ref):
-    lock = hub.resolve(hello_ref, [signed_cache.hub_url]).lock
+    lock = hub.peek(hello_ref, [signed_cache.hub_url]).lock
     cache = tmp_path / "cache"
     shutil.copytree(signed_cache.root, cache)
     hello = lock.packages_for(current_system())[0].outputs["out"]
@@ -152,7 +152,7 @@ def test_tampered_nar_is_refused(tmp_path, signed_cache, hello_ref):
 
 
 def test_untrusted_key_is_refused(tmp_path, signed_cache, hello_ref):
-    lock = hub.resolve(hello_ref, [signed_cache.hub_url]).lock
+    lock = hub.peek(hello_ref, [signed_cache.hub_url]).lock
     other_key, _ = make_key_pair(tmp_path / "keys", "someone-else-1")
     with pytest.raises(RealizeError) as info:
         realize(lock, **node(tmp_path, signed_cache, trusted_keys=[other_key]))
@@ -163,7 +163,7 @@ def test_untrusted_key_is_refused(tmp_path, signed_cache, hello_ref):
 def test_unsigned_needs_no_keys_and_the_explicit_opt_out(tmp_path, signed_cache, hello_ref):
     from floxk._push import push_environment
 
-    lock = hub.resolve(hello_ref, [signed_cache.hub_url]).lock
+    lock = hub.peek(hello_ref, [signed_cache.hub_url]).lock
     # An unsigned cache with the same paths: refused by default, even without keys.
     env_dir = tmp_path / "env"
     env_dir.mkdir()
@@ -202,7 +202,7 @@ if a.get("hold"):  # stop half way, after substitution: touch the file, then wai
         Path(a["hold"]).touch()
         time.sleep(120)
     r._substitute = held
-lock = hub.resolve(a["ref"], [a["hub"]]).lock
+lock = hub.peek(a["ref"], [a["hub"]]).lock
 env = realize(lock, system=a["system"], substituters=[a["hub"]], trusted_keys=[a["key"]],
               store_root=Path(a["store"]), state_dir=Path(a["state"]))
 print(env.path)
@@ -244,7 +244,7 @@ def test_eight_concurrent_realizations_share_one(tmp_path, signed_cache, publish
 @pytest.mark.parametrize("at", ["lock taken", "substituted"])
 def test_killed_half_way_then_completes(tmp_path, signed_cache, publish_env, at):
     ref = publish_env("killed", HELLO + 'web.pkg-path = "web"\n')
-    lock = hub.resolve(ref, [signed_cache.hub_url]).lock
+    lock = hub.peek(ref, [signed_cache.hub_url]).lock
     hold = tmp_path / "substituted"
     proc = spawn_realize(tmp_path, signed_cache, ref, hold=str(hold))
     waited_for = tmp_path / "state" / "locks" / f"{lock.digest()}.lock"

@@ -127,7 +127,15 @@ def test_nix_mutable_needs_policy_and_annotation(tmp_path):
     assert "ro" in store["options"]
 
 
-@pytest.mark.parametrize("dest", ["/nix/store", "/nix/store/x", "/run/floxk/env", "/run/floxk/"])
+@pytest.mark.parametrize(
+    "dest",
+    [
+        "/nix/store", "/nix/store/x", "/run/floxk/env", "/run/floxk/",
+        # attack 5: spellings runc resolves to the same place (os.path.normpath keeps "//")
+        "//nix/store", "nix/store", "//run/floxk/env", "///nix//store/", "run/floxk",
+        "/tmp/../nix/store", "./nix/./store", "/nix/store/.",
+    ],
+)  # fmt: skip
 def test_pod_volume_over_floxk_mounts_is_refused(tmp_path, dest):
     spec = _spec(mounts=[{"destination": dest, "type": "bind", "source": "/host"}])
     with pytest.raises(RealizeError):
@@ -138,3 +146,21 @@ def test_no_path_in_spec_gets_the_default_after_env_bin(tmp_path):
     spec = _spec(env=["HOSTNAME=x"])
     new = rewrite_spec(spec, _env(tmp_path), NODE, parse_annotations(spec["annotations"]))
     assert _envmap(new)["PATH"].startswith(f"{ENV_MOUNT}/bin:{ENV_MOUNT}/sbin:/usr/local/sbin")
+
+
+@pytest.mark.parametrize(
+    ("dest", "where"),
+    [("//nix/store", "/nix/store"), ("nix/store", "/nix/store"), ("/a//b/../c/", "/a/c"),
+     ("", "/"), ("//", "/"), ("/nix/storex", "/nix/storex")],
+)  # fmt: skip
+def test_mount_destination_is_resolved_like_runc(dest, where):
+    from shim.spec import mount_destination
+
+    assert mount_destination(dest) == where
+
+
+@pytest.mark.parametrize("dest", ["/nix/storex", "/run/floxkx", "/data", "nix"])
+def test_volumes_next_to_floxk_mounts_are_fine(tmp_path, dest):
+    spec = _spec(mounts=[{"destination": dest, "type": "bind", "source": "/host"}])
+    new = rewrite_spec(spec, _env(tmp_path), NODE, parse_annotations(spec["annotations"]))
+    assert any(m["destination"] == dest for m in new["mounts"])
