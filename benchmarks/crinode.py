@@ -27,6 +27,7 @@ from typing import Any
 from benchmarks import common
 from shim.model import current_system
 from shim.realize import RealizedEnv, realize
+from tests import lines
 from tests.cri import harness
 from tests.cri.images import Image, build_images, write_oci_archive
 from tests.shim.oci import write_node_toml
@@ -56,7 +57,7 @@ def install_node_bin(bin_dir: Path, runc_v2_shim: str | None = None) -> tuple[st
     build_zipapps(bin_dir)
     real = bin_dir / node_install.REAL_RUNC_LINK
     if not real.is_symlink():
-        real.symlink_to(harness.HOST_RUNC)
+        real.symlink_to(lines.runc_under_test().path)
     front = bin_dir / "floxk-runc-front"
     front.write_text(node_install.render_node_front(str(bin_dir), NODE_PYTHON))
     front.chmod(0o755)

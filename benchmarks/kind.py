@@ -34,10 +34,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from floxk._cluster.spec import DEFAULT_K8S_VERSION  # noqa: E402
 
 CLUSTER = "floxk-bench"
 CONTEXT = f"kind-{CLUSTER}"
-BASE_IMAGE = os.environ.get("FLOXK_BENCH_KIND_IMAGE", "kindest/node:v1.34.4")
+BASE_IMAGE = os.environ.get("FLOXK_BENCH_KIND_IMAGE", "kindest/node:" + DEFAULT_K8S_VERSION)
 NAMESPACE = "default"
 ENV_NAME = "bench/web"
 IMAGE_REPO = "floxk.local/bench-web"

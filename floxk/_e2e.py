@@ -9,7 +9,6 @@ result is read from the JSON report the plugin writes, not parsed from that outp
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import Any
 
 import e2e
 from shim.errors import ConfigError, FloxkError, NotFoundError
+from shim.proc import stream
 
 E2E_DIR = Path(e2e.__file__).resolve().parent
 CASES_DIR = E2E_DIR / "cases"
@@ -109,7 +109,7 @@ def run_suite(
             base_image=base_image,
             timeout=timeout,
         )
-        code, tail = _stream(argv, say, cwd=tmp)
+        code, tail = stream(argv, say, cwd=tmp)
         data = json.loads(report.read_text()) if report.is_file() else None
     if data is None:
         raise FloxkError(
@@ -117,21 +117,6 @@ def run_suite(
             hint="its output:\n" + "\n".join(tail),
         )
     return summarize(data, code, select=select, junit=junit)
-
-
-def _stream(argv: list[str], say: Progress, *, cwd: str) -> tuple[int, list[str]]:
-    """Run argv, handing each output line to `say` as it comes (a suite takes minutes:
-    shim.proc.run would keep it all until the end); returns (exit code, last lines)."""
-    tail: list[str] = []
-    with subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, cwd=cwd
-    ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            say(line)
-            tail = (tail + [line])[-30:]
-    return proc.returncode, tail
 
 
 def summarize(

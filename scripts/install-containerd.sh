@@ -7,7 +7,8 @@
 # package lists, own download cache) so the system's sources and packages stay untouched:
 # nothing here installs trixie or sid packages, it only unpacks them with dpkg-deb -x.
 # The mirror is the one the system already uses (its debian.sources), never a name of ours.
-# runc is the host's (/usr/sbin/runc, installed by scripts/install-system.sh).
+# runc 1.1.5 is the host's (Debian runc, installed by scripts/install-system.sh); newer
+# containerd and runc lines come from scripts/install-go-lines.sh.
 # Also installs gcc + libc6-dev: the suite compiles a static pause binary for its pause image.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"

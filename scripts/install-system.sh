@@ -3,8 +3,9 @@
 # Debian nix-bin (offline Nix), busybox-static (builder for test packages),
 # runc, util-linux (unshare), and floxk with its test extras in the checkout's own virtual
 # environment (.venv; scripts/lib.sh). Containerd lines for the CRI suite come from
-# scripts/install-containerd.sh. Every change to the system is said before it is made;
-# what is already there is left as it is.
+# scripts/install-containerd.sh (Debian's) and scripts/install-go-lines.sh (containerd
+# 2.2-2.4 and runc 1.4/1.5 from the Go module proxy). Every change to the system is said
+# before it is made; what is already there is left as it is.
 #   bash scripts/install-system.sh [--dry-run]   --dry-run: say what would change, change nothing
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -34,10 +35,13 @@ fi
 
 venv_ensure "$PWD" "[test]"
 
-# containerd 1.6 / 1.7 / 2.x for the CRI suite (task test:cri).
+# containerd 1.6 / 1.7 / 2.1 from Debian, 2.2 / 2.3 / 2.4 and runc 1.4 / 1.5 built from
+# their Go modules, for the CRI suite (task test:cri) and the kind node image: into the
+# floxk cache only.
 if dry_run; then
-  apt_ensure gcc libc6-dev
-  echo "would fetch the containerd lines of the CRI suite into the floxk cache (scripts/install-containerd.sh; no system change)" >&2
+  apt_ensure gcc libc6-dev libseccomp-dev pkg-config
+  echo "would fetch and build the containerd and runc lines of the CRI suite into the floxk cache (scripts/install-containerd.sh, scripts/install-go-lines.sh; no other system change)" >&2
   exit 0
 fi
 bash scripts/install-containerd.sh
+bash scripts/install-go-lines.sh

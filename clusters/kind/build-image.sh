@@ -7,6 +7,8 @@ start=$SECONDS
 
 bash "$KIND_DIR/dockerd.sh" start
 "$KIND_DIR/install-kind.sh" >/dev/null
+# containerd and runc for the node (cached by version; a no-op when built).
+bash "$KIND_DIR/../../scripts/install-go-lines.sh"
 k8s=$("$KIND_DIR/build-k8s.sh")
 comp=$("$KIND_DIR/build-components.sh")
 node_rootfs=$("$KIND_DIR/build-rootfs.sh" node)

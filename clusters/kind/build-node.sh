@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Assembles the node image in two stages, like kind's own base/node split:
-#   base: Debian node rootfs + containerd (Debian sid) + crictl + this
+#   base: Debian node rootfs + containerd and runc (built from their Go
+#         modules by scripts/install-go-lines.sh) + crictl + this
 #         directory's node/ files, imported as one layer;
 #   node: base + Kubernetes binaries + every image preloaded into the node's
 #         containerd, committed with kind's entrypoint and tagged
@@ -12,13 +13,14 @@ k8s=${1:?} comp=${2:?} rootfs=${3:?} images=${4:?}
 TAG=$IMAGE_REPO:$K8S_VERSION
 LABEL=dev.floxk.kind.inputs
 
-# containerd 2.x from Debian sid (its binaries run on bookworm's glibc),
-# fetched once: sid moves, the cache keeps what was tested.
-ctrd=$CACHE/debs-$CONTAINERD_SUITE-$(key "$CONTAINERD_SUITE" containerd)
-fetch_containerd() { fetch_debs "$CONTAINERD_SUITE" "$OUT/root" containerd; }
-cached "$ctrd" fetch_containerd
+# containerd and runc as upstream kind nodes carry them (containerd 2.3 LTS,
+# runc 1.4), from the version-keyed cache scripts/install-go-lines.sh fills.
+ctrd=$FLOXK_CACHE/containerd/$CONTAINERD_VERSION/bin
+runc=$FLOXK_CACHE/runc/$RUNC_VERSION/runc
+[[ -x $ctrd/containerd && -x $runc ]] ||
+  die "containerd $CONTAINERD_VERSION or runc $RUNC_VERSION not built: run scripts/install-go-lines.sh"
 
-base_key=$(key "$rootfs" "$ctrd" "$comp/crictl" "$KIND_DIR/node" "$K8S_VERSION")
+base_key=$(key "$rootfs" "$ctrd/containerd" "$ctrd/containerd-shim-runc-v2" "$ctrd/ctr" "$runc" "$comp/crictl" "$KIND_DIR/node" "$K8S_VERSION" "$PAUSE_IMAGE_TAG")
 BASE=floxk.local/kind-base:$base_key
 node_key=$(key "$base_key" "$k8s" "$images" "$KIND_DIR/build-node.sh")
 
@@ -34,8 +36,13 @@ build_base() {
   say "assembling base rootfs"
   cp -a "$rootfs" "$dir"
   cp -a "$KIND_DIR/node/." "$dir/"
-  install -m 0755 "$ctrd/root/usr/bin/containerd" "$ctrd/root/usr/bin/containerd-shim-runc-v2" \
-    "$ctrd/root/usr/bin/ctr" "$comp/crictl" "$dir/usr/local/bin/"
+  # The sandbox image is the line's own pause (kubeadm's list), preloaded below.
+  sed -i "s|registry.k8s.io/pause:[0-9.]*|registry.k8s.io/pause:$PAUSE_IMAGE_TAG|" "$dir/etc/containerd/config.toml"
+  install -m 0755 "$ctrd/containerd" "$ctrd/containerd-shim-runc-v2" "$ctrd/ctr" "$comp/crictl" \
+    "$dir/usr/local/bin/"
+  # kind's layout: runc in /usr/local/sbin, alone in its directory (runc >= 1.2
+  # re-executes itself through an overlay of its own directory).
+  install -D -m 0755 "$runc" "$dir/usr/local/sbin/runc"
   # kind's layout: CNI plugins in /opt/cni/bin (Debian installs /usr/lib/cni).
   mkdir -p "$dir/opt/cni/bin" "$dir/etc/cni/net.d"
   for u in "$dir"/usr/lib/cni/*; do ln -sf "/usr/lib/cni/$(basename "$u")" "$dir/opt/cni/bin/"; done
@@ -53,7 +60,8 @@ build_base() {
   ln -sf ../containerd.service "$dir/etc/systemd/system/multi-user.target.wants/containerd.service"
   ln -sf ../kubelet.service "$dir/etc/systemd/system/multi-user.target.wants/kubelet.service"
   ln -sf /lib/systemd/system/multi-user.target "$dir/etc/systemd/system/default.target"
-  echo "floxk offline kind base, Debian $NODE_SUITE" >"$dir/kind/base-info"
+  printf 'floxk offline kind base, Debian %s, containerd %s, runc %s, crictl %s\n' \
+    "$NODE_SUITE" "$CONTAINERD_VERSION" "$RUNC_VERSION" "$CRICTL_VERSION" >"$dir/kind/base-info"
   : >"$dir/etc/machine-id"
   say "docker import $BASE"
   tar --numeric-owner -C "$dir" -c . | docker import - "$BASE-rootfs" >/dev/null

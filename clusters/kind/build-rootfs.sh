@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian rootfs trees (mmdebstrap, minbase). Usage: build-rootfs.sh PROFILE
 #   node: what a kind node runs (systemd, iptables/nftables, conntrack, mount,
-#         kmod, runc, CNI plugins ...)
+#         kmod, CNI plugins ...; containerd and runc come from their Go modules)
 #   slim: base of the kube-proxy and CNI images (iptables, nftables, iproute2)
 # Prints the directory holding the tree.
 source "$(dirname "$0")/lib.sh"
@@ -11,7 +11,7 @@ case ${1:?profile: node or slim} in
     PACKAGES=(
       systemd systemd-sysv dbus iproute2 iptables nftables conntrack ethtool ebtables socat
       util-linux mount kmod procps libseccomp2 ca-certificates bash pigz
-      runc containernetworking-plugins
+      containernetworking-plugins
     )
     ;;
   slim) PACKAGES=(iptables nftables conntrack iproute2 ipset kmod ca-certificates) ;;

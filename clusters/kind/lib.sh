@@ -5,6 +5,12 @@ set -euo pipefail
 KIND_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$KIND_DIR/versions.env"
+# (pin-*.sh set FLOXK_KIND_PINNING: they write what a new line needs.)
+[[ -n ${FLOXK_KIND_PINNING:-} || " $K8S_LINES " == *" $K8S_VERSION "* ]] ||
+  { echo "Kubernetes $K8S_VERSION is not a line this image builds ($K8S_LINES); to add one: clusters/kind/pin-k8s.sh $K8S_VERSION" >&2; exit 2; }
+# The line's own image pins (etcd, CoreDNS, pause), as its kubeadm asks for them.
+# shellcheck source=k8s/v1.37.2/images.env
+[[ -n ${FLOXK_KIND_PINNING:-} ]] || source "$KIND_DIR/k8s/$K8S_VERSION/images.env"
 FLOXK_CACHE=${FLOXK_CACHE:-$HOME/.cache/floxk}
 CACHE=$FLOXK_CACHE/kind
 mkdir -p "$CACHE"
@@ -63,20 +69,24 @@ gobuild() {
     -ldflags "-s -w $ldflags" -o "$out" "$pkg"
 }
 
+# component_dir NAME VERSION -> the wrapper module building that version (pin-component.sh).
+component_dir() { echo "$KIND_DIR/components/$1/$2"; }
+
 # require_version DIR MODULE VERSION: the wrapper go.mod must pin what
 # versions.env says, or the cache key would lie.
 require_version() {
+  [[ -f $1/go.mod ]] || die "no wrapper module $1: run clusters/kind/pin-component.sh $(basename "$(dirname "$1")") $3"
   grep -Eq "^require $2 $3\$" "$1/go.mod" ||
     die "$1/go.mod does not require $2 $3 (versions.env); run go mod tidy there after editing"
 }
 
-# The Debian mirror this machine's apt already uses for $NODE_SUITE (never a
-# hard-coded host).
+# The Debian archive this machine's apt already uses (never a hard-coded host):
+# its main archive serves every suite, also those the host does not install from.
 debian_mirror() {
   local m
   m=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' |
-    awk -v s="$NODE_SUITE" '$2 == s {print $1; exit}')
-  [[ -n $m ]] || die "no apt source for Debian $NODE_SUITE found; add one to /etc/apt/sources.list.d"
+    awk '$2 !~ /-/ && $1 !~ /security/ {print $1; exit}')
+  [[ -n $m ]] || die "no Debian archive in the host's apt sources; add one to /etc/apt/sources.list.d"
   echo "${m%/}"
 }
 

@@ -20,7 +20,9 @@ from shim.errors import ConfigError
 
 PROVIDERS = ("kind", "k3d")
 DEFAULT_NAME = "floxk"
-DEFAULT_K8S_VERSION = "v1.34.4"
+# The newest supported line that runs here; clusters/kind/versions.env lists the first the
+# same (tests/cli checks). Others: `floxk up --k8s-version` (floxk/_cluster/kindimage.py).
+DEFAULT_K8S_VERSION = "v1.37.2"
 # kind and k3d name kubeconfig contexts <provider>-<cluster>.
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
 

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from floxk._cluster import k3d, kind, kube, nodecheck, nodeimage
+from floxk._cluster import k3d, kind, kindimage, kube, nodecheck, nodeimage
 from floxk._cluster.spec import (
+    DEFAULT_K8S_VERSION,
     PROVIDERS,
     ClusterFiles,
     ClusterSpec,
@@ -106,7 +107,7 @@ def up(
     provider: str = "kind",
     name: str = "floxk",
     workers: int = 0,
-    k8s_version: str = "v1.34.4",
+    k8s_version: str = DEFAULT_K8S_VERSION,
     base_image: str | None = None,
     wait: bool = True,
     timeout: float = 300,
@@ -125,9 +126,9 @@ def up(
     prov = _provider(provider)
     client = nodeimage.docker_client()
     files = ensure_files(provider, name)
-    image = nodeimage.build_node_image(
-        base_image or f"kindest/node:{k8s_version}", client=client, progress=say
-    )
+    if base_image is None:
+        base_image = kindimage.ensure_base_image(client, k8s_version, progress=say)
+    image = nodeimage.build_node_image(base_image, client=client, progress=say)
     spec = build_spec(
         provider=provider,
         name=name,

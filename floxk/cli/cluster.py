@@ -7,6 +7,7 @@ from collections.abc import Callable
 import typer
 from rich.markup import escape
 
+from floxk._cluster.spec import DEFAULT_K8S_VERSION
 from floxk.cli._output import OutputFormat, console, err_console, print_json
 
 
@@ -29,7 +30,10 @@ def up(
         0, "--workers", min=0, help="Worker nodes besides the control plane."
     ),
     k8s_version: str = typer.Option(
-        "v1.34.4", "--k8s-version", help="Kubernetes version (base image tag)."
+        DEFAULT_K8S_VERSION,
+        "--k8s-version",
+        help="Kubernetes version: kindest/node:VERSION, built offline when missing"
+        " (docs/kind-offline.md lists the lines).",
     ),
     base_image: str | None = typer.Option(
         None,

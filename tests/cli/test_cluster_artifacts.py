@@ -436,3 +436,18 @@ def test_kind_merged_patch_loads_in_real_containerd_1x(tmp_path, line_prefix):
     flox = cri["containerd"]["runtimes"]["flox"]
     assert flox["options"]["BinaryName"] == nodeimage.RUNC_PATH
     assert flox["runtime_path"] == nodeimage.SHIM_PATH
+
+
+def test_default_kubernetes_is_the_first_line_clusters_kind_builds(tmp_path):
+    from floxk._cluster import kindimage
+    from floxk._cluster.spec import DEFAULT_K8S_VERSION
+
+    lines = kindimage.k8s_lines()
+    assert lines[0] == DEFAULT_K8S_VERSION
+    for v in lines:  # each line has its wrapper module and image pins
+        assert (kindimage.kind_dir() / "k8s" / v / "go.mod").is_file(), v
+        assert (kindimage.kind_dir() / "k8s" / v / "images.env").is_file(), v
+    env = tmp_path / "versions.env"
+    env.write_text("K8S_VERSION=v1\n")
+    with pytest.raises(FloxkError, match="sets no K8S_LINES"):
+        kindimage.k8s_lines(env)

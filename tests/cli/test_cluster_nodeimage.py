@@ -94,3 +94,12 @@ def test_missing_base_image_says_how_to_get_one(docker_client):
     with pytest.raises(NotFoundError, match="not in the local Docker Engine") as e:
         nodeimage.build_node_image("floxk.local/no-such-base:0", client=docker_client)
     assert "task kind:image" in e.value.hint
+
+
+def test_a_version_no_line_builds_names_the_lines_it_builds(docker_client):
+    from floxk._cluster import kindimage
+    from shim.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="cannot build Kubernetes v1.0.0") as e:
+        kindimage.ensure_base_image(docker_client, "v1.0.0")
+    assert ", ".join(kindimage.k8s_lines()) in e.value.hint

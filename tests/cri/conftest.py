@@ -1,9 +1,11 @@
 """Fixtures of the CRI suite: one real containerd line per pytest run.
 
-The line comes from FLOXK_CRI_LINE (e.g. "1.7.24"; tests/cri/run_lines.py sets it per line);
-unset, the newest installed line is used. Fixtures (documented in docs/testing.md):
+The line comes from FLOXK_CRI_LINE (e.g. "1.7.24"; tests/cri/run_lines.py sets it per pair),
+unset, the newest installed line; the runc from FLOXK_CRI_RUNC (e.g. "1.4.4"), unset, Debian's
+(tests/lines.py). Fixtures (documented in docs/testing.md):
 
   containerd_line   session  harness.Line of the line under test
+  runc_line         session  lines.Runc: the real runc under test (.version, .path)
   cri_images        session  {"pause"|"stub"|"plain": images.Image} (built once per run)
   start_containerd  function factory: start_containerd(**options) -> harness.Containerd,
                              stopped and cleaned up after the test
@@ -20,11 +22,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests import lines
 from tests.cri import harness
 from tests.cri.images import Image, build_images
 
 LINE_ENV = "FLOXK_CRI_LINE"
-INSTALL_HINT = "run scripts/install-containerd.sh"
+INSTALL_HINT = lines.INSTALL_HINT
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -50,7 +53,9 @@ def containerd_line() -> harness.Line:
         pytest.skip("the CRI suite needs root (containerd, mounts)")
     lines = harness.installed_lines()
     if not lines:
-        pytest.fail(f"no containerd line installed under {harness.cache_dir()}: {INSTALL_HINT}")
+        pytest.fail(
+            f"no containerd line installed under {lines.cache_dir() / 'containerd'}: {INSTALL_HINT}"
+        )
     wanted = os.environ.get(LINE_ENV)
     if not wanted:
         return lines[-1]
@@ -64,13 +69,24 @@ def containerd_line() -> harness.Line:
 
 
 @pytest.fixture(scope="session")
+def runc_line() -> lines.Runc:
+    try:
+        return lines.runc_under_test()
+    except LookupError as e:
+        pytest.fail(str(e))
+
+
+@pytest.fixture(scope="session")
 def cri_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Image]:
     return build_images(tmp_path_factory.mktemp("cri-images"))
 
 
 @pytest.fixture
 def start_containerd(
-    request: pytest.FixtureRequest, containerd_line: harness.Line, cri_images: dict[str, Image]
+    request: pytest.FixtureRequest,
+    containerd_line: harness.Line,
+    runc_line: lines.Runc,
+    cri_images: dict[str, Image],
 ) -> Iterator[Callable[..., harness.Containerd]]:
     """Factory for private daemons: start_containerd(flox_shim=..., flox_runc=..., env=...,
     extra_config=..., restrict_oom_score_adj=...) -> started harness.Containerd."""
@@ -80,6 +96,7 @@ def start_containerd(
         shim, runc = harness.default_flox_paths()
         options.setdefault("flox_shim", shim)
         options.setdefault("flox_runc", runc)
+        options.setdefault("runc", str(runc_line.path))
         daemon = harness.Containerd(line=containerd_line, images=cri_images, **options)
         started.append(daemon)
         return daemon.start()
@@ -92,11 +109,15 @@ def start_containerd(
 
 @pytest.fixture(scope="session")
 def containerd(
-    containerd_line: harness.Line, cri_images: dict[str, Image]
+    containerd_line: harness.Line, runc_line: lines.Runc, cri_images: dict[str, Image]
 ) -> Iterator[harness.Containerd]:
     shim, runc = harness.default_flox_paths()
     daemon = harness.Containerd(
-        line=containerd_line, images=cri_images, flox_shim=shim, flox_runc=runc
+        line=containerd_line,
+        images=cri_images,
+        flox_shim=shim,
+        flox_runc=runc,
+        runc=str(runc_line.path),
     )
     daemon.start()
     yield daemon

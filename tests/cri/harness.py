@@ -3,7 +3,7 @@
 Two objects:
 - `Containerd`: one daemon of one containerd line with a full config written under a private
   temp dir (root, state, grpc socket, pod logs), CRI on, overlayfs snapshotter, runtimes
-  `runc` (plain, host runc) and `flox` (shim/containerd.py's table), the suite's images
+  `runc` (plain, the runc under test: tests/lines.py) and `flox` (shim/containerd.py's table), the suite's images
   imported. `start()` waits until CRI answers; `stop()` removes what is left, stops the
   daemon, kills stray shims, unmounts leftovers and deletes the temp dir.
 - `CRI`: a small client over the CRI v1 gRPC API (PyPI container-runtime-interface-api,
@@ -35,50 +35,11 @@ from cri_api.v1.api_pb2_grpc import ImageServiceStub, RuntimeServiceStub
 
 from shim import containerd as ctrd
 from tests.cri.images import Image
+from tests.lines import Line, installed_lines, runc_under_test
 
-HOST_RUNC = "/usr/sbin/runc"
+__all__ = ["CRI", "Containerd", "Line", "installed_lines"]
+
 NAMESPACE = "k8s.io"
-
-
-def cache_dir() -> Path:
-    """Where scripts/install-containerd.sh puts the lines: <cache>/containerd/<X.Y.Z>/bin."""
-    base = os.environ.get("FLOXK_CACHE") or os.path.join(Path.home(), ".cache", "floxk")
-    return Path(base) / "containerd"
-
-
-@dataclass(frozen=True)
-class Line:
-    """One installed containerd line."""
-
-    version: str  # "2.1.9"
-    bin_dir: Path  # holds containerd, containerd-shim-runc-v2, ctr
-
-    @property
-    def major(self) -> int:
-        return ctrd.parse_version(self.version)[0]
-
-    @property
-    def containerd(self) -> Path:
-        return self.bin_dir / "containerd"
-
-    @property
-    def ctr(self) -> Path:
-        return self.bin_dir / "ctr"
-
-    @property
-    def runc_shim(self) -> Path:
-        return self.bin_dir / "containerd-shim-runc-v2"
-
-
-def installed_lines() -> list[Line]:
-    """The containerd lines installed under cache_dir(), oldest first."""
-    root = cache_dir()
-    lines = [
-        Line(version=d.name, bin_dir=d / "bin")
-        for d in (root.iterdir() if root.is_dir() else [])
-        if (d / "bin" / "containerd").is_file()
-    ]
-    return sorted(lines, key=lambda line: ctrd.parse_version(line.version))
 
 
 def installed_script(name: str) -> str | None:
@@ -117,6 +78,8 @@ class Containerd:
     env: dict[str, str] = field(default_factory=dict)  # extra env for containerd and its shims
     extra_config: dict[str, Any] = field(default_factory=dict)  # deep-merged over the config
     restrict_oom_score_adj: bool | None = None  # None: ask the host
+    # The real runc both runtimes end in (FLOXK_CRI_RUNC, else Debian's): tests/lines.py.
+    runc: str = field(default_factory=lambda: str(runc_under_test().path))
 
     dir: Path = field(init=False)
     proc: subprocess.Popen | None = field(init=False, default=None)
@@ -158,7 +121,7 @@ class Containerd:
         runtimes = {
             "runc": {
                 "runtime_type": ctrd.RUNC_V2,
-                "options": {"BinaryName": HOST_RUNC, "SystemdCgroup": False, "Root": runc_root},
+                "options": {"BinaryName": self.runc, "SystemdCgroup": False, "Root": runc_root},
             },
             ctrd.FLOX_RUNTIME: ctrd.merge(
                 ctrd.flox_runtime_table(shim_path=self.flox_shim, runc_path=self.flox_runc),

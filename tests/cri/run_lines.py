@@ -1,36 +1,33 @@
-"""Run the CRI suite once per containerd line: `python3 -m tests.cri.run_lines [--line X.Y.Z] [pytest args]`.
+"""Run the CRI suite once per (containerd, runc) pair: `python3 -m tests.cri.run_lines [--line X.Y.Z]
+[--runc X.Y.Z] [--smoke] [pytest args]`.
 
-`task test:cri` calls this. Each line runs `pytest tests/cri -m cri` with FLOXK_CRI_LINE set
-(pytest's own output goes to stderr); then stdout gets exactly one summary per line:
+`task test:cri` calls this. Each pair runs `pytest tests/cri -m cri` with FLOXK_CRI_LINE and
+FLOXK_CRI_RUNC set (pytest's own output goes to stderr); then stdout gets exactly one summary
+per pair and a total:
 
-    containerd 1.6.20: 9 passed, 0 failed
+    containerd 2.3.7 runc 1.4.4: 26 passed, 0 failed
+    cri: 260 passed, 0 failed (10 pairs, 412 s)
 
-(", K skipped" is added when tests were skipped). Exit status 1 if any line had a failure
-or an error, or ran no test; 2 if the containerd lines are not installed.
-The lines expected are the pins in scripts/install-containerd.sh.
+(", K skipped" is added when tests were skipped). Exit status 1 if any pair had a failure
+or an error, or ran no test; 2 if a line or runc of the matrix is not installed.
+The pairs are tests/lines.py's matrix() (the pins of the install scripts).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from tests.cri.harness import cache_dir, installed_lines
+from tests import lines
 
-REPO = Path(__file__).resolve().parents[2]
-INSTALL_SCRIPT = REPO / "scripts" / "install-containerd.sh"
+REPO = lines.REPO
 LINE_ENV = "FLOXK_CRI_LINE"
-
-
-def pinned_lines(script: Path = INSTALL_SCRIPT) -> list[str]:
-    """The X.Y.Z versions pinned in install-containerd.sh (lines like `"1.7.24 trixie ..."`)."""
-    return re.findall(r'^\s*"(\d+\.\d+\.\d+) \S+ \S+"\s*$', script.read_text(), re.MULTILINE)
 
 
 def counts(junit_xml: Path) -> dict[str, int]:
@@ -45,12 +42,12 @@ def counts(junit_xml: Path) -> dict[str, int]:
     return {"passed": max(total - failed - skipped, 0), "failed": failed, "skipped": skipped}
 
 
-def summary(version: str, c: dict[str, int]) -> str:
-    text = f"containerd {version}: {c['passed']} passed, {c['failed']} failed"
+def summary(containerd: str, runc: str, c: dict[str, int]) -> str:
+    text = f"containerd {containerd} runc {runc}: {c['passed']} passed, {c['failed']} failed"
     return text + (f", {c['skipped']} skipped" if c["skipped"] else "")
 
 
-def run_line(version: str, pytest_args: list[str]) -> dict[str, int]:
+def run_pair(containerd: str, runc: str, pytest_args: list[str]) -> dict[str, int]:
     with tempfile.TemporaryDirectory(prefix="floxk-cri-junit-") as tmp:
         report = Path(tmp) / "report.xml"
         cmd = [
@@ -65,9 +62,14 @@ def run_line(version: str, pytest_args: list[str]) -> dict[str, int]:
             "no:cacheprovider",
             *pytest_args,
         ]
-        print(f"=== containerd {version}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+        print(
+            f"=== containerd {containerd} runc {runc}: {' '.join(cmd[1:])}",
+            file=sys.stderr,
+            flush=True,
+        )
+        env = {**os.environ, LINE_ENV: containerd, lines.RUNC_ENV: runc}
         # pytest's report goes to our stderr (fd 2): stdout carries only the summaries.
-        proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, LINE_ENV: version}, stdout=2)
+        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=2)
         if not report.exists():
             return {"passed": 0, "failed": 1 if proc.returncode not in (0, 5) else 0, "skipped": 0}
         c = counts(report)
@@ -76,34 +78,54 @@ def run_line(version: str, pytest_args: list[str]) -> dict[str, int]:
         return c
 
 
+def missing(pairs: list[tuple[str, str]]) -> list[str]:
+    """What the pairs need and is not installed, e.g. ["containerd 2.4.2", "runc 1.5.3"]."""
+    have_c = {line.version for line in lines.installed_lines()}
+    have_r = {r.version for r in lines.installed_runcs()}
+    out = [f"containerd {c}" for c in dict.fromkeys(c for c, _ in pairs) if c not in have_c]
+    return out + [f"runc {r}" for r in dict.fromkeys(r for _, r in pairs) if r not in have_r]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--line", action="append", help="run only this containerd version (repeatable)"
+        "--line", action="append", help="only pairs with this containerd version (repeatable)"
     )
+    parser.add_argument("--runc", action="append", help="only pairs with this runc (repeatable)")
     args, pytest_args = parser.parse_known_args(argv)
 
-    wanted = args.line or pinned_lines()
-    have = {line.version for line in installed_lines()}
-    missing = [v for v in wanted if v not in have]
-    if missing:
+    pairs = lines.matrix()
+    if args.line:
+        known = {c for c, _ in pairs}
+        pairs = [p for p in pairs if p[0] in args.line]
+        # A line outside the matrix (e.g. an extra one in the cache) runs with Debian's runc.
+        debian = lines.debian_runc()
+        pairs += [(c, debian.version if debian else "debian") for c in args.line if c not in known]
+    if args.runc:
+        pairs = [p for p in pairs if p[1] in args.runc]
+    if not pairs:
+        print("no (containerd, runc) pair selected", file=sys.stderr)
+        return 2
+    absent = missing(pairs)
+    if absent:
         print(
-            f"containerd {', '.join(missing)} not installed under {cache_dir()}:"
-            f" run scripts/install-containerd.sh",
+            f"{', '.join(absent)} not installed under {lines.cache_dir()}: {lines.INSTALL_HINT}",
             file=sys.stderr,
         )
         return 2
 
-    results = {version: run_line(version, pytest_args) for version in wanted}
+    start = time.monotonic()
+    results = {pair: run_pair(*pair, pytest_args) for pair in pairs}
     status = 0
-    for version, c in results.items():
-        print(summary(version, c), flush=True)
+    for (containerd, runc), c in results.items():
+        print(summary(containerd, runc, c), flush=True)
         if c["failed"] or c["passed"] == 0:
             status = 1
     # One closing line in the plain "N passed, N failed" form, for whoever reads only the end.
     passed = sum(c["passed"] for c in results.values())
     failed = sum(c["failed"] for c in results.values())
-    print(f"cri: {passed} passed, {failed} failed", flush=True)
+    took = time.monotonic() - start
+    print(f"cri: {passed} passed, {failed} failed ({len(pairs)} pairs, {took:.0f} s)", flush=True)
     return status
 
 

@@ -20,7 +20,6 @@ import grpc
 import pytest
 
 from shim import containerd as ctrd
-from tests.cri.harness import HOST_RUNC
 from tests.cri.images import PLAIN_IMAGE
 
 pytestmark = [pytest.mark.cri, pytest.mark.root]
@@ -61,7 +60,7 @@ def write_script(path: Path, text: str) -> str:
 
 
 @pytest.fixture
-def recorders(tmp_path, containerd_line):
+def recorders(tmp_path, containerd_line, runc_line):
     shim_log, runc_log = tmp_path / "shim.log", tmp_path / "runc.log"
     shim = write_script(
         tmp_path / "containerd-shim-flox-v2",
@@ -71,7 +70,7 @@ def recorders(tmp_path, containerd_line):
     )
     runc = write_script(
         tmp_path / "floxk-runc",
-        RUNC_RECORDER.format(log=shlex.quote(str(runc_log)), runc=shlex.quote(HOST_RUNC)),
+        RUNC_RECORDER.format(log=shlex.quote(str(runc_log)), runc=shlex.quote(str(runc_line.path))),
     )
 
     def read(path: Path) -> list[str]:

@@ -151,7 +151,9 @@ def _write(files: dict[Path, str]) -> None:
 
 
 @pytest.mark.parametrize("shape", ["default", "imports"])
-def test_install_runs_a_flox_pod_then_uninstall_restores(daemon, flox_node, cri_images, shape):
+def test_install_runs_a_flox_pod_then_uninstall_restores(
+    daemon, flox_node, cri_images, runc_line, shape
+):
     line, d, etc, bin_dir = daemon.line, daemon.dir, daemon.etc, flox_node["bin"]
     default = nodeconf.default_config(line.containerd, etc)
     pause, restrict = cri_images["pause"].ref, ctrd.needs_restrict_oom_score_adj()
@@ -165,7 +167,8 @@ def test_install_runs_a_flox_pod_then_uninstall_restores(daemon, flox_node, cri_
     zipapps = {p.name: p.read_bytes() for p in bin_dir.iterdir()}
 
     kw = {"config": daemon.config_path, "containerd": str(line.containerd), "bin_dir": str(bin_dir)}
-    result = inst.install(**kw)
+    runc = str(runc_line.path)  # the pair's runc (PATH would give Debian's)
+    result = inst.install(**kw, runc=runc)
     assert result.verified
     # 2.x: a drop-in wherever the config imports a glob (the 2.2+ default does); 1.x: append
     dropin = line.major >= 2 and (shape == "imports" or ctrd.imports_dropins(line.version))
@@ -179,14 +182,14 @@ def test_install_runs_a_flox_pod_then_uninstall_restores(daemon, flox_node, cri_
     _flox_pod_says_hello(daemon.cri)
     daemon.stop()
 
-    assert not inst.install(**kw).changed
+    assert not inst.install(**kw, runc=runc).changed
     assert {p: p.read_bytes() for p in etc.rglob("*.toml")} == installed
     inst.uninstall(**kw)
     assert {p: p.read_text() for p in etc.rglob("*") if p.is_file()} == files
     assert {p.name: p.read_bytes() for p in bin_dir.iterdir()} == zipapps
 
 
-def test_install_restart_restarts_a_plain_containerd(daemon, flox_node, cri_images):
+def test_install_restart_restarts_a_plain_containerd(daemon, flox_node, cri_images, runc_line):
     """--restart on a containerd run as a plain process (no systemd here): same argv, env, log."""
     line, d, bin_dir = daemon.line, daemon.dir, flox_node["bin"]
     text = nodeconf.node_config(
@@ -198,7 +201,7 @@ def test_install_restart_restarts_a_plain_containerd(daemon, flox_node, cri_imag
     old = daemon.proc.pid
     kw = {"config": daemon.config_path, "containerd": str(line.containerd), "bin_dir": str(bin_dir)}
     try:
-        result = inst.install(**kw, restart=True)
+        result = inst.install(**kw, runc=str(runc_line.path), restart=True)
     finally:
         daemon.proc.poll()  # reap the old process if it is gone
     assert result.restarted["how"] == "process" and result.restarted["old_pid"] == old

@@ -23,14 +23,14 @@ from floxk._shimbuild import build_zipapps
 from shim import containerd as ctrd
 from shim import install as inst
 from shim.errors import ConfigError
-from tests.cri.harness import installed_lines
 from tests.install import nodeconf
+from tests.lines import DEBIAN_RUNC, installed_lines
 
 LINES = installed_lines()
 pytestmark = pytest.mark.skipif(
     not LINES, reason="no containerd line (scripts/install-containerd.sh)"
 )
-RUNC = "/usr/sbin/runc"
+RUNC = DEBIAN_RUNC
 
 
 LINES_2 = [x for x in LINES if x.major >= 2]

@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-BASE_IMAGE = os.environ.get("FLOXK_E2E_BASE_IMAGE", "kindest/node:v1.34.4")
+from floxk._cluster.spec import DEFAULT_K8S_VERSION
+
+BASE_IMAGE = os.environ.get("FLOXK_E2E_BASE_IMAGE", "kindest/node:" + DEFAULT_K8S_VERSION)
 
 
 def require_kind_base() -> None:
