@@ -93,7 +93,11 @@ def load_node_config(path: str | os.PathLike[str] | None = None) -> NodeConfig:
     except OSError as e:
         raise ConfigError(f"cannot read {p}: {e.strerror}") from e
     if data is None:
-        data = _toml(raw.decode(), str(p))
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text: {e}") from None
+        data = _toml(text, str(p))
         _store(stamp, data)
     return node_config_from_data(data, source=str(p))
 
@@ -109,6 +113,8 @@ def _toml(text: str, source: str) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from e
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError(f"{source}: not valid TOML: nested too deeply") from None
 
 
 # --- parsed node.toml, cached ---------------------------------------------------------------

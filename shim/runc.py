@@ -302,7 +302,12 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 
 def _is_flox_container(annotations: dict) -> bool:
-    return _ENVIRONMENT in annotations and annotations.get(_CONTAINER_TYPE) != "sandbox"
+    # Not a dict: containerd never writes that, and nothing of ours (runc reports the spec).
+    return (
+        isinstance(annotations, dict)
+        and _ENVIRONMENT in annotations
+        and annotations.get(_CONTAINER_TYPE) != "sandbox"
+    )
 
 
 def _container_bundle(call: RuncCall, node: NodeConfig) -> Path:
