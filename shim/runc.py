@@ -90,7 +90,9 @@ def parse_argv(argv: list[str]) -> RuncCall:
         if tok == "--":
             continue
         if tok.startswith("-") and tok != "-":
-            name, eq, val = tok.lstrip("-").partition("=")
+            # One or two dashes, as Go's flag package reads them: "---x" names no flag of
+            # ours (runc refuses it), so its neighbour is never taken as a value.
+            name, eq, val = (tok[2:] if tok.startswith("--") else tok[1:]).partition("=")
             if eq:
                 target[name] = val
             elif name in value_flags:
