@@ -527,7 +527,8 @@ def _target(node: Node) -> tuple[str, Path, int]:
     plugin = ctrd.CRI_RUNTIME_PLUGIN[2]
     for f in _imported_files(node.config, patterns):
         data = _read_toml(f)
-        if plugin in data.get("plugins", {}):
+        plugins = data.get("plugins")
+        if isinstance(plugins, dict) and plugin in plugins:
             target, layout = f, _layout_version(data, f)
     return "append", target, layout
 
@@ -536,11 +537,14 @@ def _block_owner(node: Node) -> tuple[str, Path, int] | None:
     """Where floxk's block already is, if anywhere install could have put it."""
     for mode, path in _candidates(node):
         text = _read_text(path)
-        if text is not None and strip_block(text)[1]:
+        try:
+            found = text is not None and strip_block(text)[1]
+        except ConfigError as e:  # strip_block does not know the file
+            raise ConfigError(f"{path}: {e.message}", hint=e.hint) from None
+        if found:
             layout = node.config_version
             if mode != "template":
-                data = tomllib.loads(text)
-                layout = data.get("version", layout)
+                layout = _read_toml(path).get("version", layout)
             return mode, path, layout
     return None
 
