@@ -207,30 +207,40 @@ def _read_toml(path: Path, *, missing: str | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {e}") from e
 
 
+def _table(data: Any, *keys: str) -> dict[str, Any]:
+    """data[key][key]...; {} where a level is missing or is not a table (a config k3s
+    rendered is read as it is: what does not fit holds nothing of ours)."""
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
 def cri_table(config: dict[str, Any]) -> dict[str, Any]:
     """The CRI runtime plugin's table of a config dict (by its own version key)."""
-    plugin = ctrd.CRI_RUNTIME_PLUGIN.get(config.get("version", 2), ctrd.CRI_RUNTIME_PLUGIN[2])
-    return config.get("plugins", {}).get(plugin, {})
+    version = config.get("version", 2)
+    plugin = ctrd.CRI_RUNTIME_PLUGIN.get(version if isinstance(version, int) else 2)
+    return _table(config, "plugins", plugin or ctrd.CRI_RUNTIME_PLUGIN[2])
 
 
 def runtimes(config: dict[str, Any]) -> dict[str, Any]:
-    return cri_table(config).get("containerd", {}).get("runtimes", {})
+    return _table(cri_table(config), "containerd", "runtimes")
 
 
 def default_runc_options(effective: dict[str, Any]) -> dict[str, Any]:
     """options of the node's default runc runtime (default_runtime_name, else `runc`)."""
-    table = cri_table(effective).get("containerd", {})
-    rts = table.get("runtimes", {})
+    table = _table(cri_table(effective), "containerd")
+    rts = _table(table, "runtimes")
     name = table.get("default_runtime_name") or "runc"
-    runtime = rts.get(name) if name != ctrd.FLOX_RUNTIME else None
+    runtime = _table(rts, name) if isinstance(name, str) and name != ctrd.FLOX_RUNTIME else {}
     if not runtime or runtime.get("runtime_type", ctrd.RUNC_V2) != ctrd.RUNC_V2:
-        runtime = rts.get("runc", {})
-    return runtime.get("options", {}) or {}
+        runtime = _table(rts, "runc")
+    return _table(runtime, "options")
 
 
 def find_real_runc(effective: dict[str, Any], runc: str | None = None) -> str:
     """The runc the node's pods use: --runc, the runc runtime's BinaryName, node.toml, PATH."""
-    candidates = [runc, default_runc_options(effective).get("BinaryName") or None]
+    binary = default_runc_options(effective).get("BinaryName")
+    candidates = [runc, binary if isinstance(binary, str) else None]
     for cand in candidates:
         if cand:
             if not os.path.isabs(cand):

@@ -346,6 +346,12 @@ def _vars(table: dict[str, Any], where: _Where) -> dict[str, str]:
                 f"must be a string, not {type(value).__name__}",
                 hint=f'quote it: {name} = "{value}"',
             )
+        # Set verbatim as NAME=value in the container: an '=' in the name would set another
+        # variable, and no environment holds a NUL.
+        if not name or "=" in name or "\0" in name:
+            raise where.error(("vars", name), "is not an environment variable name")
+        if "\0" in value:
+            raise where.error(("vars", name), "holds a NUL character")
     return dict(table)
 
 

@@ -38,7 +38,9 @@ def check_manifest(m: model.Manifest) -> None:
         assert d.outputs is None or d.outputs == "all" or all(isinstance(o, str) for o in d.outputs)
         if d.store_path is not None:
             assert model.STORE_PATH_RE.match(d.store_path)
-    assert all(isinstance(k, str) and isinstance(v, str) for k, v in m.vars.items())
+    # set verbatim as K=V in the container's environment (docs/environments.md)
+    assert all(isinstance(v, str) and "\0" not in v for v in m.vars.values())
+    assert all(k and "=" not in k and "\0" not in k for k in m.vars)
     assert m.hook_on_activate is None or isinstance(m.hook_on_activate, str)
     assert all(isinstance(v, str) for v in m.profile.values())
     assert m.systems is None or all(isinstance(s, str) for s in m.systems)
@@ -119,6 +121,16 @@ def test_manifest_from_json_data(extra, base):
     check_manifest(m)
 
 
+@given(
+    st.sampled_from(S.MANIFESTS),
+    st.sampled_from(["vars", "hook", "profile", "options"]),
+    st.dictionaries(S.TEXT, st.one_of(S.TEXT, S.TOML), max_size=4),
+)
+def test_manifest_tables_with_any_keys(base, table, body):
+    """The string tables (vars, hook, profile) and options with any keys and values."""
+    parse_manifest_or_error(S.to_toml({**base, table: body}), [table])
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -128,6 +140,21 @@ def test_manifest_from_json_data(extra, base):
 )
 def test_found_schema_version_is_ascii(text):
     with pytest.raises(ManifestError, match="schema-version"):
+        model.parse_manifest(text, source=SOURCE)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[vars]\n"" = ""',
+        '[vars]\n"A=B" = "x"',
+        '[vars]\n"A\\u0000" = "x"',
+        '[vars]\nA = "x\\u0000"',
+    ],
+)
+def test_found_vars_that_cannot_be_set_verbatim(text):
+    """An empty name, or one with '=' (NAME=value would set another variable), or a NUL."""
+    with pytest.raises(ManifestError, match=rf"{SOURCE}, line [12]: 'vars\."):
         model.parse_manifest(text, source=SOURCE)
 
 
