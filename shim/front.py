@@ -96,6 +96,7 @@ for a do
   if [ -n "$skip" ]; then skip=; continue; fi
   case $a in
     {value_flags}) skip=1 ;;
+    -) break ;;
     -*) ;;
     start)
       if grep -qF flox.dev/environment config.json 2>/dev/null &&

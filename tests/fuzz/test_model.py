@@ -158,14 +158,11 @@ def test_found_vars_that_cannot_be_set_verbatim(text):
         model.parse_manifest(text, source=SOURCE)
 
 
-@pytest.mark.parametrize("depth", [200, 5000])
-def test_found_deep_nesting_is_a_manifest_error(depth):
-    """tomllib recurses per nesting level: deep arrays ended in RecursionError."""
-    for text in ("a = " + "[" * depth + "]" * depth, "a = " + "{b = " * depth + "1" + "}" * depth):
-        try:
+def test_found_deep_nesting_is_a_manifest_error():
+    """tomllib recurses per nesting level: deep arrays or inline tables ended in RecursionError."""
+    for text in ("a = " + "[" * 5000 + "]" * 5000, "a = " + "{b = " * 5000 + "1" + "}" * 5000):
+        with pytest.raises(ManifestError, match=rf"^{SOURCE}: invalid TOML: nested too deeply"):
             model.parse_manifest(text, source=SOURCE)
-        except ManifestError as e:
-            assert str(e).startswith(SOURCE)
 
 
 # --- manifest.lock ---------------------------------------------------------------------------
