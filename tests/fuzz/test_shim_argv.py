@@ -17,7 +17,7 @@ import subprocess
 import time
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from shim import front, wrapper
@@ -116,6 +116,7 @@ def shim_argv(draw) -> list[str]:
     argv=["---id", "start", "x"], kind="flox-sandbox"
 )  # found: the wrapper took "start" as a value
 @example(argv=["-", "start"], kind="flox-sandbox")  # a lone "-" is the action, as Go reads it
+@settings(max_examples=S.budget(30))
 @given(
     argv=st.one_of(shim_argv(), st.lists(st.one_of(TOKEN, st.sampled_from(ACTIONS)), max_size=5)),
     kind=st.sampled_from(sorted(SPECS)),
