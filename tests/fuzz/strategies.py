@@ -165,11 +165,11 @@ def text_edits(draw, text: str, alphabet: str):
 
 # --- a TOML writer for generated documents --------------------------------------------------
 
-_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def toml_key(key: str) -> str:
-    return key if _BARE.match(key) else toml_str(key)
+    return key if _BARE.fullmatch(key) else toml_str(key)  # not `$`: it passes "k\n"
 
 
 def toml_str(s: str) -> str:

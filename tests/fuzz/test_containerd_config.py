@@ -243,3 +243,45 @@ def test_found_empty_dropin_of_the_operator(tmp_path, bin_dir):
     assert inst.install(runc=RUNC, **kw).mode == "dropin"
     inst.uninstall(**kw)
     assert tree(tmp_path) == before
+
+
+# --- what install writes into those files -----------------------------------------------------
+
+TOML_KEYS = st.one_of(S.TEXT, st.sampled_from(KEYS))
+WRITABLE = st.recursive(
+    st.one_of(st.booleans(), st.integers(), st.floats(allow_nan=False), S.TEXT),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(TOML_KEYS, inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def _no_tables_in_lists(value) -> bool:
+    if isinstance(value, list):
+        return all(
+            not isinstance(v, dict | list) or (isinstance(v, list) and _no_tables_in_lists(v))
+            for v in value
+        )
+    if isinstance(value, dict):
+        return all(_no_tables_in_lists(v) for v in value.values())
+    return True
+
+
+@given(st.dictionaries(TOML_KEYS, WRITABLE, max_size=4).filter(_no_tables_in_lists))
+def test_containerd_toml_writer_round_trips(doc):
+    """shim.containerd.to_toml (runtime tables, kept runtimes' names and values as a config
+    dump had them) writes TOML that reads back as the same data."""
+    assert tomllib.loads(ctrd.to_toml(doc)) == doc
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"runtimes": {"a\n": {"runtime_type": "io.containerd.runc.v2"}}},  # `$` took "a\n" as bare
+        {"options": {"BinaryName": "/opt/\U0001f600/runc"}},  # written as a surrogate pair
+        {"k": "\x7f"},
+    ],
+)
+def test_found_containerd_toml_writer_cases(doc):
+    assert tomllib.loads(ctrd.to_toml(doc)) == doc
