@@ -155,6 +155,7 @@ def bundle_values(bundles: dict[str, str], kinds) -> list[str]:
 @example(argv=["-", "create", "--bundle", "{flox}", "id"], cwd="plain")  # found: "-"
 @example(argv=["create", "---bundle", "{flox}", "id"], cwd="plain")  # found: "---bundle"
 @example(argv=["---log", "create", "--bundle", "{flox}", "id"], cwd="plain")
+@example(argv=["-criu", "-criu", "---criu", "create"], cwd="flox")  # found by Hypothesis
 @given(argv=st.data(), cwd=st.sampled_from(sorted(SPECS)))
 def test_front_and_python_agree_on_the_route(rig, argv, cwd):
     """Wherever Python judges from a spec both can read (or from the subcommand alone),
