@@ -151,7 +151,7 @@ def _cached(stamp: dict) -> dict | None:
             if st.st_uid != os.geteuid() or st.st_mode & 0o022:
                 return None
             entry = json.loads(f.read())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # not ours to trust: read node.toml itself
         return None
     if not isinstance(entry, dict) or entry.get("stamp") != stamp:
         return None

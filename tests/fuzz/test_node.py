@@ -6,6 +6,7 @@ load_node_config keeps a parsed copy under CACHE_DIR; here that is a temp dir of
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
@@ -105,3 +106,25 @@ def test_found_non_utf8_node_toml_is_a_config_error(tmp_path, monkeypatch):
 def test_found_deeply_nested_node_toml_is_a_config_error():
     with pytest.raises(ConfigError, match=rf"{SOURCE}: not valid TOML"):
         node.parse_node_config("x = " + "[" * 5000 + "]" * 5000, source=SOURCE)
+
+
+@example(b"\xff")
+@example(b'{"stamp": {}, "data": []}')
+@example(b"[" * 5000)  # found: RecursionError came out of load_node_config
+@given(st.one_of(st.binary(max_size=100), S.JSON.map(lambda v: json.dumps(v).encode())))
+def test_parsed_config_cache_of_any_content(raw):
+    """Whatever a cache file holds (torn, foreign, hand-edited), load_node_config reads
+    node.toml as without it: the cache is only used when its stamp is this file's."""
+    with tempfile.TemporaryDirectory() as d, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(node, "CACHE_DIR", os.path.join(d, "cache"))
+        path = os.path.join(d, "node.toml")
+        with open(path, "w") as f:
+            f.write(S.to_toml(GOOD))
+        with open(path, "rb") as f:
+            stamp = node._stamp(path, os.fstat(f.fileno()))
+        os.makedirs(node.CACHE_DIR, mode=0o700)
+        cache = node._cache_file(stamp)
+        with open(cache, "wb") as f:
+            f.write(raw)
+        os.chmod(cache, 0o600)
+        assert node.load_node_config(path) == node.parse_node_config(S.to_toml(GOOD), source=path)
