@@ -253,11 +253,17 @@ def needs_restrict_oom_score_adj() -> bool:
 
 # --- TOML ---------------------------------------------------------------------------------
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else json.dumps(key)
+    return key if _BARE_KEY.fullmatch(key) else _string(key)  # fullmatch: `$` passes "k\n"
+
+
+def _string(s: str) -> str:
+    # JSON's escapes are TOML basic-string escapes, but not its surrogate pairs (\ud83d\ude00:
+    # not Unicode scalar values for TOML), so no ASCII-only output; TOML forbids a raw DEL.
+    return json.dumps(s, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _value(value: Any) -> str:
@@ -266,7 +272,7 @@ def _value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+        return _string(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_value(v) for v in value) + "]"
     raise ConfigError(f"cannot write {type(value).__name__} {value!r} as TOML")

@@ -34,7 +34,7 @@ import os
 from shim import fastjson
 from shim.digest import lock_digest, sha256
 from shim.errors import FloxkError, LockError, NotFoundError, TrustError
-from shim.names import split_env_ref
+from shim.names import MAX_GEN_DIGITS, is_number, split_env_ref
 from shim.records import record
 
 TYPE_CHECKING = False  # typing and the lock model cost milliseconds per container create
@@ -191,12 +191,13 @@ def fetch(ref: str, hubs: list[str], trust: Trust | None) -> RawRecord:
             if latest is None:
                 tried.append(f"{hub}: no environment {owner}/{name}")
                 continue
-            try:
-                gen = int(latest.strip())
-            except ValueError:
+            # [1-9][0-9]{0,8}, as in refs: int() would also take "1_0", "-1", "+1", "\u0661"
+            if not is_number(latest.strip(), MAX_GEN_DIGITS):
                 raise FloxkError(
-                    f"hub {hub}: {latest_path(owner, name)} is not a generation number"
-                ) from None
+                    f"hub {hub}: {latest_path(owner, name)} is not a generation number:"
+                    f" {latest[:20]!r}"
+                )
+            gen = int(latest.strip())
         url = _join(hub, record_path(owner, name, gen))
         text = _fetch(url)
         if text is None:
@@ -225,6 +226,8 @@ def _pointed_record(text: str, url: str, owner: str, name: str, generation: int)
         pointer = fastjson.loads(text)
     except ValueError as e:  # json.JSONDecodeError, or an int past Python's digit limit
         raise LockError(f"{url}: invalid JSON: {getattr(e, 'msg', e)}") from None
+    except RecursionError:
+        raise LockError(f"{url}: invalid JSON: nested too deeply") from None
     if not isinstance(pointer, dict) or pointer.get("floxk-hub-record") != POINTER_FORMAT:
         raise TrustError(
             f"{url}: not a signed floxk hub record (format {POINTER_FORMAT})",
@@ -292,6 +295,8 @@ def _verified_record(
         record = fastjson.loads(data)
     except ValueError as e:
         raise LockError(f"{url}: record {store_path}: invalid JSON: {e}") from None
+    except RecursionError:
+        raise LockError(f"{url}: record {store_path}: invalid JSON: nested too deeply") from None
     if not isinstance(record, dict) or record.get("floxk-env-record") != RECORD_FORMAT:
         raise LockError(f"{url}: {store_path} is not a floxk environment record")
     if (record.get("owner"), record.get("name"), record.get("generation")) != (
@@ -304,7 +309,13 @@ def _verified_record(
     if not isinstance(lock, dict):
         raise LockError(f"{url}: a lock must be a JSON object")
     digest = record.get("digest")
-    if digest != lock_digest(lock):
+    try:
+        computed = lock_digest(lock)
+    except UnicodeEncodeError:  # JSON may escape a lone surrogate; no UTF-8 has one
+        raise LockError(
+            f"{url}: the lock holds a string that is not valid Unicode (a lone \\u surrogate)"
+        ) from None
+    if digest != computed:
         raise LockError(f"{url}: the record's digest does not match its lock (damaged record)")
     if memo is not None:
         from shim.atomic import write_atomic
@@ -482,6 +493,8 @@ def _fetch(url: str) -> str | None:
             return None
         except OSError as e:
             raise FloxkError(f"cannot read {path}: {e}") from None
+        except UnicodeDecodeError as e:
+            raise FloxkError(f"hub file {path} is not UTF-8 text: {e.reason}") from None
     if scheme not in ("http", "https"):
         raise FloxkError(
             f"hub URL {url!r} is not file://, http:// or https://",
@@ -517,7 +530,7 @@ def _http_get(url: str) -> str | None:
 
     try:
         with urllib.request.urlopen(url, timeout=_FETCH_TIMEOUT) as response:
-            return response.read().decode("utf-8")
+            body = response.read()
     except urllib.error.HTTPError as e:
         if e.code in (403, 404, 410):
             return None
@@ -527,3 +540,7 @@ def _http_get(url: str) -> str | None:
             f"hub {url} is unreachable: {getattr(e, 'reason', e)}",
             hint="check the node's hub URLs and network",
         ) from None
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FloxkError(f"hub file {url} is not UTF-8 text: {e.reason}") from None

@@ -255,6 +255,14 @@ def _read_toml(path: Path, *, missing: str | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {e}") from e
 
 
+def _table(data: Any, *keys: str) -> dict[str, Any]:
+    """data[key][key]...; {} where a level is missing or is not a table (a config k3s
+    rendered is read as it is: what does not fit holds nothing of ours)."""
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
 def cri_table(config: dict[str, Any]) -> dict[str, Any]:
     """The CRI runtime plugin's table of a config dict, under the id of its own `version`.
 
@@ -263,34 +271,36 @@ def cri_table(config: dict[str, Any]) -> dict[str, Any]:
     for the wrong reason.
     """
     version = config.get("version", 1)
-    plugin = ctrd.CRI_RUNTIME_PLUGIN.get(version)
+    known = isinstance(version, int) and not isinstance(version, bool)
+    plugin = ctrd.CRI_RUNTIME_PLUGIN.get(version) if known else None
     if plugin is None:
         raise ConfigError(
             f"config version {version!r} is not one floxk knows"
             f" ({', '.join(str(v) for v in ctrd.CRI_RUNTIME_PLUGIN)})",
             hint="upgrade floxk, or pass --containerd with the binary the node runs",
         )
-    return config.get("plugins", {}).get(plugin, {})
+    return _table(config, "plugins", plugin)
 
 
 def runtimes(config: dict[str, Any]) -> dict[str, Any]:
-    return cri_table(config).get("containerd", {}).get("runtimes", {})
+    return _table(cri_table(config), "containerd", "runtimes")
 
 
 def default_runc_options(effective: dict[str, Any]) -> dict[str, Any]:
     """options of the node's default runc runtime (default_runtime_name, else `runc`)."""
-    table = cri_table(effective).get("containerd", {})
-    rts = table.get("runtimes", {})
+    table = _table(cri_table(effective), "containerd")
+    rts = _table(table, "runtimes")
     name = table.get("default_runtime_name") or "runc"
-    runtime = rts.get(name) if name != ctrd.FLOX_RUNTIME else None
+    runtime = _table(rts, name) if isinstance(name, str) and name != ctrd.FLOX_RUNTIME else {}
     if not runtime or runtime.get("runtime_type", ctrd.RUNC_V2) != ctrd.RUNC_V2:
-        runtime = rts.get("runc", {})
-    return runtime.get("options", {}) or {}
+        runtime = _table(rts, "runc")
+    return _table(runtime, "options")
 
 
 def find_real_runc(effective: dict[str, Any], runc: str | None = None) -> str:
     """The runc the node's pods use: --runc, the runc runtime's BinaryName, node.toml, PATH."""
-    candidates = [runc, default_runc_options(effective).get("BinaryName") or None]
+    binary = default_runc_options(effective).get("BinaryName")
+    candidates = [runc, binary if isinstance(binary, str) else None]
     for cand in candidates:
         if cand:
             if not os.path.isabs(cand):
@@ -603,7 +613,8 @@ def _target(node: Node) -> tuple[str, Path, int]:
     plugin = ctrd.CRI_RUNTIME_PLUGIN[2]
     for f in _imported_files(node.config, patterns):
         data = _read_toml(f)
-        if plugin in data.get("plugins", {}):
+        plugins = data.get("plugins")
+        if isinstance(plugins, dict) and plugin in plugins:
             target, layout = f, _layout_version(data, f, node.version)
     return "append", target, layout
 
@@ -617,11 +628,14 @@ def _block_owner(node: Node) -> tuple[str, Path, int] | None:
     """Where floxk's block already is, if anywhere install could have put it."""
     for mode, path in _candidates(node):
         text = _read_text(path)
-        if text is not None and strip_block(text)[1]:
+        try:
+            found = text is not None and strip_block(text)[1]
+        except ConfigError as e:  # strip_block does not know the file
+            raise ConfigError(f"{path}: {e.message}", hint=e.hint) from None
+        if found:
             layout = node.config_version
             if mode != "template":
-                data = tomllib.loads(text)
-                layout = data.get("version", layout)
+                layout = _read_toml(path).get("version", layout)
             return mode, path, layout
     return None
 

@@ -196,6 +196,8 @@ def parse_manifest(text: str, *, source: str = "manifest.toml") -> Manifest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise _toml_error(e, text, source) from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ManifestError(f"{source}: invalid TOML: nested too deeply") from None
     return manifest_from_dict(data, source=source, text=text)
 
 
@@ -273,7 +275,7 @@ def _version(data: dict[str, Any], where: _Where) -> int | str:
         raise where.error(("schema-version",), "and 'version' are both set", hint="keep one")
     if "schema-version" in data:
         value = data["schema-version"]
-        if not isinstance(value, str) or not re.fullmatch(r"1\.\d+(\.\d+)?", value):
+        if not isinstance(value, str) or not re.fullmatch(r"1\.[0-9]+(\.[0-9]+)?", value):
             raise where.error(
                 ("schema-version",),
                 f"is {value!r}; floxk reads schema-version 1.x",
@@ -356,6 +358,12 @@ def _vars(table: dict[str, Any], where: _Where) -> dict[str, str]:
                 f"must be a string, not {type(value).__name__}",
                 hint=f'quote it: {name} = "{value}"',
             )
+        # Set verbatim as NAME=value in the container: an '=' in the name would set another
+        # variable, and no environment holds a NUL.
+        if not name or "=" in name or "\0" in name:
+            raise where.error(("vars", name), "is not an environment variable name")
+        if "\0" in value:
+            raise where.error(("vars", name), "holds a NUL character")
     return dict(table)
 
 
@@ -493,6 +501,8 @@ def parse_lock(text: str, *, source: str = "manifest.lock") -> Lock:
             f"{source}, line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}",
             hint="relock the environment",
         ) from None
+    except (ValueError, RecursionError) as e:  # an int past Python's digit limit; deep nesting
+        raise LockError(f"{source}: invalid JSON: {e}", hint="relock the environment") from None
     return lock_from_dict(raw, source=source)
 
 
@@ -519,6 +529,13 @@ def lock_from_dict(raw: Any, *, source: str = "manifest.lock") -> Lock:
     embedded = raw.get("manifest")
     if not isinstance(embedded, dict):
         raise LockError(f"{source}: has no 'manifest' object", hint="relock the environment")
+    try:
+        lock_digest(raw)
+    except UnicodeEncodeError:  # JSON may escape a lone surrogate; no UTF-8 has one
+        raise LockError(
+            f"{source}: holds a string that is not valid Unicode (a lone \\u surrogate escape)",
+            hint="relock the environment",
+        ) from None
     manifest = manifest_from_dict(embedded, source=f"{source} (manifest)")
     packages = raw.get("packages")
     if version == 0:
@@ -591,15 +608,25 @@ def _v0_packages(packages: Any, source: str) -> list[LockedPackage]:
         raise LockError(f"{source}: 'packages' must be an object in lockfile-version 0")
     locked = []
     for system, entries in sorted(packages.items()):
+        if not isinstance(entries or {}, dict):
+            raise LockError(
+                f"{source}: packages.{system} must be an object of install ids in "
+                f"lockfile-version 0, not {type(entries).__name__}"
+            )
         for install_id, entry in sorted((entries or {}).items()):
             entry = entry if isinstance(entry, dict) else {}
+            priority = entry.get("priority", DEFAULT_PRIORITY)
+            if not isinstance(priority, int) or isinstance(priority, bool):
+                raise LockError(
+                    f"{source}: packages.{system}.{install_id} priority must be an integer"
+                )
             locked.append(
                 LockedPackage(
                     install_id=install_id,
                     system=system,
                     outputs={},
                     outputs_to_install=None,
-                    priority=entry.get("priority", DEFAULT_PRIORITY),
+                    priority=priority,
                     group=None,
                     raw=entry,
                 )

@@ -93,7 +93,11 @@ def load_node_config(path: str | os.PathLike[str] | None = None) -> NodeConfig:
     except OSError as e:
         raise ConfigError(f"cannot read {p}: {e.strerror}") from e
     if data is None:
-        data = _toml(raw.decode(), str(p))
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text: {e}") from None
+        data = _toml(text, str(p))
         _store(stamp, data)
     return node_config_from_data(data, source=str(p))
 
@@ -109,6 +113,8 @@ def _toml(text: str, source: str) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from e
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError(f"{source}: not valid TOML: nested too deeply") from None
 
 
 # --- parsed node.toml, cached ---------------------------------------------------------------
@@ -145,7 +151,7 @@ def _cached(stamp: dict) -> dict | None:
             if st.st_uid != os.geteuid() or st.st_mode & 0o022:
                 return None
             entry = json.loads(f.read())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # not ours to trust: read node.toml itself
         return None
     if not isinstance(entry, dict) or entry.get("stamp") != stamp:
         return None

@@ -91,7 +91,9 @@ def parse_argv(argv: list[str]) -> RuncCall:
         if tok == "--":
             continue
         if tok.startswith("-") and tok != "-":
-            name, eq, val = tok.lstrip("-").partition("=")
+            # One or two dashes, as Go's flag package reads them: "---x" names no flag of
+            # ours (runc refuses it), so its neighbour is never taken as a value.
+            name, eq, val = (tok[2:] if tok.startswith("--") else tok[1:]).partition("=")
             if eq:
                 target[name] = val
             elif name in value_flags:
@@ -320,7 +322,12 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 
 def _is_flox_container(annotations: dict) -> bool:
-    return _ENVIRONMENT in annotations and annotations.get(_CONTAINER_TYPE) != "sandbox"
+    # Not a dict: containerd never writes that, and nothing of ours (runc reports the spec).
+    return (
+        isinstance(annotations, dict)
+        and _ENVIRONMENT in annotations
+        and annotations.get(_CONTAINER_TYPE) != "sandbox"
+    )
 
 
 def _container_bundle(call: RuncCall, node: NodeConfig) -> Path:

@@ -39,8 +39,10 @@ def action_of(argv: list[str]) -> str | None:
     """The shim action (start, delete, ...): the first argument that is not a flag or its value."""
     it = iter(argv)
     for tok in it:
-        if tok.startswith("-"):
-            name, eq, _ = tok.lstrip("-").partition("=")
+        if tok.startswith("-") and tok != "-":  # a lone "-" is an argument, as for Go's flag
+            # One or two dashes, as Go's flag package reads them: "---x" names no flag of
+            # containerd's, so its neighbour is never taken as a value.
+            name, eq, _ = (tok[2:] if tok.startswith("--") else tok[1:]).partition("=")
             if not eq and name in VALUE_FLAGS:
                 next(it, None)
             continue

@@ -40,11 +40,17 @@ NEVER_STARTED = {"StartError", "ContainerCannotRun"}
 
 def load_manifest(path: Path) -> dict[str, Any]:
     try:
-        docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
+        docs = [
+            d for d in yaml.safe_load_all(Path(path).read_text(encoding="utf-8")) if d is not None
+        ]
     except FileNotFoundError as e:
         raise NotFoundError(f"{path} does not exist") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise FloxkError(f"cannot read {path}: {e}") from e
     except yaml.YAMLError as e:
         raise FloxkError(f"{path}: not valid YAML: {e}") from e
+    except RecursionError:  # the YAML composer recurses once per level of nesting
+        raise FloxkError(f"{path}: not valid YAML: nested too deeply") from None
     if len(docs) != 1 or not isinstance(docs[0], dict) or docs[0].get("kind") != "Pod":
         raise FloxkError(
             f"{path}: expected exactly one Pod", hint="floxk run pod takes one Pod manifest"
@@ -55,13 +61,15 @@ def load_manifest(path: Path) -> dict[str, Any]:
 def fill_pod(manifest: dict[str, Any], *, env_ref: str | None = None) -> dict[str, Any]:
     """A copy of manifest with runtimeClassName, stub images and the environment filled in."""
     pod = copy.deepcopy(manifest)
-    pod.setdefault("apiVersion", "v1")
+    if pod.setdefault("apiVersion", "v1") != "v1":
+        raise FloxkError(f"the pod's apiVersion is {pod['apiVersion']!r}; a Pod is v1")
     pod.setdefault("kind", "Pod")
-    meta = pod.setdefault("metadata", {})
+    meta = _field(pod, "metadata", dict, "metadata", {})
     if not meta.get("name"):
         raise FloxkError("the pod has no metadata.name")
-    meta.setdefault("namespace", "default")
-    annotations = meta.setdefault("annotations", {})
+    _field(meta, "name", str, "metadata.name")
+    _field(meta, "namespace", str, "metadata.namespace", "default")
+    annotations = _field(meta, "annotations", dict, "metadata.annotations", {})
     if env_ref:
         annotations[ENV_ANNOTATION] = env_ref
     ref = annotations.get(ENV_ANNOTATION)
@@ -70,15 +78,36 @@ def fill_pod(manifest: dict[str, Any], *, env_ref: str | None = None) -> dict[st
             f"pod {meta['name']} names no environment",
             hint=f"pass --env OWNER/NAME[:GEN] or set the {ENV_ANNOTATION} annotation",
         )
+    _field(annotations, ENV_ANNOTATION, str, f"metadata.annotations.{ENV_ANNOTATION}")
     hub.parse_ref(ref)  # a bad ref fails here, not on the node
-    spec = pod.setdefault("spec", {})
-    spec.setdefault("runtimeClassName", kube.RUNTIME_CLASS)
-    containers = spec.get("containers") or []
-    if not containers:
-        raise FloxkError(f"pod {meta['name']} has no containers")
-    for c in containers + (spec.get("initContainers") or []):
-        c.setdefault("image", STUB_IMAGE)
+    spec = _field(pod, "spec", dict, "spec", {})
+    _field(spec, "runtimeClassName", str, "spec.runtimeClassName", kube.RUNTIME_CLASS)
+    for key in ("containers", "initContainers"):
+        items = spec.get(key) or []
+        if not isinstance(items, list):
+            raise FloxkError(f"the pod's spec.{key} must be a list, not {_kind(items)}")
+        if key == "containers" and not items:
+            raise FloxkError(f"pod {meta['name']} has no spec.containers")
+        for i, c in enumerate(items):
+            if not isinstance(c, dict):
+                raise FloxkError(f"the pod's spec.{key}[{i}] must be a mapping, not {_kind(c)}")
+            _field(c, "image", str, f"spec.{key}[{i}].image", STUB_IMAGE)
     return pod
+
+
+def _field(parent: dict, key: str, want: type, name: str, default: Any = None) -> Any:
+    """parent[key], set to `default` where missing, null or empty; FloxkError naming the
+    field when it is not a `want` (what YAML can hold there is anything)."""
+    if parent.get(key) in (None, ""):
+        parent[key] = default
+    if not isinstance(parent[key], want):
+        what = {dict: "a mapping", list: "a list", str: "a string"}[want]
+        raise FloxkError(f"the pod's {name} must be {what}, not {_kind(parent[key])}")
+    return parent[key]
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 def pod_from_command(name: str, *, env_ref: str, command: list[str]) -> dict[str, Any]:
