@@ -180,10 +180,30 @@ def api_client(context: str, *, config_file: str | None = None):
             config_file=config_file or _kubeconfig_file(), context=context or None
         )
     except (ConfigException, FileNotFoundError) as e:
+        known = _context_names(config_file)
+        if context and context in known or not context and known:
+            # The context is there; its credentials are not (an exec plugin that fails, an
+            # expired token or certificate file).
+            raise KubeError(
+                f"kubeconfig context {context or '(current)'!r} cannot be used: {e}",
+                hint="its credentials could not be loaded: log in again, or for a kind "
+                "cluster `kind export kubeconfig --name NAME`",
+            ) from e
         raise NotFoundError(
             f"no kubeconfig context {context!r}: {e}",
             hint="create the cluster with `floxk up` (or pass --name of an existing one)",
         ) from e
+
+
+def _context_names(config_file: str | None = None) -> list[str]:
+    from kubernetes import config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        contexts, _ = config.list_kube_config_contexts(config_file or _kubeconfig_file())
+    except (ConfigException, FileNotFoundError):
+        return []
+    return [c["name"] for c in contexts or []]
 
 
 def current_context() -> str | None:

@@ -57,7 +57,17 @@ def _report(e: FloxkError) -> None:
         err_console.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False, soft_wrap=True)
 
 
+def _quiet_libraries() -> None:
+    """Library log records (the kubernetes client's exec credential plugin failing) in
+    floxk's own words on stderr; urllib3's retry chatter only when it gives up."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> None:
+    _quiet_libraries()
     try:
         # Without standalone mode click returns a command's typer.Exit code instead of exiting.
         code = app(args=argv, standalone_mode=False)

@@ -611,3 +611,35 @@ def test_bad_input_fails_before_the_cluster_is_contacted(refused_kubeconfig, tmp
     assert r.returncode == 1 and "-:2: not valid YAML" in r.stderr, r.stderr
     r = _floxk("apply", "-f", str(tmp_path / "nope.yaml"), kubeconfig=refused_kubeconfig)
     assert r.returncode == 3 and "does not exist" in r.stderr
+
+
+def test_a_kubeconfig_whose_credentials_cannot_be_had(tmp_path):
+    """An exec credential plugin that fails (what an expired cloud login looks like)."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: cloud\n"
+        f"clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{_closed_port()}'}}}}]\n"
+        "users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1, "
+        "command: 'false', interactiveMode: Never}}}]\n"
+        "contexts: [{name: cloud, context: {cluster: c, user: u}}]\n"
+    )
+    r = _floxk("apply", "-f", "-", kubeconfig=path, stdin=CONFIGMAP)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    # The plugin's failure is said (in floxk's words), then why the request failed.
+    assert "warning: exec: process returned 1" in r.stderr
+    assert "cannot reach the Kubernetes API" in r.stderr and "Retrying" not in r.stderr
+
+
+def test_a_kubeconfig_whose_certificate_file_is_gone(tmp_path):
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: cert\n"
+        f"clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{_closed_port()}'}}}}]\n"
+        f"users: [{{name: u, user: {{client-certificate: {tmp_path}/gone.pem, "
+        f"client-key: {tmp_path}/gone.key}}}}]\n"
+        "contexts: [{name: cert, context: {cluster: c, user: u}}]\n"
+    )
+    r = _floxk("apply", "-f", "-", kubeconfig=path, stdin=CONFIGMAP)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "context 'cert' cannot be used" in r.stderr and "gone.pem" in r.stderr
+    assert "kind export kubeconfig" in r.stderr
