@@ -182,9 +182,9 @@ def namespace_exists(api, name: str) -> bool:
 
 
 def check(api, p: Plan, *, create_namespaces: bool, force: bool, client=None) -> None:
-    """Every object dry-run on the server (schema, immutable fields, admission) before
-    anything is applied. Objects in a namespace that does not exist yet cannot be dry-run:
-    they were checked locally only."""
+    """Every object dry-run on the server (schema, immutable fields, admission, conflicts)
+    before anything is applied; the cluster has the flox runtime if a workload needs it.
+    Objects in a namespace that does not exist yet are dry-run by apply() once it does."""
     client = client or kube.dynamic(api)
     missing = [ns for ns in p.absent_namespaces if ns not in p.defined_namespaces]
     if missing and not create_namespaces:
@@ -195,6 +195,18 @@ def check(api, p: Plan, *, create_namespaces: bool, force: bool, client=None) ->
             status=404,
             reason="NotFound",
         )
+    flox = [o for o in p.objects if o.flox]
+    if flox and not any(
+        o.kind == "RuntimeClass" and o.name == kube.RUNTIME_CLASS for o in p.objects
+    ):
+        with kube.calls("reading RuntimeClass flox"):
+            present = kube.has_runtime_class(api)
+        if not present:
+            raise kube.KubeError(
+                f"{flox[0].doc.where}: {flox[0].identity} runs on the flox runtime, but the "
+                "cluster has no RuntimeClass flox",
+                hint=kube.NO_RUNTIME_HINT,
+            )
     for o in p.objects:
         if o.namespace in p.absent_namespaces:
             continue
@@ -226,7 +238,9 @@ def apply(
     client=None,
     progress: Progress | None = None,
 ) -> list[Applied]:
-    """Create the missing namespaces, then server-side apply every object in order."""
+    """Namespaces first (the missing ones created, the files' own applied), then what
+    check() could not dry-run because its namespace did not exist, then every other object
+    in order. A failing dry run here leaves only the namespaces behind."""
     say = progress or (lambda _m: None)
     client = client or kube.dynamic(api)
     done: list[Applied] = []
@@ -238,22 +252,32 @@ def apply(
         )
         done.append(Applied("Namespace", ns, None, "created"))
         say(f"namespace {ns} created")
-    waited: set[str] = set()
-    for o in p.objects:
-        if o.kind == "Pod" and o.namespace in p.absent_namespaces and o.namespace not in waited:
-            # A new namespace refuses pods until its default ServiceAccount exists.
-            wait_default_service_account(api, o.namespace)
-            waited.add(o.namespace)
-        before = _current(client, o)
-        try:
-            after = kube.apply(api, o.body, force=force, client=client)
-        except FloxkError as e:
-            raise _at(o.doc, e) from None
-        rv = (after.get("metadata") or {}).get("resourceVersion")
-        action = "created" if before is None else "unchanged" if rv == before else "configured"
-        done.append(Applied(o.kind, o.name, o.namespace, action, o.flox))
-        say(f"{o.identity} {action}")
+    namespaces = [o for o in p.objects if o.kind == "Namespace"]
+    rest = [o for o in p.objects if o.kind != "Namespace"]
+    done += [_apply_one(api, client, o, force=force, say=say) for o in namespaces]
+    for ns in sorted({o.namespace for o in rest if o.kind == "Pod"} & set(p.absent_namespaces)):
+        # A new namespace refuses pods until its default ServiceAccount exists.
+        wait_default_service_account(api, ns)
+    for o in rest:
+        if o.namespace in p.absent_namespaces:
+            try:
+                kube.apply(api, o.body, force=force, dry_run=True, client=client)
+            except FloxkError as e:
+                raise _at(o.doc, e) from None
+    done += [_apply_one(api, client, o, force=force, say=say) for o in rest]
     return done
+
+
+def _apply_one(api, client, o: Planned, *, force: bool, say: Progress) -> Applied:
+    before = _current(client, o)
+    try:
+        after = kube.apply(api, o.body, force=force, client=client)
+    except FloxkError as e:
+        raise _at(o.doc, e) from None
+    rv = (after.get("metadata") or {}).get("resourceVersion")
+    action = "created" if before is None else "unchanged" if rv == before else "configured"
+    say(f"{o.identity} {action}")
+    return Applied(o.kind, o.name, o.namespace, action, o.flox)
 
 
 def _current(client, o: Planned) -> str | None:
@@ -428,6 +452,8 @@ def deployment_status(dep, replica_sets: list, all_pods: list) -> WorkloadStatus
         return s
     if _fail_from(s, mine, in_job=False):
         return s
+    refused = _condition(dep, "ReplicaFailure")  # pods refused at creation (admission)
+    stuck = stuck or refused
     if stuck:
         s.failed, s.reason, s.message = True, stuck.reason, stuck.message
         s.phase = f"failed: {stuck.reason}"

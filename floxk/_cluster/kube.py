@@ -21,6 +21,12 @@ STATE_NAMESPACE = "kube-system"
 STATE_CONFIGMAP = "floxk-cluster"
 
 
+NO_RUNTIME_HINT = (
+    "this cluster has no flox runtime: `floxk up` makes a kind cluster with it, "
+    "`floxk shim deploy` installs it on an existing one (docs/install.md)"
+)
+
+
 class WaitTimeout(FloxkError):
     """Waiting for the cluster took longer than allowed."""
 
@@ -68,6 +74,14 @@ def _api_hint(status: int, message: str, reason: str | None, details: dict[str, 
             "get fresh ones (`kind export kubeconfig --name NAME` for a kind cluster, else log "
             "in again); `kubectl config view --minify` shows the user in use"
         )
+    if status == 403 and "RuntimeClass" in message and "not found" in message:
+        return NO_RUNTIME_HINT
+    if status == 403 and "error looking up service account" in message:
+        return (
+            "the namespace's ServiceAccount does not exist (yet): kube-controller-manager "
+            "creates `default` in a new namespace within seconds; run the command again, or "
+            "create the ServiceAccount the pod names"
+        )
     if status == 403:
         return (
             "the kubeconfig's user may not do this: `kubectl auth can-i --list -n NAMESPACE` "
@@ -98,6 +112,13 @@ def _api_hint(status: int, message: str, reason: str | None, details: dict[str, 
         return "fix the field the server names (`kubectl explain KIND.FIELD` describes it)"
     if status == 400:
         return "the server could not read the object: check its fields (`kubectl explain KIND`)"
+    if status == 500 and "typed patch object" in message:
+        # Server-side apply's schema check: a value of the wrong type (YAML reads an
+        # unquoted true, 1.0 or null as a boolean, number or nothing).
+        return (
+            "a field has a value of the wrong type (the path and type are in the message): "
+            "quote strings YAML would read otherwise, e.g. command: ['true']"
+        )
     if status == 429 or status >= 500:
         return "the API server is overloaded or failing: retry; `kubectl get --raw /readyz?verbose`"
     return "see the server's message above"

@@ -61,9 +61,12 @@ def _quiet_libraries() -> None:
     """Library log records (the kubernetes client's exec credential plugin failing) in
     floxk's own words on stderr; urllib3's retry chatter only when it gives up."""
     import logging
+    import warnings
 
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+    # A kubeconfig with insecure-skip-tls-verify chose that; once per request is noise.
+    warnings.filterwarnings("ignore", message="Unverified HTTPS request")
 
 
 def main(argv: list[str] | None = None) -> None:

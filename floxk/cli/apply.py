@@ -139,7 +139,7 @@ def _follow(api, workloads, *, timeout: int, quiet: bool):
             return
         for s in statuses:
             line = f"{s.ready:>7}  {s.phase}"
-            if not quiet and seen.get(s.identity) != line:
+            if not quiet and s.phase != "not seen yet" and seen.get(s.identity) != line:
                 seen[s.identity] = line
                 err_console.print(
                     f"[dim]•[/] {escape(s.identity)}  {escape(line.strip())}",

@@ -288,7 +288,8 @@ def test_bundle_applied_in_dependency_order_into_a_new_namespace(bundle):
     outcomes = {w["kind"]: w for w in bundle["workloads"]}
     assert set(outcomes) == {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
     assert all(w["done"] and not w["failed"] for w in outcomes.values()), outcomes
-    managers = {m["manager"] for m in _get("deployment", "web")["metadata"]["managedFields"]}
+    raw = kubectl("get", "deploy", "web", "-n", E.namespace, "-o", "json", "--show-managed-fields")
+    managers = {m["manager"] for m in json.loads(raw.stdout)["metadata"]["managedFields"]}
     assert "floxk" in managers
 
 
