@@ -643,3 +643,30 @@ def test_a_kubeconfig_whose_certificate_file_is_gone(tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "context 'cert' cannot be used" in r.stderr and "gone.pem" in r.stderr
     assert "kind export kubeconfig" in r.stderr
+
+
+def test_the_live_table_on_a_terminal(monkeypatch):
+    """The terminal path of the follow display (rich Live), fed the statuses a watch gives."""
+    import io
+
+    from rich.console import Console
+
+    from floxk.cli import apply as apply_cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(apply_cli, "err_console", Console(file=screen, force_terminal=True))
+    rolling = applying.WorkloadStatus("Deployment", "team", "web", "1/2", "rolling out")
+    done = applying.WorkloadStatus("Deployment", "team", "web", "2/2", "available", done=True)
+
+    def follow(api, workloads, *, timeout, on_change):
+        on_change([rolling])
+        on_change([done])
+        return [done]
+
+    monkeypatch.setattr(applying, "follow", follow)
+    statuses, code = apply_cli._follow(
+        None, [("Deployment", "team", "web")], timeout=5, quiet=False
+    )
+    assert code == 0 and statuses == [done]
+    text = screen.getvalue()
+    assert "workload" in text and "Deployment team/web" in text and "available" in text
