@@ -296,6 +296,20 @@ class Node:
 def ensure_toolbox_image(busybox: str = "/bin/busybox") -> str:
     """floxk.local/e2e-busybox:<digest>: /bin/busybox and /bin/sh, made with `docker import`
     from the host's static busybox (the one the catalog is built with). No registry."""
+    applets = ("sh", "env", "cat", "sleep", "grep")
+    return import_image(TOOLBOX_REPO, busybox=busybox, applets=applets, path="/bin")
+
+
+def import_image(
+    repo: str,
+    *,
+    busybox: str = "/bin/busybox",
+    applets: tuple[str, ...] = (),
+    files: dict[str, tuple[str, int]] | None = None,
+    path: str = "/bin",
+) -> str:
+    """A local image REPO:<digest> with /bin/busybox (and links for applets), extra files
+    {path: (text, mode)} and ENV PATH=path, made with `docker import` (no registry)."""
     import hashlib
 
     import docker.errors
@@ -303,7 +317,10 @@ def ensure_toolbox_image(busybox: str = "/bin/busybox") -> str:
     from floxk._cluster import nodeimage
 
     data = Path(busybox).read_bytes()
-    tag = f"{TOOLBOX_REPO}:{hashlib.sha256(data).hexdigest()[:12]}"
+    files = dict(files or {})
+    key = hashlib.sha256(data)
+    key.update(json.dumps([applets, files, path], sort_keys=True).encode())
+    tag = f"{repo}:{key.hexdigest()[:12]}"
     client = nodeimage.docker_client()
     try:
         client.images.get(tag)
@@ -312,19 +329,29 @@ def ensure_toolbox_image(busybox: str = "/bin/busybox") -> str:
         pass
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for d in ("bin", "tmp"):
+        dirs = {"bin", "tmp"} | {
+            "/".join(f.strip("/").split("/")[:i])
+            for f in files
+            for i in range(1, len(f.strip("/").split("/")))
+        }
+        for d in sorted(dirs):
             info = tarfile.TarInfo(d)
             info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
             tar.addfile(info)
         info = tarfile.TarInfo("bin/busybox")
         info.size, info.mode = len(data), 0o755
         tar.addfile(info, io.BytesIO(data))
-        for applet in ("sh", "env", "cat", "sleep", "grep"):
+        for applet in applets:
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(link)
-    repo, version = tag.rsplit(":", 1)
+        for name, (text, mode) in sorted(files.items()):
+            blob = text.encode()
+            info = tarfile.TarInfo(name.strip("/"))
+            info.size, info.mode = len(blob), mode
+            tar.addfile(info, io.BytesIO(blob))
+    name, version = tag.rsplit(":", 1)
     client.api.import_image_from_data(
-        buf.getvalue(), repository=repo, tag=version, changes=["ENV PATH=/bin"]
+        buf.getvalue(), repository=name, tag=version, changes=[f"ENV PATH={path}"]
     )
     return tag

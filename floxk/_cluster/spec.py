@@ -1,7 +1,7 @@
 """What a cluster is made of (ClusterSpec), its content hash, and where its host files live.
 
 The hash covers everything that shapes the cluster (provider, name, workers, Kubernetes
-version, node image, containerd patch, mounts): `floxk up` records it in the cluster and a
+version, node image, containerd patch, mounts, the user's kind config): `floxk up` records it in the cluster and a
 second `up` with the same hash changes nothing (ctlptl's model).
 """
 
@@ -43,6 +43,8 @@ class ClusterSpec:
     node_image: str = ""  # the floxk node image (built from the provider's base image)
     containerd_patch: str = ""  # TOML merged into every node's containerd config
     mounts: tuple[Mount, ...] = field(default_factory=tuple)
+    # The user's kind Cluster config (`floxk up --config`) as canonical JSON; "" for none.
+    kind_config: str = ""
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -58,7 +60,10 @@ class ClusterSpec:
         return context_name(self.provider, self.name)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not data["kind_config"]:
+            del data["kind_config"]  # clusters made without --config keep their digest
+        return data
 
     def digest(self) -> str:
         """sha256 over the canonical JSON of the spec: same spec, same digest."""

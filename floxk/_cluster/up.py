@@ -19,6 +19,7 @@ from typing import Any
 from floxk._cluster import k3d, kind, kindimage, kube, nodecheck, nodeimage
 from floxk._cluster.spec import (
     DEFAULT_K8S_VERSION,
+    DEFAULT_NAME,
     PROVIDERS,
     ClusterFiles,
     ClusterSpec,
@@ -66,6 +67,7 @@ def build_spec(
     node_image: str,
     files: ClusterFiles,
     restrict_oom_score_adj: bool,
+    kind_config: str = "",
 ) -> ClusterSpec:
     mounts = (
         Mount(str(files.hub), nodeimage.HUB_DIR),
@@ -84,6 +86,7 @@ def build_spec(
         node_image=node_image,
         containerd_patch=patch,
         mounts=mounts,
+        kind_config=kind_config,
     )
 
 
@@ -105,16 +108,33 @@ def ensure_stub_image(client) -> str:
 def up(
     *,
     provider: str = "kind",
-    name: str = "floxk",
+    name: str | None = None,
     workers: int = 0,
     k8s_version: str = DEFAULT_K8S_VERSION,
     base_image: str | None = None,
     wait: bool = True,
     timeout: float = 300,
     recreate: bool = False,
+    config: str | Path | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
+    """config: the user's kind Cluster config (nodes, port mappings, mounts, networking
+    kept; floxk's image, label, mounts and containerd patch added to every node)."""
     say = progress or (lambda _m: None)
+    user_config = ""
+    if config is not None:
+        if provider != "kind":
+            raise FloxkError("--config takes a kind Cluster config", hint="use --provider kind")
+        if workers:
+            raise FloxkError(
+                "--workers and --config both say which nodes to make",
+                hint="list the worker nodes in the config (nodes: - role: worker)",
+            )
+        data = kind.load_user_config(config, name=name)
+        name = name or data.get("name") or DEFAULT_NAME
+        workers = kind.node_counts(data)[1]
+        user_config = kind.canonical(data)
+    name = name or DEFAULT_NAME
     if provider not in PROVIDERS:
         raise FloxkError(f"unknown provider {provider!r}", hint="use kind or k3d")
     if provider == "k3d":
@@ -137,6 +157,7 @@ def up(
         node_image=image.tag,
         files=files,
         restrict_oom_score_adj=ctrd.needs_restrict_oom_score_adj(),
+        kind_config=user_config,
     )
     digest = spec.digest()
     result = {
@@ -170,7 +191,9 @@ def up(
     config_path = files.root / "kind.yaml"
     config_path.write_text(kind.config_yaml(spec))
     files.spec_json.write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
-    say(f"creating kind cluster {name} ({1 + workers} node(s), image {image.tag})")
+    say(
+        f"creating kind cluster {name} ({len(kind.render_config(spec)['nodes'])} node(s), image {image.tag})"
+    )
     prov.create(spec, str(config_path), wait_seconds=int(timeout) if wait else None)
     result["created"] = result["changed"] = True
     say(f"loading {STUB_IMAGE} into the nodes")

@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from floxk._exit import ExitStatus
+from floxk.cli import apply as apply_cli
 from floxk.cli import cluster as cluster_cli
 from floxk.cli import doctor as doctor_cli
 from floxk.cli import e2e as e2e_cli
@@ -30,6 +31,8 @@ app.command("up")(cluster_cli.up)
 app.command("down")(cluster_cli.down)
 app.command("status")(cluster_cli.status)
 app.add_typer(run_cli.app, name="run")
+app.command("apply", epilog=apply_cli.APPLY_EXAMPLES)(apply_cli.apply)
+app.command("delete", epilog=apply_cli.DELETE_EXAMPLES)(apply_cli.delete)
 app.command("doctor")(doctor_cli.doctor)
 app.command("e2e")(e2e_cli.e2e)
 app.add_typer(shim_cli.app, name="shim")
@@ -48,18 +51,33 @@ def _root(
     """floxk: environments instead of images."""
 
 
+def _report(e: FloxkError) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
+    if e.hint:
+        err_console.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False, soft_wrap=True)
+
+
+def _quiet_libraries() -> None:
+    """Library log records (the kubernetes client's exec credential plugin failing) in
+    floxk's own words on stderr; urllib3's retry chatter only when it gives up."""
+    import logging
+    import warnings
+
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    # A kubeconfig with insecure-skip-tls-verify chose that; once per request is noise.
+    warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+
+
 def main(argv: list[str] | None = None) -> None:
+    _quiet_libraries()
     try:
         # Without standalone mode click returns a command's typer.Exit code instead of exiting.
         code = app(args=argv, standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except FloxkError as e:
-        err_console.print(
-            f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True
-        )
-        if e.hint:
-            err_console.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False, soft_wrap=True)
+        _report(e)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(ExitStatus.INTERRUPTED)
@@ -72,5 +90,12 @@ def main(argv: list[str] | None = None) -> None:
         if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(ExitStatus.USAGE if e.exit_code == 2 else ExitStatus.FAILURE)
-        raise
+        # A Kubernetes client failure no core turned into a FloxkError: still no traceback.
+        from floxk._cluster import kube
+
+        err = kube.translate(e, "talking to the Kubernetes API")
+        if err is None:
+            raise
+        _report(err)
+        sys.exit(err.exit_code)
     sys.exit(ExitStatus.OK)

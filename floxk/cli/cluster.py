@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
 from rich.markup import escape
@@ -25,7 +26,15 @@ VERBOSE = typer.Option(False, "-v", "--verbose", help="More detail in the result
 
 def up(
     provider: str = typer.Option("kind", "--provider", help="kind (k3d: see docs/clusters.md)."),
-    name: str = typer.Option("floxk", "--name", help="Cluster name (context kind-NAME)."),
+    name: str | None = typer.Option(
+        None, "--name", help="Cluster name (context kind-NAME; default: the config's, else floxk)."
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="Your kind Cluster config (nodes, port mappings, mounts, networking); floxk "
+        "adds its node image, label, mounts and containerd patch to every node.",
+    ),
     workers: int = typer.Option(
         0, "--workers", min=0, help="Worker nodes besides the control plane."
     ),
@@ -61,6 +70,7 @@ def up(
         wait=wait,
         timeout=timeout,
         recreate=recreate,
+        config=config,
         progress=progress_printer(quiet),
     )
     if output is OutputFormat.json:

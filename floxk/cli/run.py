@@ -38,6 +38,9 @@ def pod(
     replace: bool = typer.Option(
         False, "--replace", help="Delete an existing pod of that name first."
     ),
+    create_namespace: bool = typer.Option(
+        True, "--create-namespace/--no-create-namespace", help="Create a missing namespace."
+    ),
     timeout: int = typer.Option(300, "--timeout", help="Seconds to wait for the pod."),
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No status on stderr."),
@@ -60,7 +63,7 @@ def pod(
         manifest["metadata"]["namespace"] = namespace
     name, ns = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
     api = kube.api_client(context or kube.current_context() or "")
-    pods.apply_pod(api, manifest, replace=replace)
+    pods.apply_pod(api, manifest, replace=replace, create_namespace=create_namespace)
     if not quiet:
         err_console.print(f"pod {ns}/{name} applied", markup=False, highlight=False)
     if not wait:
