@@ -308,6 +308,34 @@ def choose_name(docs: list[pods.Document], name: str | None) -> str:
     )
 
 
+def with_environment(docs: list[pods.Document], name: str) -> list[pods.Document]:
+    """Copies of the documents where a pod template that names no environment and has a
+    container without an image (it can only run on an environment) names `name`. Unlike
+    `floxk apply --env`, image workloads in the same files stay image workloads."""
+    out = []
+    for doc in docs:
+        body = copy.deepcopy(doc.body)
+        template = pods.pod_template(body)
+        if template is not None and isinstance(template.get("spec"), dict):
+            spec = template["spec"]
+            containers = [
+                c
+                for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])
+                if isinstance(c, dict)
+            ]
+            meta = template.setdefault("metadata", {})
+            annotations = meta.get("annotations") if isinstance(meta, dict) else None
+            if (
+                isinstance(meta, dict)
+                and spec.get("runtimeClassName") in (None, kube.RUNTIME_CLASS)
+                and any(not c.get("image") for c in containers)
+                and not (annotations or {}).get(pods.ENV_ANNOTATION)
+            ):
+                meta["annotations"] = {**(annotations or {}), pods.ENV_ANNOTATION: name}
+        out.append(pods.Document(body, doc.source, doc.line))
+    return out
+
+
 def stamp(body: dict[str, Any], *, name: str, generation: int) -> bool:
     """Point a filled-in object's pod template at `generation` of environment `name`
     (OWNER/NAME), in place: a pinned ref gets the generation, and every template using
@@ -431,8 +459,7 @@ class Session:
         try:
             plan = applying.plan(
                 self.api,
-                self.docs,
-                env_ref=self.name,
+                with_environment(self.docs, self.name),
                 namespace=self.namespace,
                 default_namespace=self.default_namespace,
                 client=self.client,
@@ -448,8 +475,9 @@ class Session:
                 absent_namespaces=plan.absent_namespaces,
                 defined_namespaces=plan.defined_namespaces,
             )
+            # floxk dev owns what it runs: fields another manager set are taken over
             applying.check(
-                self.api, checked, create_namespaces=True, force=False, client=self.client
+                self.api, checked, create_namespaces=True, force=True, client=self.client
             )
             if replace:
                 applying.delete(
@@ -458,7 +486,9 @@ class Session:
                     grace_period=0,
                     timeout=self.timeout,
                 )
-            applied = applying.apply(self.api, plan, create_namespaces=True, client=self.client)
+            applied = applying.apply(
+                self.api, plan, create_namespaces=True, force=True, client=self.client
+            )
         except FloxkError as e:
             self.emit(Problem("apply", e.message, e.hint))
             return
@@ -493,7 +523,7 @@ class Session:
                 self.api,
                 applying.Plan([o], [], []),
                 create_namespaces=True,
-                force=False,
+                force=True,
                 client=self.client,
             )
         except kube.KubeError as e:
@@ -527,7 +557,7 @@ class Session:
             self.emit(Rollout(generation, statuses, done=True, seconds=time.monotonic() - started))
             for s in statuses:
                 if s.failed:
-                    self.emit(_pod_problem(self.api, s, self.applied_generation))
+                    self.emit(_pod_problem(self.api, s))
 
         self._follow_stop = stop
         self._follow_thread = threading.Thread(target=run, name="floxk-dev-follow", daemon=True)
@@ -562,7 +592,7 @@ class Session:
             self.logs.stop()
 
 
-def _pod_problem(api, s: applying.WorkloadStatus, generation: int | None) -> Problem:
+def _pod_problem(api, s: applying.WorkloadStatus) -> Problem:
     """A failed workload as a Problem: its failing pod's events carry the runtime's
     `floxk:` message."""
     events = applying.failing_pod_events(api, s)

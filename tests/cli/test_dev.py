@@ -254,3 +254,25 @@ def test_a_broken_manifest_pushes_nothing_and_names_the_line(builder, signed_cac
 def test_builder_refuses_a_pinned_name(tmp_path, signed_cache):
     with pytest.raises(FloxkError, match="names a generation"):
         _dev.EnvBuilder(tmp_path, "dev/web:3", hub_url=signed_cache.url, signing_key=None)
+
+
+def test_with_environment_fills_only_templates_that_need_one():
+    text = (
+        (DEPLOYMENT % "x/y").replace('      annotations: {flox.dev/environment: "x/y"}\n', "")
+        + "---\n"
+        + (DEPLOYMENT % "dev/other").replace("name: web}", "name: other}")
+        + "---\n"
+        + "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: db}\nspec:\n"
+        "  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n"
+        "    spec: {containers: [{name: db, image: postgres:17}]}\n"
+    )
+    docs = pods.parse_documents(text, "all.yaml")
+    assert pods.ENV_ANNOTATION not in json.dumps(docs[0].body)
+    filled = _dev.with_environment(docs, "dev/web")
+    refs = [
+        (pods.pod_template(d.body)["metadata"].get("annotations") or {}).get(pods.ENV_ANNOTATION)
+        for d in filled
+    ]
+    assert refs == ["dev/web", "dev/other", None]  # the image workload stays one
+    assert pods.ENV_ANNOTATION not in json.dumps(docs[0].body)  # the originals untouched
+    assert [d.where for d in filled] == [d.where for d in docs]
