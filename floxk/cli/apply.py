@@ -15,6 +15,11 @@ NAMESPACE = typer.Option(
     None, "-n", "--namespace", help="For objects naming none (default: the context's)."
 )
 CONTEXT = typer.Option(None, "--context", help="Default: the current context.")
+APPLY_EXAMPLES = (
+    "Examples: floxk apply -f app.yaml --env alice/tools   |   "
+    "floxk apply -f k8s/ -n team --timeout 600   |   cat app.yaml | floxk apply -f - -o json"
+)
+DELETE_EXAMPLES = "Examples: floxk delete -f app.yaml   |   floxk delete -f k8s/ -n team"
 
 
 def _say(quiet: bool):
@@ -59,11 +64,11 @@ def apply(
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress on stderr."),
 ):
-    """Apply manifests (server-side, in dependency order), pod-bearing objects filled in for
-    the flox runtime; then follow every workload until it is available or complete.
+    """Apply manifests (server-side, dependency order, dry-run first), pod-bearing objects
+    filled in for the flox runtime; follow every workload until available or complete.
 
-    Exit 0 when every workload reached its outcome, 1 when one failed (its pod's events
-    show the runtime's message), 5 on timeout."""
+    Exit 0: every workload reached its outcome; 1: one failed (its pod's events show the
+    runtime's message); 5: timeout."""
     from floxk._cluster import apply as applying
     from floxk._cluster import kube
     from floxk._cluster import pod as pods

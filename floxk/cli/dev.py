@@ -13,6 +13,10 @@ from rich.text import Text
 
 from floxk.cli._output import console, err_console
 
+EXAMPLES = (
+    "Examples: floxk dev ./web -f k8s/   |   "
+    "floxk dev ./web -f app.yaml --name alice/web --context kind-floxk"
+)
 _COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta"]
 
 

@@ -131,7 +131,12 @@ def test_pytest_argv_carries_every_option(tmp_path):
 
 def test_suite_ships_in_the_package():
     cases = sorted(p.name for p in _e2e.CASES_DIR.glob("test_*.py"))
-    assert cases == ["test_1_pods.py", "test_2_workloads.py", "test_3_node_gc.py"]
+    assert cases == [
+        "test_1_pods.py",
+        "test_2_workloads.py",
+        "test_3_node_gc.py",
+        "test_4_images.py",
+    ]
     assert (_e2e.E2E_DIR / "catalog" / "flake.nix").is_file()
 
 
