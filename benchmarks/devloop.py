@@ -96,14 +96,20 @@ def live_pods(api, app: str) -> list:
     return [p for p in items if p.metadata.deletion_timestamp is None]
 
 
-def greeting_in(kubeconfig: Path, pod: str) -> str:
-    return subprocess.run(
+def greeting_in(kubeconfig: Path, pod: str) -> str | None:
+    """GREETING inside the pod, as `kubectl exec env` shows it."""
+    out = subprocess.run(
         ["kubectl", "--kubeconfig", str(kubeconfig), "--context", CONTEXT, "exec", pod, "--"]
-        + ["printenv", "GREETING"],
+        + ["env"],
         capture_output=True,
         text=True,
         timeout=60,
-    ).stdout.strip()
+    ).stdout
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        if key == "GREETING":
+            return value
+    return None
 
 
 class FloxSide:

@@ -74,7 +74,11 @@ class _Renderer:
             if isinstance(event, _dev.LogLine):
                 color = self.colors.setdefault(event.pod, _COLORS[len(self.colors) % len(_COLORS)])
                 prefix = Text(f"{event.pod} {event.container} │ ", style=color)
-                console.print(prefix + Text(event.text), highlight=False, soft_wrap=True)
+                # Under the live line on a terminal, printed through its console (above the
+                # line, rich does not proxy one Console's output into another's Live);
+                # otherwise, on stdout.
+                out = err_console if self.live is not None and console.is_terminal else console
+                out.print(prefix + Text(event.text), highlight=False, soft_wrap=True)
             elif isinstance(event, _dev.Step):
                 self._say(event.text)
             elif isinstance(event, _dev.Built):
