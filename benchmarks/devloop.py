@@ -80,13 +80,19 @@ def deployment(name: str, *, image: str | None) -> dict[str, Any]:
     }
 
 
-def private_kubeconfig(dest: Path) -> Path:
-    out = subprocess.run(
-        ["kind", "get", "kubeconfig", "--name", CLUSTER], capture_output=True, text=True, check=True
-    ).stdout
-    dest.write_text(out)
-    dest.chmod(0o600)
-    return dest
+def cluster_up(kubeconfig: Path) -> dict[str, Any]:
+    """`floxk up` into a private kubeconfig (a kept cluster's context exported first: up
+    leaves an existing cluster alone and writes no context for it)."""
+    clusters = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True)
+    if CLUSTER in clusters.stdout.split():
+        subprocess.run(
+            ["kind", "export", "kubeconfig", "--name", CLUSTER, "--kubeconfig", str(kubeconfig)],
+            capture_output=True,
+            check=True,
+        )
+    return kind.floxk(
+        "up", "--name", CLUSTER, "--base-image", kind.BASE_IMAGE, kubeconfig=kubeconfig
+    )
 
 
 def live_pods(api, app: str) -> list:
@@ -136,6 +142,7 @@ class FloxSide:
         self.builds: list[float] = []
         self.session.start()
         self.generation = self._wait_ready(None)
+        self.builds.clear()  # the edits' lock + push only
         self.thread = threading.Thread(target=self.session.watch, args=(self.stop,), daemon=True)
         self.thread.start()
         time.sleep(0.5)  # the watch is set up
@@ -232,10 +239,10 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="floxk-bench-devloop-") as tmp:
         work = Path(tmp)
         common.note(f"floxk up --name {CLUSTER} (node image from {kind.BASE_IMAGE})")
-        up = kind.floxk("up", "--name", CLUSTER, "--base-image", kind.BASE_IMAGE)
+        kubeconfig = work / "kubeconfig"
+        up = cluster_up(kubeconfig)
         old_kubeconfig = os.environ.get("KUBECONFIG")
         try:
-            kubeconfig = private_kubeconfig(work / "kubeconfig")
             os.environ["KUBECONFIG"] = str(kubeconfig)
             from floxk._cluster import kube
 
@@ -295,7 +302,7 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
             if not keep:
                 common.note(f"floxk down --name {CLUSTER}")
                 try:
-                    kind.floxk("down", "--name", CLUSTER)
+                    kind.floxk("down", "--name", CLUSTER, kubeconfig=kubeconfig)
                 except RuntimeError as e:
                     common.note(f"the cluster was not deleted: {e}")
     return common.result(
@@ -311,7 +318,7 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
         rounds=rounds,
         flox=common.summary(samples["flox"]),
         image=common.summary(samples["image"]),
-        flox_lock_push=common.summary(flox.builds[1:]),
+        flox_lock_push=common.summary(flox.builds),
         ratio=common.ratio(samples["flox"], samples["image"]),
         failed_checks=checks,
     )

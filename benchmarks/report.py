@@ -555,6 +555,16 @@ Every check held: **{not doc["failed_checks"]}**{
 
 ![devloop]({png})
 
+Where floxk dev's time goes: lock and push are the part floxk does ({
+        _sec(doc["flox_lock_push"]["median"])
+    }
+median); the rest is the Deployment's own rolling update: with {doc["replicas"]} replicas the
+default strategy (maxSurge 1, maxUnavailable 0) starts the new pods one after the other,
+the first of them on a new environment tree the node builds from the store paths it has
+(a `[vars]` edit adds no store path). The image side pays the build and the `kind load`
+(the image saved and imported into the node's containerd) before the same rolling update.
+The issue's target (3 s) is a median on a quiet machine; compare the load average below.
+
 Cluster: {node_versions}; the cluster was {"kept" if c["kept"] else "deleted at the end"}.
 
 {_versions(doc)}
