@@ -563,7 +563,8 @@ default strategy (maxSurge 1, maxUnavailable 0) starts the new pods one after th
 the first of them on a new environment tree the node builds from the store paths it has
 (a `[vars]` edit adds no store path). The image side pays the build and the `kind load`
 (the image saved and imported into the node's containerd) before the same rolling update.
-The issue's target (3 s) is a median on a quiet machine; compare the load average below.
+The issue's target is 3 s: this run's median {_sec(doc["flox"]["median"])}, its fastest round
+{_sec(doc["flox"]["min"])}, at the load average below.
 
 Cluster: {node_versions}; the cluster was {"kept" if c["kept"] else "deleted at the end"}.
 

@@ -11,13 +11,41 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from floxk.cli._output import console, err_console
+from floxk.cli._output import OutputFormat, console, err_console
 
 EXAMPLES = (
     "Examples: floxk dev ./web -f k8s/   |   "
     "floxk dev ./web -f app.yaml --name alice/web --context kind-floxk"
 )
 _COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta"]
+
+
+class _JsonLines:
+    """-o json: every event as one JSON object per line on stdout (`event` names its type)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def _say(self, text: str) -> None:
+        self({"event": "Step", "text": text})
+
+    def __call__(self, event) -> None:
+        import dataclasses
+        import json
+        import sys
+
+        data = event
+        if dataclasses.is_dataclass(event):
+            data = {"event": type(event).__name__, **dataclasses.asdict(event)}
+        with self.lock:
+            sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+            sys.stdout.flush()
 
 
 class _Renderer:
@@ -145,13 +173,17 @@ def dev(
     timeout: int = typer.Option(300, "--timeout", help="Seconds a rollout may take."),
     logs: bool = typer.Option(True, "--logs/--no-logs", help="Stream the pods' logs."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only logs and errors."),
+    output: OutputFormat = typer.Option(
+        OutputFormat.text, "-o", "--output", help="json: every event as a JSON line on stdout."
+    ),
 ):
     """Publish DIR on the cluster's dev hub, apply the manifests, then on every save of
     DIR/manifest.toml or a manifest: lock, push a new generation, roll the workloads that
     use it onto it. Logs and a status line until Ctrl-C, which leaves the cluster as it is."""
     from floxk._dev import Session
 
-    with _Renderer(quiet) as render:
+    render_to = _JsonLines() if output is OutputFormat.json else _Renderer(quiet)
+    with render_to as render:
         session = Session(
             directory,
             files,
