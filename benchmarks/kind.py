@@ -117,7 +117,9 @@ def publish(work: Path, kubeconfig: Path, run_id: str) -> dict[str, Any]:
     return floxk("env", "push", str(env), "--name", ENV_NAME, kubeconfig=kubeconfig)
 
 
-def app_image(work: Path, pushed: dict[str, Any]) -> str:
+def app_image(
+    work: Path, pushed: dict[str, Any], *, cluster: str = CLUSTER, repo: str = IMAGE_REPO
+) -> str:
     """The image side: the environment realized on the host from the same dev hub (into a
     chroot store), its closure at /nix/store and its tree at /, `docker import`ed and
     loaded into the node. Returns the tag."""
@@ -128,7 +130,7 @@ def app_image(work: Path, pushed: dict[str, Any]) -> str:
     from shim.model import current_system
     from shim.realize import realize
 
-    files = cluster_files("kind", CLUSTER)
+    files = cluster_files("kind", cluster)
     record = hub.peek(pushed["ref"], [files.hub_url])
     store = work / "image-store"
     env = realize(
@@ -139,12 +141,12 @@ def app_image(work: Path, pushed: dict[str, Any]) -> str:
         store_root=store,
         state_dir=work / "image-state",
     )
-    tag = f"{IMAGE_REPO}:{env.digest[:12]}"
+    tag = f"{repo}:{env.digest[:12]}"
     repo, version = tag.rsplit(":", 1)
     nodeimage.docker_client().api.import_image_from_data(
         env_layer(store, env), repository=repo, tag=version, changes=["ENV PATH=/bin:/sbin"]
     )
-    kind.load_image(CLUSTER, tag)
+    kind.load_image(cluster, tag)
     return tag
 
 

@@ -23,12 +23,22 @@ if __package__ in (None, ""):
 
 from benchmarks import common  # noqa: E402
 
-# In the order of the docs: issue 8's figures 1..6 plus the create-path profile.
-BENCHMARKS = ("passthrough", "podstart", "createpath", "realize", "burst", "disk", "kind")
-# Figure 6 creates a kind cluster (minutes): only the full run measures it.
+# In the order of the docs: issue 8's figures 1..6 plus the create-path profile, then
+# figure 7 (floxk dev's edit loop).
+BENCHMARKS = (
+    "passthrough",
+    "podstart",
+    "createpath",
+    "realize",
+    "burst",
+    "disk",
+    "kind",
+    "devloop",
+)
+# Figures 6 and 7 create a kind cluster (minutes): only the full run measures them.
 KIND_QUICK_SKIP = (
-    "quick mode does not create the kind cluster of figure 6 (minutes);"
-    " `task bench` or `python3 -m benchmarks.kind --quick` measures it"
+    "quick mode does not create the kind cluster of figures 6 and 7 (minutes);"
+    " `task bench` or `python3 -m benchmarks.{name} --quick` measures it"
 )
 QUICK_OUT = common.REPO / "build" / "bench-quick"
 
@@ -46,6 +56,10 @@ def checks_hold(doc: dict) -> bool:
         from benchmarks import kind
 
         return kind.checks_hold(doc)
+    if doc.get("benchmark") == "devloop":
+        from benchmarks import devloop
+
+        return devloop.checks_hold(doc)
     return True
 
 
@@ -68,9 +82,9 @@ def main() -> int:
     started = time.perf_counter()
     for name in names:
         t = time.perf_counter()
-        if name == "kind" and a.quick:
-            doc = common.result("kind", quick=True, skipped=KIND_QUICK_SKIP)
-            print(f"\n== kind: skipped: {doc['skipped']}", flush=True)
+        if name in ("kind", "devloop") and a.quick:
+            doc = common.result(name, quick=True, skipped=KIND_QUICK_SKIP.format(name=name))
+            print(f"\n== {name}: skipped: {doc['skipped']}", flush=True)
             common.write_json(doc, out)
             continue
         module = importlib.import_module(f"benchmarks.{name}")

@@ -659,9 +659,11 @@ def follow(
     *,
     timeout: float,
     on_change: Callable[[list[WorkloadStatus]], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[WorkloadStatus]:
     """Watch every (kind, namespace, name) workload and its pods until each has an outcome;
-    FollowTimeout (exit 5) when one has none after `timeout` seconds."""
+    FollowTimeout (exit 5) when one has none after `timeout` seconds. Setting `stop` ends
+    the watch early (`floxk dev` starts a new rollout): the statuses as they stand."""
     from kubernetes import client
 
     core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
@@ -715,7 +717,7 @@ def follow(
             if on_change and shown != last:
                 on_change(statuses)
             last = shown
-            if all(s.settled for s in statuses):
+            if all(s.settled for s in statuses) or (stop is not None and stop.is_set()):
                 return statuses
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -728,7 +730,8 @@ def follow(
                     statuses=statuses,
                 )
             try:
-                batch_ = [streams.events.get(timeout=remaining)]
+                wait = remaining if stop is None else min(remaining, 0.2)
+                batch_ = [streams.events.get(timeout=wait)]
             except queue.Empty:
                 continue
             while True:

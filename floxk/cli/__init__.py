@@ -10,6 +10,7 @@ from rich.markup import escape
 from floxk._exit import ExitStatus
 from floxk.cli import apply as apply_cli
 from floxk.cli import cluster as cluster_cli
+from floxk.cli import dev as dev_cli
 from floxk.cli import doctor as doctor_cli
 from floxk.cli import e2e as e2e_cli
 from floxk.cli import env as env_cli
@@ -33,6 +34,7 @@ app.command("status")(cluster_cli.status)
 app.add_typer(run_cli.app, name="run")
 app.command("apply", epilog=apply_cli.APPLY_EXAMPLES)(apply_cli.apply)
 app.command("delete", epilog=apply_cli.DELETE_EXAMPLES)(apply_cli.delete)
+app.command("dev", epilog=dev_cli.EXAMPLES)(dev_cli.dev)
 app.command("doctor")(doctor_cli.doctor)
 app.command("e2e")(e2e_cli.e2e)
 app.add_typer(shim_cli.app, name="shim")
