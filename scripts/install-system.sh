@@ -17,6 +17,10 @@ if ! grep -qs '^experimental-features' /etc/nix/nix.conf; then
   echo 'experimental-features = nix-command flakes' >>/etc/nix/nix.conf
 fi
 
+# helm (chart lint/template, the Helm tests) and the distribution registry, built from
+# their Go modules and cached by version.
+bash clusters/helm/build-tools.sh >/dev/null
+
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # containerd 1.6 / 1.7 / 2.x for the CRI suite (task test:cri).
