@@ -149,6 +149,19 @@ def _nix_conf() -> str:
     return (assets_dir() / "nix.conf").read_text()
 
 
+def merge_usr(rootfs: Path) -> None:
+    """/bin, /sbin, /lib, /lib64 -> usr/... where the packages put them only under /usr.
+
+    From trixie on, libc6 ships the ELF loader as /usr/lib64/ld-linux-x86-64.so.2 and the
+    top-level links come from base-files (not unpacked here): without them no program in
+    the image can start ("exec /usr/bin/python3: no such file or directory").
+    """
+    for name in ("bin", "sbin", "lib", "lib64"):
+        top, under = rootfs / name, rootfs / "usr" / name
+        if not top.exists() and not top.is_symlink() and under.is_dir():
+            top.symlink_to(f"usr/{name}")
+
+
 def write_context(
     dest: Path, *, zipapps: dict[str, bytes], node_debs: dict[str, list[Path]],
     agent_debs: list[Path], inputs: str,
@@ -158,6 +171,7 @@ def write_context(
     rootfs.mkdir(parents=True)
     for deb in agent_debs:  # unpacked, no maintainer scripts: python3 and nsenter need none
         run(["dpkg-deb", "-x", str(deb), str(rootfs)])
+    merge_usr(rootfs)
     payload = dest / "payload"
     host = payload / "host"
     (host / "bin").mkdir(parents=True)

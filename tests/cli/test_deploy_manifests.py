@@ -191,3 +191,16 @@ def test_node_check_refuses_with_the_key(tmp_path, text, needle):
     r = check_node_toml(tmp_path, text)
     assert r.returncode == 1
     assert needle in r.stderr, r.stderr
+
+
+def test_merge_usr_links_what_only_usr_has(tmp_path):
+    # trixie's libc6: the loader only under usr/lib64; bookworm's: /lib64 itself.
+    (tmp_path / "usr" / "lib64").mkdir(parents=True)
+    (tmp_path / "usr" / "bin").mkdir()
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "usr" / "lib").mkdir()
+    _deploy.merge_usr(tmp_path)
+    assert (tmp_path / "lib64").readlink() == Path("usr/lib64")
+    assert (tmp_path / "bin").readlink() == Path("usr/bin")
+    assert (tmp_path / "lib").is_dir() and not (tmp_path / "lib").is_symlink()
+    assert not (tmp_path / "sbin").exists()  # nothing under usr/sbin: no dangling link
