@@ -246,18 +246,26 @@ def push_image(
             f"--push {ref!r} names no registry",
             hint="give REGISTRY/NAME:TAG, e.g. registry.example.org:5000/floxk/installer:0.1.0",
         )
+    import docker.errors
+
     client.images.get(local_tag).tag(repo, tag)
     say(f"pushing {repo}:{tag}")
     digest = None
-    for line in client.images.push(repo, tag=tag, stream=True, decode=True):
-        if "error" in line or "errorDetail" in line:
-            msg = (line.get("errorDetail") or {}).get("message") or line.get("error")
-            raise ConfigError(
-                f"pushing {repo}:{tag} failed: {msg}",
-                hint="is the registry reachable, and logged in (docker login)? A registry "
-                "without TLS must be in the Engine's insecure-registries (localhost is)",
-            )
-        digest = (line.get("aux") or {}).get("Digest") or digest
+
+    def failed(msg: str) -> ConfigError:
+        return ConfigError(
+            f"pushing {repo}:{tag} failed: {msg}",
+            hint="is the registry reachable, and logged in (docker login)? A registry "
+            "without TLS must be in the Engine's insecure-registries (localhost is)",
+        )
+
+    try:
+        for line in client.images.push(repo, tag=tag, stream=True, decode=True):
+            if "error" in line or "errorDetail" in line:
+                raise failed((line.get("errorDetail") or {}).get("message") or line.get("error"))
+            digest = (line.get("aux") or {}).get("Digest") or digest
+    except docker.errors.APIError as e:
+        raise failed(str(e.explanation or e)) from e
     return PushedImage(f"{repo}:{tag}", digest)
 
 

@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from tests.k8s.conftest import BASE_IMAGE, require_kind_base
+from tests.k8s.test_deploy import sh
 from tests.nixfixtures import make_key_pair
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
@@ -39,17 +40,6 @@ NS = "floxk-system"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHART = os.path.join(ROOT, "clusters", "helm", "floxk-node")
 CONTAINERD_FILES = "find /etc/containerd -type f | sort | xargs sha256sum"
-
-
-def sh(*argv: str, env=None, timeout: float = 900, check: bool = True, input=None):
-    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, input=input)
-    print(
-        f"$ {' '.join(argv)} -> {r.returncode}\n{r.stdout[-3000:]}{r.stderr[-3000:]}",
-        file=sys.stderr,
-    )
-    if check:
-        assert r.returncode == 0, r.stderr[-2000:]
-    return r
 
 
 def on_node(node: str, script: str, check: bool = True):
