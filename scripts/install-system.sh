@@ -1,27 +1,51 @@
 #!/usr/bin/env bash
 # Installs the host pieces floxk's tests need, idempotently:
 # Debian nix-bin (offline Nix), busybox-static (builder for test packages),
-# runc, util-linux (unshare), and the Python distribution with its test extras.
-# Containerd lines for the CRI suite come from scripts/install-containerd.sh.
+# runc, util-linux (unshare), and floxk with its test extras in the checkout's own virtual
+# environment (.venv; scripts/lib.sh). Containerd lines for the CRI suite come from
+# scripts/install-containerd.sh. Every change to the system is said before it is made;
+# what is already there is left as it is.
+#   bash scripts/install-system.sh [--dry-run]   --dry-run: say what would change, change nothing
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  --dry-run) export FLOXK_DRY_RUN=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--dry-run]" >&2; exit 2 ;;
+esac
 
 packages=(nix-bin busybox-static runc util-linux ca-certificates)
 apt_ensure "${packages[@]}"
 
 # Nix as root without a daemon: the tests use the local store directly and
-# chroot stores under temp dirs. Enable the commands we use.
-mkdir -p /etc/nix
-if ! grep -qs '^experimental-features' /etc/nix/nix.conf; then
-  echo 'experimental-features = nix-command flakes' >>/etc/nix/nix.conf
+# chroot stores under temp dirs. The commands we use need nix-command and flakes: added
+# with `extra-` (it adds to the machine's own setting, never replaces it), in a block
+# marked as ours, once.
+nix_conf=/etc/nix/nix.conf
+marker='# added by floxk (scripts/install-system.sh)'
+if dry_run && ! grep -qsF "$marker" "$nix_conf"; then
+  echo "would append to $nix_conf: extra-experimental-features = nix-command flakes" >&2
+elif ! grep -qsF "$marker" "$nix_conf"; then
+  echo "appending to $nix_conf: extra-experimental-features = nix-command flakes" >&2
+  mkdir -p /etc/nix
+  printf '%s\nextra-experimental-features = nix-command flakes\n' "$marker" >>"$nix_conf"
 fi
 
-# helm (chart lint/template, the Helm tests) and the distribution registry, built from
-# their Go modules and cached by version.
-bash clusters/helm/build-tools.sh >/dev/null
+venv_ensure "$PWD" "[test]"
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# helm (chart lint/template, the Helm tests) and the distribution registry, built from
+# their Go modules into the floxk cache; /usr/local/bin/helm linked when none is on PATH.
+if dry_run; then
+  echo "would build helm and the distribution registry into the floxk cache (clusters/helm/build-tools.sh)" >&2
+else
+  bash clusters/helm/build-tools.sh >/dev/null
+fi
 
 # containerd 1.6 / 1.7 / 2.x for the CRI suite (task test:cri).
+if dry_run; then
+  apt_ensure gcc libc6-dev
+  echo "would fetch the containerd lines of the CRI suite into the floxk cache (scripts/install-containerd.sh; no system change)" >&2
+  exit 0
+fi
 bash scripts/install-containerd.sh

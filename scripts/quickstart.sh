@@ -14,6 +14,7 @@ mkdir -p "$work"
 
 step "installing floxk and the host pieces"
 bash scripts/install-system.sh
+source scripts/lib.sh && venv_activate
 
 step "kind node image (offline, cached)"
 base=$(bash clusters/kind/build-image.sh)

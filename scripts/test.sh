@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-system.sh
+source scripts/lib.sh && venv_activate
 status=0
 task lint || status=1
 task test || status=1
+task test:debian || status=1
 task test:cri || status=1
 exit $status
