@@ -184,8 +184,8 @@ def uninstall_all(timeout: float) -> int:
         if failed and len(failed) == len(left):
             for n, (_, msg) in sorted(failed.items()):
                 log(f"node {n} failed: {msg}")
-            log(f"kubectl logs -n {os.environ.get('POD_NAMESPACE', 'floxk-system')} "
-                "-l app.kubernetes.io/name=floxk-uninstaller shows why")  # fmt: skip
+            log("the nodes keep the message (annotation flox.dev/shim-message); fix and "
+                "uninstall again: the failed nodes are marked removing once more")  # fmt: skip
             return 1
         if time.monotonic() > deadline:
             log(f"not uninstalled after {timeout:.0f} s: {summary} (is the uninstaller pod "
