@@ -230,8 +230,9 @@ def test_helm_install_upgrade_uninstall(cluster, catalog_flake):
     hub1, hub2 = (f"file://{cluster['hubs'][h]}" for h in ("hub1", "hub2"))
     before = {n: on_node(n, CONTAINERD_FILES).stdout for n in NODES}
     assert all("floxk" not in b for b in before.values())
-    for node in NODES:  # a plain node: no python3, no flox runtime
-        assert on_node(node, "command -v python3", check=False).returncode != 0
+    for node in NODES:  # a plain node: no flox runtime
+        assert "runtimes.flox" not in on_node(node, "containerd config dump").stdout
+        assert on_node(node, "test -e /usr/lib/floxk", check=False).returncode != 0
     codename = json.loads(sh("kubectl", "get", "nodes", "-o", "json", env=env).stdout)["items"][0][
         "status"
     ]["nodeInfo"]["osImage"]
