@@ -7,11 +7,12 @@ on localhost:PORT inside each kind node's network namespace (where the node's co
 pulls from, over plain HTTP as containerd does for localhost). No traffic leaves loopback.
 
 helm install -> both nodes provisioned (image pulled from the registry) -> a flox pod on
-each -> helm upgrade with another hub -> node.toml rewritten on both nodes, containerd not
-restarted, the running pods untouched, a pod from the new hub runs -> helm upgrade with a
+each -> helm upgrade with another hub and a credentials Secret -> node.toml and
+/etc/nix/netrc written on both nodes, containerd not restarted, the running pods
+untouched, a pod from the new hub runs -> helm upgrade with a
 hub no node has -> the first node rolled fails with the reason, the rollout stops, the
 other node keeps its settings -> helm rollback -> helm uninstall -> containerd's config
-files byte-identical on every node, labels, RuntimeClass and node.toml gone.
+files byte-identical on every node, labels, RuntimeClass, node.toml and netrc gone.
 
 Marker k8s; `FLOXK_E2E_KIND=1 pytest tests/k8s/test_helm.py -m k8s`. Several minutes.
 """
@@ -180,9 +181,10 @@ def containerd_pid(node: str) -> str:
     return on_node(node, "systemctl show -p MainPID --value containerd").stdout.strip()
 
 
-def values_file(work, name: str, hubs: list[str], public: str) -> str:
+def values_file(work, name: str, hubs: list[str], public: str, **extra) -> str:
     path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"node": {"hubs": hubs, "trustedPublicKeys": [public]}}))
+    values = {"node": {"hubs": hubs, "trustedPublicKeys": [public]}, **extra}
+    path.write_text(yaml.safe_dump(values))
     return str(path)
 
 
@@ -281,7 +283,11 @@ def test_helm_install_upgrade_uninstall(cluster, catalog_flake):
 
     # helm upgrade: another hub. Every node rewrites node.toml; containerd's config is the
     # same, so containerd is not restarted; the running flox pods are untouched.
-    v2 = values_file(work, "v2", [hub2, hub1], cluster["public"])
+    netrc = "machine hub.test login floxk password secret\n"
+    sh("kubectl", "-n", NS, "create", "secret", "generic", "hub-netrc",
+       f"--from-literal=netrc={netrc}", env=env)  # fmt: skip
+    v2 = values_file(work, "v2", [hub2, hub1], cluster["public"],
+                     hubCredentials={"secretName": "hub-netrc"})  # fmt: skip
     sh(helm, "upgrade", "floxk-node", CHART, "-n", NS, "-f", v2, *image_args,
        "--wait", "--timeout", "10m", env=env, timeout=900)  # fmt: skip
     wait_nodes(env, {n: "provisioned" for n in NODES})
@@ -291,6 +297,8 @@ def test_helm_install_upgrade_uninstall(cluster, catalog_flake):
     for node in NODES:
         assert f'hubs = ["{hub2}", "{hub1}"]' in node_file(node, "/etc/floxk/node.toml")
         assert containerd_pid(node) == ctrd[node], "containerd restarted for a node.toml change"
+        assert node_file(node, "/etc/nix/netrc") == netrc
+        assert on_node(node, "stat -c %a /etc/nix/netrc").stdout.strip() == "600"
     for name, pod in pods.items():
         now = kubectl_json("get", "pod", name, env=env)
         assert now["metadata"]["uid"] == pod["metadata"]["uid"]
@@ -346,6 +354,7 @@ def test_helm_install_upgrade_uninstall(cluster, catalog_flake):
         assert "flox.dev/shim-message" not in (meta[node].get("annotations") or {})
         assert on_node(node, CONTAINERD_FILES).stdout == before[node]
         assert node_file(node, "/etc/floxk/node.toml") is None
+        assert node_file(node, "/etc/nix/netrc") is None
         assert "runtimes.flox" not in on_node(node, "containerd config dump").stdout
     assert sh("kubectl", "get", "runtimeclass", "flox", env=env, check=False).returncode != 0
     # The hooks deleted themselves; the namespace is helm's --create-namespace, left as helm does.
