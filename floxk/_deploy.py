@@ -10,9 +10,12 @@ nsenter (python3/nix when missing, `floxk-node install`, containerd restart), th
 the node's label flox.dev/shim to provisioned (+ flox.dev/enabled=true) or failed.
 RuntimeClass flox schedules flox pods onto the enabled nodes.
 
-undeploy labels the deployed nodes flox.dev/shim=removing; an uninstaller DaemonSet on
-those nodes runs `floxk-node uninstall --restart`, removes what install added and the
-labels; then the RuntimeClass, the cluster-wide RBAC objects and the namespace go.
+The objects come from the Helm chart clusters/helm/floxk-node (`helm template`), so
+deploy, `floxk shim manifests` and `helm install` apply the same ones. undeploy does what
+`helm uninstall` does: the chart's uninstall hook (an uninstaller DaemonSet on nodes
+labelled flox.dev/shim=removing, and Job floxk-uninstall that so labels every floxk node
+and waits) runs `floxk-node uninstall --restart` on each node and removes the labels;
+then the chart's objects are deleted.
 """
 
 from __future__ import annotations
@@ -36,24 +39,24 @@ from shim.proc import run
 
 NAMESPACE = "floxk-system"
 INSTALLER = "floxk-installer"
-UNINSTALLER = "floxk-uninstaller"
-NODE_CONFIGMAP = "floxk-node-config"
 INSTALL_LABEL = "flox.dev/install"
 STATE_LABEL = "flox.dev/shim"
 ENABLED_LABEL = kube.FLOX_NODE_LABEL
 MESSAGE_ANNOTATION = "flox.dev/shim-message"
-RUN_ANNOTATION = "floxk.dev/deploy-run"
 IMAGE_REPO = "floxk.local/installer"
 INPUTS_LABEL = "dev.floxk.installer.inputs"
 
 AGENT_PACKAGES = ["python3", "util-linux"]  # what the agent runs with, inside the image
 NODE_PACKAGES = ["python3", "nix-bin"]  # what a node gets when it lacks them
 
+NODE_FILES = ["node.sh", "check-node-toml.py"]  # run on the node, from the payload
+RECIPE_FILES = ["Dockerfile", "agent.py", *NODE_FILES]
+
 Progress = Callable[[str], None]
 
 
 def recipe_dir() -> Path:
-    """clusters/installer/ of this checkout: Dockerfile, agent.py, node.sh."""
+    """clusters/installer/ of this checkout: Dockerfile, agent.py, node.sh, check-node-toml.py."""
     return Path(__file__).resolve().parents[1] / "clusters" / "installer"
 
 
@@ -128,7 +131,7 @@ def _inputs(
     zipapps: dict[str, bytes], node_debs: dict[str, list[Path]], agent_debs: list[Path]
 ) -> str:
     h = hashlib.sha256()
-    for name in ("Dockerfile", "agent.py", "node.sh"):
+    for name in RECIPE_FILES:
         h.update(name.encode() + b"\0" + (recipe_dir() / name).read_bytes())
     h.update(b"nix.conf\0" + _nix_conf().encode())
     h.update(b"deploy\0" + Path(__file__).read_bytes())  # Packages/Release rendering
@@ -146,6 +149,19 @@ def _nix_conf() -> str:
     return (assets_dir() / "nix.conf").read_text()
 
 
+def merge_usr(rootfs: Path) -> None:
+    """/bin, /sbin, /lib, /lib64 -> usr/... where the packages put them only under /usr.
+
+    From trixie on, libc6 ships the ELF loader as /usr/lib64/ld-linux-x86-64.so.2 and the
+    top-level links come from base-files (not unpacked here): without them no program in
+    the image can start ("exec /usr/bin/python3: no such file or directory").
+    """
+    for name in ("bin", "sbin", "lib", "lib64"):
+        top, under = rootfs / name, rootfs / "usr" / name
+        if not top.exists() and not top.is_symlink() and under.is_dir():
+            top.symlink_to(f"usr/{name}")
+
+
 def write_context(
     dest: Path, *, zipapps: dict[str, bytes], node_debs: dict[str, list[Path]],
     agent_debs: list[Path], inputs: str,
@@ -155,11 +171,13 @@ def write_context(
     rootfs.mkdir(parents=True)
     for deb in agent_debs:  # unpacked, no maintainer scripts: python3 and nsenter need none
         run(["dpkg-deb", "-x", str(deb), str(rootfs)])
+    merge_usr(rootfs)
     payload = dest / "payload"
     host = payload / "host"
     (host / "bin").mkdir(parents=True)
     shutil.copyfile(recipe_dir() / "agent.py", payload / "agent.py")
-    shutil.copyfile(recipe_dir() / "node.sh", host / "node.sh")
+    for name in NODE_FILES:
+        shutil.copyfile(recipe_dir() / name, host / name)
     (host / "nix.conf").write_text(_nix_conf())
     for name, data in zipapps.items():
         (host / "bin" / name).write_bytes(data)
@@ -207,6 +225,50 @@ def build_installer_image(
     return InstallerImage(tag, inputs, codenames, built=True)
 
 
+@dataclass(frozen=True)
+class PushedImage:
+    ref: str
+    digest: str | None
+
+
+def push_image(
+    local_tag: str, ref: str, *, client=None, progress: Progress | None = None
+) -> PushedImage:
+    """Tag the built image as ref (REGISTRY/NAME:TAG) and push it with the Engine's
+    credentials (`docker login REGISTRY`)."""
+    from floxk._cluster import nodeimage
+
+    say = progress or (lambda _m: None)
+    client = client or nodeimage.docker_client()
+    repo, tag = split_image(ref)
+    if "/" not in repo:
+        raise ConfigError(
+            f"--push {ref!r} names no registry",
+            hint="give REGISTRY/NAME:TAG, e.g. registry.example.org:5000/floxk/installer:0.1.0",
+        )
+    import docker.errors
+
+    client.images.get(local_tag).tag(repo, tag)
+    say(f"pushing {repo}:{tag}")
+    digest = None
+
+    def failed(msg: str) -> ConfigError:
+        return ConfigError(
+            f"pushing {repo}:{tag} failed: {msg}",
+            hint="is the registry reachable, and logged in (docker login)? A registry "
+            "without TLS must be in the Engine's insecure-registries (localhost is)",
+        )
+
+    try:
+        for line in client.images.push(repo, tag=tag, stream=True, decode=True):
+            if "error" in line or "errorDetail" in line:
+                raise failed((line.get("errorDetail") or {}).get("message") or line.get("error"))
+            digest = (line.get("aux") or {}).get("Digest") or digest
+    except docker.errors.APIError as e:
+        raise failed(str(e.explanation or e)) from e
+    return PushedImage(f"{repo}:{tag}", digest)
+
+
 def _image_inputs(client, tag: str) -> str | None:
     import docker.errors
 
@@ -216,120 +278,110 @@ def _image_inputs(client, tag: str) -> str | None:
         return None
 
 
-# --- manifests (pure) ---------------------------------------------------------------------
+# --- manifests: rendered from the Helm chart ----------------------------------------------
+# The chart (clusters/helm/floxk-node) is the one source of the objects: `helm install`
+# uses it, and deploy, undeploy and `floxk shim manifests` render it with `helm template`.
 
 
-def namespace() -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": NAMESPACE,
-            # The installer is privileged by design: Pod Security must admit it here.
-            "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
-        },
-    }
+def chart_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "clusters" / "helm" / "floxk-node"
 
 
-def rbac() -> list[dict[str, Any]]:
-    """The agent may read and label nodes, nothing else."""
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": INSTALLER, "namespace": NAMESPACE},
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": INSTALLER},
-            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": INSTALLER},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": INSTALLER,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": INSTALLER, "namespace": NAMESPACE}],
-        },
-    ]
+def find_helm() -> str:
+    """helm on PATH, else the one clusters/helm/build-tools.sh built into the cache."""
+    found = shutil.which("helm")
+    if found:
+        return found
+    built = sorted((cache_dir() / "kind").glob("helm-tools-*/helm"))
+    if built:
+        return str(built[-1])
+    raise NotFoundError(
+        "helm is not installed",
+        hint="bash clusters/helm/build-tools.sh builds it (from the Go module proxy), "
+        "or install helm >= 3.8",
+    )
 
 
-def node_config_map(node_toml: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": NODE_CONFIGMAP, "namespace": NAMESPACE},
-        "data": {"node.toml": node_toml},
-    }
+def split_image(ref: str) -> tuple[str, str]:
+    """'registry:5000/floxk/installer:0.1.0' -> ('registry:5000/floxk/installer', '0.1.0')."""
+    if "@" in ref:
+        raise ConfigError(f"image {ref!r}: give a tag, not a digest")
+    repo, colon, tag = ref.rpartition(":")
+    if not colon or "/" in tag:  # no tag, or the colon was a registry port
+        return ref, "latest"
+    return repo, tag
 
 
-def daemonset(
-    image: str, *, action: str, node_selector: dict[str, str] | None, run_id: str
-) -> dict[str, Any]:
-    """The installer (action install) or uninstaller DaemonSet.
+def chart_values(
+    image: str | None = None, *, all_nodes: bool = False, node_toml: str | None = None,
+    run_id: str | None = None, uninstall_timeout: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Chart values for deploy's options; the Namespace object is part of the output."""
+    values: dict[str, Any] = {"createNamespace": True}
+    if image:
+        repo, tag = split_image(image)
+        values["image"] = {"repository": repo, "tag": tag}
+    if all_nodes:
+        values["allNodes"] = True
+    if node_toml is not None:
+        values["node"] = {"toml": node_toml}
+    if run_id:
+        values["rolloutId"] = run_id
+    if uninstall_timeout is not None:
+        values["uninstall"] = {"timeoutSeconds": int(uninstall_timeout)}
+    return values
 
-    node_selector None: every node. Tolerates every taint: control-plane nodes run pods too.
-    run_id changes the pod template, so each deploy runs the agent again on every node.
-    """
-    name = INSTALLER if action == "install" else UNINSTALLER
-    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "floxk"}
-    pod: dict[str, Any] = {
-        "serviceAccountName": INSTALLER,
-        "hostPID": True,  # nsenter --target 1: the node's own namespaces
-        "tolerations": [{"operator": "Exists"}],
-        "terminationGracePeriodSeconds": 5,
-        "containers": [
-            {
-                "name": "agent",
-                "image": image,
-                "imagePullPolicy": "IfNotPresent",
-                "args": [action],
-                "env": [
-                    {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
-                ],
-                "securityContext": {"privileged": True},
-                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
-                "volumeMounts": [
-                    {"name": "node-config", "mountPath": "/etc/floxk-deploy", "readOnly": True}
-                ],
-            }
-        ],
-        "volumes": [
-            {"name": "node-config", "configMap": {"name": NODE_CONFIGMAP, "optional": True}}
-        ],
-    }
-    if node_selector is not None:
-        pod["nodeSelector"] = node_selector
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
-        "spec": {
-            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
-            "template": {
-                "metadata": {"labels": labels, "annotations": {RUN_ANNOTATION: run_id}},
-                "spec": pod,
-            },
-        },
-    }
+
+def render(
+    values: dict[str, Any] | None = None, *, value_files: list[Path] = (),
+    namespace: str = NAMESPACE,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """`helm template` of the chart: every object, hooks included, in helm's install order."""
+    import json
+
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="floxk-chart-") as tmp:
+        vfile = Path(tmp) / "values.json"
+        vfile.write_text(json.dumps(values or {}))
+        argv = [find_helm(), "template", "floxk-node", str(chart_dir()), "--namespace", namespace]
+        for f in value_files:
+            argv += ["--values", str(f)]
+        out = run([*argv, "--values", str(vfile)],
+                  hint="the chart refused these values; the message above says which")  # fmt: skip
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def is_hook(obj: dict[str, Any]) -> bool:
+    return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
 
 
 def deploy_objects(
     image: str, *, all_nodes: bool, node_toml: str | None, run_id: str
 ) -> list[dict[str, Any]]:
-    """Everything deploy applies, in order."""
-    objects = [namespace(), *rbac()]
-    if node_toml is not None:
-        objects.append(node_config_map(node_toml))
-    selector = None if all_nodes else {INSTALL_LABEL: "true"}
-    objects.append(daemonset(image, action="install", node_selector=selector, run_id=run_id))
-    objects.append(kube.runtime_class())
-    return objects
+    """Everything deploy applies, in order (the chart without its hooks)."""
+    values = chart_values(image, all_nodes=all_nodes, node_toml=node_toml, run_id=run_id)
+    return [o for o in render(values) if not is_hook(o)]
+
+
+def manifests(
+    image: str | None = None, *, all_nodes: bool = False, node_toml: str | None = None,
+    value_files: list[Path] = (), namespace: str = NAMESPACE, uninstall: bool = False,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Plain objects for kubectl/GitOps: the install objects, or (uninstall) the hook that
+    takes the runtime off every node (apply it, wait for Job floxk-uninstall, then delete
+    the install objects)."""
+    values = chart_values(image, all_nodes=all_nodes, node_toml=node_toml)
+    objects = render(values, value_files=list(value_files), namespace=namespace)
+    out = [o for o in objects if is_hook(o) == uninstall]
+    if uninstall:
+        for o in out:  # plain manifests: helm's hook annotations mean nothing to kubectl
+            anns = o["metadata"].get("annotations") or {}
+            for k in [k for k in anns if k.startswith("helm.sh/")]:
+                del anns[k]
+            if not anns:
+                o["metadata"].pop("annotations", None)
+    return out
 
 
 # --- the cluster --------------------------------------------------------------------------
@@ -480,35 +532,41 @@ def undeploy(
     api, *, image_tag: str | None = None, load_into_kind: str | None = None,
     timeout: float = 600, progress: Progress | None = None,
 ) -> DeployResult:  # fmt: skip
-    """Uninstall on every node deploy touched, then delete what deploy created."""
+    """What helm uninstall does: the chart's uninstall hook (uninstaller DaemonSet + Job
+    floxk-uninstall, which marks every floxk node `removing`), then the chart's objects."""
     say = progress or (lambda _m: None)
     states = node_states(api)
     names = sorted(n for n, s in states.items() if s.state is not None)
     codenames = [c for n in names if (c := debian_codename(states[n].os_image))]
     image = build_installer_image(codenames, tag=image_tag, progress=say)
     result = DeployResult("undeploy", image.tag, image.built)
-    _delete(api, "apps/v1", "DaemonSet", INSTALLER, NAMESPACE, say)
+    objects = render(chart_values(image.tag, uninstall_timeout=timeout))
+    hooks = [o for o in objects if is_hook(o)]
+    release = [o for o in objects if not is_hook(o)]
     if names:
         if load_into_kind:
             _load_into_kind(load_into_kind, image.tag, say)
-        for name in names:
+        for name in names:  # as the Job does; here too, so a stale "failed" cannot count
             _label(api, name, {STATE_LABEL: "removing", ENABLED_LABEL: None})
-        for body in [namespace(), *rbac()]:
+        for body in release:  # the hook needs the namespace and the service account
+            if body["kind"] in ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"):
+                kube.apply(api, body)
+        for body in hooks:
+            _delete_object(api, body, say)  # a Job's template cannot change: a new one
+            say(f"applying {body['kind']} {body['metadata']['name']}")
             kube.apply(api, body)
-        body = daemonset(image.tag, action="uninstall", node_selector={STATE_LABEL: "removing"},
-                         run_id=uuid.uuid4().hex[:12])  # fmt: skip
-        say(f"applying DaemonSet {UNINSTALLER}")
-        kube.apply(api, body)
         result.nodes = _wait(api, names, lambda s: s.state in (None, "failed"),
-                             timeout=timeout, say=say)  # fmt: skip
+                             timeout=timeout + 30, say=say)  # fmt: skip
         if not result.ok:  # keep the namespace: the agent's logs say what went wrong
             return result
-    _delete(api, "apps/v1", "DaemonSet", UNINSTALLER, NAMESPACE, say)
-    _delete(api, "node.k8s.io/v1", "RuntimeClass", kube.RUNTIME_CLASS, None, say)
-    _delete(api, "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", INSTALLER, None, say)
-    _delete(api, "rbac.authorization.k8s.io/v1", "ClusterRole", INSTALLER, None, say)
-    _delete(api, "v1", "Namespace", NAMESPACE, None, say)
+    for body in [*hooks, *reversed(release)]:
+        _delete_object(api, body, say)
     return result
+
+
+def _delete_object(api, body: dict[str, Any], say: Progress) -> bool:
+    meta = body["metadata"]
+    return _delete(api, body["apiVersion"], body["kind"], meta["name"], meta.get("namespace"), say)
 
 
 def _delete(api, api_version: str, kind: str, name: str, ns: str | None, say: Progress) -> bool:
@@ -521,7 +579,7 @@ def _delete(api, api_version: str, kind: str, name: str, ns: str | None, say: Pr
         resource.delete(
             name=name,
             namespace=ns,
-            body={"propagationPolicy": "Foreground"} if kind == "DaemonSet" else None,
+            body={"propagationPolicy": "Background"} if kind in ("DaemonSet", "Job") else None,
         )
     except Missing:
         return False

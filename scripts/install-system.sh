@@ -35,6 +35,14 @@ fi
 
 venv_ensure "$PWD" "[test]"
 
+# helm (chart lint/template, the Helm tests) and the distribution registry, built from
+# their Go modules into the floxk cache; /usr/local/bin/helm linked when none is on PATH.
+if dry_run; then
+  echo "would build helm and the distribution registry into the floxk cache and link /usr/local/bin/helm when no helm is on PATH (clusters/helm/build-tools.sh)" >&2
+else
+  bash clusters/helm/build-tools.sh >/dev/null
+fi
+
 # containerd 1.6 / 1.7 / 2.1 from Debian, 2.2 / 2.3 / 2.4 and runc 1.4 / 1.5 built from
 # their Go modules, for the CRI suite (task test:cri) and the kind node image: into the
 # floxk cache only.

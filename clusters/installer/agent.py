@@ -11,6 +11,15 @@ exits is restarted, and a second run changes nothing anyway.
 `agent.py uninstall`: node.sh uninstall (`floxk-node uninstall --restart`, then the
 files install added), then both labels are removed.
 
+`agent.py ready`: the installer pod's readiness probe: exit 0 once this pod provisioned
+its node. A DaemonSet rollout (new node settings) waits for each pod to be Ready, so a
+value a node refuses stops the rollout at that node; the others keep their settings.
+
+`agent.py uninstall-all [--timeout S]`: the uninstall hook's Job (helm uninstall, `floxk
+shim undeploy`): labels every node that has flox.dev/shim as `removing` (the uninstaller
+DaemonSet runs there), then waits until each node's label is gone; exit 1 naming the
+nodes that failed or did not finish in time.
+
 Restarting containerd does not stop this container: kind's and the usual containerd units
 use KillMode=process, and a container lives in its own shim process, not in containerd.
 """
@@ -25,12 +34,16 @@ import ssl
 import subprocess
 import sys
 import tarfile
+import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 PAYLOAD = Path(__file__).resolve().parent / "host"  # copied to HOST_DIR on the node
 HOST_DIR = "/var/lib/floxk-installer"
 NODE_CONFIG = Path("/etc/floxk-deploy/node.toml")  # the operator's node.toml (ConfigMap)
+NETRC = Path("/etc/floxk-deploy-credentials/netrc")  # private hub credentials (Secret)
+READY = Path("/floxk-installer/provisioned")  # this pod provisioned its node
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 STATE_LABEL = "flox.dev/shim"
 ENABLED_LABEL = "flox.dev/enabled"
@@ -42,17 +55,16 @@ def log(msg: str) -> None:
     print(f"floxk-installer: {msg}", file=sys.stderr, flush=True)
 
 
-def patch_node(name: str, labels: dict, annotations: dict) -> None:
-    """Merge-patch the node's labels/annotations (None removes a key) with the pod's token."""
+def api(path: str, *, method: str = "GET", body: dict | None = None) -> dict:
+    """One call to the Kubernetes API with the pod's service account token."""
     host = os.environ["KUBERNETES_SERVICE_HOST"]
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
     if ":" in host:
         host = f"[{host}]"
-    body = json.dumps({"metadata": {"labels": labels, "annotations": annotations}}).encode()
     req = urllib.request.Request(
-        f"https://{host}:{port}/api/v1/nodes/{name}",
-        data=body,
-        method="PATCH",
+        f"https://{host}:{port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
         headers={
             "Authorization": f"Bearer {(SA_DIR / 'token').read_text().strip()}",
             "Content-Type": "application/merge-patch+json",
@@ -60,7 +72,25 @@ def patch_node(name: str, labels: dict, annotations: dict) -> None:
     )
     ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
     with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
-        resp.read()
+        return json.loads(resp.read() or b"{}")
+
+
+def patch_node(name: str, labels: dict, annotations: dict) -> None:
+    """Merge-patch the node's labels/annotations (None removes a key)."""
+    api(f"/api/v1/nodes/{name}", method="PATCH",
+        body={"metadata": {"labels": labels, "annotations": annotations}})  # fmt: skip
+
+
+def labelled_nodes() -> dict[str, tuple[str, str]]:
+    """Every node with the label flox.dev/shim: name -> (state, message)."""
+    items = api(f"/api/v1/nodes?labelSelector={urllib.parse.quote(STATE_LABEL, safe='')}")["items"]
+    return {
+        n["metadata"]["name"]: (
+            n["metadata"]["labels"][STATE_LABEL],
+            (n["metadata"].get("annotations") or {}).get(MESSAGE_ANNOTATION, ""),
+        )
+        for n in items
+    }
 
 
 def on_host(argv: list[str], *, stdin: bytes | None = None) -> subprocess.CompletedProcess:
@@ -73,11 +103,13 @@ def payload_tar() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(PAYLOAD, arcname=".")
-        if NODE_CONFIG.is_file():  # a ConfigMap file is a symlink: add its content
-            data = NODE_CONFIG.read_bytes()
-            info = tarfile.TarInfo("./node.toml")
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
+        # ConfigMap and Secret files are symlinks: add their content.
+        for src, name, mode in ((NODE_CONFIG, "node.toml", 0o644), (NETRC, "netrc", 0o600)):
+            if src.is_file():
+                data = src.read_bytes()
+                info = tarfile.TarInfo(f"./{name}")
+                info.size, info.mode = len(data), mode
+                tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
@@ -116,6 +148,7 @@ def install(node: str) -> None:
     patch_node(
         node, {STATE_LABEL: "provisioned", ENABLED_LABEL: "true"}, {MESSAGE_ANNOTATION: None}
     )
+    READY.touch()
     log("provisioned")
 
 
@@ -131,8 +164,43 @@ def uninstall(node: str) -> None:
     log("uninstalled")
 
 
+def uninstall_all(timeout: float) -> int:
+    """Mark every floxk node `removing`, wait until the uninstaller cleared each one."""
+    nodes = labelled_nodes()
+    log(f"uninstalling on {len(nodes)} node(s): {', '.join(sorted(nodes)) or '-'}")
+    for name in sorted(nodes):
+        patch_node(name, {STATE_LABEL: "removing", ENABLED_LABEL: None}, {MESSAGE_ANNOTATION: None})
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        left = {n: s for n, s in labelled_nodes().items() if n in nodes}
+        summary = ", ".join(f"{n}={s[0]}" for n, s in sorted(left.items()))
+        if summary != last:
+            log(f"waiting for: {summary}" if left else "every node uninstalled")
+            last = summary
+        failed = {n: s for n, s in left.items() if s[0] == "failed"}
+        if not left:
+            return 0
+        if failed and len(failed) == len(left):
+            for n, (_, msg) in sorted(failed.items()):
+                log(f"node {n} failed: {msg}")
+            log("the nodes keep the message (annotation flox.dev/shim-message); fix and "
+                "uninstall again: the failed nodes are marked removing once more")  # fmt: skip
+            return 1
+        if time.monotonic() > deadline:
+            log(f"not uninstalled after {timeout:.0f} s: {summary} (is the uninstaller pod "
+                "running there? kubectl get pods -o wide -l app.kubernetes.io/name=floxk-uninstaller)")  # fmt: skip
+            return 1
+        time.sleep(2)
+
+
 def main() -> None:
     action = sys.argv[1] if len(sys.argv) > 1 else "install"
+    if action == "ready":
+        sys.exit(0 if READY.exists() else 1)
+    if action == "uninstall-all":
+        timeout = float(sys.argv[3]) if sys.argv[2:3] == ["--timeout"] else 240.0
+        sys.exit(uninstall_all(timeout))
     node = os.environ["NODE_NAME"]
     log(f"{action} on node {node}")
     {"install": install, "uninstall": uninstall}[action](node)

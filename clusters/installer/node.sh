@@ -17,6 +17,7 @@ STATE=/var/lib/floxk/deploy          # survives the payload dir, which every run
 CREATED=$STATE/created
 NIX_CONF=/etc/nix/nix.conf
 NODE_TOML=/etc/floxk/node.toml
+NETRC=/etc/nix/netrc                 # Nix's default netrc-file: credentials for http(s) caches
 BEGIN='# >>> floxk deploy'
 END='# <<< floxk deploy'
 
@@ -67,18 +68,40 @@ install_files() {
   elif ! grep -q 'nix-command' "$NIX_CONF"; then
     printf '%s\nextra-experimental-features = nix-command\n%s\n' "$BEGIN" "$END" >>"$NIX_CONF"
   fi
-  if [ -f "$HERE/node.toml" ]; then
-    if [ ! -e "$NODE_TOML" ]; then
-      created "$NODE_TOML"
-    elif [ ! -e "$STATE/node.toml.orig" ] && ! grep -qxF "$NODE_TOML" "$CREATED" 2>/dev/null; then
-      cp -p "$NODE_TOML" "$STATE/node.toml.orig"
-    fi
-    cmp -s "$HERE/node.toml" "$NODE_TOML" || install -m 0644 "$HERE/node.toml" "$NODE_TOML"
+  place "$HERE/node.toml" "$NODE_TOML" 0644
+  place "$HERE/netrc" "$NETRC" 0600
+}
+
+# place SRC DEST MODE: DEST gets SRC's bytes (when SRC is in the payload). A DEST that was
+# there before floxk is kept aside once and put back by uninstall. A DEST floxk created,
+# whose SRC the payload no longer has (the setting was dropped), is removed again.
+place() {
+  src=$1 dest=$2 mode=$3 orig=$STATE/$(basename "$2").orig
+  if [ ! -f "$src" ]; then
+    if grep -qxF "$dest" "$CREATED" 2>/dev/null; then rm -f "$dest"
+    elif [ -e "$orig" ]; then cp -p "$orig" "$dest"; fi
+    return 0
+  fi
+  if [ ! -e "$dest" ]; then
+    created "$dest"
+  elif [ ! -e "$orig" ] && ! grep -qxF "$dest" "$CREATED" 2>/dev/null; then
+    cp -p "$dest" "$orig"
+  fi
+  cmp -s "$src" "$dest" || install -m "$mode" "$src" "$dest"
+}
+
+# The operator's node.toml must work on this node before it replaces the one in use:
+# otherwise the node fails (the message names the key) and keeps its current settings.
+check_node_toml() {
+  [ -f "$HERE/node.toml" ] || return 0
+  if ! out=$(python3 -I -S "$HERE/check-node-toml.py" "$HERE/bin/floxk-node" "$HERE/node.toml" 2>&1); then
+    die "node.toml refused, this node keeps its current settings: $(echo "$out" | tr '\n' ';' | sed 's/;$//')"
   fi
 }
 
 do_install() {
   install_packages
+  check_node_toml
   install_files
   # The restart is recorded as owed before the config is written and cleared after it ran,
   # so a run cut short in between (or by the restart itself) restarts on the next run.
@@ -108,6 +131,7 @@ do_uninstall() {
     while IFS= read -r path; do rm -f "$path"; done <"$CREATED"
   fi
   if [ -e "$STATE/node.toml.orig" ]; then cp -p "$STATE/node.toml.orig" "$NODE_TOML"; fi
+  if [ -e "$STATE/netrc.orig" ]; then cp -p "$STATE/netrc.orig" "$NETRC"; fi
   rmdir "$LIB" /etc/floxk 2>/dev/null || true
   rm -rf "$STATE"
   rm -rf "$HERE"

@@ -19,6 +19,11 @@ app = typer.Typer(
     help="Package the flox runtime for real nodes; install or remove it on a node.",
     no_args_is_help=True,
 )
+image_app = typer.Typer(
+    help="The installer image (what the Helm chart and deploy run on each node).",
+    no_args_is_help=True,
+)
+app.add_typer(image_app, name="image")
 
 
 class PackageFormat(StrEnum):
@@ -190,6 +195,76 @@ def undeploy(
         api, image_tag=image, load_into_kind=load_into_kind, timeout=timeout, progress=_progress
     )
     _render_deploy(result, output)
+
+
+class ManifestFormat(StrEnum):
+    yaml = "yaml"
+    json = "json"
+
+
+@app.command()
+def manifests(
+    image: str | None = typer.Option(
+        None, "--image", help="Installer image REGISTRY/NAME:TAG (see `floxk shim image build`)."
+    ),
+    all_nodes: bool = typer.Option(
+        False, "--all-nodes", help="Every node, not only those labelled flox.dev/install=true."
+    ),
+    node_config: Path | None = typer.Option(
+        None, "--node-config", help="node.toml (hubs, keys) to write to every node."
+    ),
+    values: list[Path] = typer.Option(
+        [], "--values", "-f", help="Helm values file for the chart (repeatable)."
+    ),
+    namespace: str = typer.Option("floxk-system", "--namespace", "-n"),
+    uninstall: bool = typer.Option(
+        False, "--uninstall", help="The objects that take the runtime off every node instead."
+    ),
+    output: ManifestFormat = typer.Option(ManifestFormat.yaml, "-o", "--output"),
+):
+    """Print the chart's objects as plain YAML for kubectl or GitOps (`helm template`)."""
+    import yaml
+
+    from floxk import _deploy
+
+    toml = _deploy.check_node_toml(node_config.read_text()) if node_config else None
+    objects = _deploy.manifests(
+        image, all_nodes=all_nodes, node_toml=toml, value_files=values, namespace=namespace,
+        uninstall=uninstall,
+    )  # fmt: skip
+    if output is ManifestFormat.json:
+        print_json({"apiVersion": "v1", "kind": "List", "items": objects})
+        return
+    print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+
+
+@image_app.command("build")
+def image_build(
+    push: str | None = typer.Option(
+        None, "--push", help="Tag the image REGISTRY/NAME:TAG and push it there."
+    ),
+    debian: list[str] = typer.Option(
+        [],
+        "--debian",
+        help="Debian release of the nodes, for python3/nix-bin (repeatable; "
+        "default: this machine's). Nodes with python3 >= 3.11 and Nix need none.",
+    ),  # fmt: skip
+    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+):
+    """Build the installer image (as deploy does) and optionally push it to your registry."""
+    from floxk import _deploy
+
+    built = _deploy.build_installer_image(debian or [_deploy.host_codename()], progress=_progress)
+    pushed = _deploy.push_image(built.tag, push, progress=_progress) if push else None
+    if output is OutputFormat.json:
+        print_json({
+            "image": built.tag, "built": built.built, "debian": built.codenames,
+            "pushed": pushed.ref if pushed else None, "digest": pushed.digest if pushed else None,
+        })  # fmt: skip
+        return
+    _say(f"image {built.tag}" + (" (built)" if built.built else " (up to date)"))
+    if pushed:
+        _say(f"pushed {pushed.ref}" + (f"@{pushed.digest}" if pushed.digest else ""))
 
 
 def _progress(msg: str) -> None:

@@ -25,8 +25,9 @@ NAME = os.environ.get("FLOXK_DEPLOY_CLUSTER", "floxk-deploy")
 NODE = f"{NAME}-control-plane"
 
 
-def sh(*argv: str, env=None, timeout: float = 900, check: bool = True):
-    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+def sh(*argv: str, env=None, timeout: float = 900, check: bool = True, input=None):
+    """Run argv; its output goes to the test's log; assert it worked unless check=False."""
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, input=input)
     print(
         f"$ {' '.join(argv)} -> {r.returncode}\n{r.stdout[-3000:]}{r.stderr[-3000:]}",
         file=sys.stderr,
