@@ -18,6 +18,7 @@ Standard library only (runs on nodes).
 
 from __future__ import annotations
 
+import _signal  # signal's C half, loaded at interpreter start (signal itself imports enum)
 import fcntl
 import os
 import time
@@ -169,6 +170,69 @@ def find_ready(state_dir: str | os.PathLike[str], digest: str) -> RealizedEnv | 
     if activation.get("digest") != digest:
         return None
     return RealizedEnv(digest, path, activation)
+
+
+def abandon(state_dir: str | Path, store_root: str | Path | None, digest: str) -> list[str]:
+    """Take back what a realization of `digest` that did not finish (past its deadline,
+    killed) left: its temporary trees and, when no complete tree exists, its GC roots (the
+    store paths it fetched are then unrooted: GC's). Nothing when a realization of it is
+    running right now (its lock is held). Returns what was removed."""
+    import shutil
+    from pathlib import Path
+
+    from shim.gc import _try_flock
+
+    state_dir = Path(state_dir)
+    store_root = Path(store_root) if store_root is not None else None
+    removed = []
+    with _try_flock(state_dir / "locks" / f"{digest}.lock") as free:
+        if not free:
+            return removed
+        tmp = state_dir / "tmp"
+        for leftover in sorted(tmp.glob(f"{digest}.*")) if tmp.is_dir() else []:
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(str(leftover))
+        roots = roots_dir(store_root, digest)
+        if not env_path(state_dir, digest).exists() and roots.exists():
+            shutil.rmtree(roots, ignore_errors=True)
+            removed.append(str(roots))
+    return removed
+
+
+class RealizeTimeout(BaseException):
+    """Raised by deadline's SIGALRM handler: a BaseException, so no `except Exception` on
+    the way (a cache lookup, a best-effort cleanup) swallows it."""
+
+
+class deadline:  # noqa: N801 -- used like a function: `with deadline(300, ...):`
+    """Bound the block to `seconds` of wall time (SIGALRM; main thread only). On expiry the
+    running child process group is killed (shim.proc) and a RealizeError with `message`
+    and `hint` leaves the block. `_signal`, not `signal`: the latter imports enum, and this
+    is armed on every container create."""
+
+    def __init__(self, seconds: float, message: str, hint: str | None = None) -> None:
+        self.seconds, self.message, self.hint, self.previous = seconds, message, hint, None
+        self.cleanup = None  # called after expiry (e.g. abandon() once the digest is known)
+
+    def __enter__(self) -> deadline:
+        self.previous = _signal.signal(_signal.SIGALRM, _expired)
+        _signal.setitimer(_signal.ITIMER_REAL, self.seconds)
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        try:
+            _signal.setitimer(_signal.ITIMER_REAL, 0)  # an armed timer survives runc's exec
+        except RealizeTimeout:  # fired on the way out
+            kind = RealizeTimeout
+        _signal.signal(_signal.SIGALRM, self.previous)
+        if kind is RealizeTimeout:
+            if self.cleanup is not None:
+                self.cleanup()
+            raise RealizeError(self.message, hint=self.hint) from None
+
+
+def _expired(signum, frame) -> None:
+    raise RealizeTimeout()
 
 
 def _remove_stale(state_dir: Path, digest: str) -> None:
