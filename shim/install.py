@@ -821,6 +821,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("ref")
     p = sub.add_parser("gc", help="free environments and store paths no container uses")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument(
+        "--auto",
+        action="store_true",
+        help="only at disk pressure (node.toml [gc]): least recently used first, down to the"
+        " low mark (what the systemd timer runs)",
+    )
+    p = sub.add_parser("stats", help="what this node realized, created and collected")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.add_argument("--prometheus", metavar="FILE", help="also write node-exporter's textfile")
     a = ap.parse_args(argv)
     try:
         data = _run_command(a)
@@ -842,10 +851,22 @@ def _run_command(a: argparse.Namespace) -> Any:
             return result.to_dict()
         return (result.diff() if a.dry_run else summary(result)).rstrip("\n")
     node = load_node_config()
+    if a.command == "stats":
+        from shim import stats
+
+        data = stats.summary(node)
+        if a.prometheus:
+            stats.write_prometheus(a.prometheus, data)
+        return data if a.output == "json" else stats.render(data)
     if a.command == "gc":
         from shim import gc
 
-        return gc.collect(state_dir=node.state_dir, store_root=node.store_root, dry_run=a.dry_run)
+        if a.auto:
+            return gc.collect_at_pressure(node, reason="timer")
+        result = gc.collect(state_dir=node.state_dir, store_root=node.store_root, dry_run=a.dry_run)
+        if not a.dry_run:
+            gc.record_gc(node, {"reason": "manual", **result})
+        return result
     from shim import hub
     from shim.annotations import EnvRef
     from shim.runc import realize_for  # the node's one gate: owner policy, signed record

@@ -46,6 +46,7 @@ class RealizedEnv:
     digest: str
     path: Path  # state_dir/envs/<digest>; a str from find_ready()
     activation: dict
+    ms: dict | None = None  # realize(): milliseconds per phase (substitute, verify, tree)
 
 
 def env_path(state_dir: str | Path, digest: str) -> Path:
@@ -105,6 +106,7 @@ def realize(
             for path in p.install_paths()
         ]
         install_paths = list(dict.fromkeys(path for *_, path in entries))
+        ms, mark = {}, time.monotonic()
         with file_lock(state_dir / "locks" / "gc.lock", shared=True):
             substituted = _substitute(
                 install_paths,
@@ -115,6 +117,7 @@ def realize(
                 state_dir=state_dir,
                 digest=digest,
             )
+            ms["substitute"], mark = _ms(mark), time.monotonic()
             if check_signatures:
                 closure = _verified_closure(
                     install_paths, trusted_keys, substituters=substituters,
@@ -124,6 +127,7 @@ def realize(
             else:
                 closure = nix.closure(install_paths, store_root=store_root)
             _write_roots(store_root, digest, install_paths)
+        ms["verify"], mark = _ms(mark), time.monotonic()
         activation = {
             "digest": digest,
             "system": system,
@@ -142,8 +146,13 @@ def realize(
         target.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(building, 0o755)
         os.rename(building, target)
+        ms["tree"] = _ms(mark)
         log(state_dir, "tree", digest, str(target))
-    return RealizedEnv(digest, target, activation)
+    return RealizedEnv(digest, target, activation, ms)
+
+
+def _ms(since: float) -> float:
+    return round((time.monotonic() - since) * 1000, 1)
 
 
 def ready(state_dir: str | Path, digest: str) -> RealizedEnv | None:

@@ -168,22 +168,30 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
     if parsed.ignored:
         _log_line(call, "warning", f"floxk: ignored annotations (not on the allow-list): "
                   f"{', '.join(parsed.ignored)}")  # fmt: skip
-    from shim import gc
+    from time import monotonic
+
+    from shim import gc, stats
 
     cid = call.container_id or ""
+    start = monotonic()
     with realize_deadline(parsed.environment, node) as limit:
         found = fetch_for(parsed.environment, node)
         limit.digest(found.digest)
+        resolved = monotonic()
         # Mark the use before realizing (shim.gc's contract): gc never frees a tree between
         # its realization and this container's start.
         gc.mark_in_use(node.state_dir, found.digest, cid, call.bundle)
         try:
             from shim.realize import find_ready
 
-            env = find_ready(node.state_dir, found.digest) or realize_record(found, node)
+            env = find_ready(node.state_dir, found.digest)
+            cold = env is None
+            if cold:
+                env = realize_record(found, node)
         except BaseException:
             gc.release(node.state_dir, cid)
             raise
+    realized = monotonic()
     try:
         from shim.spec import rewrite_spec
 
@@ -191,6 +199,13 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
     except BaseException:
         gc.release(node.state_dir, cid)
         raise
+    ms = {
+        "resolve": round((resolved - start) * 1000, 1),
+        "realize": round((realized - resolved) * 1000, 1),
+        "rewrite": stats.ms_since(realized),
+    }
+    stats.emit(node.log_path, "create", env=str(parsed.environment), digest=found.digest,
+               container=cid, cold=cold, ms=ms)  # fmt: skip
 
 
 def fetch_for(ref: ann.EnvRef, node: NodeConfig, *, insecure_accept_unsigned: bool = False):
@@ -240,7 +255,12 @@ def realize_record(
     found = realize.ready(node.state_dir, record.digest)
     if found is not None:
         return found
-    return realize.realize(
+    import time
+
+    from shim import gc, stats
+
+    start = time.monotonic()
+    env = realize.realize(
         record.parsed().lock,
         system=system or current_system(),
         substituters=node.substituters,
@@ -249,6 +269,14 @@ def realize_record(
         state_dir=node.state_dir,
         insecure_accept_unsigned=insecure_accept_unsigned,
     )
+    if env.ms is not None:  # this process built the tree (not another one meanwhile)
+        stats.emit(
+            node.log_path, "realize", env=f"{record.owner}/{record.name}:{record.generation}",
+            digest=env.digest, seconds=round(time.monotonic() - start, 3), ms=env.ms,
+            paths=len(env.activation.get("closure") or []),
+        )  # fmt: skip
+        gc.after_realization(node)
+    return env
 
 
 def realize_for(ref: ann.EnvRef, node: NodeConfig, **options):
@@ -271,7 +299,7 @@ class realize_deadline:  # noqa: N801 -- used like a function: `with realize_dea
 
         seconds = node.realize_timeout
         caches = ", ".join(node.substituters) or "none configured"
-        self.node = node
+        self.node, self.ref = node, str(ref)
         self.limit = deadline(
             seconds,
             f"realizing {ref} did not finish within {seconds:g} s (realize_timeout in "
@@ -283,12 +311,20 @@ class realize_deadline:  # noqa: N801 -- used like a function: `with realize_dea
         )
 
     def digest(self, digest: str) -> None:
+
+        self.limit.cleanup = lambda: self._expired(digest)
+
+    def _expired(self, digest: str | None) -> None:
+        from shim import stats
         from shim.realize import abandon
 
         node = self.node
-        self.limit.cleanup = lambda: abandon(node.state_dir, node.store_root, digest)
+        removed = abandon(node.state_dir, node.store_root, digest) if digest else []
+        stats.emit(node.log_path, "timeout", env=self.ref, digest=digest,
+                   seconds=node.realize_timeout, removed=removed)  # fmt: skip
 
     def __enter__(self) -> realize_deadline:
+        self.limit.cleanup = lambda: self._expired(None)
         self.limit.__enter__()
         return self
 
