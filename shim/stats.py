@@ -90,7 +90,10 @@ def summary(node) -> dict:
     state_dir, store_root = node.state_dir, node.store_root
     envs = gc.environments(state_dir, store_root)
     log = events(node.log_path)
-    names = {e["digest"]: e["env"] for e in log if e.get("digest") and e.get("env")}
+    named = sorted(  # the realization's name (with its generation) wins over a create's
+        (e for e in log if e.get("digest") and e.get("env")), key=lambda e: e["event"] == "realize"
+    )
+    names = {e["digest"]: e["env"] for e in named}
     for env in envs:
         env["env"] = names.get(env["digest"])
     realized = [e for e in log if e["event"] == "realize"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from shim import gc
+from shim import gc, stats
 from shim.front import write_front
 from tests.shim.oci import make_bundle, publish_test_hub, runc_path, write_node_toml
 
@@ -158,6 +158,8 @@ def test_hanging_cache_fails_the_create_at_the_deadline_and_the_next_pod_retries
     assert _nix_processes(node.store) == []
     assert _leftovers(node) == []
     assert not any((node.state / "uses").glob("*/*"))
+    (timeout,) = [e for e in stats.events(str(node.state / "floxk.log")) if e["event"] == "timeout"]
+    assert timeout["env"] == "acme/plain" and timeout["seconds"] == TIMEOUT
 
     # The cache answers again: the next pod realizes and starts.
     node.configure([hub.url])
