@@ -9,6 +9,7 @@ is what systemd's restart does to it as well: SIGTERM, then the same command aga
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
 TICKER = ["sh", "-c", 'i=0; while true; do i=$((i+1)); echo "tick $i"; sleep 0.3; done']
 
 
-def _installed(daemon, flox_node, cri_images):  # noqa: F811 - the fixtures' names
+def _installed(daemon, flox_node, cri_images, **options):  # noqa: F811 - the fixtures' names
     line = daemon.line
     daemon.config_path.write_text(
         nodeconf.node_config(
@@ -44,7 +45,7 @@ def _installed(daemon, flox_node, cri_images):  # noqa: F811 - the fixtures' nam
         "containerd": str(line.containerd),
         "bin_dir": str(flox_node["bin"]),
     }
-    assert inst.install(**kw).verified
+    assert inst.install(**kw, **options).verified
     daemon.start()
     return kw
 
@@ -113,7 +114,9 @@ def test_uninstall_refuses_while_flox_pods_run_and_lists_them(
     flox_node,  # noqa: F811
     cri_images,
 ):
-    kw = _installed(daemon, flox_node, cri_images)
+    units = daemon.etc / "systemd"
+    kw = _installed(daemon, flox_node, cri_images, systemd_dir=str(units))
+    _check_gc_timer(units, flox_node)
     cri = daemon.cri
     plain = cri.run_pod("plain", {}, runtime_handler="")  # plain runc: not floxk's to count
     pod, cid = _ticking_pod(cri)
@@ -160,3 +163,24 @@ def test_uninstall_refuses_while_flox_pods_run_and_lists_them(
     )
     inst.uninstall(**kw)
     assert "floxk-runc-front" not in {p.name for p in flox_node["bin"].iterdir()}
+    left = sorted(p.name for p in units.rglob("*") if not p.is_dir())
+    assert left == ["node.toml"]
+
+
+def _check_gc_timer(units, flox_node) -> None:  # noqa: F811
+    """The timer's units, enabled, and the service's command works on this node."""
+    timer = (units / inst.GC_TIMER).read_text()
+    assert "OnUnitActiveSec=300s" in timer and "WantedBy=timers.target" in timer
+    wants = units / "timers.target.wants" / inst.GC_TIMER
+    assert wants.is_symlink() and wants.resolve() == (units / inst.GC_TIMER).resolve()
+    service = (units / inst.GC_SERVICE).read_text()
+    (command,) = [line for line in service.splitlines() if line.startswith("ExecStart=")]
+    argv = command.removeprefix("ExecStart=").split()
+    assert argv[-3:] == [f"{flox_node['bin']}/floxk-node", "gc", "--auto"]
+    high = units / "node.toml"  # the test node's, with a high mark this disk is below
+    high.write_text(flox_node["node_toml"].read_text() + "[gc]\nhigh_percent = 100\n")
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                       env={"FLOXK_NODE_CONFIG": str(high)})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["reason"] == "timer" and result["ran"] is False
