@@ -1,9 +1,9 @@
 """The one way the node side runs external programs: list arguments, output kept, shown on failure.
 
 Every program runs as its own process group and dies with its parent: it gets SIGKILL
-when the Python process that started it dies (Linux's parent-death signal), and when
-that process stops waiting for it (a timeout, a realization deadline, Ctrl-C) its whole
-group is killed before the exception goes on. So a killed floxk-runc leaves no
+when the (single-threaded) Python process that started it dies (Linux's parent-death
+signal), and when that process stops waiting for it (a timeout, a realization deadline,
+Ctrl-C) its whole group is killed before the exception goes on. So a killed floxk-runc leaves no
 `nix-store --realise` behind, and neither does a realization past its deadline.
 """
 
@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 
 from shim.errors import CommandError, MissingDependencyError
@@ -60,23 +61,34 @@ def run_captured(
         cwd=cwd,
         text=True,
         process_group=0,
-        preexec_fn=_die_with(os.getpid()),
+        # preexec_fn may deadlock a child forked while another thread holds a lock: only
+        # in a single-threaded process (the node side; the CLI's spinners are threads).
+        preexec_fn=_die_with(os.getpid()) if threading.active_count() == 1 else None,
     ) as p:
         try:
             out, err = p.communicate(input, timeout=timeout)
+        except KeyboardInterrupt:  # Ctrl-C reached us, not the child's own group: pass it on
+            kill_group(p, signal.SIGINT)
+            raise
         except BaseException:
             kill_group(p)
             raise
     return subprocess.CompletedProcess(argv, p.returncode, out, err)
 
 
-def kill_group(p: subprocess.Popen) -> None:
-    """SIGKILL `p`'s process group (p leads it: process_group=0) and reap p."""
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        p.kill()
-    p.wait()
+def kill_group(p: subprocess.Popen, first: int = signal.SIGKILL, grace: float = 5) -> None:
+    """Signal `p`'s process group (p leads it: process_group=0) with `first`, SIGKILL it
+    if p is still there after `grace` seconds, and reap p."""
+    for sig in dict.fromkeys((first, signal.SIGKILL)):
+        try:
+            os.killpg(p.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            p.send_signal(sig)
+        try:
+            p.wait(timeout=None if sig == signal.SIGKILL else grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 _PR_SET_PDEATHSIG = 1

@@ -46,7 +46,6 @@ class RealizedEnv:
     digest: str
     path: Path  # state_dir/envs/<digest>; a str from find_ready()
     activation: dict
-    ms: dict | None = None  # realize(): milliseconds per phase (substitute, verify, tree)
 
 
 def env_path(state_dir: str | Path, digest: str) -> Path:
@@ -70,11 +69,13 @@ def realize(
     store_root: Path | None,
     state_dir: Path,
     insecure_accept_unsigned: bool = False,
+    phases: dict | None = None,
 ) -> RealizedEnv:
     """Make the environment of `lock` present on this node and return its tree.
 
     Signatures are always checked against `trusted_keys`. Unsigned paths are accepted only
-    when the caller passes no keys at all AND insecure_accept_unsigned=True.
+    when the caller passes no keys at all AND insecure_accept_unsigned=True. `phases`, when
+    given, gets the milliseconds of substitute, verify and tree if this call built the tree.
     """
     from pathlib import Path
 
@@ -106,7 +107,7 @@ def realize(
             for path in p.install_paths()
         ]
         install_paths = list(dict.fromkeys(path for *_, path in entries))
-        ms, mark = {}, time.monotonic()
+        ms, mark = phases if phases is not None else {}, time.monotonic()
         with file_lock(state_dir / "locks" / "gc.lock", shared=True):
             substituted = _substitute(
                 install_paths,
@@ -148,7 +149,7 @@ def realize(
         os.rename(building, target)
         ms["tree"] = _ms(mark)
         log(state_dir, "tree", digest, str(target))
-    return RealizedEnv(digest, target, activation, ms)
+    return RealizedEnv(digest, target, activation)
 
 
 def _ms(since: float) -> float:

@@ -259,7 +259,7 @@ def realize_record(
 
     from shim import gc, stats
 
-    start = time.monotonic()
+    start, ms = time.monotonic(), {}
     env = realize.realize(
         record.parsed().lock,
         system=system or current_system(),
@@ -268,11 +268,12 @@ def realize_record(
         store_root=node.store_root,
         state_dir=node.state_dir,
         insecure_accept_unsigned=insecure_accept_unsigned,
+        phases=ms,
     )
-    if env.ms is not None:  # this process built the tree (not another one meanwhile)
+    if "tree" in ms:  # this process built the tree (not another one meanwhile)
         stats.emit(
             node.log_path, "realize", env=f"{record.owner}/{record.name}:{record.generation}",
-            digest=env.digest, seconds=round(time.monotonic() - start, 3), ms=env.ms,
+            digest=env.digest, seconds=round(time.monotonic() - start, 3), ms=ms,
             paths=len(env.activation.get("closure") or []),
         )  # fmt: skip
         gc.after_realization(node)
