@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 from collections.abc import Mapping, Sequence
 
 from shim.errors import CommandError, MissingDependencyError
@@ -61,9 +60,10 @@ def run_captured(
         cwd=cwd,
         text=True,
         process_group=0,
-        # preexec_fn may deadlock a child forked while another thread holds a lock: only
-        # in a single-threaded process (the node side; the CLI's spinners are threads).
-        preexec_fn=_die_with(os.getpid()) if threading.active_count() == 1 else None,
+        # preexec_fn makes Python fork (no vfork) and run code in the child: with other
+        # threads (the CLI's spinners, grpc's C threads) that can deadlock or abort it, so
+        # only in a process with one OS thread (the node side).
+        preexec_fn=_die_with(os.getpid()) if _single_threaded() else None,
     ) as p:
         try:
             out, err = p.communicate(input, timeout=timeout)
@@ -89,6 +89,13 @@ def kill_group(p: subprocess.Popen, first: int = signal.SIGKILL, grace: float = 
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def _single_threaded() -> bool:
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
 
 
 _PR_SET_PDEATHSIG = 1

@@ -157,10 +157,11 @@ def test_uninstall_refuses_while_flox_pods_run_and_lists_them(
     cri.assert_node_clean()
 
     # Nothing of flox runs any more: uninstall goes through.
-    time.sleep(0.5)
-    assert (
-        inst.live_flox_tasks(inst.detect_node(kw["config"], kw["containerd"]), kw["bin_dir"]) == []
-    )
+    node = inst.detect_node(kw["config"], kw["containerd"])
+    end = time.monotonic() + 15  # containerd removes a deleted task's directory a moment later
+    while inst.live_flox_tasks(node, kw["bin_dir"]) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert inst.live_flox_tasks(node, kw["bin_dir"]) == []
     inst.uninstall(**kw)
     assert "floxk-runc-front" not in {p.name for p in flox_node["bin"].iterdir()}
     left = sorted(p.name for p in units.rglob("*") if not p.is_dir())
