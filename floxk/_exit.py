@@ -10,4 +10,5 @@ class ExitStatus(IntEnum):
     NOT_FOUND = 3
     MISSING_DEPENDENCY = 4
     TIMEOUT = 5
+    IN_USE = 6
     INTERRUPTED = 130

@@ -79,3 +79,9 @@ class MissingDependencyError(FloxkError):
     """A program floxk needs is not installed."""
 
     exit_code = 4
+
+
+class InUseError(FloxkError):
+    """Something floxk would remove is still in use (flox containers running)."""
+
+    exit_code = 6

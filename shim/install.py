@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from shim import containerd as ctrd
-from shim.errors import ConfigError, FloxkError
+from shim.errors import ConfigError, FloxkError, InUseError
 from shim.front import python_argv, render_front, render_shim_front
 from shim.node import find_program, load_node_config
 from shim.proc import run
@@ -427,8 +427,12 @@ def install(
     runc: str | None = None,
     restart: bool = False,
     dry_run: bool = False,
+    systemd_dir: str | None = None,
 ) -> Result:
-    """Register the flox runtime with this node's containerd (see the module docstring)."""
+    """Register the flox runtime with this node's containerd (see the module docstring).
+
+    systemd_dir: where the GC timer's units go (default: /etc/systemd/system when systemd
+    runs the node, else none)."""
     node = detect_node(config, containerd)
     bin_dir = os.path.abspath(bin_dir)
     for name in (SHIM_NAME, RUNC_NAME):
@@ -496,6 +500,9 @@ def install(
             )  # fmt: skip
         )
     changes.append(FileChange(str(target), _file_role(mode), before, after))
+    own_config = config is None or os.path.realpath(config) == DEFAULT_CONFIG
+    units = gc_timer_changes(bin_dir, python, systemd_dir, default=own_config)
+    changes += units
     backup = Path(str(target) + BACKUP_SUFFIX)
     if (
         mode != "dropin"
@@ -522,7 +529,11 @@ def install(
 
     record = _read_record(bin_dir)
     for c in changes:
-        if c.role in ("front", "link") and c.before is None and c.path not in record["created"]:
+        if (
+            c.role in ("front", "link", "unit")
+            and c.before is None
+            and c.path not in record["created"]
+        ):
             record["created"].append(c.path)
     new_dir = str(target.parent)
     if mode == "dropin" and not target.parent.exists() and new_dir not in record["created_dirs"]:
@@ -543,6 +554,8 @@ def install(
             _undo(applied)
             raise
         result.verified = True
+    if units:
+        result.notes.append(_reload_systemd(systemd_dir, start=True))
     if restart:
         result.restarted = restart_containerd(node)
     elif result.changed:
@@ -667,6 +680,120 @@ def _imported_files(config: Path, patterns: list[str]) -> list[Path]:
     return [f for f in files if f.exists()]
 
 
+# --- the GC timer (systemd) ------------------------------------------------------------------
+
+GC_SERVICE = "floxk-gc.service"
+GC_TIMER = "floxk-gc.timer"
+SYSTEMD_DIR = "/etc/systemd/system"
+
+_GC_SERVICE_TEXT = """\
+# written by floxk shim install; removed by uninstall
+[Unit]
+Description=floxk: free unused environments when the store's disk is full (node.toml [gc])
+
+[Service]
+Type=oneshot
+ExecStart={python} -I -S {node} gc --auto
+Nice=19
+IOSchedulingClass=idle
+"""
+
+_GC_TIMER_TEXT = """\
+# written by floxk shim install; removed by uninstall
+[Unit]
+Description=floxk: check the store's disk for automatic GC
+
+[Timer]
+OnBootSec=2min
+OnUnitActiveSec={interval}s
+AccuracySec=30s
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+def _systemd_dir(systemd_dir: str | None, *, default: bool = True) -> str | None:
+    if systemd_dir is not None:
+        return systemd_dir
+    return SYSTEMD_DIR if default and os.path.isdir("/run/systemd/system") else None
+
+
+def gc_timer_changes(
+    bin_dir: str, python: str, systemd_dir: str | None, *, default: bool = True
+) -> list[FileChange]:
+    """The GC timer's units (and its timers.target.wants link): in `systemd_dir`, else in
+    /etc/systemd/system when systemd runs and `default` (the node's own containerd config
+    is being installed, not one under a test's or a chroot's directory)."""
+    directory = _systemd_dir(systemd_dir, default=default)
+    node_app = f"{bin_dir}/{NODE_NAME}"
+    if directory is None or not os.path.isfile(node_app):
+        return []
+    try:
+        interval = load_node_config().gc.interval
+    except FloxkError:
+        interval = 300.0  # node.toml is checked where it is used; the timer only starts it
+    wants = f"{directory}/timers.target.wants/{GC_TIMER}"
+    try:
+        link_before = "link -> " + os.readlink(wants)
+    except OSError:
+        link_before = None
+    service = _GC_SERVICE_TEXT.format(python=python, node=node_app)
+    timer = _GC_TIMER_TEXT.format(interval=int(interval))
+    return [
+        FileChange(f"{directory}/{GC_SERVICE}", "unit", _read_text(Path(directory, GC_SERVICE)), service),
+        FileChange(f"{directory}/{GC_TIMER}", "unit", _read_text(Path(directory, GC_TIMER)), timer),
+        FileChange(wants, "unit", link_before, f"link -> ../{GC_TIMER}"),
+    ]  # fmt: skip
+
+
+def _reload_systemd(systemd_dir: str | None, *, start: bool) -> str:
+    if systemd_dir is not None or _systemd_dir(None) is None or not shutil.which("systemctl"):
+        return f"GC timer: units written ({GC_TIMER}); systemd picks them up on daemon-reload"
+    _systemctl("daemon-reload")
+    if start:
+        _systemctl("start", GC_TIMER)
+    return f"GC timer: {GC_TIMER} started"
+
+
+def _systemctl(*args: str) -> None:
+    if shutil.which("systemctl") and os.path.isdir("/run/systemd/system"):
+        subprocess.run(["systemctl", *args], check=False, capture_output=True)
+
+
+# --- flox containers still running ----------------------------------------------------------
+
+
+def live_flox_tasks(node: Node, bin_dir: str) -> list[dict[str, Any]]:
+    """Tasks of containerd's runc-v2 shims that run through floxk's fronts: their shim
+    binary or runc BinaryName is in `bin_dir` (containerd keeps both per task, under
+    <state>/io.containerd.runtime.v2.task/<namespace>/<id>/), and their process is alive."""
+    state = node.effective.get("state") or "/run/containerd"
+    tasks = Path(state) / "io.containerd.runtime.v2.task"
+    found = []
+    for task in sorted(tasks.glob("*/*")) if tasks.is_dir() else []:
+        if not _runs_through(task, bin_dir):
+            continue
+        pid = _read_text(task / "init.pid")
+        if pid is not None and pid.strip().isdigit() and not _alive(int(pid)):
+            continue  # its process is gone: nothing of it needs the fronts any more
+        found.append({"namespace": task.parent.name, "id": task.name, "bundle": str(task)})
+    return found
+
+
+def _runs_through(task: Path, bin_dir: str) -> bool:
+    prefix = bin_dir.rstrip("/") + "/"
+    shim = _read_text(task / "shim-binary-path") or ""
+    if shim.startswith(prefix):
+        return True
+    try:
+        options = json.loads(_read_text(task / "options.json") or "{}")
+    except ValueError:
+        return False
+    binary = options.get("binary_name") or options.get("BinaryName") or ""
+    return isinstance(binary, str) and binary.startswith(prefix)
+
+
 # --- uninstall ----------------------------------------------------------------------------
 
 
@@ -677,10 +804,23 @@ def uninstall(
     bin_dir: str = DEFAULT_BIN_DIR,
     restart: bool = False,
     dry_run: bool = False,
+    force: bool = False,
 ) -> Result:
-    """Remove what install added; files it appended to get their original bytes back."""
+    """Remove what install added; files it appended to get their original bytes back.
+
+    Refused (InUseError listing them) while flox containers run on this node: without the
+    fronts they could no longer be exec'd or stopped. `force` removes it anyway."""
     node = detect_node(config, containerd)
     bin_dir = os.path.abspath(bin_dir)
+    live = live_flox_tasks(node, bin_dir)
+    if live and not force and not dry_run:
+        raise InUseError(
+            f"{len(live)} flox container(s) still run on this node: "
+            + ", ".join(f"{t['namespace']}/{t['id']}" for t in live[:10])
+            + (" ..." if len(live) > 10 else ""),
+            hint="stop or drain them first (kubectl drain), or pass --force: their exec, "
+            "stop and delete then fail, and their workloads keep running unseen",
+        )
     owner = _block_owner(node)
     result = Result(
         "uninstall", node.kind, str(node.config), node.version, node.config_version,
@@ -710,8 +850,15 @@ def uninstall(
             result.changes.append(FileChange(path, "front", _read_text(Path(path)), None))
     rec = Path(bin_dir, RECORD_NAME)
     result.changes.append(FileChange(str(rec), "record", _read_text(rec), None))
+    if live:
+        result.notes.append(
+            f"{len(live)} flox container(s) still running"
+            + (" (--force)" if force else ": uninstall will refuse without --force")
+        )
     if dry_run:
         return result
+    if any(c.role == "front" and c.path.endswith(GC_TIMER) for c in result.changes):
+        _systemctl("stop", GC_TIMER)
     _apply(result.changes)
     for d in record["created_dirs"]:  # the drop-in dir install made, if nothing else is there
         try:
@@ -918,10 +1065,24 @@ def main(argv: list[str] | None = None) -> None:
         if name == "install":
             p.add_argument("--runc", help="the real runc (default: the node's runc runtime)")
             p.add_argument("--python", help="python3 for the front's slow path")
+            p.add_argument("--systemd-dir", help="where the GC timer's units go (default:"
+                           " /etc/systemd/system when systemd runs the node)")  # fmt: skip
+        else:
+            p.add_argument("--force", action="store_true",
+                           help="even while flox containers run (they lose exec and stop)")  # fmt: skip
     p = sub.add_parser("realize", help="realize OWNER/NAME[:GEN] with node.toml's hubs and keys")
     p.add_argument("ref")
     p = sub.add_parser("gc", help="free environments and store paths no container uses")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument(
+        "--auto",
+        action="store_true",
+        help="only at disk pressure (node.toml [gc]): least recently used first, down to the"
+        " low mark (what the systemd timer runs)",
+    )
+    p = sub.add_parser("stats", help="what this node realized, created and collected")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.add_argument("--prometheus", metavar="FILE", help="also write node-exporter's textfile")
     a = ap.parse_args(argv)
     try:
         data = _run_command(a)
@@ -936,17 +1097,29 @@ def _run_command(a: argparse.Namespace) -> Any:
         kwargs = {"config": a.config, "containerd": a.containerd, "bin_dir": a.bin_dir,
                   "restart": a.restart, "dry_run": a.dry_run}  # fmt: skip
         if a.command == "install":
-            result = install(**kwargs, runc=a.runc, python=a.python)
+            result = install(**kwargs, runc=a.runc, python=a.python, systemd_dir=a.systemd_dir)
         else:
-            result = uninstall(**kwargs)
+            result = uninstall(**kwargs, force=a.force)
         if a.json:
             return result.to_dict()
         return (result.diff() if a.dry_run else summary(result)).rstrip("\n")
     node = load_node_config()
+    if a.command == "stats":
+        from shim import stats
+
+        data = stats.summary(node)
+        if a.prometheus:
+            stats.write_prometheus(a.prometheus, data)
+        return data if a.output == "json" else stats.render(data)
     if a.command == "gc":
         from shim import gc
 
-        return gc.collect(state_dir=node.state_dir, store_root=node.store_root, dry_run=a.dry_run)
+        if a.auto:
+            return gc.collect_at_pressure(node, reason="timer")
+        result = gc.collect(state_dir=node.state_dir, store_root=node.store_root, dry_run=a.dry_run)
+        if not a.dry_run:
+            gc.record_gc(node, {"reason": "manual", **result})
+        return result
     from shim import hub
     from shim.annotations import EnvRef
     from shim.runc import realize_for  # the node's one gate: owner policy, signed record

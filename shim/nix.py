@@ -13,12 +13,11 @@ import json
 import os
 import re
 import sqlite3
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from shim.errors import CommandError, MissingDependencyError, NixError, TrustError
-from shim.proc import run
+from shim.proc import run, run_captured
 
 STORE_DIR = "/nix/store"
 
@@ -150,7 +149,7 @@ def run_nix_with_log(
     """Like run_nix, but also returns stderr (where Nix reports copied paths)."""
     argv = [os.fspath(a) for a in argv]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+        proc = run_captured(argv, env=env)
     except FileNotFoundError:
         raise MissingDependencyError(
             f"{argv[0]} is not installed", hint="install Nix (Debian: nix-bin)"
@@ -309,7 +308,7 @@ def _untrusted(
             "store", "verify", "--store", Path(cache).as_uri(),
             "--no-contents", "--sigs-needed", "1", *paths,
         ]  # fmt: skip
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+        proc = run_captured(argv, env=env)
     if proc.returncode == 0:
         return []
     untrusted = sorted(set(_UNTRUSTED.findall(proc.stderr)))
@@ -389,8 +388,7 @@ def _write_narinfo_cache(directory: Path, infos: Iterable[dict]) -> None:
 def delete_paths(paths: Iterable[str], *, store_root: Path | None) -> None:
     """Best effort `nix-store --delete` (a path something still references stays)."""
     for path in paths:
-        subprocess.run(
+        run_captured(
             ["nix-store", *base_options(), *store_args(store_root), "--delete", path],
-            capture_output=True,
             env=node_env(),
         )

@@ -30,6 +30,22 @@ class Policy:
 
 
 @record(frozen=True)
+class GcPolicy:
+    """Automatic GC at disk pressure, like kubelet's image GC (node.toml `[gc]`): when the
+    store's filesystem is `high_percent` full, free the least recently used environments
+    unused for `min_unused_age` seconds until it is below `low_percent`."""
+
+    auto: bool = True
+    high_percent: float = 85.0
+    low_percent: float = 80.0
+    min_unused_age: float = 120.0
+    interval: float = 300.0  # seconds between the systemd timer's checks
+
+
+DEFAULT_REALIZE_TIMEOUT = 300.0
+
+
+@record(frozen=True)
 class NodeConfig:
     hubs: list[str] = factory(list)
     substituters: list[str] = factory(list)
@@ -41,6 +57,8 @@ class NodeConfig:
     runc_v2_shim: str | None = None  # None: containerd-shim-runc-v2 on PATH
     log_file: str | None = None  # None: state_dir/floxk.log
     policy: Policy = factory(Policy)
+    gc: GcPolicy = factory(GcPolicy)
+    realize_timeout: float = DEFAULT_REALIZE_TIMEOUT  # seconds, then the realization is killed
     source: str = "<defaults>"
 
     @property
@@ -192,6 +210,22 @@ def node_config_from_data(data: dict, *, source: str = "node.toml") -> NodeConfi
         allow_nix_mutable=pr.boolean("allow_nix_mutable", False),
     )
     pr.reject_unknown()
+    gr = _Reader(r.table("gc"), source, prefix="gc.")
+    defaults = GcPolicy()
+    gc = GcPolicy(
+        auto=gr.boolean("auto", defaults.auto),
+        high_percent=gr.percent("high_percent", defaults.high_percent),
+        low_percent=gr.percent("low_percent", defaults.low_percent),
+        min_unused_age=gr.duration("min_unused_age", defaults.min_unused_age, zero=True),
+        interval=gr.duration("interval", defaults.interval),
+    )
+    if gc.low_percent > gc.high_percent:
+        raise ConfigError(
+            f"{source}: gc.low_percent ({gc.low_percent:g}) is above gc.high_percent "
+            f"({gc.high_percent:g})",
+            hint=f"GC frees from the high mark down to the low one: set low <= high in {source}",
+        )
+    gr.reject_unknown()
     cfg = NodeConfig(
         hubs=hubs,
         substituters=r.url_list("substituters") if "substituters" in data else list(hubs),
@@ -202,6 +236,8 @@ def node_config_from_data(data: dict, *, source: str = "node.toml") -> NodeConfi
         runc_v2_shim=r.abs_path("runc_v2_shim"),
         log_file=r.abs_path("log_file"),
         policy=policy,
+        gc=gc,
+        realize_timeout=r.duration("realize_timeout", DEFAULT_REALIZE_TIMEOUT),
         source=source,
     )
     r.reject_unknown()
@@ -233,6 +269,9 @@ def _is_front(path: str) -> bool:
     return head.startswith(b"#!") and any(
         marker.encode() in head for marker in (FRONT_MARKER, SHIM_FRONT_MARKER)
     )
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class _Reader:
@@ -282,6 +321,29 @@ class _Reader:
             raise self._bad(key, "an absolute path")
         return v
 
+    def percent(self, key: str, default: float) -> float:
+        v = self._get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 100:
+            raise self._bad(key, "a percentage above 0, at most 100")
+        return float(v)
+
+    def duration(self, key: str, default: float, *, zero: bool = False) -> float:
+        """Seconds: a number, or a string like "90s", "5m", "1h", "2d"."""
+        v = self._get(key)
+        if v is None:
+            return default
+        seconds = None
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            seconds = float(v)
+        elif isinstance(v, str) and v[-1:] in _UNITS and v[:-1].replace(".", "", 1).isdigit():
+            seconds = float(v[:-1]) * _UNITS[v[-1]]
+        if seconds is None or seconds < 0 or (seconds == 0 and not zero) or seconds != seconds:
+            want = "seconds (a number" + (" >= 0" if zero else " > 0")
+            raise self._bad(key, want + ', or a string like "90s", "5m", "1h")')
+        return seconds
+
     def table(self, key: str) -> dict:
         v = self._get(key)
         if v is None:
@@ -296,5 +358,7 @@ class _Reader:
             raise ConfigError(
                 f"{self.source}: unknown key {self.prefix}{extra[0]}",
                 hint="known keys: hubs, substituters, trusted_public_keys, state_dir, store_root, "
-                "runc, runc_v2_shim, log_file, [policy] allowed_owners, allow_nix_mutable",
+                "runc, runc_v2_shim, log_file, realize_timeout, [policy] allowed_owners, "
+                "allow_nix_mutable, [gc] auto, high_percent, low_percent, min_unused_age, "
+                "interval",
             )

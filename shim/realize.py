@@ -23,6 +23,7 @@ Standard library only (runs on nodes).
 
 from __future__ import annotations
 
+import _signal  # signal's C half, loaded at interpreter start (signal itself imports enum)
 import fcntl
 import os
 import time
@@ -73,6 +74,7 @@ def realize(
     store_root: Path | None,
     state_dir: Path,
     insecure_accept_unsigned: bool = False,
+    phases: dict | None = None,
 ) -> RealizedEnv:
     """Make the environment of `lock` present on this node and return its tree.
 
@@ -80,6 +82,8 @@ def realize(
     (TrustError names the ones without). Unsigned paths are accepted only when the caller
     passes no keys at all AND insecure_accept_unsigned=True. The lock itself must come
     from a verified record (shim.runc.fetch_for) or from the caller's own directory.
+    `phases`, when given, gets the milliseconds of substitute, verify and tree if this call
+    built the tree.
     """
     from pathlib import Path
 
@@ -111,6 +115,7 @@ def realize(
             for path in p.install_paths()
         ]
         install_paths = list(dict.fromkeys(path for *_, path in entries))
+        ms, mark = phases if phases is not None else {}, time.monotonic()
         with file_lock(state_dir / "locks" / "gc.lock", shared=True):
             substituted = _substitute(
                 install_paths,
@@ -121,6 +126,7 @@ def realize(
                 state_dir=state_dir,
                 digest=digest,
             )
+            ms["substitute"], mark = _ms(mark), time.monotonic()
             if check_signatures:
                 closure = _verified_closure(
                     install_paths, trusted_keys, substituters=substituters,
@@ -130,6 +136,7 @@ def realize(
             else:
                 closure = nix.closure(install_paths, store_root=store_root)
             _write_roots(store_root, digest, install_paths)
+        ms["verify"], mark = _ms(mark), time.monotonic()
         activation = {
             "digest": digest,
             "system": system,
@@ -148,8 +155,13 @@ def realize(
         target.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(building, 0o755)
         os.rename(building, target)
+        ms["tree"] = _ms(mark)
         log(state_dir, "tree", digest, str(target))
     return RealizedEnv(digest, target, activation)
+
+
+def _ms(since: float) -> float:
+    return round((time.monotonic() - since) * 1000, 1)
 
 
 def ready(state_dir: str | Path, digest: str) -> RealizedEnv | None:
@@ -176,6 +188,69 @@ def find_ready(state_dir: str | os.PathLike[str], digest: str) -> RealizedEnv | 
     if activation.get("digest") != digest:
         return None
     return RealizedEnv(digest, path, activation)
+
+
+def abandon(state_dir: str | Path, store_root: str | Path | None, digest: str) -> list[str]:
+    """Take back what a realization of `digest` that did not finish (past its deadline,
+    killed) left: its temporary trees and, when no complete tree exists, its GC roots (the
+    store paths it fetched are then unrooted: GC's). Nothing when a realization of it is
+    running right now (its lock is held). Returns what was removed."""
+    import shutil
+    from pathlib import Path
+
+    from shim.gc import _try_flock
+
+    state_dir = Path(state_dir)
+    store_root = Path(store_root) if store_root is not None else None
+    removed = []
+    with _try_flock(state_dir / "locks" / f"{digest}.lock") as free:
+        if not free:
+            return removed
+        tmp = state_dir / "tmp"
+        for leftover in sorted(tmp.glob(f"{digest}.*")) if tmp.is_dir() else []:
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(str(leftover))
+        roots = roots_dir(store_root, digest)
+        if not env_path(state_dir, digest).exists() and roots.exists():
+            shutil.rmtree(roots, ignore_errors=True)
+            removed.append(str(roots))
+    return removed
+
+
+class RealizeTimeout(BaseException):
+    """Raised by deadline's SIGALRM handler: a BaseException, so no `except Exception` on
+    the way (a cache lookup, a best-effort cleanup) swallows it."""
+
+
+class deadline:  # noqa: N801 -- used like a function: `with deadline(300, ...):`
+    """Bound the block to `seconds` of wall time (SIGALRM; main thread only). On expiry the
+    running child process group is killed (shim.proc) and a RealizeError with `message`
+    and `hint` leaves the block. `_signal`, not `signal`: the latter imports enum, and this
+    is armed on every container create."""
+
+    def __init__(self, seconds: float, message: str, hint: str | None = None) -> None:
+        self.seconds, self.message, self.hint, self.previous = seconds, message, hint, None
+        self.cleanup = None  # called after expiry (e.g. abandon() once the digest is known)
+
+    def __enter__(self) -> deadline:
+        self.previous = _signal.signal(_signal.SIGALRM, _expired)
+        _signal.setitimer(_signal.ITIMER_REAL, self.seconds)
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        try:
+            _signal.setitimer(_signal.ITIMER_REAL, 0)  # an armed timer survives runc's exec
+        except RealizeTimeout:  # fired on the way out
+            kind = RealizeTimeout
+        _signal.signal(_signal.SIGALRM, self.previous)
+        if kind is RealizeTimeout:
+            if self.cleanup is not None:
+                self.cleanup()
+            raise RealizeError(self.message, hint=self.hint) from None
+
+
+def _expired(signum, frame) -> None:
+    raise RealizeTimeout()
 
 
 def _remove_stale(state_dir: Path, digest: str) -> None:

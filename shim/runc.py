@@ -171,26 +171,47 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
     if parsed.ignored:
         _log_line(call, "warning", f"floxk: ignored annotations (not on the allow-list): "
                   f"{', '.join(parsed.ignored)}")  # fmt: skip
+    from time import monotonic
+
+    from shim import gc, stats
     from shim.spec import check_volumes
 
     check_volumes(list(spec.get("mounts") or []))  # a spec floxk refuses realizes nothing
-    found = fetch_for(parsed.environment, node)
-    # Mark the use before realizing (shim.gc's contract): gc never frees a tree between
-    # its realization and this container's start.
-    from shim import gc
 
     cid = call.container_id or ""
-    gc.mark_in_use(node.state_dir, found.digest, cid, call.bundle)
-    try:
-        from shim.realize import find_ready
+    start = monotonic()
+    with realize_deadline(parsed.environment, node) as limit:
+        found = fetch_for(parsed.environment, node)
+        limit.digest(found.digest)
+        resolved = monotonic()
+        # Mark the use before realizing (shim.gc's contract): gc never frees a tree between
+        # its realization and this container's start.
+        gc.mark_in_use(node.state_dir, found.digest, cid, call.bundle)
+        try:
+            from shim.realize import find_ready
 
-        env = find_ready(node.state_dir, found.digest) or realize_record(found, node)
+            env = find_ready(node.state_dir, found.digest)
+            cold = env is None
+            if cold:
+                env = realize_record(found, node)
+        except BaseException:
+            gc.release(node.state_dir, cid)
+            raise
+    realized = monotonic()
+    try:
         from shim.spec import rewrite_spec
 
         write_json_atomic(config, rewrite_spec(spec, env, node, parsed))
     except BaseException:
         gc.release(node.state_dir, cid)
         raise
+    ms = {
+        "resolve": round((resolved - start) * 1000, 1),
+        "realize": round((realized - resolved) * 1000, 1),
+        "rewrite": stats.ms_since(realized),
+    }
+    stats.emit(node.log_path, "create", env=str(parsed.environment), digest=found.digest,
+               container=cid, cold=cold, ms=ms)  # fmt: skip
 
 
 def fetch_for(ref: ann.EnvRef, node: NodeConfig, *, insecure_accept_unsigned: bool = False):
@@ -240,7 +261,12 @@ def realize_record(
     found = realize.ready(node.state_dir, record.digest)
     if found is not None:
         return found
-    return realize.realize(
+    import time
+
+    from shim import gc, stats
+
+    start, ms = time.monotonic(), {}
+    env = realize.realize(
         record.parsed().lock,
         system=system or current_system(),
         substituters=node.substituters,
@@ -248,13 +274,69 @@ def realize_record(
         store_root=node.store_root,
         state_dir=node.state_dir,
         insecure_accept_unsigned=insecure_accept_unsigned,
+        phases=ms,
     )
+    if "tree" in ms:  # this process built the tree (not another one meanwhile)
+        stats.emit(
+            node.log_path, "realize", env=f"{record.owner}/{record.name}:{record.generation}",
+            digest=env.digest, seconds=round(time.monotonic() - start, 3), ms=ms,
+            paths=len(env.activation.get("closure") or []),
+        )  # fmt: skip
+        gc.after_realization(node)
+    return env
 
 
 def realize_for(ref: ann.EnvRef, node: NodeConfig, **options):
-    """fetch_for + realize_record: the sandbox prefetch's and `floxk-node realize`'s job."""
+    """fetch_for + realize_record within the node's deadline: `floxk-node realize`."""
     insecure = options.get("insecure_accept_unsigned", False)
-    return realize_record(fetch_for(ref, node, insecure_accept_unsigned=insecure), node, **options)
+    with realize_deadline(ref, node) as limit:
+        found = fetch_for(ref, node, insecure_accept_unsigned=insecure)
+        limit.digest(found.digest)
+        return realize_record(found, node, **options)
+
+
+class realize_deadline:  # noqa: N801 -- used like a function: `with realize_deadline(ref, node):`
+    """node.toml's realize_timeout over resolving and realizing `ref`: past it, every
+    process the realization started is killed, what it left half done is removed
+    (shim.realize.abandon, once the digest is known: call digest()), and a RealizeError
+    says which environment, after how long, and what to check."""
+
+    def __init__(self, ref: ann.EnvRef, node: NodeConfig) -> None:
+        from shim.realize import deadline
+
+        seconds = node.realize_timeout
+        caches = ", ".join(node.substituters) or "none configured"
+        self.node, self.ref = node, str(ref)
+        self.limit = deadline(
+            seconds,
+            f"realizing {ref} did not finish within {seconds:g} s (realize_timeout in "
+            f"{node.source}): stopped it and everything it started, nothing of it is kept",
+            hint=f"check that this node reaches its hubs ({', '.join(node.hubs)}) and "
+            f"substituters ({caches}) and that they answer; the node log {node.log_path} "
+            "shows the last step; the next pod retries (raise realize_timeout for very "
+            "large environments)",
+        )
+
+    def digest(self, digest: str) -> None:
+
+        self.limit.cleanup = lambda: self._expired(digest)
+
+    def _expired(self, digest: str | None) -> None:
+        from shim import stats
+        from shim.realize import abandon
+
+        node = self.node
+        removed = abandon(node.state_dir, node.store_root, digest) if digest else []
+        stats.emit(node.log_path, "timeout", env=self.ref, digest=digest,
+                   seconds=node.realize_timeout, removed=removed)  # fmt: skip
+
+    def __enter__(self) -> realize_deadline:
+        self.limit.cleanup = lambda: self._expired(None)
+        self.limit.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.limit.__exit__(*exc)
 
 
 def prepare_exec(call: RuncCall, node: NodeConfig) -> None:

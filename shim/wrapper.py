@@ -146,20 +146,22 @@ def _prefetch(ref: ann.EnvRef, node: NodeConfig, *, cold_priority: int | None = 
     """Realize `ref` unless its tree is there; cold_priority: the niceness to realize with
     (the containers' creates wait for this realization: it must not lag behind them)."""
     from shim.realize import ready
-    from shim.runc import fetch_for, realize_record
+    from shim.runc import fetch_for, realize_deadline, realize_record
 
     start = time.monotonic()
     _note(node, f"prefetch {ref}: started")
     try:
-        found = fetch_for(ref, node)
-        env = ready(node.state_dir, found.digest)
-        if env is None:
-            if cold_priority is not None:
-                try:
-                    os.setpriority(os.PRIO_PROCESS, 0, cold_priority)
-                except OSError:
-                    pass  # not root: realize niced rather than not at all
-            env = realize_record(found, node)
+        with realize_deadline(ref, node) as limit:
+            found = fetch_for(ref, node)
+            limit.digest(found.digest)
+            env = ready(node.state_dir, found.digest)
+            if env is None:
+                if cold_priority is not None:
+                    try:
+                        os.setpriority(os.PRIO_PROCESS, 0, cold_priority)
+                    except OSError:
+                        pass  # not root: realize niced rather than not at all
+                env = realize_record(found, node)
     except Exception as e:  # create will report it to the pod
         _note(node, f"prefetch {ref}: failed: {e}")
         return

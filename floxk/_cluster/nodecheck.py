@@ -7,10 +7,11 @@ answers (its front passes `--version` through to the real runc).
 
 from __future__ import annotations
 
+import json
 import tomllib
 from typing import Any
 
-from floxk._cluster.nodeimage import RUNC_PATH, SHIM_PATH
+from floxk._cluster.nodeimage import LIB_DIR, RUNC_PATH, SHIM_PATH
 from shim import containerd as ctrd
 
 
@@ -60,3 +61,23 @@ def check_node(client, container_name: str) -> dict[str, Any]:
     if code != 0:
         out["problems"].append(f"{RUNC_PATH} --version failed: {text.strip()[-200:]}")
     return out
+
+
+NODE_APP = f"{LIB_DIR}/floxk-node"
+
+
+def node_stats(client, container_name: str) -> dict[str, Any]:
+    """`floxk-node stats -o json` inside the node: environments, bytes, last GC, slowest
+    realizations (see shim/stats.py); {"error": ...} when the node cannot say."""
+    try:
+        container = client.containers.get(container_name)
+        code, output = container.exec_run(["python3", "-I", "-S", NODE_APP, "stats", "-o", "json"])
+    except Exception as e:  # noqa: BLE001 - a node that cannot answer is a status
+        return {"error": str(e).splitlines()[0]}
+    text = output.decode(errors="replace")
+    if code != 0:
+        return {"error": (text.strip().splitlines() or ["no output"])[-1][-200:]}
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"error": f"floxk-node stats printed no JSON: {text.strip()[-200:]}"}

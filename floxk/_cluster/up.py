@@ -217,8 +217,9 @@ def down(*, provider: str = "kind", name: str = "floxk") -> dict[str, Any]:
     return {"provider": provider, "name": name, "deleted": True}
 
 
-def status(*, name: str | None = None) -> list[dict[str, Any]]:
-    """Every kind/k3d cluster (or only `name`): nodes, shim version and runtime health."""
+def status(*, name: str | None = None, verbose: bool = False) -> list[dict[str, Any]]:
+    """Every kind/k3d cluster (or only `name`): nodes, shim version and runtime health;
+    verbose: also each node's `floxk-node stats` (environments, bytes, GC, realizations)."""
     out = []
     client = None
     for provider in PROVIDERS:
@@ -246,6 +247,9 @@ def status(*, name: str | None = None) -> list[dict[str, Any]]:
                 {**nodes.get(c, {"name": c}), **nodecheck.check_node(client, c)}
                 for c in prov.node_containers(cluster)
             ]
+            if verbose:
+                for n in entry["nodes"]:
+                    n["stats"] = nodecheck.node_stats(client, n["node"])
             out.append(entry)
     return out
 

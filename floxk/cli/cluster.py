@@ -107,6 +107,9 @@ def down(
 
 def status(
     name: str | None = typer.Option(None, "--name", help="Only this cluster."),
+    verbose: bool = typer.Option(
+        False, "-v", "--verbose", help="Also what each node did: environments, GC, realizations."
+    ),
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
 ):
     """Clusters, nodes, the shim version per node and the runtime's health."""
@@ -114,7 +117,7 @@ def status(
 
     from floxk._cluster.up import status as do_status
 
-    clusters = do_status(name=name)
+    clusters = do_status(name=name, verbose=verbose)
     if output is OutputFormat.json:
         print_json(clusters)
         return
@@ -144,3 +147,21 @@ def status(
                 health,
             )
         console.print(table)
+        for n in c["nodes"] if verbose else []:
+            _say_node_stats(n.get("name") or n["node"], n.get("stats") or {})
+
+
+def _say_node_stats(node: str, stats: dict) -> None:
+    """floxk-node stats' human form (shim.stats.render), indented under the node's name."""
+    from shim.stats import render
+
+    if "error" in stats:
+        text = f"stats unavailable: {stats['error']}"
+    else:
+        try:
+            text = render(stats)
+        except (KeyError, TypeError, ValueError) as e:  # an older node's stats
+            text = f"stats unreadable ({type(e).__name__}: {e})"
+    console.print(f"{node}:", markup=False, highlight=False)
+    for line in text.splitlines():
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)

@@ -102,6 +102,12 @@ def install(
     python: str | None = typer.Option(None, "--python", help="python3 for the front's slow path."),
     restart: bool = typer.Option(False, "--restart/--no-restart", help="Restart containerd."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the diff, write nothing."),
+    systemd_dir: str | None = typer.Option(
+        None,
+        "--systemd-dir",
+        help="Where the GC timer's units go (default: /etc/systemd/system"
+        " when systemd runs the node).",
+    ),
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
 ):
     """Register the flox runtime with this node's containerd (root, on the node)."""
@@ -109,7 +115,7 @@ def install(
 
     result = run_install(
         config=config, containerd=containerd, bin_dir=bin_dir, runc=runc, python=python,
-        restart=restart, dry_run=dry_run,
+        restart=restart, dry_run=dry_run, systemd_dir=systemd_dir,
     )  # fmt: skip
     _render(result, output, dry_run)
 
@@ -121,14 +127,19 @@ def uninstall(
     bin_dir: str = typer.Option("/usr/lib/floxk", "--bin-dir", help="As given to install."),
     restart: bool = typer.Option(False, "--restart/--no-restart", help="Restart containerd."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the diff, write nothing."),
+    force: bool = typer.Option(
+        False, "--force", help="Even while flox containers run (they lose exec and stop)."
+    ),
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
 ):
-    """Remove what install added; restore the config's original bytes."""
+    """Remove what install added; restore the config's original bytes. Refuses while flox
+    containers run on the node (it lists them) unless --force."""
     from shim.install import uninstall as run_uninstall
 
     result = run_uninstall(
-        config=config, containerd=containerd, bin_dir=bin_dir, restart=restart, dry_run=dry_run
-    )
+        config=config, containerd=containerd, bin_dir=bin_dir, restart=restart, dry_run=dry_run,
+        force=force,
+    )  # fmt: skip
     _render(result, output, dry_run)
 
 

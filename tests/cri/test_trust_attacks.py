@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
 
 
 @pytest.fixture(scope="module")
-def node(containerd_line, cri_images, tmp_path_factory):
+def node(containerd_line, runc_line, cri_images, tmp_path_factory):
     work = tmp_path_factory.mktemp("trust-node")
     hub = attacker.publish_attacked_hub(work / "hub")
     state = work / "state"
@@ -36,7 +36,7 @@ def node(containerd_line, cri_images, tmp_path_factory):
         store_root=str(work / "store"),
         policy={"allowed_owners": attacker.OWNERS},
     )
-    front = write_front(work / "bin" / "floxk-runc", harness.HOST_RUNC)
+    front = write_front(work / "bin" / "floxk-runc", str(runc_line.path))
     runc_v2 = str(containerd_line.bin_dir / "containerd-shim-runc-v2")
     shim = str(write_shim_front(work / "bin" / "containerd-shim-flox-v2", runc_v2))
     daemon = harness.Containerd(
@@ -44,6 +44,7 @@ def node(containerd_line, cri_images, tmp_path_factory):
         images=cri_images,
         flox_shim=shim,
         flox_runc=str(front),
+        runc=str(runc_line.path),
         env={"FLOXK_NODE_CONFIG": str(cfg)},
     )
     daemon.start()

@@ -103,3 +103,35 @@ def test_a_fresh_node_toml_is_not_cached(tmp_path, monkeypatch):
     f.write_text('hubs = ["file:///a"]\n')
     assert load_node_config(f).hubs == ["file:///a"]
     assert not (tmp_path / "cache").exists()
+
+
+def test_realize_timeout_and_gc_defaults_and_spellings():
+    default = parse_node_config("")
+    assert default.realize_timeout == 300
+    assert (default.gc.auto, default.gc.high_percent, default.gc.low_percent) == (True, 85, 80)
+    cfg = parse_node_config(
+        'realize_timeout = "2m"\n[gc]\nauto = false\nhigh_percent = 90\nlow_percent = 60.5\n'
+        'min_unused_age = "1h"\ninterval = 30\n'
+    )
+    assert cfg.realize_timeout == 120
+    assert (cfg.gc.auto, cfg.gc.high_percent, cfg.gc.low_percent) == (False, 90, 60.5)
+    assert (cfg.gc.min_unused_age, cfg.gc.interval) == (3600, 30)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("realize_timeout = 0", "realize_timeout"),
+        ('realize_timeout = "soon"', "realize_timeout"),
+        ("realize_timeout = true", "realize_timeout"),
+        ("[gc]\nhigh_percent = 0", "gc.high_percent"),
+        ("[gc]\nlow_percent = 120", "gc.low_percent"),
+        ("[gc]\nhigh_percent = 70\nlow_percent = 80", "gc.low_percent"),
+        ('[gc]\nmin_unused_age = "-1s"', "gc.min_unused_age"),
+        ("[gc]\nthreshold = 80", "gc.threshold"),
+        ("gc = 1", "gc"),
+    ],
+)
+def test_bad_deadline_or_gc_names_the_key(text, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse_node_config(text)
