@@ -26,7 +26,7 @@ from floxk._cluster import apply as applying
 from floxk._cluster import kube
 from floxk._cluster import pod as pods
 from shim import hub
-from shim.errors import FloxkError, NotFoundError
+from shim.errors import FloxkError, LockError, NotFoundError, TrustError
 
 ENV_FILE = "manifest.toml"
 GENERATION_ANNOTATION = "floxk.dev/generation"
@@ -225,12 +225,13 @@ class EnvBuilder:
         return f"{self.owner}/{self.env}"
 
     def published(self) -> tuple[int, str] | None:
-        """(generation, digest) of the hub's latest generation, None when there is none."""
+        """(generation, digest) of the hub's latest generation; None when there is none, or
+        when it cannot be read (e.g. a record of an older floxk's format): then the next
+        build pushes a new generation, which every node can verify."""
         try:
-            record = hub.fetch(
-                self.name, [self.hub_url], None
-            )  # our own dev hub: unverified is fine
-        except NotFoundError:
+            # our own dev hub, read on the laptop: unverified is fine (nodes verify)
+            record = hub.fetch(self.name, [self.hub_url], None)
+        except (NotFoundError, TrustError, LockError):
             return None
         return record.generation, record.digest
 

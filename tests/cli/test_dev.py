@@ -276,3 +276,14 @@ def test_with_environment_fills_only_templates_that_need_one():
     assert refs == ["dev/web", "dev/other", None]  # the image workload stays one
     assert pods.ENV_ANNOTATION not in json.dumps(docs[0].body)  # the originals untouched
     assert [d.where for d in filled] == [d.where for d in docs]
+
+
+def test_a_latest_generation_in_an_older_format_is_pushed_over(tmp_path, signed_cache, builder):
+    """A dev hub kept from an older floxk holds unsigned records: dev pushes anew."""
+    hub_dir = Path(signed_cache.url.removeprefix("file://")) / hub.env_dir(*builder.name.split("/"))
+    hub_dir.mkdir(parents=True, exist_ok=True)
+    (hub_dir / "3.json").write_text('{"floxk-hub-record": 1, "owner": "x"}')
+    (hub_dir / "latest").write_text("3\n")
+    assert builder.published() is None
+    builder.build()
+    assert hub.fetch(builder.name, [signed_cache.url], None).generation == 4
