@@ -38,15 +38,17 @@ def check_node(client, container_name: str) -> dict[str, Any]:
         out["problems"].append(f"node container not found: {e}")
         return out
 
-    def sh(*argv: str) -> tuple[int, str]:
-        code, output = container.exec_run(list(argv))
+    def sh(*argv: str, stderr: bool = True) -> tuple[int, str]:
+        code, output = container.exec_run(list(argv), stderr=stderr)
         return code, output.decode(errors="replace")
 
     code, text = sh(SHIM_PATH, "--floxk-version")
     out["shim_version"] = text.strip() if code == 0 else None
     if code != 0:
         out["problems"].append(f"{SHIM_PATH} does not run: {text.strip()[-200:]}")
-    code, text = sh("containerd", "config", "dump")
+    # stdout only: containerd >= 2.3 logs the migration of an older config version on
+    # stderr, which is no TOML
+    code, text = sh("containerd", "config", "dump", stderr=False)
     table = flox_runtime_in_dump(text) if code == 0 else None
     out["flox_runtime"] = table is not None
     out["binary_name"] = (table or {}).get("options", {}).get("BinaryName")
