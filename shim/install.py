@@ -768,7 +768,9 @@ def live_flox_tasks(node: Node, bin_dir: str) -> list[dict[str, Any]]:
     """Tasks of containerd's runc-v2 shims that run through floxk's fronts: their shim
     binary or runc BinaryName is in `bin_dir` (containerd keeps both per task, under
     <state>/io.containerd.runtime.v2.task/<namespace>/<id>/), and their process is alive."""
-    state = node.effective.get("state") or "/run/containerd"
+    state = node.effective.get("state")
+    if not isinstance(state, str) or not state:  # containerd's default; it refuses others
+        state = "/run/containerd"
     tasks = Path(state) / "io.containerd.runtime.v2.task"
     found = []
     for task in sorted(tasks.glob("*/*")) if tasks.is_dir() else []:

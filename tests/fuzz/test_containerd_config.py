@@ -285,3 +285,15 @@ def test_containerd_toml_writer_round_trips(doc):
 )
 def test_found_containerd_toml_writer_cases(doc):
     assert tomllib.loads(ctrd.to_toml(doc)) == doc
+
+
+def test_found_state_that_is_not_a_string(bin_dir):
+    """`state = true` in a k3s render (read as it is, no daemon judges it) made the
+    live-task check raise TypeError. Only the parsed config matters here: a stand-in node."""
+    from types import SimpleNamespace
+
+    from shim import install as inst
+
+    for state in (True, 5, [], ""):
+        node = SimpleNamespace(effective={"state": state})
+        assert inst.live_flox_tasks(node, str(bin_dir)) == []
