@@ -352,18 +352,11 @@ def _substituted_record(store_path: str, trust: Trust) -> bytes:
         return _substituted_record_locked(store_path, trust)
 
 
-def _substituted_record_locked(store_path: str, trust: Trust) -> bytes:
+def _fetch_and_verify_record(store_path: str, trust: Trust) -> None:
     from shim import nix
     from shim.errors import NixError
 
     store_root = trust.store_root
-    if trust.check_signatures and not trust.trusted_keys:
-        raise TrustError(
-            "no trusted public keys are configured, so no record can be accepted",
-            hint="set trusted_public_keys in the node configuration (or pass --trusted-key)",
-        )
-    if store_root is not None:
-        os.makedirs(store_root, exist_ok=True)
     argv = [
         "nix-store", *nix.base_options(), *nix.node_options(), *nix.store_args(store_root),
         *nix.substitution_options(
@@ -396,6 +389,28 @@ def _substituted_record_locked(store_path: str, trust: Trust) -> bytes:
                 "the node's trusted_public_keys",
                 paths=e.paths,
             ) from None
+
+
+def _substituted_record_locked(store_path: str, trust: Trust) -> bytes:
+    from shim.errors import NixError
+
+    store_root = trust.store_root
+    if trust.check_signatures and not trust.trusted_keys:
+        raise TrustError(
+            "no trusted public keys are configured, so no record can be accepted",
+            hint="set trusted_public_keys in the node configuration (or pass --trusted-key)",
+        )
+    if store_root is not None:
+        os.makedirs(store_root, exist_ok=True)
+    # Twice at most: a concurrent create of the same pod (the sandbox's prefetch) may refuse
+    # the same record and delete it between our fetch and our check; then fetch it again.
+    for attempt in (1, 2):
+        try:
+            _fetch_and_verify_record(store_path, trust)
+            break
+        except NixError:
+            if attempt == 2:
+                raise
     real = os.path.join(store_root or "/", store_path.lstrip("/"))
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
