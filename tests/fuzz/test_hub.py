@@ -72,11 +72,9 @@ def records_served_as(raw: bytes):
         yield
 
 
-def _mutated_json(draw, good: dict, keys: list[str]) -> bytes:
-    kind = draw(st.sampled_from(["mutated", "text", "bytes"]))
-    if kind == "bytes":
-        return draw(st.binary(max_size=300))
-    doc, _ = draw(S.mutated(good, S.JSON, keys))
+def _served(draw, kind: str, doc: object) -> bytes:
+    """`doc` as a hub would serve it: JSON, edited as text when `kind` says so, maybe with
+    a few stray bytes."""
     text = json.dumps(doc)
     if kind == "text":
         text = draw(S.text_edits(text, '[]{}":,\\ \n0-1/'))
@@ -87,17 +85,24 @@ def _mutated_json(draw, good: dict, keys: list[str]) -> bytes:
     return raw
 
 
+KINDS = st.sampled_from(["mutated", "text", "bytes"])
+
+
 @st.composite
 def served_pointers(draw) -> bytes:
     """A pointer's bytes: a real one mutated, edited as text, or any bytes at all."""
-    return _mutated_json(draw, good_pointer(), POINTER_KEYS)
+    kind = draw(KINDS)
+    if kind == "bytes":
+        return draw(st.binary(max_size=300))
+    doc, _ = draw(S.mutated(good_pointer(), S.JSON, POINTER_KEYS))
+    return _served(draw, kind, doc)
 
 
 @st.composite
 def served_records(draw) -> bytes:
     """A record's bytes: a real one mutated (digest recomputed or not), edited as text, or
     any bytes at all."""
-    kind = draw(st.sampled_from(["mutated", "text", "bytes"]))
+    kind = draw(KINDS)
     if kind == "bytes":
         return draw(st.binary(max_size=300))
     lock = draw(st.sampled_from(S.LOCKS))
@@ -112,14 +117,7 @@ def served_records(draw) -> bytes:
             if isinstance(mutated_lock, dict):
                 record["lock"] = mutated_lock
                 record["digest"] = lock_digest(mutated_lock)
-    text = json.dumps(record)
-    if kind == "text":
-        text = draw(S.text_edits(text, '[]{}":,\\ \n0-1'))
-    raw = text.encode()
-    if draw(st.booleans()):
-        i = draw(st.integers(0, len(raw)))
-        raw = raw[:i] + draw(st.binary(min_size=1, max_size=4)) + raw[i:]
-    return raw
+    return _served(draw, kind, record)
 
 
 LATEST = st.one_of(
