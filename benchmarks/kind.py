@@ -146,7 +146,7 @@ def app_image(
     nodeimage.docker_client().api.import_image_from_data(
         env_layer(store, env), repository=repo, tag=version, changes=["ENV PATH=/bin:/sbin"]
     )
-    kind.load_image(cluster, tag)
+    kind.PROVIDER.load_image(cluster, tag)
     return tag
 
 

@@ -480,10 +480,10 @@ def _wait(
 
 
 def _load_into_kind(cluster: str, tag: str, say: Progress) -> None:
-    from floxk._cluster import kind
+    from floxk._cluster import provider as providers
 
     say(f"loading {tag} into kind cluster {cluster}")
-    kind.load_image(cluster, tag)
+    providers.get("kind").load_image(cluster, tag)
 
 
 def deploy(

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import e2e
+from floxk._cluster import provider as cluster_providers
 from shim.errors import ConfigError, FloxkError, NotFoundError
 from shim.proc import stream
 
 E2E_DIR = Path(e2e.__file__).resolve().parent
 CASES_DIR = E2E_DIR / "cases"
-PROVIDERS = ("kind", "k3d", "existing")
+# kind and k3d clusters made by `floxk up`, or the kubeconfig's current context as it is.
+PROVIDERS = (*cluster_providers.NAMES, "existing")
 RESULTS = ("passed", "failed", "error", "skipped", "not run")
 # pytest's own exit codes (pytest.ExitCode) that are not "the cases ran".
 _PYTEST_INTERRUPTED, _PYTEST_INTERNAL, _PYTEST_USAGE, _PYTEST_NO_TESTS = 2, 3, 4, 5

@@ -9,7 +9,8 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from floxk._cluster import k3d, kind, kube, nodecheck, nodeimage
+from floxk._cluster import kube, nodecheck, nodeimage
+from floxk._cluster import provider as providers
 from floxk._cluster.spec import parse_context
 
 
@@ -96,7 +97,7 @@ def cluster_checks(context: str | None = None) -> list[dict[str, Any]]:
     )
     try:
         client = nodeimage.docker_client()
-        containers = (kind if provider == "kind" else k3d).node_containers(name)
+        containers = providers.get(provider).node_containers(name)
     except Exception as e:
         return checks + [
             _check("nodes", False, str(e).splitlines()[0], "floxk doctor needs docker")

@@ -12,11 +12,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from floxk._cluster.constants import FIELD_MANAGER, FLOX_NODE_LABEL, RUNTIME_CLASS
+from floxk._exit import ExitStatus
 from shim.errors import FloxkError, NotFoundError
 
-FIELD_MANAGER = "floxk"
-RUNTIME_CLASS = "flox"
-FLOX_NODE_LABEL = "flox.dev/enabled"
 STATE_NAMESPACE = "kube-system"
 STATE_CONFIGMAP = "floxk-cluster"
 
@@ -30,7 +29,7 @@ NO_RUNTIME_HINT = (
 class WaitTimeout(FloxkError):
     """Waiting for the cluster took longer than allowed."""
 
-    exit_code = 5
+    exit_code = ExitStatus.TIMEOUT
 
 
 class KubeError(FloxkError):
@@ -47,7 +46,7 @@ class KubeError(FloxkError):
         super().__init__(message, hint=hint)
         self.status = status
         self.reason = reason  # the Status reason: NotFound, AlreadyExists, Conflict, Invalid...
-        self.exit_code = 3 if status == 404 else 1
+        self.exit_code = ExitStatus.NOT_FOUND if status == 404 else ExitStatus.FAILURE
 
 
 def _status_of(e) -> tuple[str, str | None, dict[str, Any]]:

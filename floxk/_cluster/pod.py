@@ -17,11 +17,11 @@ from typing import Any
 import yaml
 
 from floxk._cluster import kube
+from floxk._cluster.constants import STUB_IMAGE
 from shim import hub
+from shim.annotations import ENVIRONMENT as ENV_ANNOTATION
 from shim.errors import FloxkError, NotFoundError
 
-ENV_ANNOTATION = "flox.dev/environment"
-STUB_IMAGE = "flox/empty:1.0.0"
 # Waiting reasons after which a container will not start without a change.
 FATAL_WAITING = {
     "CreateContainerError",

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from floxk._cluster import k3d, kind, kindimage, kube, nodecheck, nodeimage
+from floxk._cluster import kind, kindimage, kube, nodecheck, nodeimage
+from floxk._cluster import provider as providers
+from floxk._cluster.constants import STUB_IMAGE
 from floxk._cluster.spec import (
     DEFAULT_K8S_VERSION,
     DEFAULT_NAME,
-    PROVIDERS,
     ClusterFiles,
     ClusterSpec,
     Mount,
@@ -31,12 +32,7 @@ from shim import containerd as ctrd
 from shim.errors import FloxkError
 from shim.proc import run
 
-STUB_IMAGE = "flox/empty:1.0.0"  # Flox's stub image name: pods move between the two shims
 Progress = Callable[[str], None]
-
-
-def _provider(name: str):
-    return {"kind": kind, "k3d": k3d}[name]
 
 
 def ensure_files(provider: str, name: str) -> ClusterFiles:
@@ -135,15 +131,8 @@ def up(
         workers = kind.node_counts(data)[1]
         user_config = kind.canonical(data)
     name = name or DEFAULT_NAME
-    if provider not in PROVIDERS:
-        raise FloxkError(f"unknown provider {provider!r}", hint="use kind or k3d")
-    if provider == "k3d":
-        raise FloxkError(
-            "k3d clusters are not created by this floxk yet: its node image needs a k3s binary "
-            "and no k3s could be tested here",
-            hint="use --provider kind; docs/clusters.md describes the k3d design and its files",
-        )
-    prov = _provider(provider)
+    prov = providers.get(provider)
+    prov.check_create()
     client = nodeimage.docker_client()
     files = ensure_files(provider, name)
     if base_image is None:
@@ -188,13 +177,9 @@ def up(
             )
         say(f"deleting {spec.context} (--recreate)")
         prov.delete(name)
-    config_path = files.root / "kind.yaml"
-    config_path.write_text(kind.config_yaml(spec))
     files.spec_json.write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
-    say(
-        f"creating kind cluster {name} ({len(kind.render_config(spec)['nodes'])} node(s), image {image.tag})"
-    )
-    prov.create(spec, str(config_path), wait_seconds=int(timeout) if wait else None)
+    say(f"creating {provider} cluster {name} ({prov.node_count(spec)} node(s), image {image.tag})")
+    prov.create(spec, files.root, wait_seconds=int(timeout) if wait else None)
     result["created"] = result["changed"] = True
     say(f"loading {STUB_IMAGE} into the nodes")
     prov.load_image(name, ensure_stub_image(client))
@@ -209,9 +194,8 @@ def up(
 
 def down(*, provider: str = "kind", name: str = "floxk") -> dict[str, Any]:
     """Delete the cluster; nothing there is fine (rm -f). The dev hub stays on disk."""
-    prov = _provider(provider)
-    tool = "kind" if provider == "kind" else "k3d"
-    if shutil.which(tool) is None or not prov.exists(name):
+    prov = providers.get(provider)
+    if shutil.which(prov.name) is None or not prov.exists(name):
         return {"provider": provider, "name": name, "deleted": False}
     prov.delete(name)
     return {"provider": provider, "name": name, "deleted": True}
@@ -222,10 +206,8 @@ def status(*, name: str | None = None, verbose: bool = False) -> list[dict[str, 
     verbose: also each node's `floxk-node stats` (environments, bytes, GC, realizations)."""
     out = []
     client = None
-    for provider in PROVIDERS:
-        if shutil.which(provider) is None:
-            continue
-        prov = _provider(provider)
+    for prov in providers.installed():
+        provider = prov.name
         for cluster in prov.clusters():
             if name and cluster != name:
                 continue
