@@ -20,9 +20,10 @@ from typing import Any
 
 from floxk._cluster import pod as pods
 
-ENV_ANNOTATION = pods.ENV_ANNOTATION
-SKIP_CONTAINERS = "flox.dev/skip-containers"
-SKIP_CONTAINERS_EXEC = "flox.dev/skip-containers-exec"
+# The cases name annotation keys through kit: the node's own definitions.
+from shim.annotations import SKIP_CONTAINERS as SKIP_CONTAINERS
+from shim.annotations import SKIP_CONTAINERS_EXEC as SKIP_CONTAINERS_EXEC
+
 POD_TIMEOUT = 240  # a pod's first start realizes its environment on a busy node
 TOOLBOX_REPO = "floxk.local/e2e-busybox"  # a plain image with a shell (static busybox)
 

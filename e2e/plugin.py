@@ -57,7 +57,9 @@ def _opt(config, name: str) -> Any:
 
 def fail_session(request, error: FloxkError) -> None:
     request.config.stash[REPORT].session_error = {"message": error.message, "hint": error.hint}
-    pytest.exit(f"{error.message}" + (f" (hint: {error.hint})" if error.hint else ""), 3)
+    # The report's session_error, not this code, is what `floxk e2e` exits on.
+    message = f"{error.message}" + (f" (hint: {error.hint})" if error.hint else "")
+    pytest.exit(message, pytest.ExitCode.INTERNAL_ERROR)
 
 
 @pytest.fixture(scope="session")

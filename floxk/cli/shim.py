@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from floxk._exit import ExitStatus
 from floxk.cli._output import OutputFormat, console, err_console, print_json
 
 app = typer.Typer(
@@ -152,7 +153,7 @@ def _render_deploy(result, output: OutputFormat) -> None:
             _say(f"{n.name}  {state}" + (f"  {n.message}" if n.message else ""))
         _say(f"image {result.image}" + (" (built)" if result.image_built else ""))
     if not result.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitStatus.FAILURE)
 
 
 @app.command()
