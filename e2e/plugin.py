@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,8 +64,6 @@ def fail_session(request, error: FloxkError) -> None:
 @pytest.fixture(scope="session")
 def cluster(request, tmp_path_factory):
     """The cluster under test (e2e.kit.Cluster), created on first use."""
-    from kubernetes import config as kubeconfig_loader
-
     from e2e import kit, providers
     from floxk._cluster import kube
 
@@ -87,9 +84,7 @@ def cluster(request, tmp_path_factory):
         private = Path(manager.kubeconfig)  # our copy: never the user's file
         request.addfinalizer(lambda: private.unlink(missing_ok=True))
         manager.create(timeout=int(_opt(config, "timeout")))
-        api = kubeconfig_loader.new_client_from_config(
-            config_file=str(manager.kubeconfig), context=manager.context
-        )
+        api = kube.api_client(manager.context, config_file=manager.kubeconfig)
         if not kube.has_runtime_class(api):
             raise FloxkError(
                 f"context {manager.context} has no RuntimeClass flox: not a flox cluster",
@@ -126,17 +121,20 @@ def cluster(request, tmp_path_factory):
 
 def _wait_default_service_account(cluster, timeout: float = 60) -> None:
     """Pods are refused in a namespace until its default ServiceAccount exists."""
-    from kubernetes.client.exceptions import ApiException
+    from floxk._cluster import kube
 
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            cluster.core.read_namespaced_service_account("default", cluster.namespace)
+    for accounts in kube.watching(
+        cluster.core.list_namespaced_service_account,
+        cluster.namespace,
+        field_selector="metadata.name=default",
+        timeout=timeout,
+    ):
+        if "default" in accounts:
             return
-        except ApiException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    raise kube.WaitTimeout(
+        f"namespace {cluster.namespace} has no default ServiceAccount after {timeout:.0f} s",
+        hint="kube-controller-manager creates it: is it running? (`kubectl get pods -n kube-system`)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -152,14 +150,13 @@ def publish(cluster, catalog):
     """publish(name, manifest_text) -> kit.Published: `floxk env lock` against the catalog,
     then `floxk env push` without --to (the cluster's dev hub, as users do)."""
     from e2e.kit import Published
+    from floxk._proc import call
 
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
     counter = iter(range(1_000_000))
 
     def floxk(*args: str) -> str:
-        proc = subprocess.run(
-            [sys.executable, "-m", "floxk", *args], capture_output=True, text=True, env=env
-        )
+        proc = call([sys.executable, "-m", "floxk", *args], check=False, env=env)
         if proc.returncode != 0:
             raise AssertionError(f"floxk {' '.join(args)} failed: {proc.stderr.strip()[-800:]}")
         return proc.stdout

@@ -20,8 +20,8 @@ from pytest import ExitCode
 import e2e
 from floxk._cluster import provider as cluster_providers
 from floxk._exit import ExitStatus
+from floxk._proc import call
 from shim.errors import ConfigError, FloxkError, NotFoundError
-from shim.proc import stream
 
 E2E_DIR = Path(e2e.__file__).resolve().parent
 CASES_DIR = E2E_DIR / "cases"
@@ -114,7 +114,8 @@ def run_suite(
             base_image=base_image,
             timeout=timeout,
         )
-        code, tail = stream(argv, say, cwd=tmp)
+        proc = call(argv, say=say, check=False, cwd=tmp)
+        code, tail = proc.returncode, proc.stdout.splitlines()
         data = json.loads(report.read_text()) if report.is_file() else None
     if data is None:
         raise FloxkError(

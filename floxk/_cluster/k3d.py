@@ -25,8 +25,8 @@ from floxk._cluster.constants import FLOX_NODE_LABEL
 from floxk._cluster.kube import runtime_class
 from floxk._cluster.provider import Provider
 from floxk._cluster.spec import ClusterSpec
+from floxk._proc import call
 from shim.errors import FloxkError
-from shim.proc import run
 
 K3D_API = "k3d.io/v1alpha5"
 K3S_RUNC = "/var/lib/rancher/k3s/data/current/bin/runc"
@@ -129,17 +129,17 @@ class K3d(Provider):
         argv = ["k3d", "cluster", "create", "--config", str(config_path)]
         if wait_seconds:
             argv += ["--wait", "--timeout", f"{wait_seconds}s"]
-        run(argv, hint="k3d support is untested against a real k3s here: see docs/clusters.md")
+        call(argv, hint="k3d support is untested against a real k3s here: see docs/clusters.md")
 
     def delete(self, name: str) -> None:
-        run(["k3d", "cluster", "delete", name])
+        call(["k3d", "cluster", "delete", name])
 
     def clusters(self) -> list[str]:
-        out = run(["k3d", "cluster", "list", "-o", "json"], hint="install k3d (k3d.io)")
+        out = call(["k3d", "cluster", "list", "-o", "json"], hint="install k3d (k3d.io)").stdout
         return [c["name"] for c in json.loads(out or "[]")]
 
     def node_containers(self, name: str) -> list[str]:
-        out = run(["k3d", "node", "list", "-o", "json"])
+        out = call(["k3d", "node", "list", "-o", "json"]).stdout
         return sorted(
             n["name"]
             for n in json.loads(out or "[]")
@@ -147,10 +147,10 @@ class K3d(Provider):
         )
 
     def load_image(self, name: str, image: str) -> None:
-        run(["k3d", "image", "import", image, "--cluster", name])
+        call(["k3d", "image", "import", image, "--cluster", name])
 
     def kubeconfig(self, name: str) -> str:
-        return run(["k3d", "kubeconfig", "get", name])
+        return call(["k3d", "kubeconfig", "get", name]).stdout
 
 
 PROVIDER = K3d()

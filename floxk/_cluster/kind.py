@@ -20,8 +20,8 @@ from floxk._cluster import nodeimage
 from floxk._cluster.constants import FLOX_NODE_LABEL
 from floxk._cluster.provider import Provider
 from floxk._cluster.spec import ClusterSpec
+from floxk._proc import call
 from shim.errors import CommandError, ConfigError, NotFoundError
-from shim.proc import run
 
 KIND_API = "kind.x-k8s.io/v1alpha4"
 NODE_ROLES = ("control-plane", "worker")
@@ -187,27 +187,27 @@ class Kind(Provider):
         argv = ["kind", "create", "cluster", "--name", spec.name, "--config", str(config_path)]
         if wait_seconds:
             argv += ["--wait", f"{wait_seconds}s"]
-        run(argv, hint="see kind's output above; `floxk doctor` checks the tools and the host")
+        call(argv, hint="see kind's output above; `floxk doctor` checks the tools and the host")
 
     def delete(self, name: str) -> None:
-        run(["kind", "delete", "cluster", "--name", name])
+        call(["kind", "delete", "cluster", "--name", name])
 
     def clusters(self) -> list[str]:
         # kind fails when it cannot reach Docker.
-        out = run(
+        out = call(
             ["kind", "get", "clusters"],
             hint="kind lists clusters through Docker: check that the Docker Engine runs "
             "(`docker info`)",
-        )
+        ).stdout
         return [line.strip() for line in out.splitlines() if line.strip()]
 
     def node_containers(self, name: str) -> list[str]:
-        out = run(["kind", "get", "nodes", "--name", name])
+        out = call(["kind", "get", "nodes", "--name", name]).stdout
         return sorted(line.strip() for line in out.splitlines() if line.strip())
 
     def load_image(self, name: str, image: str) -> None:
         try:
-            run(["kind", "load", "docker-image", image, "--name", name])
+            call(["kind", "load", "docker-image", image, "--name", name])
         except CommandError as e:
             e.hint = (
                 "kind load needs ctr in the node image and the image in the local Docker Engine"
@@ -215,7 +215,7 @@ class Kind(Provider):
             raise
 
     def kubeconfig(self, name: str) -> str:
-        return run(["kind", "get", "kubeconfig", "--name", name])
+        return call(["kind", "get", "kubeconfig", "--name", name]).stdout
 
 
 PROVIDER = Kind()

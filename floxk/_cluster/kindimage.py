@@ -13,8 +13,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from floxk._proc import call
 from shim.errors import FloxkError, NotFoundError
-from shim.proc import stream
 
 REPO = "kindest/node"
 Progress = Callable[[str], None]
@@ -66,10 +66,12 @@ def ensure_base_image(client, version: str, *, progress: Progress | None = None)
         f"{image} is not in the local Docker Engine: building it offline ({script.name}; cold: 15-25 min)"
     )
     env = {k: v for k, v in os.environ.items() if k != "FLOXK_KIND_IMAGE_REPO"}
-    code, tail = stream(["bash", str(script)], say, env={**env, "FLOXK_K8S_VERSION": version})
-    if code != 0:
+    build = ["bash", str(script)]
+    proc = call(build, say=say, check=False, env={**env, "FLOXK_K8S_VERSION": version})
+    if proc.returncode != 0:
         raise FloxkError(
-            f"building {image} failed (exit {code}):\n" + "\n".join(tail[-15:]),
+            f"building {image} failed (exit {proc.returncode}):\n"
+            + "\n".join(proc.stdout.splitlines()[-15:]),
             hint=f"the same build by hand: FLOXK_K8S_VERSION={version} task kind:image",
         )
     return image

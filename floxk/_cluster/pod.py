@@ -8,7 +8,6 @@ the flox.dev/environment annotation; whatever the author already wrote is kept.
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -469,35 +468,27 @@ def follow(
     on_change: Callable[[PodState], None] | None = None,
 ) -> PodState:
     """Watch the pod until it is done (or, with until_started, until a container ran)."""
-    from kubernetes import client, watch
+    from kubernetes import client
 
     core = client.CoreV1Api(api)
-    deadline = time.monotonic() + timeout
     last = state = None
-    while (remaining := deadline - time.monotonic()) > 0:
-        w = watch.Watch()
-        with kube.calls(f"watching pod {ns}/{name}"):
-            for ev in w.stream(
-                core.list_namespaced_pod,
-                ns,
-                field_selector=f"metadata.name={name}",
-                timeout_seconds=max(1, int(remaining)),
-            ):
-                if ev["type"] == "DELETED":
-                    w.stop()
-                    raise FloxkError(
-                        f"pod {ns}/{name} was deleted while it was followed",
-                        hint="something else deleted it: `kubectl get events -n " + ns + "`",
-                    )
-                if ev["type"] not in ("ADDED", "MODIFIED"):
-                    continue
-                state = pod_state(ev["object"])
-                if on_change and state.summary != last:
-                    on_change(state)
-                    last = state.summary
-                if state.done or (until_started and state.started):
-                    w.stop()
-                    return state
+    with kube.calls(f"watching pod {ns}/{name}"):
+        for pods in kube.watching(
+            core.list_namespaced_pod, ns, field_selector=f"metadata.name={name}", timeout=timeout
+        ):
+            if name not in pods:
+                if state is None:
+                    continue  # not created yet
+                raise FloxkError(
+                    f"pod {ns}/{name} was deleted while it was followed",
+                    hint="something else deleted it: `kubectl get events -n " + ns + "`",
+                )
+            state = pod_state(pods[name])
+            if on_change and state.summary != last:
+                on_change(state)
+                last = state.summary
+            if state.done or (until_started and state.started):
+                return state
     raise kube.WaitTimeout(
         f"pod {ns}/{name} not done after {timeout:.0f} s ({state.summary if state else 'not seen'})",
         hint=f"kubectl describe pod -n {ns} {name}; raise --timeout",

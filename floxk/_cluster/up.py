@@ -28,9 +28,9 @@ from floxk._cluster.spec import (
     cluster_files,
     context_name,
 )
+from floxk._proc import call
 from shim import containerd as ctrd
 from shim.errors import FloxkError
-from shim.proc import run
 
 Progress = Callable[[str], None]
 
@@ -41,7 +41,7 @@ def ensure_files(provider: str, name: str) -> ClusterFiles:
     files.hub.mkdir(parents=True, exist_ok=True)
     if not files.secret_key.exists():
         files.secret_key.parent.mkdir(parents=True, exist_ok=True)
-        run(
+        call(
             ["nix-store", "--generate-binary-cache-key", context_name(provider, name) + "-1"]
             + [str(files.secret_key), str(files.public_key)],
             hint="floxk signs what `floxk env push` sends to the dev hub with Nix",
