@@ -66,6 +66,7 @@ def cluster(request, tmp_path_factory):
     """The cluster under test (e2e.kit.Cluster), created on first use."""
     from e2e import kit, providers
     from floxk._cluster import kube
+    from floxk._cluster.apply import wait_default_service_account
 
     config = request.config
     report: Report = config.stash[REPORT]
@@ -106,7 +107,7 @@ def cluster(request, tmp_path_factory):
         tmp=tmp_path_factory.mktemp("e2e"),
     )
     handle.core.create_namespace({"metadata": {"name": handle.namespace}})
-    _wait_default_service_account(handle)
+    wait_default_service_account(handle.api, handle.namespace)
     report.suite.update(provider=provider, context=handle.context, namespace=handle.namespace)
     yield handle
     t1 = time.monotonic()
@@ -117,24 +118,6 @@ def cluster(request, tmp_path_factory):
     else:
         manager.delete()
     report.suite["teardown_seconds"] += time.monotonic() - t1
-
-
-def _wait_default_service_account(cluster, timeout: float = 60) -> None:
-    """Pods are refused in a namespace until its default ServiceAccount exists."""
-    from floxk._cluster import kube
-
-    for accounts in kube.watching(
-        cluster.core.list_namespaced_service_account,
-        cluster.namespace,
-        field_selector="metadata.name=default",
-        timeout=timeout,
-    ):
-        if "default" in accounts:
-            return
-    raise kube.WaitTimeout(
-        f"namespace {cluster.namespace} has no default ServiceAccount after {timeout:.0f} s",
-        hint="kube-controller-manager creates it: is it running? (`kubectl get pods -n kube-system`)",
-    )
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,7 +332,7 @@ def chart_values(
 
 
 def render(
-    values: dict[str, Any] | None = None, *, value_files: list[Path] = (),
+    values: dict[str, Any] | None = None, *, value_files: Sequence[Path] = (),
     namespace: str = NAMESPACE,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """`helm template` of the chart: every object, hooks included, in helm's install order."""
@@ -367,7 +367,7 @@ def deploy_objects(
 
 def manifests(
     image: str | None = None, *, all_nodes: bool = False, node_toml: str | None = None,
-    value_files: list[Path] = (), namespace: str = NAMESPACE, uninstall: bool = False,
+    value_files: Sequence[Path] = (), namespace: str = NAMESPACE, uninstall: bool = False,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Plain objects for kubectl/GitOps: the install objects, or (uninstall) the hook that
     takes the runtime off every node (apply it, wait for Job floxk-uninstall, then delete

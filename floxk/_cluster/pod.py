@@ -8,7 +8,7 @@ the flox.dev/environment annotation; whatever the author already wrote is kept.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,7 @@ class Document:
         return f"{self.kind} {ns + '/' if ns else ''}{self.name}"
 
 
-def manifest_files(paths: list[str | Path]) -> list[str]:
+def manifest_files(paths: Sequence[str | Path]) -> list[str]:
     """FILE, DIR (its *.yaml, *.yml, *.json, sorted; not recursive, like kubectl) or -."""
     out: list[str] = []
     for p in paths:
@@ -173,7 +173,7 @@ def _expand(data: Any, source: str, line: int) -> list[Document]:
     return [Document(body=data, source=source, line=line)]
 
 
-def read_documents(paths: list[str | Path], *, stdin: Any = None) -> list[Document]:
+def read_documents(paths: Sequence[str | Path], *, stdin: Any = None) -> list[Document]:
     """Every object of every file (FILE, DIR or - for stdin); an empty input is an error."""
     import sys
 
