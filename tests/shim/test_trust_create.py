@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from shim import nix
+from shim.core import nix
 from shim.front import write_front
 from tests import attacker
 from tests.shim.oci import make_bundle, runc_path, write_node_toml
