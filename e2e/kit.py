@@ -21,8 +21,8 @@ from floxk._cluster import pod as pods
 from floxk._proc import call
 
 # The cases name annotation keys through kit: the node's own definitions.
-from shim.annotations import SKIP_CONTAINERS as SKIP_CONTAINERS
-from shim.annotations import SKIP_CONTAINERS_EXEC as SKIP_CONTAINERS_EXEC
+from shim.core.annotations import SKIP_CONTAINERS as SKIP_CONTAINERS
+from shim.core.annotations import SKIP_CONTAINERS_EXEC as SKIP_CONTAINERS_EXEC
 
 POD_TIMEOUT = 240  # a pod's first start realizes its environment on a busy node
 TOOLBOX_REPO = "floxk.local/e2e-busybox"  # a plain image with a shell (static busybox)

@@ -25,7 +25,7 @@ from pytest_kubernetes.providers.kind import KindManagerBase
 from floxk._cluster import provider as providers
 from floxk._cluster.spec import context_name, parse_context
 from floxk._e2e import PROVIDERS
-from shim.errors import ConfigError, NotFoundError
+from shim.core.errors import ConfigError, NotFoundError
 
 Progress = Callable[[str], None]
 

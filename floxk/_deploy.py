@@ -34,7 +34,7 @@ from floxk._cluster import debs as debian
 from floxk._cluster import kube
 from floxk._cluster.spec import cache_dir
 from floxk._proc import call
-from shim.errors import ConfigError, NotFoundError
+from shim.core.errors import ConfigError, NotFoundError
 
 NAMESPACE = "floxk-system"
 INSTALLER = "floxk-installer"

@@ -21,7 +21,7 @@ import e2e
 from floxk._cluster import provider as cluster_providers
 from floxk._exit import ExitStatus
 from floxk._proc import call
-from shim.errors import ConfigError, FloxkError, NotFoundError
+from shim.core.errors import ConfigError, FloxkError, NotFoundError
 
 E2E_DIR = Path(e2e.__file__).resolve().parent
 CASES_DIR = E2E_DIR / "cases"

@@ -9,7 +9,7 @@ one helper, `call`, in the spirit of pip's `call_subprocess`.
 - `timeout`: the program is killed and CommandTimeout (exit 5) raised;
 - a program that is not installed is a MissingDependencyError with the install hint.
 
-Captured calls go through the node's process rules (shim.proc.run_captured: own process
+Captured calls go through the node's process rules (shim.core.proc.run_captured: own process
 group, killed with its caller). Streamed calls stay in floxk's process group, so Ctrl-C
 reaches the program itself (pytest then tears its cluster down). Why this is not built on
 the `sh` package: docs/architecture.md.
@@ -24,8 +24,8 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from floxk._exit import ExitStatus
-from shim.errors import CommandError, FloxkError, MissingDependencyError
-from shim.proc import run_captured
+from shim.core.errors import CommandError, FloxkError, MissingDependencyError
+from shim.core.proc import run_captured
 
 Say = Callable[[str], None]
 

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from floxk._proc import call
-from shim.errors import ConfigError
+from shim.core.errors import ConfigError
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 

@@ -26,7 +26,7 @@ from floxk._cluster.kube import runtime_class
 from floxk._cluster.provider import Provider
 from floxk._cluster.spec import ClusterSpec
 from floxk._proc import call
-from shim.errors import FloxkError
+from shim.core.errors import FloxkError
 
 K3D_API = "k3d.io/v1alpha5"
 K3S_RUNC = "/var/lib/rancher/k3s/data/current/bin/runc"

@@ -21,7 +21,7 @@ from floxk._cluster.constants import FLOX_NODE_LABEL
 from floxk._cluster.provider import Provider
 from floxk._cluster.spec import ClusterSpec
 from floxk._proc import call
-from shim.errors import CommandError, ConfigError, NotFoundError
+from shim.core.errors import CommandError, ConfigError, NotFoundError
 
 KIND_API = "kind.x-k8s.io/v1alpha4"
 NODE_ROLES = ("control-plane", "worker")

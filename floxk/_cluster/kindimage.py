@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from floxk._proc import call
-from shim.errors import FloxkError, NotFoundError
+from shim.core.errors import FloxkError, NotFoundError
 
 REPO = "kindest/node"
 Progress = Callable[[str], None]

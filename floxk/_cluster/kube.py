@@ -15,7 +15,7 @@ from typing import Any
 
 from floxk._cluster.constants import FIELD_MANAGER, FLOX_NODE_LABEL, RUNTIME_CLASS
 from floxk._exit import ExitStatus
-from shim.errors import FloxkError, NotFoundError
+from shim.core.errors import FloxkError, NotFoundError
 
 STATE_NAMESPACE = "kube-system"
 STATE_CONFIGMAP = "floxk-cluster"

@@ -17,9 +17,9 @@ import yaml
 
 from floxk._cluster import kube
 from floxk._cluster.constants import STUB_IMAGE
-from shim import hub
-from shim.annotations import ENVIRONMENT as ENV_ANNOTATION
-from shim.errors import FloxkError, NotFoundError
+from shim.core import hub
+from shim.core.annotations import ENVIRONMENT as ENV_ANNOTATION
+from shim.core.errors import FloxkError, NotFoundError
 
 # Waiting reasons after which a container will not start without a change.
 FATAL_WAITING = {
@@ -238,7 +238,7 @@ def fill_template(
 
     Returns False, touching nothing, for an image workload: no environment from anywhere,
     every container with an image and no runtimeClassName, or another runtimeClassName."""
-    from shim.annotations import parse_annotations
+    from shim.core.annotations import parse_annotations
 
     meta = template.get("metadata") or {}
     if not isinstance(meta, dict):

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from shim.errors import ConfigError
+from shim.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from floxk._cluster.spec import ClusterSpec

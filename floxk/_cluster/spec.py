@@ -18,7 +18,7 @@ from typing import Any
 
 from floxk._cluster import provider as providers
 from floxk._cluster.constants import DEFAULT_CLUSTER_NAME, DEFAULT_K8S_VERSION
-from shim.errors import ConfigError
+from shim.core.errors import ConfigError
 
 DEFAULT_NAME = DEFAULT_CLUSTER_NAME
 # kind and k3d name kubeconfig contexts <provider>-<cluster>.

@@ -29,8 +29,8 @@ from floxk._cluster.spec import (
     context_name,
 )
 from floxk._proc import call
-from shim import containerd as ctrd
-from shim.errors import FloxkError
+from shim.core import containerd as ctrd
+from shim.core.errors import FloxkError
 
 Progress = Callable[[str], None]
 

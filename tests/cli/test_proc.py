@@ -8,7 +8,7 @@ import time
 import pytest
 
 from floxk._proc import CommandTimeout, call
-from shim.errors import CommandError, MissingDependencyError
+from shim.core.errors import CommandError, MissingDependencyError
 
 
 def test_captured_call_keeps_stdout_and_stderr_apart():
