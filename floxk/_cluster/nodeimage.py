@@ -123,7 +123,7 @@ def write_shim_payload(lib_dir: Path) -> str:
     try:
         from floxk._shimbuild import build_zipapps
     except ImportError:  # `floxk shim build` not in this checkout: same zipapps, made here
-        build_zipapps = _build_zipapps
+        build_zipapps = _build_zipapps  # type: ignore[assignment]  # the same two fields read
     result = build_zipapps(lib_dir)
     return f"{result.version} {result.source_digest[:16]}"
 
