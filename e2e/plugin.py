@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 
+from floxk._cluster.constants import DEFAULT_E2E_CLUSTER_NAME
 from shim.core.errors import FloxkError
 
 FLOXK_OPTIONS = {
     "provider": ("kind", "kind, k3d or existing (the kubeconfig's current context)"),
-    "name": ("floxk-e2e", "cluster name for kind/k3d"),
+    "name": (DEFAULT_E2E_CLUSTER_NAME, "cluster name for kind/k3d"),
     "kubeconfig": (None, "kubeconfig for --floxk-provider existing (a private copy is used)"),
     "workers": ("1", "worker nodes besides the control plane (kind/k3d)"),
     "base-image": (None, "kind node image to build FROM (default: floxk up's)"),

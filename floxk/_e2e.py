@@ -19,6 +19,7 @@ from pytest import ExitCode
 
 import e2e
 from floxk._cluster import provider as cluster_providers
+from floxk._cluster.constants import DEFAULT_E2E_CLUSTER_NAME
 from floxk._exit import ExitStatus
 from floxk._proc import call
 from shim.core.errors import ConfigError, FloxkError, NotFoundError
@@ -76,7 +77,7 @@ def pytest_argv(
 def run_suite(
     *,
     provider: str = "kind",
-    name: str = "floxk-e2e",
+    name: str = DEFAULT_E2E_CLUSTER_NAME,
     kubeconfig: Path | None = None,
     keep: bool = False,
     select: str | None = None,

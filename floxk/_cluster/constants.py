@@ -14,5 +14,6 @@ FLOX_NODE_LABEL = "flox.dev/enabled"
 # same (tests/cli checks). Others: `floxk up --k8s-version` (floxk/_cluster/kindimage.py).
 DEFAULT_K8S_VERSION = "v1.37.2"
 DEFAULT_CLUSTER_NAME = "floxk"
+DEFAULT_E2E_CLUSTER_NAME = "floxk-e2e"  # `floxk e2e`'s own cluster
 # Server-side apply's field manager for everything floxk writes.
 FIELD_MANAGER = "floxk"

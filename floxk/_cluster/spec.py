@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from floxk._cluster import provider as providers
-from floxk._cluster.constants import DEFAULT_CLUSTER_NAME, DEFAULT_K8S_VERSION
+from floxk._cluster.constants import DEFAULT_K8S_VERSION
 from shim.core.errors import ConfigError
 
-DEFAULT_NAME = DEFAULT_CLUSTER_NAME
 # kind and k3d name kubeconfig contexts <provider>-<cluster>.
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
 

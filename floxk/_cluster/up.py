@@ -18,10 +18,9 @@ from typing import Any
 
 from floxk._cluster import kind, kindimage, kube, nodecheck, nodeimage
 from floxk._cluster import provider as providers
-from floxk._cluster.constants import STUB_IMAGE
+from floxk._cluster.constants import DEFAULT_CLUSTER_NAME, STUB_IMAGE
 from floxk._cluster.spec import (
     DEFAULT_K8S_VERSION,
-    DEFAULT_NAME,
     ClusterFiles,
     ClusterSpec,
     Mount,
@@ -127,10 +126,10 @@ def up(
                 hint="list the worker nodes in the config (nodes: - role: worker)",
             )
         data = kind.load_user_config(config, name=name)
-        name = name or data.get("name") or DEFAULT_NAME
+        name = name or data.get("name") or DEFAULT_CLUSTER_NAME
         workers = kind.node_counts(data)[1]
         user_config = kind.canonical(data)
-    name = name or DEFAULT_NAME
+    name = name or DEFAULT_CLUSTER_NAME
     prov = providers.get(provider)
     prov.check_create()
     client = nodeimage.docker_client()
@@ -192,7 +191,7 @@ def up(
     return result
 
 
-def down(*, provider: str = "kind", name: str = "floxk") -> dict[str, Any]:
+def down(*, provider: str = "kind", name: str = DEFAULT_CLUSTER_NAME) -> dict[str, Any]:
     """Delete the cluster; nothing there is fine (rm -f). The dev hub stays on disk."""
     prov = providers.get(provider)
     if shutil.which(prov.name) is None or not prov.exists(name):

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from floxk._cluster.spec import DEFAULT_K8S_VERSION
+from floxk._cluster.constants import DEFAULT_CLUSTER_NAME, DEFAULT_K8S_VERSION
 from floxk.cli._output import OutputFormat, console, err_console, print_json
 
 
@@ -90,7 +90,7 @@ def up(
 
 def down(
     provider: str = typer.Option("kind", "--provider"),
-    name: str = typer.Option("floxk", "--name"),
+    name: str = typer.Option(DEFAULT_CLUSTER_NAME, "--name"),
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
     quiet: bool = QUIET,
 ):
