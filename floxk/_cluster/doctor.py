@@ -11,6 +11,7 @@ from typing import Any
 
 from floxk._cluster import kube, nodecheck, nodeimage
 from floxk._cluster import provider as providers
+from floxk._cluster.constants import FLOX_NODE_LABEL
 from floxk._cluster.spec import parse_context
 
 
@@ -91,8 +92,8 @@ def cluster_checks(context: str | None = None) -> list[dict[str, Any]]:
             not unlabelled,
             f"unlabelled: {', '.join(unlabelled)}"
             if unlabelled
-            else f"{len(nodes)} node(s) flox.dev/enabled=true",
-            "kubectl label node NODE flox.dev/enabled=true",
+            else f"{len(nodes)} node(s) {FLOX_NODE_LABEL}=true",
+            f"kubectl label node NODE {FLOX_NODE_LABEL}=true",
         )
     )
     try:
