@@ -6,9 +6,11 @@ import os
 
 import pytest
 
+from floxk._cluster.kindimage import offline_tag
 from floxk._cluster.spec import DEFAULT_K8S_VERSION
 
-BASE_IMAGE = os.environ.get("FLOXK_E2E_BASE_IMAGE", "kindest/node:" + DEFAULT_K8S_VERSION)
+# floxk's offline kind build (`task kind:image`); upstream kindest/node cannot be pulled here.
+BASE_IMAGE = os.environ.get("FLOXK_E2E_BASE_IMAGE", offline_tag(DEFAULT_K8S_VERSION))
 
 
 def require_kind_base() -> None:
