@@ -165,7 +165,9 @@ def start_job(cluster, name: str, env_ref: str, helper_image: str, annotations) 
 
 
 def test_gitlab_runner_job_attach_strategy(cluster, basic_env, helper_image):
-    """Flox's runner config as is; the step script runs under the build container's shell."""
+    """A GitLab runner job (Flox's runner config) runs its step in the environment, dev mode."""
+    # Attach strategy: the step's command line goes to the build shell's stdin, so the step
+    # is that shell's child and inherits the environment; execs there are skipped.
     name = "e2e-ci-job"
     start_job(cluster, name, basic_env.ref, helper_image, RUNNER_ANNOTATIONS)
     attach_write(
@@ -181,8 +183,9 @@ def test_gitlab_runner_job_attach_strategy(cluster, basic_env, helper_image):
 
 
 def test_gitlab_runner_job_legacy_exec_strategy(cluster, basic_env, helper_image):
-    """The legacy strategy execs `sh` into the build container with the script on stdin:
-    the build container must not be exec-skipped (floxk's exec adds only variables)."""
+    """A GitLab runner job in the legacy exec strategy runs its step in the environment."""
+    # The runner execs `sh` into the build container with the script on stdin: the build
+    # container must not be exec-skipped (floxk's exec only adds the variables).
     name = "e2e-ci-job-exec"
     annotations = {k: v for k, v in RUNNER_ANNOTATIONS.items() if k != kit.SKIP_CONTAINERS_EXEC}
     start_job(cluster, name, basic_env.ref, helper_image, annotations)
