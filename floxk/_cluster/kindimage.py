@@ -223,13 +223,16 @@ def decide(
                 "(docs/kind-offline.md)",
             )
     if version in lines:
-        pulled = f"; pulling failed: {why_not_pull}" if why_not_pull else ""
+        why = (
+            f"{offline} is not in the local Engine (--base-source offline)"
+            if source == "offline"
+            else f"{upstream} is not in the local Engine; pulling failed: {why_not_pull}"
+        )
         return BaseChoice(
             "build",
             offline,
             "offline",
-            f"{upstream} is not in the local Engine{pulled}: building {offline} offline "
-            "(clusters/kind; cold: 15-25 min)",
+            f"{why}: building it offline (clusters/kind; cold: 15-25 min)",
         )
     tried = f"{upstream} cannot be pulled ({why_not_pull}); " if why_not_pull else ""
     raise NotFoundError(

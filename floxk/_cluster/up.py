@@ -123,6 +123,7 @@ def up(
     kept; floxk's image, label, mounts and containerd patch added to every node).
     base_source: auto, upstream or offline (kindimage.py says how each picks the base)."""
     say = progress or (lambda _m: None)
+    source = kindimage.source_setting(base_source)  # a bad value fails before any work
     user_config = ""
     if config is not None:
         if provider != "kind":
@@ -152,7 +153,7 @@ def up(
     base_image, base = kindimage.ensure_base_image(
         client,
         k8s_version,
-        source=kindimage.source_setting(base_source),
+        source=source,
         given=base_image,
         progress=say,
     )

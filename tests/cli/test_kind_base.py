@@ -145,6 +145,7 @@ def test_offline_never_uses_or_pulls_upstream(docker_client, images, upstream_re
     images(f"{upstream_repo}:{version}")
     choice = kindimage.decide(docker_client, version, source="offline", buildable=[version])
     assert (choice.action, choice.source) == ("build", "offline")
+    assert "--base-source offline" in choice.reason, choice.reason
     with pytest.raises(NotFoundError, match="cannot build"):
         kindimage.decide(docker_client, version, source="offline", buildable=[])
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
 from floxk._cluster import kindimage, nodeimage
 from floxk._cluster.spec import DEFAULT_K8S_VERSION
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base
+from tests.k8s.conftest import BASE_IMAGE, require_kind_base, run_floxk
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -42,15 +41,7 @@ def env(tmp_path_factory):
 
 
 def floxk(env, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
-    r = subprocess.run(
-        [sys.executable, "-m", "floxk", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    print(f"$ floxk {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}", file=sys.stderr)
-    return r
+    return run_floxk(*args, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
