@@ -107,6 +107,7 @@ def up(
     workers: int = 0,
     k8s_version: str = DEFAULT_K8S_VERSION,
     base_image: str | None = None,
+    base_source: str | None = None,
     wait: bool = True,
     timeout: float = 300,
     recreate: bool = False,
@@ -114,8 +115,10 @@ def up(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """config: the user's kind Cluster config (nodes, port mappings, mounts, networking
-    kept; floxk's image, label, mounts and containerd patch added to every node)."""
+    kept; floxk's image, label, mounts and containerd patch added to every node).
+    base_source: auto, upstream or offline (kindimage.py says how each picks the base)."""
     say = progress or (lambda _m: None)
+    source = kindimage.source_setting(base_source)  # a bad value fails before any work
     user_config = ""
     if config is not None:
         if provider != "kind":
@@ -134,8 +137,14 @@ def up(
     prov.check_create()
     client = nodeimage.docker_client()
     files = ensure_files(provider, name)
-    if base_image is None:
-        base_image = kindimage.ensure_base_image(client, k8s_version, progress=say)
+    # The kind base: upstream's (local or pulled), or floxk's offline build (kindimage.decide).
+    base_image, base = kindimage.ensure_base_image(
+        client,
+        k8s_version,
+        source=source,
+        given=base_image,
+        progress=say,
+    )
     image = nodeimage.build_node_image(base_image, client=client, progress=say)
     spec = build_spec(
         provider=provider,
@@ -155,6 +164,7 @@ def up(
         "spec_digest": digest,
         "node_image": image.tag,
         "node_image_built": image.built,
+        "base": base.to_dict(),
         "shim": image.shim_version,
         "hub": files.hub_url,
         "created": False,
