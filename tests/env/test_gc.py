@@ -14,7 +14,7 @@ from shim.core import gc, hub
 from shim.core.model import current_system
 from shim.core.nix import invalid_paths
 from shim.core.realize import realize
-from tests.nixfixtures import run_with_store
+from testkit.nix import run_with_store
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from shim.core import hub
-from tests.shim.oci import runc_path
+from testkit.oci import runc_path
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 
@@ -117,7 +117,7 @@ def scenario(a: dict) -> dict:
     from shim.core.node import load_node_config
     from shim.front import write_front
     from shim.runc import realize_for
-    from tests.shim.oci import make_bundle
+    from testkit.oci import make_bundle
 
     tmp = Path(a["tmp"])
     small = tmp / "small"

@@ -19,7 +19,7 @@ from shim.core.errors import LockError, RealizeError
 from shim.core.model import current_system
 from shim.core.nix import invalid_paths
 from shim.core.realize import realize
-from tests.nixfixtures import make_key_pair, run_with_store
+from testkit.nix import make_key_pair, run_with_store
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 

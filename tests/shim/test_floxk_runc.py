@@ -16,7 +16,7 @@ from shim.core.annotations import parse_annotations
 from shim.core.node import NodeConfig
 from shim.core.spec import rewrite_spec
 from shim.front import write_front
-from tests.shim.oci import (
+from testkit.oci import (
     add_busybox_package,
     make_bundle,
     make_env_tree,
