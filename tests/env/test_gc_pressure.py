@@ -208,7 +208,7 @@ def _pressure(a, tmp, small, state, store, configure, runc, create, live) -> dic
     # Past what freeing `new` (and Nix's reserved space) can bring back below low.
     fill(high + blob_percent + 100 * RESERVED_MIB / SIZE_MIB + 3)
     timer = subprocess.run(
-        [sys.executable, "-c", "from shim.install import main; main()", "gc", "--auto"],
+        [sys.executable, "-c", "from shim.nodecli import main; main()", "gc", "--auto"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert timer.returncode == 0, timer.stderr

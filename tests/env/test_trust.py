@@ -360,7 +360,7 @@ def test_links_out_of_the_store_are_not_merged_or_compared_with_host_files(tmp_p
 def test_owner_policy_applies_to_floxk_node_and_floxk_env_realize(
     tmp_path, signed_cache, publish_env, monkeypatch, capsys
 ):
-    from shim.install import main as floxk_node
+    from shim.nodecli import main as floxk_node
 
     publish_env("evil/x", PLAIN)
     publish_env("good/x", PLAIN)
