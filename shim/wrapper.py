@@ -12,7 +12,7 @@ without starting Python, and runs prefetch_main() in the background for flox san
 only. main() stays a complete wrapper for layouts that point containerd at the zipapp.
 
 The rewrite of container specs does not happen here: containerd 2.x runs `start` once
-per pod, and 1.6's CRI never execs this wrapper. See ARCHITECTURE.md.
+per pod, and 1.6's CRI never execs this wrapper. See docs/architecture.md.
 """
 
 from __future__ import annotations
