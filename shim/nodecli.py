@@ -90,6 +90,6 @@ def _run_command(a: argparse.Namespace) -> Any:
         return result
     from shim.core import hub
     from shim.core.annotations import EnvRef
-    from shim.runc import realize_for  # the node's one gate: owner policy, signed record
+    from shim.core.service import realize_for  # the node's one gate: owner policy, signed record
 
     return str(realize_for(EnvRef(*hub.parse_ref(a.ref)), node).path)

@@ -146,7 +146,7 @@ def _prefetch(ref: ann.EnvRef, node: NodeConfig, *, cold_priority: int | None = 
     """Realize `ref` unless its tree is there; cold_priority: the niceness to realize with
     (the containers' creates wait for this realization: it must not lag behind them)."""
     from shim.core.realize import ready
-    from shim.runc import fetch_for, realize_deadline, realize_record
+    from shim.core.service import fetch_for, realize_deadline, realize_record
 
     start = time.monotonic()
     _note(node, f"prefetch {ref}: started")

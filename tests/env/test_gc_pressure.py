@@ -115,8 +115,8 @@ def scenario(a: dict) -> dict:
 
     from shim.core.annotations import EnvRef
     from shim.core.node import load_node_config
+    from shim.core.service import realize_for
     from shim.front import write_front
-    from shim.runc import realize_for
     from testkit.oci import make_bundle
 
     tmp = Path(a["tmp"])

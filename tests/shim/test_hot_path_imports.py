@@ -45,6 +45,7 @@ HOT_MODULES = (
     "shim.core.node",
     "shim.core.realize",
     "shim.core.records",
+    "shim.core.service",
     "shim.core.spec",
     "shim.core.stats",
 )
