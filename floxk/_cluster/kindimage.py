@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shim.errors import ConfigError, FloxkError, NotFoundError
-from shim.proc import stream
+from shim.core.errors import ConfigError, FloxkError, NotFoundError
+from shim.core.proc import stream
 
 UPSTREAM_REPO = "kindest/node"
 OFFLINE_REPO = "floxk.local/kind-node"

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from floxk import _deploy
-from shim.errors import ConfigError
+from shim.core.errors import ConfigError
 
 
 def test_push_lands_in_the_registry_under_its_digest(docker_client, registry):

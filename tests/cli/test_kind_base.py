@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from floxk._cluster import kindimage, nodeimage
-from shim.errors import ConfigError, NotFoundError
+from shim.core.errors import ConfigError, NotFoundError
 
 
 @pytest.fixture
