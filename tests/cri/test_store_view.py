@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from shim import gc
+from testkit.oci import write_node_toml
 from tests.cri.test_flox_pods import cri, node, run  # noqa: F401 - fixtures and helper
-from tests.shim.oci import write_node_toml
 
 pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
 
