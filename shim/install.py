@@ -428,11 +428,12 @@ def install(
     restart: bool = False,
     dry_run: bool = False,
     systemd_dir: str | None = None,
+    gc_timer: bool = True,
 ) -> Result:
     """Register the flox runtime with this node's containerd (see the module docstring).
 
     systemd_dir: where the GC timer's units go (default: /etc/systemd/system when systemd
-    runs the node, else none)."""
+    runs the node, else none). gc_timer=False: none (the deployer's DaemonSet runs the GC)."""
     node = detect_node(config, containerd)
     bin_dir = os.path.abspath(bin_dir)
     for name in (SHIM_NAME, RUNC_NAME):
@@ -501,7 +502,7 @@ def install(
         )
     changes.append(FileChange(str(target), _file_role(mode), before, after))
     own_config = config is None or os.path.realpath(config) == DEFAULT_CONFIG
-    units = gc_timer_changes(bin_dir, python, systemd_dir, default=own_config)
+    units = gc_timer_changes(bin_dir, python, systemd_dir, default=own_config) if gc_timer else []
     changes += units
     backup = Path(str(target) + BACKUP_SUFFIX)
     if (
@@ -1069,6 +1070,8 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--python", help="python3 for the front's slow path")
             p.add_argument("--systemd-dir", help="where the GC timer's units go (default:"
                            " /etc/systemd/system when systemd runs the node)")  # fmt: skip
+            p.add_argument("--no-gc-timer", action="store_true",
+                           help="no GC timer (the deployer's DaemonSet runs the periodic GC)")  # fmt: skip
         else:
             p.add_argument("--force", action="store_true",
                            help="even while flox containers run (they lose exec and stop)")  # fmt: skip
@@ -1099,7 +1102,8 @@ def _run_command(a: argparse.Namespace) -> Any:
         kwargs = {"config": a.config, "containerd": a.containerd, "bin_dir": a.bin_dir,
                   "restart": a.restart, "dry_run": a.dry_run}  # fmt: skip
         if a.command == "install":
-            result = install(**kwargs, runc=a.runc, python=a.python, systemd_dir=a.systemd_dir)
+            result = install(**kwargs, runc=a.runc, python=a.python, systemd_dir=a.systemd_dir,
+                             gc_timer=not a.no_gc_timer)  # fmt: skip
         else:
             result = uninstall(**kwargs, force=a.force)
         if a.json:
