@@ -1,4 +1,4 @@
-"""What the per-pod store view (shim.storeview) costs a container create, against the whole
+"""What the per-pod store view (shim.core.storeview) costs a container create, against the whole
 store, for closures of several sizes.
 
     python3 -m benchmarks.storeview [--quick] [--repeats N] [--sizes 1,50,200] [--out DIR]
@@ -31,10 +31,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from shim import storeview  # noqa: E402
-from shim.annotations import parse_annotations  # noqa: E402
-from shim.node import NodeConfig  # noqa: E402
-from shim.spec import rewrite_spec  # noqa: E402
+from shim.core import storeview  # noqa: E402
+from shim.core.annotations import parse_annotations  # noqa: E402
+from shim.core.node import NodeConfig  # noqa: E402
+from shim.core.spec import rewrite_spec  # noqa: E402
 from testkit.oci import add_busybox_package, make_bundle, make_env_tree, runc_path  # noqa: E402
 
 ANN = {"flox.dev/environment": "bench/view", "io.kubernetes.cri.container-type": "container"}

@@ -219,7 +219,7 @@ def gc_interval() -> float:
     """node.toml's [gc] interval, read by the shim's own parser (from the payload's
     floxk-node zipapp: one reading of node.toml everywhere); 300 s without a node.toml."""
     sys.path.insert(0, str(PAYLOAD / "bin" / "floxk-node"))
-    from shim.node import NodeConfig, parse_node_config
+    from shim.core.node import NodeConfig, parse_node_config
 
     if not NODE_CONFIG.is_file():
         return NodeConfig().gc.interval

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shim import gc
+from shim.core import gc
 from testkit.oci import write_node_toml
 from tests.cri.test_flox_pods import cri, node, run  # noqa: F401 - fixtures and helper
 

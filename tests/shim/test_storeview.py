@@ -15,9 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from shim import gc, storeview
-from shim.errors import RealizeError
-from shim.node import NodeConfig, parse_node_config
+from shim.core import gc, storeview
+from shim.core.errors import RealizeError
+from shim.core.node import NodeConfig, parse_node_config
 
 S = "/nix/store/"
 CLOSURE = [S + "aaaa-busybox", S + "bbbb-hello", S + "cccc-script", S + "dddd-alias"]
@@ -126,7 +126,7 @@ def test_a_closure_entry_that_is_not_a_store_path_is_refused(node, bad):
 
 
 def test_gc_removes_the_view_with_its_tree(node):
-    from shim.realize import env_path
+    from shim.core.realize import env_path
 
     tree = env_path(node.state_dir, "d1")
     tree.mkdir(parents=True)

@@ -2,7 +2,7 @@
 
 Pure apart from looking at the environment tree: takes the spec as a dict and
 returns a new dict. What it adds:
-- mounts: at /nix/store the environment's closure (shim.storeview; the node's whole
+- mounts: at /nix/store the environment's closure (shim.core.storeview; the node's whole
   store with store_view off), read-only, nosuid, nodev (the whole store read-write
   when the pod asks for nix-mutable AND the node policy allows it), the environment tree at
   /run/floxk/env (read-only), and a small tmpfs for FLOX_ENV_CACHE;
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 
-from shim import fastjson
-from shim.errors import RealizeError
+from shim.core import fastjson
+from shim.core.errors import RealizeError
 
 TYPE_CHECKING = False  # typing costs milliseconds on every container create
 if TYPE_CHECKING:
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
-    from shim.annotations import FloxAnnotations
-    from shim.node import NodeConfig
+    from shim.core.annotations import FloxAnnotations
+    from shim.core.node import NodeConfig
 
 ENV_MOUNT = "/run/floxk/env"
 CACHE_MOUNT = "/run/floxk/cache"
@@ -113,7 +113,7 @@ def rewrite_spec(
             hint="drop the annotation, or set policy.allow_nix_mutable = true in the node's node.toml",
         )
     store_rw = annotations.nix_mutable and node.policy.allow_nix_mutable
-    from shim.storeview import store_mounts
+    from shim.core.storeview import store_mounts
 
     mounts += store_mounts(node, env, writable=store_rw)
     mounts.append(bind_mount(str(env_path), ENV_MOUNT, readonly=True))

@@ -8,7 +8,7 @@
 
 A view is built once per environment tree and shared by every pod of it: in tmp/, binds.json
 last, then renamed into views/ (complete once visible, like a tree: a half-made view is
-never used). GC removes it with its tree (shim.gc). Nothing is mounted on the host: the view
+never used). GC removes it with its tree (shim.core.gc). Nothing is mounted on the host: the view
 is a directory of mount points, and the container's runc makes the mounts in the
 container's own mount namespace, which exec'd processes join, so they see the same.
 
@@ -24,11 +24,11 @@ from __future__ import annotations
 import os
 import stat  # loaded by os already
 
-from shim import fastjson
+from shim.core import fastjson
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from shim.node import NodeConfig
+    from shim.core.node import NodeConfig
 
 VIEWS = "views"
 SKELETON = "store"
@@ -44,7 +44,7 @@ def store_mounts(node: NodeConfig, env, *, writable: bool = False) -> list[dict]
     """The OCI mounts that make /nix/store for a container of `env` (a RealizedEnv: .digest,
     .activation): the view (built here when the tree has none yet), or, with store_view off
     or a writable store, the node's whole store."""
-    from shim.spec import STORE_MOUNT, bind_mount
+    from shim.core.spec import STORE_MOUNT, bind_mount
 
     if writable or not node.store_view:
         return [bind_mount(node.store_dir, STORE_MOUNT, readonly=not writable)]
@@ -66,7 +66,7 @@ def ensure_view(node: NodeConfig, digest: str, closure: list[str]) -> tuple[str,
     names = _read_binds(view)
     if names is not None:
         return view, names
-    from shim.realize import file_lock
+    from shim.core.realize import file_lock
 
     with file_lock(os.path.join(node.state_dir, "locks", f"{digest}.lock")):
         names = _read_binds(view)  # another create may have built it meanwhile
@@ -89,7 +89,7 @@ def _build(node: NodeConfig, digest: str, closure: list[str], view: str) -> list
     import shutil
     import tempfile
 
-    from shim.errors import RealizeError
+    from shim.core.errors import RealizeError
 
     tmp = os.path.join(node.state_dir, "tmp")
     os.makedirs(tmp, exist_ok=True)
@@ -137,7 +137,7 @@ def _build(node: NodeConfig, digest: str, closure: list[str], view: str) -> list
 
 
 def remove(state_dir: str, digest: str) -> None:
-    """Take the view out of views/ in one rename, then delete it (shim.gc, with its tree;
+    """Take the view out of views/ in one rename, then delete it (shim.core.gc, with its tree;
     the digest's lock held)."""
     import shutil
     import tempfile
