@@ -115,7 +115,14 @@ def versions(containerd: str | None = None) -> dict[str, Any]:
     runc = _first_line(["runc", "--version"])
     nix = _first_line(["nix", "--version"])
     commit = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    try:
+        from testkit.registry import registry_binary, registry_version
+
+        registry = registry_version(registry_binary(build=False))
+    except (OSError, FileNotFoundError):
+        registry = None
     return {
+        "registry": registry,
         "floxk": __version__,
         "floxk_commit": commit,
         "containerd": containerd,
@@ -174,21 +181,45 @@ def note(msg: str) -> None:
 # --- a published environment (the busybox test catalog, signed file:// cache) ----------------
 
 
-def publish(work: Path, manifest: str, name: str = "bench/env") -> dict[str, Any]:
-    """Lock `manifest` against the busybox test catalog and push it, signed, to a file:// cache.
+# The realistic application of figures a-e: the host's python3 packaged as store paths by the
+# test catalog (testkit/closures.py, ~25 paths, thousands of files) and one small app on it.
+def runtime_manifest(app: int = 0, extra: str = "") -> str:
+    return (
+        'version = 1\n[install]\npython3.pkg-path = "python3"\n'
+        f'pyapp{app}.pkg-path = "pyapp{app}"\nbusybox.pkg-path = "busybox"\n{extra}'
+    )
 
-    Returns ref, hub (= cache URL), key (public key line), lock, paths (install paths).
-    """
+
+def catalog(dest: Path, *, runtime: bool = True, app_revision: str | None = None) -> str:
+    """A prepared copy of the test catalog (with the python3 runtime unless runtime=False);
+    its flake ref."""
     from e2e.catalog import prepare
+
+    if not runtime:
+        return prepare(dest)
+    from testkit.closures import cached_python_runtime
+
+    return prepare(dest, runtime=cached_python_runtime(), app_revision=app_revision)
+
+
+def publish(
+    work: Path, manifest: str, name: str = "bench/env", *, flake: str | None = None
+) -> dict[str, Any]:
+    """Lock `manifest` against the test catalog (`flake`, default: the busybox-only catalog)
+    and push it, signed, to a file:// cache.
+
+    Returns ref, hub (= cache URL), cache (its directory), key (public key line), secret
+    (the signing key file), lock, paths (install paths).
+    """
     from floxk._lock import lock_environment
     from floxk._push import push_environment
     from shim import hub
 
-    catalog = prepare(work / "catalog")
+    flake = flake or catalog(work / "catalog", runtime=False)
     env = work / "env"
     env.mkdir(parents=True)
     (env / "manifest.toml").write_text(manifest)
-    lock_environment(env, catalog=catalog)
+    lock_environment(env, catalog=flake)
     keys = work / "keys"
     keys.mkdir()
     subprocess.run(
@@ -200,7 +231,9 @@ def publish(work: Path, manifest: str, name: str = "bench/env") -> dict[str, Any
     return {
         "ref": pushed.ref,
         "hub": pushed.cache_url,
+        "cache": cache,
         "key": (keys / "pk").read_text().strip(),
+        "secret": keys / "sk",
         "lock": hub.peek(pushed.ref, [pushed.cache_url]).lock,
         "paths": pushed.paths,
     }
