@@ -230,6 +230,24 @@ def file_layer(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def dependency_order(store: Path, paths: list[str]) -> list[str]:
+    """`paths` with dependencies before what depends on them (`nix-store --query
+    --requisites` order), so an image's app-specific layers come last and images sharing a
+    runtime share the lower layers' chain ids (unpacked snapshots) too, as
+    buildLayeredImage's popularity order does."""
+    import subprocess
+
+    from shim.nix import base_options
+
+    out = subprocess.run(
+        ["nix-store", *base_options(), "--store", str(store), "--query", "--requisites"]
+        + sorted(paths),
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    wanted = set(paths)
+    return [p for p in out if p in wanted] + sorted(wanted - set(out))
+
+
 def env_image_layers(store: Path, closure: list[str], tree: Path, shape: str) -> list[bytes]:
     """The layers of an image holding an environment, in one of the two shapes image builds
     take: "single" (one layer: a Dockerfile COPY of closure and tree) or "layered" (one
@@ -238,7 +256,8 @@ def env_image_layers(store: Path, closure: list[str], tree: Path, shape: str) ->
     if shape == "single":
         return [store_layer(store, closure, tree=tree)]
     if shape == "layered":
-        return [store_layer(store, [p]) for p in sorted(closure)] + [tree_layer(tree)]
+        ordered = dependency_order(store, closure)
+        return [store_layer(store, [p]) for p in ordered] + [tree_layer(tree)]
     raise ValueError(f"image shape {shape!r}: single or layered")
 
 
