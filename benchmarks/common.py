@@ -251,3 +251,14 @@ def realize_log_counts(state_dir: Path) -> dict[str, Any]:
         "max_substitutions_per_path": max(per_path.values(), default=0),
         "per_path": per_path,
     }
+
+
+def tree_stats(store: Path, paths: list[str]) -> tuple[int, int]:
+    """(files, bytes) of store `paths` under the chroot store `store` (apparent sizes)."""
+    files = size = 0
+    for p in paths:
+        for dirpath, _, names in os.walk(Path(store) / p.lstrip("/")):
+            for n in names:
+                files += 1
+                size += os.lstat(os.path.join(dirpath, n)).st_size
+    return files, size
