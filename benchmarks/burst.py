@@ -33,7 +33,6 @@ from cri_api.v1 import api_pb2 as pb  # noqa: E402
 from benchmarks import common, crinode  # noqa: E402
 from testkit.images import STUB_IMAGE  # noqa: E402
 
-MANIFEST = common.runtime_manifest(0)
 IMAGE_NAME = "bench/burst:1.0"
 TARGET_RATIO = 1.10
 COMMAND = ["sh", "-c", "exec sleep 3600"]
@@ -69,8 +68,9 @@ def run(quick: bool, levels: list[int] | None = None, repeats: int | None = None
     with tempfile.TemporaryDirectory(prefix="floxk-bench-burst-") as tmp:
         work = Path(tmp)
         common.note("publishing the environment and building images")
+        app = common.App.for_mode(quick)
         node = crinode.make_node(
-            work, MANIFEST, name="bench/burst", flake=common.catalog(work / "catalog")
+            work, app.manifest(), name="bench/burst", flake=app.catalog(work / "catalog")
         )
         env = node.realize()  # warm, and the files of the image
         pushed = crinode.push_env_image(node.registry, IMAGE_NAME, node.store, env)
@@ -127,6 +127,7 @@ def run(quick: bool, levels: list[int] | None = None, repeats: int | None = None
         containerd=line.version,
         repeats=repeats,
         closure_paths=len(env.activation["closure"]),
+        application=app.describe(),
         image_pulled=pushed.ref,
         target_ratio=TARGET_RATIO,
         levels=out,

@@ -38,7 +38,6 @@ from benchmarks import common, crinode  # noqa: E402
 from testkit.httpserve import StaticServer  # noqa: E402
 from testkit.images import STUB_IMAGE  # noqa: E402
 
-MANIFEST = common.runtime_manifest(0)
 COMMAND = ["sh", "-c", "echo started && exec sleep 3600"]
 SHAPES = ("single", "layered")
 TARGET_RATIO = 1.0
@@ -76,8 +75,9 @@ def run(quick: bool, rounds: int | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="floxk-bench-cold-") as tmp:
         work = Path(tmp)
         common.note("publishing the environment, building and pushing the images")
+        app = common.App.for_mode(quick)
         node = crinode.make_node(
-            work, MANIFEST, name="bench/cold", flake=common.catalog(work / "c")
+            work, app.manifest(), name="bench/cold", flake=app.catalog(work / "c")
         )
         env = node.realize()  # the image's files (the flox rounds use fresh stores)
         pushed = {
@@ -128,6 +128,7 @@ def run(quick: bool, rounds: int | None = None) -> dict:
         rounds=rounds,
         target_ratio=TARGET_RATIO,
         closure_paths=len(closure),
+        application=app.describe(),
         closure_files=files,
         closure_bytes=size,
         images={s: {"ref": p.ref, "bytes": p.size} for s, p in pushed.items()},

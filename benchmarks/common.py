@@ -181,13 +181,40 @@ def note(msg: str) -> None:
 # --- a published environment (the busybox test catalog, signed file:// cache) ----------------
 
 
-# The realistic application of figures a-e: the host's python3 packaged as store paths by the
-# test catalog (testkit/closures.py, ~25 paths, thousands of files) and one small app on it.
-def runtime_manifest(app: int = 0, extra: str = "") -> str:
-    return (
-        'version = 1\n[install]\npython3.pkg-path = "python3"\n'
-        f'pyapp{app}.pkg-path = "pyapp{app}"\nbusybox.pkg-path = "busybox"\n{extra}'
-    )
+# The application of figures a-e. Full runs: the test catalog's python3 runtime (the host's
+# interpreter, standard library and shared libraries as ~25 store paths, thousands of
+# files; testkit/closures.py) with pyapp<i> on it. Quick runs (CI-sized): app<i> on busybox
+# alone, so the same code paths run in seconds.
+class App:
+    def __init__(self, realistic: bool) -> None:
+        self.realistic = realistic
+        self.prefix = "pyapp" if realistic else "app"
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> App:
+        return cls(realistic=not quick)
+
+    def manifest(self, i: int = 0) -> str:
+        runtime = 'python3.pkg-path = "python3"\n' if self.realistic else ""
+        return (
+            f"version = 1\n[install]\n{runtime}{self.prefix}{i}.pkg-path = "
+            f'"{self.prefix}{i}"\nbusybox.pkg-path = "busybox"\n'
+        )
+
+    def command(self, i: int = 0) -> str:
+        return f"{self.prefix}{i}"
+
+    def expect(self, revision: int = 1, i: int = 0) -> str:
+        """What the app prints (the start of its one line)."""
+        return f"{self.prefix}{i} revision {revision} on"
+
+    def catalog(self, dest: Path, app_revision: str | None = None) -> str:
+        return catalog(dest, runtime=self.realistic, app_revision=app_revision)
+
+    def describe(self) -> str:
+        if self.realistic:
+            return "the python3 runtime of the test catalog with pyapp<i> and busybox"
+        return "app<i> and busybox of the test catalog (quick: no runtime)"
 
 
 def catalog(dest: Path, *, runtime: bool = True, app_revision: str | None = None) -> str:
@@ -196,7 +223,7 @@ def catalog(dest: Path, *, runtime: bool = True, app_revision: str | None = None
     from e2e.catalog import prepare
 
     if not runtime:
-        return prepare(dest)
+        return prepare(dest, app_revision=app_revision)
     from testkit.closures import cached_python_runtime
 
     return prepare(dest, runtime=cached_python_runtime(), app_revision=app_revision)

@@ -41,16 +41,12 @@ CONTENT = "io.containerd.content.v1.content"
 SNAPSHOTS = "io.containerd.snapshotter.v1.overlayfs"
 
 
-def manifest(i: int) -> str:
-    return common.runtime_manifest(i)
-
-
-def publish_all(work: Path, k: int) -> tuple[dict, list[str]]:
+def publish_all(work: Path, k: int, app: common.App) -> tuple[dict, list[str]]:
     """Lock and push K environments to one signed cache; returns (hub info, refs)."""
     from floxk._lock import lock_environment
     from floxk._push import push_environment
 
-    catalog = common.catalog(work / "catalog")
+    catalog = app.catalog(work / "catalog")
     keys = work / "keys"
     keys.mkdir()
     subprocess.run(
@@ -61,7 +57,7 @@ def publish_all(work: Path, k: int) -> tuple[dict, list[str]]:
     for i in range(k):
         d = work / f"app{i}"
         d.mkdir()
-        (d / "manifest.toml").write_text(manifest(i))
+        (d / "manifest.toml").write_text(app.manifest(i))
         lock_environment(d, catalog=catalog)
         pushed = push_environment(
             d, to=cache.as_uri(), name=f"bench/app{i}", signing_key=keys / "sk"
@@ -133,7 +129,8 @@ def run(quick: bool, levels: list[int] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="floxk-bench-disk-") as tmp:
         work = Path(tmp)
         common.note(f"locking and publishing {k_max} environments")
-        hub_info, refs = publish_all(work / "hub", k_max)
+        app = common.App.for_mode(quick)
+        hub_info, refs = publish_all(work / "hub", k_max, app)
         store, state = work / "store", work / "state"
         flox, envs, done = {}, [], 0
         for k in levels:
@@ -172,6 +169,7 @@ def run(quick: bool, levels: list[int] | None = None) -> dict:
         quick=quick,
         containerd=crinode.LINE,
         closure_paths=len(closure),
+        application=app.describe(),
         target="flox <= layered images at every K",
         met=all(v["flox_over_layered"] <= 1.0 for v in per_k.values()),
         levels=per_k,

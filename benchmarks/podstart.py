@@ -36,12 +36,9 @@ from cri_api.v1 import api_pb2 as pb  # noqa: E402
 from benchmarks import common, crinode  # noqa: E402
 from testkit.images import STUB_IMAGE  # noqa: E402
 
-MANIFEST = common.runtime_manifest(0)
-IMAGE_NAME = "bench/pyapp0:1.0"
+IMAGE_NAME = "bench/podstart:1.0"
 COMMAND = ["sh", "-c", "echo started && exec sleep 3600"]
-APP_COMMAND = ["sh", "-c", "pyapp0 && exec sleep 3600"]
 EXPECT = "started"
-APP_EXPECT = "pyapp0 revision 1 on python"
 TARGET_RATIO = 1.05
 PHASES = ("run_pod", "create", "start")
 BASELINE = "flox-baseline"  # runtime handler of --baseline-rev
@@ -102,7 +99,8 @@ def run(quick: bool, repeats: int | None = None, baseline_rev: str | None = None
         work = Path(tmp)
         extra = {BASELINE: tree_at(baseline_rev, work / "rev")} if baseline_rev else {}
         common.note("publishing the environment and building images")
-        node = crinode.make_node(work, MANIFEST, flake=common.catalog(work / "catalog"))
+        app = common.App.for_mode(quick)
+        node = crinode.make_node(work, app.manifest(), flake=app.catalog(work / "catalog"))
         env = node.realize()  # warm: what the pods below find
         pushed = crinode.push_env_image(node.registry, IMAGE_NAME, node.store, env)
         common.note(f"starting containerd {line.version}")
@@ -114,7 +112,8 @@ def run(quick: bool, repeats: int | None = None, baseline_rev: str | None = None
             for ref, img in ((node.env["ref"], STUB_IMAGE), (None, image_ref)):
                 start_pod(
                     cri, flox_ref=ref, image=img, phases={p: [] for p in PHASES},
-                    command=APP_COMMAND, expect=APP_EXPECT,
+                    command=["sh", "-c", f"{app.command()} && exec sleep 3600"],
+                    expect=app.expect(),
                 )  # fmt: skip
             kinds = ["flox", "image", *extra]
             phases: dict[str, dict[str, list[float]]] = {}
@@ -152,6 +151,7 @@ def run(quick: bool, repeats: int | None = None, baseline_rev: str | None = None
         repeats=repeats,
         target_ratio=TARGET_RATIO,
         closure_paths=len(env.activation["closure"]),
+        application=app.describe(),
         image_pulled=pushed.ref,
         trees_built=trees,
         flox=common.summary(samples["flox"]),

@@ -5,6 +5,7 @@ Packages (legacyPackages.<system>.* and packages.<system>.*):
   hello     bin/hello, a busybox-sh script printing "hello from floxk" (closure: + busybox)
   greeting  bin/hello printing "greetings from greeting" (clashes with hello) and bin/greet
   web       bin/web-serve: busybox httpd in the foreground on $PORT (default 8080)
+  app0..app31  bin/app<i>, a busybox-sh script printing its revision (prepare's app_revision)
   python3, pyapp0..pyapp31   only when prepare() is given a runtime (testkit/closures.py):
             the host's python3 as ~20 store paths, and small applications sharing it
 
@@ -38,7 +39,7 @@ def prepare(
     `busybox` must be a statically linked busybox (Debian: busybox-static), because its
     outputs run on an empty root filesystem. `runtime`: a directory from
     testkit.closures.gather_python_runtime, linked in as the python3 packages' sources;
-    `app_revision` changes the pyapp packages' code (an application update).
+    `app_revision` changes the app<i> and pyapp<i> packages' code (an application update).
     """
     source = Path(busybox)
     if not source.is_file():
@@ -60,6 +61,6 @@ def prepare(
     os.chmod(dest / "static" / "busybox", 0o555)
     if runtime is not None:
         shutil.copytree(runtime, dest / "runtime", symlinks=True, dirs_exist_ok=True)
-        if app_revision is not None:
-            (dest / "runtime" / "app-revision").write_text(app_revision + "\n")
+    if app_revision is not None:
+        (dest / "app-revision").write_text(app_revision + "\n")
     return f"path:{dest.resolve()}"

@@ -81,6 +81,27 @@ let
     '';
   };
 
+  # The applications' code moves with the catalog's revision (app-revision, "1" unless
+  # prepare() names another): a new revision changes every app<i> and pyapp<i>, nothing else.
+  appRevision =
+    if builtins.pathExists ./app-revision
+    then builtins.replaceStrings [ "\n" ] [ "" ] (builtins.readFile ./app-revision)
+    else "1";
+  APPS = 32;
+  # app<i>: a small application on busybox sh alone.
+  app = i: mkPackage {
+    pname = "app${toString i}";
+    version = appRevision;
+    description = "Application ${toString i} on busybox";
+    script = ''
+      mkdir -p $out/bin
+      printf '#!%s\necho "app${toString i} revision ${appRevision} on busybox"\n' \
+        ${busybox}/bin/sh > $out/bin/app${toString i}
+      chmod 0555 $out/bin/app${toString i}
+    '';
+  };
+  apps = builtins.listToAttrs (builtins.genList (i: { name = "app${toString i}"; value = app i; }) APPS);
+
   # A runtime of real size and shape, when prepare() was given one (testkit/closures.py
   # gathers the host's python3): one store path per shared-library package, the
   # interpreter with its standard library, and PYAPPS small applications on it.
@@ -112,12 +133,6 @@ let
       chmod 0555 $out/bin/python3
     '';
   };
-  # The applications' code moves with the catalog's revision (runtime/app-revision, "1"
-  # unless prepare() names another): a new revision changes every pyapp, nothing else.
-  appRevision =
-    if builtins.pathExists ./runtime/app-revision
-    then builtins.replaceStrings [ "\n" ] [ "" ] (builtins.readFile ./runtime/app-revision)
-    else "1";
   pyapp = i: mkPackage {
     pname = "pyapp${toString i}";
     version = appRevision;
@@ -131,12 +146,11 @@ let
       chmod 0555 $out/bin/pyapp${toString i}
     '';
   };
-  PYAPPS = 32;
   runtime =
     if hasRuntime then
-      { inherit python3; } // builtins.listToAttrs (builtins.genList (i: { name = "pyapp${toString i}"; value = pyapp i; }) PYAPPS)
+      { inherit python3; } // builtins.listToAttrs (builtins.genList (i: { name = "pyapp${toString i}"; value = pyapp i; }) APPS)
     else { };
 in
 {
   inherit busybox hello greeting web;
-} // runtime
+} // apps // runtime
