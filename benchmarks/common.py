@@ -240,7 +240,7 @@ def publish(
     """
     from floxk._lock import lock_environment
     from floxk._push import push_environment
-    from shim import hub
+    from shim.core import hub
 
     flake = flake or catalog(work / "catalog", runtime=False)
     env = work / "env"

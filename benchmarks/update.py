@@ -66,9 +66,9 @@ def check_revision(cri, app: common.App, pods: list[str], revision: int) -> None
 def run(quick: bool, rounds: int | None = None) -> dict:
     from floxk._lock import lock_environment
     from floxk._push import push_environment
-    from shim import hub
-    from shim.model import current_system, load_lock
-    from shim.realize import realize
+    from shim.core import hub
+    from shim.core.model import current_system, load_lock
+    from shim.core.realize import realize
 
     rounds = rounds or ROUNDS[quick]
     line = crinode.containerd_line()

@@ -24,7 +24,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from shim.proc import run
+from shim.core.proc import run
 
 PAUSE_IMAGE = "floxk.test/pause:1.0"
 STUB_IMAGE = "floxk.test/stub:1.0"
@@ -237,7 +237,7 @@ def dependency_order(store: Path, paths: list[str]) -> list[str]:
     buildLayeredImage's popularity order does."""
     import subprocess
 
-    from shim.nix import base_options
+    from shim.core.nix import base_options
 
     out = subprocess.run(
         ["nix-store", *base_options(), "--store", str(store), "--query", "--requisites"]

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shim import containerd as ctrd
-from shim.errors import FloxkError, NotFoundError
+from shim.core import containerd as ctrd
+from shim.core.errors import FloxkError, NotFoundError
 
 CONTAINER = "floxk-registry"
 HOST_PORT = 5001

@@ -11,9 +11,9 @@ import pytest
 from e2e.catalog import prepare
 from floxk._lock import lock_environment
 from floxk._push import push_environment
-from shim import hub
-from shim.model import current_system
-from shim.realize import realize
+from shim.core import hub
+from shim.core.model import current_system
+from shim.core.realize import realize
 from testkit.closures import cached_python_runtime
 from testkit.nix import run_with_store
 
