@@ -61,7 +61,7 @@ def burst(cri, n: int, *, flox_ref: str | None, image: str) -> float:
 
 
 def run(quick: bool, levels: list[int] | None = None, repeats: int | None = None) -> dict:
-    levels = levels or ([1, 4, 16] if quick else [1, 4, 16, 32])
+    levels = levels or ([1, 4] if quick else [1, 4, 16, 32])
     repeats = repeats or (1 if quick else 3)
     line = crinode.containerd_line()
     out: dict[str, dict] = {}

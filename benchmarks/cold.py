@@ -41,7 +41,7 @@ from testkit.images import STUB_IMAGE  # noqa: E402
 COMMAND = ["sh", "-c", "echo started && exec sleep 3600"]
 SHAPES = ("single", "layered")
 TARGET_RATIO = 1.0
-ROUNDS = {True: 2, False: 5}
+ROUNDS = {True: 1, False: 5}
 
 
 def start_pod(cri, *, flox_ref: str | None, image: str, pull: bool) -> float:

@@ -124,7 +124,7 @@ def image_bytes(work: Path, shape: str, envs: list, store: Path, levels: list[in
 
 
 def run(quick: bool, levels: list[int] | None = None) -> dict:
-    levels = sorted(levels or ([1, 4] if quick else [1, 4, 16]))
+    levels = sorted(levels or ([1, 2] if quick else [1, 4, 16]))
     k_max = levels[-1]
     with tempfile.TemporaryDirectory(prefix="floxk-bench-disk-") as tmp:
         work = Path(tmp)

@@ -93,7 +93,7 @@ def tree_at(rev: str, dest: Path) -> Path:
 
 
 def run(quick: bool, repeats: int | None = None, baseline_rev: str | None = None) -> dict:
-    repeats = repeats or (8 if quick else 30)
+    repeats = repeats or (6 if quick else 30)
     line = crinode.containerd_line()
     with tempfile.TemporaryDirectory(prefix="floxk-bench-podstart-") as tmp:
         work = Path(tmp)

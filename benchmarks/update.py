@@ -38,7 +38,7 @@ from testkit.httpserve import StaticServer  # noqa: E402
 from testkit.images import STUB_IMAGE  # noqa: E402
 
 NAME = "bench/update"
-SHAPES = ("layered", "single")
+SHAPES_BY_MODE = {True: ("layered",), False: ("layered", "single")}  # quick: CI-sized
 REPLICAS = 2
 TARGET_RATIO = 0.5
 ROUNDS = {True: 1, False: 3}
@@ -71,6 +71,7 @@ def run(quick: bool, rounds: int | None = None) -> dict:
     from shim.core.realize import realize
 
     rounds = rounds or ROUNDS[quick]
+    shapes = SHAPES_BY_MODE[quick]
     line = crinode.containerd_line()
     with tempfile.TemporaryDirectory(prefix="floxk-bench-update-") as tmp:
         work = Path(tmp)
@@ -114,15 +115,15 @@ def run(quick: bool, rounds: int | None = None) -> dict:
 
         cri = node.start(line)
         phases: dict[str, dict[str, list[float]]] = {
-            k: {"publish": [], "rollout": []} for k in ("flox", *SHAPES)
+            k: {"publish": [], "rollout": []} for k in ("flox", *shapes)
         }
         phases["flox"]["lock"] = []
-        fetched: dict[str, list[float]] = {k: [] for k in ("flox", *SHAPES)}
+        fetched: dict[str, list[float]] = {k: [] for k in ("flox", *shapes)}
         try:
             env1 = built(node.env["lock"])
             running: dict[str, list[str]] = {"flox": []}
             current: dict[str, object] = {}
-            for shape in SHAPES:
+            for shape in shapes:
                 image, pushed = build_and_push(env1, shape, "1")
                 cri.pull_image(pushed.ref)
                 current[shape] = image
@@ -136,7 +137,7 @@ def run(quick: bool, rounds: int | None = None) -> dict:
             ]
             for kind in running:
                 check_revision(cri, app, running[kind], 1)
-            revision = {"flox": 1, **{s: 1 for s in SHAPES}}
+            revision = {"flox": 1, **{s: 1 for s in shapes}}
             pending: dict[str, object] = {}
 
             def roll(kind: str, new_pods) -> None:
@@ -199,7 +200,7 @@ def run(quick: bool, rounds: int | None = None) -> dict:
                 roll(shape, new)
                 return t2 - t0
 
-            cases = {"flox": flox, **{s: (lambda s=s: image(s)) for s in SHAPES}}
+            cases = {"flox": flox, **{s: (lambda s=s: image(s)) for s in shapes}}
             common.note(f"{rounds} interleaved update rounds")
             samples = common.interleaved(cases, rounds)
             generation = hub.peek(NAME, [node.env["hub"]]).generation
@@ -220,21 +221,22 @@ def run(quick: bool, rounds: int | None = None) -> dict:
         application=app.describe(),
         generations_pushed=generation,
         flox=common.summary(samples["flox"]),
-        **{s: common.summary(samples[s]) for s in SHAPES},
-        ratio={s: common.ratio(samples["flox"], samples[s]) for s in SHAPES},
+        **{s: common.summary(samples[s]) for s in shapes},
+        ratio={s: common.ratio(samples["flox"], samples[s]) for s in shapes},
         phases={k: {p: common.summary(v) for p, v in by.items()} for k, by in phases.items()},
         bytes_fetched={k: common.summary(v) for k, v in fetched.items()},
     )
 
 
 def report(doc: dict) -> None:
+    shapes = list(doc["ratio"])
     rows = [common.cell("flox: lock + push + 2 pods", doc["flox"])]
-    for s in SHAPES:
+    for s in shapes:
         rows.append(common.cell(f"{s} image: build + push + pull + 2 pods", doc[s]))
     for k, by in doc["phases"].items():
         rows += [common.cell(f"  {k} {p}", by[p]) for p in by if p != "rollout"]
         rows.append(common.cell(f"  {k} rollout", by["rollout"]))
-    for s in SHAPES:
+    for s in shapes:
         rows.append(
             (f"flox / {s}", f"{doc['ratio'][s]['median_ratio']:.2f} (target <= {TARGET_RATIO})")
         )
