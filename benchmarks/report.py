@@ -38,6 +38,10 @@ def _mib(b: float) -> str:
     return f"{b / 2**20:.1f} MiB"
 
 
+def _bytes(b: float) -> str:
+    return _mib(b) if b >= 2**20 else f"{b / 1024:.1f} KiB"
+
+
 def _plt():
     import matplotlib
 
@@ -620,10 +624,10 @@ def cold(doc: dict) -> tuple[str, str]:
     b = doc["bytes_fetched"]
     rows = "\n".join(
         [
-            f"| flox, environment from the http hub | {_cell(doc['flox'], sec)} | {_mib(b['flox']['median'])} | |"
+            f"| flox, environment from the http hub | {_cell(doc['flox'], sec)} | {_bytes(b['flox']['median'])} | |"
         ]
         + [
-            f"| image pulled, {s} | {_cell(doc[s], sec)} | {_mib(b[s]['median'])} |"
+            f"| image pulled, {s} | {_cell(doc[s], sec)} | {_bytes(b[s]['median'])} |"
             f" **{doc['ratio'][s]['median_ratio']:.2f}** |"
             for s in shapes
         ]
@@ -684,7 +688,7 @@ def update(doc: dict) -> tuple[str, str]:
     b = doc["bytes_fetched"]
     rows = "\n".join(
         f"| {k} | {_cell(doc[k], _sec)} | {_cell(doc['phases'][k]['publish'], _sec)} |"
-        f" {_cell(doc['phases'][k]['rollout'], _sec)} | {_mib(b[k]['median'])} |"
+        f" {_cell(doc['phases'][k]['rollout'], _sec)} | {_bytes(b[k]['median'])} |"
         for k in kinds
     )
     lock = doc["phases"]["flox"].get("lock")
@@ -732,8 +736,8 @@ layer.
     return text, (
         "b. update (publish + roll 2 replicas), flox / image: "
         + ", ".join(f"{doc['ratio'][s]['median_ratio']:.2f} ({s})" for s in shapes)
-        + f"; bytes the node fetched: flox {_mib(b['flox']['median'])}, "
-        + ", ".join(f"{s} {_mib(b[s]['median'])}" for s in shapes)
+        + f"; bytes the node fetched: flox {_bytes(b['flox']['median'])}, "
+        + ", ".join(f"{s} {_bytes(b[s]['median'])}" for s in shapes)
         + f" (target <= {doc['target_ratio']}: {'met' if met else 'missed'})"
     )
 
