@@ -62,6 +62,19 @@ def start_pod(cri, *, flox_ref: str | None, image: str, pull: bool) -> float:
     return seconds
 
 
+def log_times(state: Path) -> dict[str, float]:
+    """From the node's realize.log: when the last store path was substituted and when the
+    tree was built (epoch seconds)."""
+    out: dict[str, float] = {}
+    log = state / "realize.log"
+    for line in log.read_text().splitlines() if log.exists() else []:
+        at, _, event = line.split()[:3]
+        if event in ("substitute", "tree"):
+            key = "substituted" if event == "substitute" else "tree_built"
+            out[key] = max(out.get(key, 0.0), float(at))
+    return out
+
+
 def wipe(*dirs: Path) -> None:
     """Remove chroot stores (their store paths are read-only)."""
     for d in dirs:
@@ -89,6 +102,7 @@ def run(quick: bool, rounds: int | None = None) -> dict:
         server = StaticServer(node.env["cache"])
         cri = node.start(line)
         fetched: dict[str, list[int]] = {"flox": [], **{s: [] for s in SHAPES}}
+        flox_phases: dict[str, list[float]] = {}
         count = 0
         try:
 
@@ -97,9 +111,11 @@ def run(quick: bool, rounds: int | None = None) -> dict:
                 count += 1
                 store, state = work / f"store-{count}", work / f"state-{count}"
                 node.point_at(store, state, hub=server.url)
-                before = server.bytes_sent
+                before, wall = server.bytes_sent, time.time()
                 seconds = start_pod(cri, flox_ref=node.env["ref"], image=STUB_IMAGE, pull=False)
                 fetched["flox"].append(server.bytes_sent - before)
+                for event, at in log_times(state).items():  # when the node's work ended
+                    flox_phases.setdefault(event, []).append(at - wall)
                 wipe(store, state)
                 return seconds
 
@@ -137,6 +153,7 @@ def run(quick: bool, rounds: int | None = None) -> dict:
         **{s: common.summary(samples[s]) for s in SHAPES},
         ratio={s: common.ratio(samples["flox"], samples[s]) for s in SHAPES},
         bytes_fetched={k: common.summary([float(b) for b in v]) for k, v in fetched.items()},
+        flox_node_work={k: common.summary(v) for k, v in flox_phases.items()},
         last_flox_round=checks,
     )
 
@@ -154,6 +171,8 @@ def report(doc: dict) -> None:
         rows.append(
             (f"flox / {s}", f"{r['median_ratio']:.2f} (target <= {TARGET_RATIO})"),
         )
+    for k, v in doc.get("flox_node_work", {}).items():
+        rows.append(common.cell(f"  flox: {k} after RunPodSandbox began", v))
     for k, v in doc["bytes_fetched"].items():
         rows.append((f"bytes fetched, {k}", f"{v['median'] / 2**20:.1f} MiB"))
     common.print_table(rows)

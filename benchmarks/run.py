@@ -133,6 +133,15 @@ def main() -> int:
         if not checks_hold(doc):
             failed.append(f"{name} (check)")
         print(f"({time.perf_counter() - t:.0f} s, wrote {path})", flush=True)
+    run_doc = {
+        "benchmark": "run",
+        "command": "python3 -m benchmarks.run " + " ".join(sys.argv[1:]),
+        "benchmarks": names,
+        "failed": failed,
+        "seconds": round(time.perf_counter() - started),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    common.write_json(run_doc, out)
     if not a.quick and not a.no_docs:
         from benchmarks import report
 
