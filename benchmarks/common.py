@@ -289,3 +289,19 @@ def tree_stats(store: Path, paths: list[str]) -> tuple[int, int]:
                 files += 1
                 size += os.lstat(os.path.join(dirpath, n)).st_size
     return files, size
+
+
+def rounds_main(doc: str, run: Callable, report: Callable, rounds: dict[bool, int]) -> int:
+    """`python3 -m benchmarks.NAME [--quick] [--rounds N] [--out DIR]` for a benchmark whose
+    run() takes (quick, rounds)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=f"{rounds[True]} round(s)")
+    ap.add_argument("--rounds", type=int, help=f"rounds (default {rounds[False]})")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    a = ap.parse_args()
+    result_doc = run(a.quick, a.rounds)
+    report(result_doc)
+    print(f"wrote {write_json(result_doc, a.out)}")
+    return 0

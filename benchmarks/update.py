@@ -21,7 +21,6 @@ http hub served during the rollout (flox), the blobs of the new image the node d
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -246,15 +245,7 @@ def report(doc: dict) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--rounds", type=int, help=f"rounds (default {ROUNDS[False]})")
-    ap.add_argument("--out", type=Path, default=common.RESULTS)
-    a = ap.parse_args()
-    doc = run(a.quick, a.rounds)
-    report(doc)
-    print(f"wrote {common.write_json(doc, a.out)}")
-    return 0
+    return common.rounds_main(__doc__, run, report, ROUNDS)
 
 
 if __name__ == "__main__":
