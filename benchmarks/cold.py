@@ -1,5 +1,6 @@
-"""Figure a, the cold first pod on a node through CRI: environment from an http hub vs the
-same files as an image pulled from a registry.
+"""Figure a, the cold first pod on a node through CRI: an http hub vs a registry pull.
+
+The environment from an http:// hub vs the same files as an image pulled from a registry.
 
     python3 -m benchmarks.cold [--quick] [--rounds N] [--out DIR]
 

@@ -1,4 +1,4 @@
-"""Figure b, an update: one package of the app changes and two replicas roll to it, through CRI.
+"""Figure b, an update through CRI: one package changes, two replicas roll to it.
 
     python3 -m benchmarks.update [--quick] [--rounds N] [--out DIR]
 
