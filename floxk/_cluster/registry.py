@@ -40,12 +40,14 @@ CONFIG = {  # JSON is YAML
 Progress = Callable[[str], None]
 
 
-def containerd_patch(config_version: int = 2) -> str:
-    """The containerd patch that makes the node read certs.d/<host>/hosts.toml."""
+def registry_patch(config_version: int = 2) -> dict[str, Any]:
+    """The containerd config (merged into the flox runtime's patch: one patch, one
+    `version`) that makes the node read certs.d/<host>/hosts.toml."""
     plugin = ctrd.CRI_RUNTIME_PLUGIN[config_version]
-    return ctrd.to_toml(
-        {"version": config_version, "plugins": {plugin: {"registry": {"config_path": CERTS_DIR}}}}
-    )
+    return {
+        "version": config_version,
+        "plugins": {plugin: {"registry": {"config_path": CERTS_DIR}}},
+    }
 
 
 def hosts_toml() -> str:

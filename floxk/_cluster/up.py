@@ -80,9 +80,11 @@ def build_spec(
         else ""  # k3d: the config-v3.toml.tmpl baked into its node image
     )
     if registry:  # floxk up --registry: nodes read registry hosts from certs.d
+        import tomllib
+
         from floxk._cluster import registry as local_registry
 
-        patch += local_registry.containerd_patch()
+        patch = ctrd.to_toml(ctrd.merge(tomllib.loads(patch), local_registry.registry_patch()))
     return ClusterSpec(
         provider=provider,
         name=name,
