@@ -8,6 +8,8 @@ environment resolved, warm tree found, spec rewritten). This measures both, with
 runc replaced by /bin/true (front and node.toml) so only floxk's own work is timed:
   front     the node package's sh front (shim/install.py's layout) and behind it the
             floxk-runc zipapp (floxk/_shimbuild.py, with bytecode), as containerd runs it
+  front+server  the same front with the node's create server running (shim.server, as a
+            flox sandbox's prefetch leaves it): the create is answered by a fork of it
   zipapp    the zipapp's Python side alone, started the way the front starts it
             (/usr/bin/python3 -I -S -c 'sys.path.insert(0, zipapp); ...')
   source    the same code from this checkout with its __pycache__ (an unpacked install)
@@ -89,6 +91,27 @@ def run(quick: bool, repeats: int | None = None) -> dict:
             )
         )
         front.chmod(0o755)
+        # The same front with the node's create server (shim.server) running, as a flox
+        # sandbox's prefetch leaves it: the app create is answered by a fork of it.
+        served = bin_dir / "floxk-runc-front-true-served"
+        served.write_text(
+            node_install.render_node_front(str(bin_dir), PYTHON, str(node.state)).replace(
+                f"exec {bin_dir}/{node_install.REAL_RUNC_LINK} ", "exec /bin/true "
+            )
+        )
+        served.chmod(0o755)
+        server = subprocess.Popen(
+            front_module.python_argv(PYTHON, "shim.server:main", bin_dir / node_install.SHIM_NAME),
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        from shim import server as create_server
+
+        for _ in range(200):
+            if create_server.running(node.state):
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the create server did not start")
         pod = {
             "flox.dev/environment": node.env["ref"],
             "io.kubernetes.cri.sandbox-id": "0" * 64,
@@ -110,7 +133,10 @@ def run(quick: bool, repeats: int | None = None) -> dict:
 
         source = front_module.python_argv(PYTHON, "shim.runc:main", common.REPO)
         zipapp = front_module.python_argv(PYTHON, "shim.runc:main", bin_dir / "floxk-runc")
-        runners = {"front": [str(front)], "zipapp": zipapp, "source": source}
+        runners = {
+            "front": [str(front)], "front+server": [str(served)], "zipapp": zipapp,
+            "source": source,
+        }  # fmt: skip
         cases = {"floor": lambda: _timed_run([PYTHON, "-I", "-S", "-c", "pass"], env)}
         n = [0]
 
@@ -131,6 +157,8 @@ def run(quick: bool, repeats: int | None = None) -> dict:
         samples = common.interleaved(cases, repeats)
         restore()
         profile = {"app": importtime([*zipapp, "create", "--bundle", str(app), "prof"], env)}
+        create_server.stop(node.state)
+        server.wait(timeout=10)
         shutil.rmtree(node.state / "uses", ignore_errors=True)
     return common.result(
         "createpath",

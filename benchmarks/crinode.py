@@ -46,10 +46,13 @@ def containerd_line(version: str = LINE) -> harness.Line:
     )
 
 
-def install_node_bin(bin_dir: Path, runc_v2_shim: str | None = None) -> tuple[str, str]:
+def install_node_bin(
+    bin_dir: Path, runc_v2_shim: str | None = None, state_dir: Path | None = None
+) -> tuple[str, str]:
     """The node package's bin dir as `floxk shim install` lays it out: zipapps, real-runc
     link, the runc front and (where the installer has one) the wrapper shim's front, which
-    execs `runc_v2_shim`. Returns (runtime_path, BinaryName)."""
+    execs `runc_v2_shim`; `state_dir`: node.toml's (where the create server lives).
+    Returns (runtime_path, BinaryName)."""
     from floxk._shimbuild import build_zipapps
     from shim import install as node_install
 
@@ -58,13 +61,14 @@ def install_node_bin(bin_dir: Path, runc_v2_shim: str | None = None) -> tuple[st
     if not real.is_symlink():
         real.symlink_to(lines.runc_under_test().path)
     front = bin_dir / "floxk-runc-front"
-    front.write_text(node_install.render_node_front(str(bin_dir), NODE_PYTHON))
+    where = {"state_dir": str(state_dir)} if state_dir is not None else {}
+    front.write_text(node_install.render_node_front(str(bin_dir), NODE_PYTHON, **where))
     front.chmod(0o755)
     shim = bin_dir / node_install.SHIM_NAME
     render_shim = getattr(node_install, "render_node_shim_front", None)
     if render_shim is not None and runc_v2_shim:
         shim = bin_dir / node_install.SHIM_FRONT_NAME
-        shim.write_text(render_shim(str(bin_dir), NODE_PYTHON, runc_v2_shim))
+        shim.write_text(render_shim(str(bin_dir), NODE_PYTHON, runc_v2_shim, **where))
         shim.chmod(0o755)
     return str(shim), str(front)
 
@@ -114,7 +118,7 @@ class Node:
         from shim import containerd as ctrd
 
         runc_v2 = str(line.bin_dir / "containerd-shim-runc-v2")
-        shim, front = install_node_bin(self.work / "bin", runc_v2)
+        shim, front = install_node_bin(self.work / "bin", runc_v2, self.state)
         runtimes = {}
         for name, root in (extra or {}).items():
             x_shim, x_front = install_node_bin_at(root, self.work / f"bin-{name}", runc_v2)
@@ -141,6 +145,9 @@ class Node:
     def stop(self) -> None:
         if self.daemon is not None:
             self.daemon.stop()
+        from shim import server
+
+        server.stop(self.state)  # the create server a flox sandbox's prefetch left
 
 
 def make_node(work: Path, manifest: str, *, name: str = "bench/env") -> Node:

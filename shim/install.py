@@ -55,9 +55,10 @@ from typing import Any
 
 from shim import containerd as ctrd
 from shim.errors import ConfigError, FloxkError, InUseError
-from shim.front import python_argv, render_front, render_shim_front
-from shim.node import find_program, load_node_config
+from shim.front import SERVING_PREFETCH, python_argv, render_front, render_shim_front
+from shim.node import DEFAULT_STATE_DIR, find_program, load_node_config
 from shim.proc import run
+from shim.server import server_dir
 
 DEFAULT_BIN_DIR = "/usr/lib/floxk"
 DEFAULT_CONFIG = "/etc/containerd/config.toml"
@@ -320,19 +321,26 @@ def find_real_runc(effective: dict[str, Any], runc: str | None = None) -> str:
 # --- rendering ----------------------------------------------------------------------------
 
 
-def render_node_front(bin_dir: str, python: str) -> str:
-    """The sh front for a bin_dir: pass-through to bin_dir/real-runc, slow path to the zipapp."""
+def render_node_front(bin_dir: str, python: str, state_dir: str = DEFAULT_STATE_DIR) -> str:
+    """The sh front for a bin_dir: pass-through to bin_dir/real-runc, flox creates to the
+    node's create server of `state_dir` (shim.server) when one runs, else to the zipapp."""
     return render_front(
         f"{bin_dir}/{REAL_RUNC_LINK}",
         python_argv(python, "shim.runc:main", f"{bin_dir}/{RUNC_NAME}"),
+        server_dir(state_dir),
     )
 
 
-def render_node_shim_front(bin_dir: str, python: str, runc_v2_shim: str) -> str:
-    """The wrapper shim's sh front for a bin_dir: exec runc_v2_shim, prefetch from the zipapp."""
+def render_node_shim_front(
+    bin_dir: str, python: str, runc_v2_shim: str, state_dir: str = DEFAULT_STATE_DIR
+) -> str:
+    """The wrapper shim's sh front for a bin_dir: exec runc_v2_shim, prefetch through the
+    create server of `state_dir` or from the zipapp (which then stays as that server)."""
     zipapp = f"{bin_dir}/{SHIM_NAME}"
-    prefetch = python_argv(python, "shim.wrapper:prefetch_main", zipapp)
-    return render_shim_front(runc_v2_shim, prefetch, [python, "-I", "-S", zipapp])
+    prefetch = python_argv(python, SERVING_PREFETCH, zipapp)
+    return render_shim_front(
+        runc_v2_shim, prefetch, [python, "-I", "-S", zipapp], server=server_dir(state_dir)
+    )
 
 
 def find_runc_v2_shim(node: Node) -> str | None:
@@ -484,8 +492,11 @@ def install(
 
     changes = [
         FileChange(
-            front_path, "front", _read_text(Path(front_path)), render_node_front(bin_dir, python)
-        ),
+            front_path,
+            "front",
+            _read_text(Path(front_path)),
+            render_node_front(bin_dir, python, load_node_config().state_dir),
+        ),  # fmt: skip
         FileChange(
             f"{bin_dir}/{REAL_RUNC_LINK}", "link", _read_link(bin_dir), f"link -> {real_runc}"
         ),
@@ -496,7 +507,7 @@ def install(
                 shim_path,
                 "front",
                 _read_text(Path(shim_path)),
-                render_node_shim_front(bin_dir, python, runc_v2),
+                render_node_shim_front(bin_dir, python, runc_v2, load_node_config().state_dir),
             )  # fmt: skip
         )
     changes.append(FileChange(str(target), _file_role(mode), before, after))
