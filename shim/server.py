@@ -64,7 +64,7 @@ REPLY_WAIT_SECONDS = 5.0  # how long a child waits for its front to open the rep
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from shim.node import NodeConfig
+    from shim.core.node import NodeConfig
 
 
 def server_dir(state_dir: str | os.PathLike[str]) -> str:
@@ -184,7 +184,7 @@ class _Server:
         fd = os.open(requests, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         self.held = [lock, fd]
         self._clean_replies()
-        from shim.atomic import write_atomic
+        from shim.core.atomic import write_atomic
 
         pid = os.getpid()
         write_atomic(os.path.join(self.dir, PID_FILE), f"{pid} {start_time(pid)}\n".encode(), 0o600)
@@ -387,7 +387,7 @@ def _note(node: NodeConfig, msg: str) -> None:
 
 def main() -> None:
     """`python3 -m shim.server`: serve in the foreground (what the prefetch does detached)."""
-    from shim.node import load_node_config
+    from shim.core.node import load_node_config
 
     sys.exit(0 if serve_if_none(load_node_config()) else 1)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from shim import nix
+from shim.core import nix
+from shim.core.realize import tree_link
 from shim.front import write_front
-from shim.realize import tree_link
 from testkit.oci import make_bundle, runc_path, write_node_toml
 from tests import attacker
 from tests.shim.test_create_e2e import _ann, _runc, _start_and_wait

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shim.realize import tree_link
+from shim.core.realize import tree_link
 from shim.wrapper import action_of, sandbox_env_ref
 from testkit.oci import write_node_toml
 
@@ -105,7 +105,7 @@ def test_prefetch_realizes_the_env_before_any_container(tmp_path, shim):
     from e2e.catalog import prepare
     from floxk._lock import lock_environment
     from floxk._push import push_environment
-    from shim.nix import base_options
+    from shim.core.nix import base_options
 
     catalog = prepare(tmp_path / "catalog")
     subprocess.run(

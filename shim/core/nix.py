@@ -1,6 +1,6 @@
 """How floxk calls Nix: command lines shared by lock, push, realize and gc.
 
-Standard library only. Every call goes through shim.proc.run; this module only builds
+Standard library only. Every call goes through shim.core.proc.run; this module only builds
 argument lists and reads Nix's output. Options are passed per call (`--option NAME VALUE`),
 never written to nix.conf, so a node's own Nix configuration is left alone.
 """
@@ -16,8 +16,8 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from shim.errors import CommandError, MissingDependencyError, NixError, TrustError
-from shim.proc import run, run_captured
+from shim.core.errors import CommandError, MissingDependencyError, NixError, TrustError
+from shim.core.proc import run, run_captured
 
 STORE_DIR = "/nix/store"
 
@@ -319,7 +319,7 @@ def _untrusted(
 
 def _remote_signatures(path: str, substituters: Sequence[str]) -> list[str]:
     """The Sig lines of `path`'s narinfo in the substituters (unverified: Nix checks them)."""
-    from shim.hub import _fetch, _join
+    from shim.core.hub import _fetch, _join
 
     sigs: list[str] = []
     for url in substituters:
