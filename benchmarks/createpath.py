@@ -154,7 +154,14 @@ def run(quick: bool, repeats: int | None = None) -> dict:
             cases[f"{name} app"] = case(argv, app, restore)
         common.note(f"{repeats} interleaved rounds of {len(cases)} cases")
         common.interleaved(cases, 2)  # page cache; the checkout's __pycache__ gets written
-        samples = common.interleaved(cases, repeats)
+        cpu: dict[str, list[float]] = {}
+        timed_cases = {name: _with_cpu(name, fn, cpu) for name, fn in cases.items()}
+        server_pid = create_server.running(node.state)
+        server_before = _process_cpu_ms(server_pid)
+        samples = common.interleaved(timed_cases, repeats)
+        time.sleep(1.5)  # the server reaps its children within a second
+        server_ms = (_process_cpu_ms(server_pid) - server_before) / repeats
+        cpu_ms = {name: common.summary([v / 1000 for v in values]) for name, values in cpu.items()}
         restore()
         profile = {"app": importtime([*zipapp, "create", "--bundle", str(app), "prof"], env)}
         create_server.stop(node.state)
@@ -165,12 +172,47 @@ def run(quick: bool, repeats: int | None = None) -> dict:
         quick=quick,
         repeats=repeats,
         cases={name: common.summary(v) for name, v in samples.items()},
+        # CPU of the front and what it started (getrusage of reaped children), and for
+        # front+server the server's own CPU (its children included) per served create
+        cpu=cpu_ms,
+        server_cpu_ms_per_create=round(server_ms, 2),
         importtime_zipapp=profile,
     )
 
 
+def _with_cpu(name: str, fn, into: dict[str, list[float]]):
+    import resource
+
+    def one() -> float:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        elapsed = fn()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        into.setdefault(name, []).append(used * 1000)
+        return elapsed
+
+    return one
+
+
+def _process_cpu_ms(pid: int | None) -> float:
+    """utime + stime + cutime + cstime of `pid` (its reaped children included), in ms."""
+    if pid is None:
+        return 0.0
+    import os
+
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return sum(int(x) for x in fields[11:15]) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def report(doc: dict) -> None:
     common.print_table([common.cell(name, s) for name, s in doc["cases"].items()])
+    if "cpu" in doc:
+        print("CPU per create (the front and what it started):")
+        common.print_table([common.cell(name, s) for name, s in doc["cpu"].items()])
+        print(
+            f"  + the create server's CPU per served create: {doc['server_cpu_ms_per_create']} ms"
+        )
     for kind, rows in doc["importtime_zipapp"].items():
         top = ", ".join(f"{r['module']} {r['cumulative_us'] / 1000:.1f}" for r in rows[:6])
         print(f"zipapp {kind} create, slowest imports (cumulative ms): {top}")

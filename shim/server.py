@@ -45,7 +45,6 @@ Standard library only (runs on nodes).
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import select
@@ -184,6 +183,7 @@ class _Server:
         fd = os.open(requests, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         self.held = [lock, fd]
         self._clean_replies()
+        _preload()
         from shim.core.atomic import write_atomic
 
         pid = os.getpid()
@@ -343,28 +343,61 @@ def _node_config_of(environ: list[bytes]) -> str | None:
     return None
 
 
+class _ReplyTimeout(Exception):
+    pass
+
+
+def _reply_timeout(signum, frame) -> None:
+    raise _ReplyTimeout()
+
+
 def _open_reply(path: str) -> int | None:
-    """Open the front's reply FIFO for writing once the front has it open, and unlink it.
-    None when there is no such FIFO of ours or its front stopped waiting."""
-    deadline = time.monotonic() + REPLY_WAIT_SECONDS
-    while True:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
-            break
-        except OSError as e:
-            if e.errno != errno.ENXIO or time.monotonic() > deadline:
-                return None
-            time.sleep(0.0005)  # the front opens it right after sending the request
-    st = os.fstat(fd)
-    if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        os.close(fd)
+    """Open the front's reply FIFO for writing (this waits until the front has it open for
+    reading: it does so right after sending the request) and unlink it. None when there is
+    no such FIFO of ours or its front does not open it within REPLY_WAIT_SECONDS."""
+    import signal
+
+    try:
+        st = os.lstat(path)
+    except OSError:
         return None
+    if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        return None
+    previous = signal.signal(signal.SIGALRM, _reply_timeout)
+    signal.setitimer(signal.ITIMER_REAL, REPLY_WAIT_SECONDS)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except (OSError, _ReplyTimeout):
+        return None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
     try:
         os.unlink(path)
     except OSError:
         pass
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     return fd
+
+
+def _preload() -> None:
+    """Import what a create, a prefetch and a realization use, once, in the server: a
+    child that imported them itself would pay that on every request. Then freeze the heap
+    for the collector, so children do not copy pages the GC would touch."""
+    import gc
+    import importlib
+
+    for name in (
+        "shim.runc", "shim.wrapper", "shim.core.annotations", "shim.core.atomic",
+        "shim.core.gc", "shim.core.hub", "shim.core.records", "shim.core.realize",
+        "shim.core.spec", "shim.core.stats", "shim.core.names", "shim.core.model",
+        "shim.core.nix", "shim.core.proc", "json", "subprocess", "tempfile", "shutil",
+    ):  # fmt: skip
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # a module moved: its first user imports it
+    gc.collect()
+    gc.freeze()
 
 
 def _prefetch(bundle: str, node: NodeConfig) -> None:
