@@ -317,7 +317,9 @@ class _Server:
 
     def _answer(self, front: int, argc: int) -> str:
         if self._code_changed():
-            os.kill(os.getppid(), __import__("signal").SIGTERM)  # leave: an upgrade
+            import signal
+
+            os.kill(os.getppid(), signal.SIGTERM)  # leave: an upgrade replaced the code
             return "fallback"
         try:
             with open(f"/proc/{front}/cmdline", "rb") as f:
