@@ -1,6 +1,6 @@
 """A node for the CRI benchmarks: containerd 2.x with the flox runtime as shipped to nodes.
 
-What a real node gets from the floxk-shim package (floxk/_shimbuild.py, shim/install.py):
+What a real node gets from the floxk-shim package (floxk/_shimbuild.py, shim/installer/):
 the zipapps `containerd-shim-flox-v2` and `floxk-runc` in a bin dir, the sh front rendered
 for that dir (pass-through to `real-runc`, slow path `python3 -I -S floxk-runc`), and a
 node.toml naming a signed file:// hub, a chroot store and a state dir. containerd runs
@@ -54,21 +54,21 @@ def install_node_bin(
     execs `runc_v2_shim`; `state_dir`: node.toml's (where the create server lives).
     Returns (runtime_path, BinaryName)."""
     from floxk._shimbuild import build_zipapps
-    from shim import install as node_install
+    from shim.installer.layout import REAL_RUNC_LINK, SHIM_FRONT_NAME, SHIM_NAME
+    from shim.installer.render import render_node_front, render_node_shim_front
 
     build_zipapps(bin_dir)
-    real = bin_dir / node_install.REAL_RUNC_LINK
+    real = bin_dir / REAL_RUNC_LINK
     if not real.is_symlink():
         real.symlink_to(lines.runc_under_test().path)
     front = bin_dir / "floxk-runc-front"
     where = {"state_dir": str(state_dir)} if state_dir is not None else {}
-    front.write_text(node_install.render_node_front(str(bin_dir), NODE_PYTHON, **where))
+    front.write_text(render_node_front(str(bin_dir), NODE_PYTHON, **where))
     front.chmod(0o755)
-    shim = bin_dir / node_install.SHIM_NAME
-    render_shim = getattr(node_install, "render_node_shim_front", None)
-    if render_shim is not None and runc_v2_shim:
-        shim = bin_dir / node_install.SHIM_FRONT_NAME
-        shim.write_text(render_shim(str(bin_dir), NODE_PYTHON, runc_v2_shim, **where))
+    shim = bin_dir / SHIM_NAME
+    if runc_v2_shim:
+        shim = bin_dir / SHIM_FRONT_NAME
+        shim.write_text(render_node_shim_front(str(bin_dir), NODE_PYTHON, runc_v2_shim, **where))
         shim.chmod(0o755)
     return str(shim), str(front)
 

@@ -7,6 +7,7 @@ floxk/_*.py (laptop side) or shim/ (node side) and never print.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -56,7 +57,7 @@ def lock(
 
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-    data = {
+    data: dict[str, Any] = {
         "path": str(result.path),
         "digest": result.lock.digest(),
         "systems": result.systems,
@@ -198,14 +199,14 @@ def realize(
 ):
     """Realize an environment as a node would; print the environment tree's path.
 
-    A hub ref goes through the node's one gate (shim.runc.fetch_for): node.toml's owner
+    A hub ref goes through the node's one gate (shim.core.service): node.toml's owner
     policy, and a record signed by a trusted key, like a pod's."""
     from shim.core import hub as hubs
     from shim.core import realize as realizer
     from shim.core.annotations import EnvRef
     from shim.core.model import current_system, load_lock
     from shim.core.node import NodeConfig, load_node_config
-    from shim.runc import realize_for
+    from shim.core.service import realize_for
 
     node = load_node_config()
     node = NodeConfig(

@@ -1,7 +1,7 @@
 """`floxk shim ...`: package the node side and put it on (or take it off) a node.
 
 build and package run anywhere; install and uninstall run as root on the node itself (the
-same code as the `floxk-node` zipapp, shim/install.py).
+same code as the `floxk-node` zipapp, shim/installer/, shim/nodecli.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from floxk._exit import ExitStatus
 from floxk.cli._output import OutputFormat, console, err_console, print_json
 
 app = typer.Typer(
@@ -73,7 +74,7 @@ def package(
 
 
 def _render(result, output: OutputFormat, dry_run: bool) -> None:
-    from shim.install import summary
+    from shim.installer.files import summary
 
     if output is OutputFormat.json:
         print_json(result.to_dict())
@@ -111,7 +112,7 @@ def install(
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
 ):
     """Register the flox runtime with this node's containerd (root, on the node)."""
-    from shim.install import install as run_install
+    from shim.installer.install import install as run_install
 
     result = run_install(
         config=config, containerd=containerd, bin_dir=bin_dir, runc=runc, python=python,
@@ -134,7 +135,7 @@ def uninstall(
 ):
     """Remove what install added; restore the config's original bytes. Refuses while flox
     containers run on the node (it lists them) unless --force."""
-    from shim.install import uninstall as run_uninstall
+    from shim.installer.uninstall import uninstall as run_uninstall
 
     result = run_uninstall(
         config=config, containerd=containerd, bin_dir=bin_dir, restart=restart, dry_run=dry_run,
@@ -152,7 +153,7 @@ def _render_deploy(result, output: OutputFormat) -> None:
             _say(f"{n.name}  {state}" + (f"  {n.message}" if n.message else ""))
         _say(f"image {result.image}" + (" (built)" if result.image_built else ""))
     if not result.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitStatus.FAILURE)
 
 
 @app.command()
@@ -177,9 +178,10 @@ def deploy(
 ):
     """Install the flox runtime on a running cluster's nodes (installer DaemonSet)."""
     from floxk import _deploy
+    from floxk._cluster import kube
 
     toml = _deploy.check_node_toml(node_config.read_text()) if node_config else None
-    api = _deploy.api_client(kubeconfig, context)
+    api = kube.api_client(context, config_file=kubeconfig, hint=_deploy.API_HINT)
     result = _deploy.deploy(
         api, image_tag=image, load_into_kind=load_into_kind, all_nodes=all_nodes,
         node_toml=toml, wait=wait, timeout=timeout, progress=_progress,
@@ -200,8 +202,9 @@ def undeploy(
 ):
     """Remove the flox runtime from every node deploy touched; delete its cluster objects."""
     from floxk import _deploy
+    from floxk._cluster import kube
 
-    api = _deploy.api_client(kubeconfig, context)
+    api = kube.api_client(context, config_file=kubeconfig, hint=_deploy.API_HINT)
     result = _deploy.undeploy(
         api, image_tag=image, load_into_kind=load_into_kind, timeout=timeout, progress=_progress
     )
