@@ -8,6 +8,8 @@ environment resolved, warm tree found, spec rewritten). This measures both, with
 runc replaced by /bin/true (front and node.toml) so only floxk's own work is timed:
   front     the node package's sh front (shim/installer/layout.py) and behind it the
             floxk-runc zipapp (floxk/_shimbuild.py, with bytecode), as containerd runs it
+  front+server  the same front with the node's create server running (shim.server, as a
+            flox sandbox's prefetch leaves it): the create is answered by a fork of it
   zipapp    the zipapp's Python side alone, started the way the front starts it
             (/usr/bin/python3 -I -S -c 'sys.path.insert(0, zipapp); ...')
   source    the same code from this checkout with its __pycache__ (an unpacked install)
@@ -31,8 +33,8 @@ if __package__ in (None, ""):
 
 from benchmarks import common, crinode  # noqa: E402
 from shim import front as front_module  # noqa: E402
-from shim.installer.layout import REAL_RUNC_LINK  # noqa: E402
-from shim.installer.render import render_node_front
+from shim.installer.layout import REAL_RUNC_LINK, SHIM_NAME  # noqa: E402
+from shim.installer.render import render_node_front  # noqa: E402
 from testkit.oci import make_bundle, write_node_toml  # noqa: E402
 
 MANIFEST = 'version = 1\n[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
@@ -90,6 +92,27 @@ def run(quick: bool, repeats: int | None = None) -> dict:
             )
         )
         front.chmod(0o755)
+        # The same front with the node's create server (shim.server) running, as a flox
+        # sandbox's prefetch leaves it: the app create is answered by a fork of it.
+        served = bin_dir / "floxk-runc-front-true-served"
+        served.write_text(
+            render_node_front(str(bin_dir), PYTHON, str(node.state)).replace(
+                f"exec {bin_dir}/{REAL_RUNC_LINK} ", "exec /bin/true "
+            )
+        )
+        served.chmod(0o755)
+        server = subprocess.Popen(
+            front_module.python_argv(PYTHON, "shim.server:main", bin_dir / SHIM_NAME),
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        from shim import server as create_server
+
+        for _ in range(200):
+            if create_server.running(node.state):
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the create server did not start")
         pod = {
             "flox.dev/environment": node.env["ref"],
             "io.kubernetes.cri.sandbox-id": "0" * 64,
@@ -111,7 +134,10 @@ def run(quick: bool, repeats: int | None = None) -> dict:
 
         source = front_module.python_argv(PYTHON, "shim.runc:main", common.REPO)
         zipapp = front_module.python_argv(PYTHON, "shim.runc:main", bin_dir / "floxk-runc")
-        runners = {"front": [str(front)], "zipapp": zipapp, "source": source}
+        runners = {
+            "front": [str(front)], "front+server": [str(served)], "zipapp": zipapp,
+            "source": source,
+        }  # fmt: skip
         cases = {"floor": lambda: _timed_run([PYTHON, "-I", "-S", "-c", "pass"], env)}
         n = [0]
 
@@ -129,21 +155,65 @@ def run(quick: bool, repeats: int | None = None) -> dict:
             cases[f"{name} app"] = case(argv, app, restore)
         common.note(f"{repeats} interleaved rounds of {len(cases)} cases")
         common.interleaved(cases, 2)  # page cache; the checkout's __pycache__ gets written
-        samples = common.interleaved(cases, repeats)
+        cpu: dict[str, list[float]] = {}
+        timed_cases = {name: _with_cpu(name, fn, cpu) for name, fn in cases.items()}
+        server_pid = create_server.running(node.state)
+        server_before = _process_cpu_ms(server_pid)
+        samples = common.interleaved(timed_cases, repeats)
+        time.sleep(1.5)  # the server reaps its children within a second
+        server_ms = (_process_cpu_ms(server_pid) - server_before) / repeats
+        cpu_ms = {name: common.summary([v / 1000 for v in values]) for name, values in cpu.items()}
         restore()
         profile = {"app": importtime([*zipapp, "create", "--bundle", str(app), "prof"], env)}
+        create_server.stop(node.state)
+        server.wait(timeout=10)
         shutil.rmtree(node.state / "uses", ignore_errors=True)
     return common.result(
         "createpath",
         quick=quick,
         repeats=repeats,
         cases={name: common.summary(v) for name, v in samples.items()},
+        # CPU of the front and what it started (getrusage of reaped children), and for
+        # front+server the server's own CPU (its children included) per served create
+        cpu=cpu_ms,
+        server_cpu_ms_per_create=round(server_ms, 2),
         importtime_zipapp=profile,
     )
 
 
+def _with_cpu(name: str, fn, into: dict[str, list[float]]):
+    import resource
+
+    def one() -> float:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        elapsed = fn()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        into.setdefault(name, []).append(used * 1000)
+        return elapsed
+
+    return one
+
+
+def _process_cpu_ms(pid: int | None) -> float:
+    """utime + stime + cutime + cstime of `pid` (its reaped children included), in ms."""
+    if pid is None:
+        return 0.0
+    import os
+
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return sum(int(x) for x in fields[11:15]) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def report(doc: dict) -> None:
     common.print_table([common.cell(name, s) for name, s in doc["cases"].items()])
+    if "cpu" in doc:
+        print("CPU per create (the front and what it started):")
+        common.print_table([common.cell(name, s) for name, s in doc["cpu"].items()])
+        print(
+            f"  + the create server's CPU per served create: {doc['server_cpu_ms_per_create']} ms"
+        )
     for kind, rows in doc["importtime_zipapp"].items():
         top = ", ".join(f"{r['module']} {r['cumulative_us'] / 1000:.1f}" for r in rows[:6])
         print(f"zipapp {kind} create, slowest imports (cumulative ms): {top}")

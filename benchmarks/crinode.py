@@ -46,10 +46,13 @@ def containerd_line(version: str = LINE) -> harness.Line:
     )
 
 
-def install_node_bin(bin_dir: Path, runc_v2_shim: str | None = None) -> tuple[str, str]:
+def install_node_bin(
+    bin_dir: Path, runc_v2_shim: str | None = None, state_dir: Path | None = None
+) -> tuple[str, str]:
     """The node package's bin dir as `floxk shim install` lays it out: zipapps, real-runc
     link, the runc front and (where the installer has one) the wrapper shim's front, which
-    execs `runc_v2_shim`. Returns (runtime_path, BinaryName)."""
+    execs `runc_v2_shim`; `state_dir`: node.toml's (where the create server lives).
+    Returns (runtime_path, BinaryName)."""
     from floxk._shimbuild import build_zipapps
     from shim.installer.layout import REAL_RUNC_LINK, SHIM_FRONT_NAME, SHIM_NAME
     from shim.installer.render import render_node_front, render_node_shim_front
@@ -59,12 +62,13 @@ def install_node_bin(bin_dir: Path, runc_v2_shim: str | None = None) -> tuple[st
     if not real.is_symlink():
         real.symlink_to(lines.runc_under_test().path)
     front = bin_dir / "floxk-runc-front"
-    front.write_text(render_node_front(str(bin_dir), NODE_PYTHON))
+    where = {"state_dir": str(state_dir)} if state_dir is not None else {}
+    front.write_text(render_node_front(str(bin_dir), NODE_PYTHON, **where))
     front.chmod(0o755)
     shim = bin_dir / SHIM_NAME
     if runc_v2_shim:
         shim = bin_dir / SHIM_FRONT_NAME
-        shim.write_text(render_node_shim_front(str(bin_dir), NODE_PYTHON, runc_v2_shim))
+        shim.write_text(render_node_shim_front(str(bin_dir), NODE_PYTHON, runc_v2_shim, **where))
         shim.chmod(0o755)
     return str(shim), str(front)
 
@@ -126,7 +130,7 @@ class Node:
         from shim.core import containerd as ctrd
 
         runc_v2 = str(line.bin_dir / "containerd-shim-runc-v2")
-        shim, front = install_node_bin(self.work / "bin", runc_v2)
+        shim, front = install_node_bin(self.work / "bin", runc_v2, self.state)
         runtimes = {}
         for name, root in (extra or {}).items():
             x_shim, x_front = install_node_bin_at(root, self.work / f"bin-{name}", runc_v2)
@@ -155,6 +159,9 @@ class Node:
             self.daemon.stop()
         if self.registry is not None:
             self.registry.stop()
+        from shim import server
+
+        server.stop(self.state)  # the create server a flox sandbox's prefetch left
 
 
 def make_node(

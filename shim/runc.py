@@ -121,6 +121,15 @@ def main(argv: list[str] | None = None) -> NoReturn:
         spec = read_spec(call)
         if spec is None or not _is_flox_container(spec.get("annotations") or {}):
             _exec_runc(None, args, call)
+    node, failure = act(call, spec)
+    if failure is not None:
+        _fail(call, failure)
+    _exec_runc(node, args)
+
+
+def act(call: RuncCall, spec: dict | None) -> tuple[NodeConfig | None, str | None]:
+    """floxk's work for a create (`spec`: its config.json), exec or delete: (the node's
+    config, None) when runc may run, or (config, the message to fail the call with)."""
     from shim.core.errors import FloxkError
     from shim.core.node import load_node_config
 
@@ -134,10 +143,32 @@ def main(argv: list[str] | None = None) -> NoReturn:
         else:
             release(call, node)
     except FloxkError as e:
-        _fail(call, f"floxk: {e}")
+        return node, f"floxk: {e}"
     except Exception as e:  # any bug must still reach the pod's events
-        _fail(call, f"floxk: internal error: {type(e).__name__}: {e}")
-    _exec_runc(node, args)
+        return node, f"floxk: internal error: {type(e).__name__}: {e}"
+    return node, None
+
+
+_SERVED = False  # set in the create server's children (served_create)
+
+
+def served_create(args: list[str]) -> str:
+    """main() for a create the node's create server runs for a front (shim.server): the
+    same decisions, answered as one line instead of exec'ing runc: `ok` (the front execs
+    its runc), `fail MESSAGE` (already in runc's log, for the front's stderr) or
+    `fallback`."""
+    global _SERVED
+    _SERVED = True
+    call = parse_argv(args)
+    if call.subcommand not in ("create", "run"):
+        return "fallback"
+    spec = read_spec(call)
+    if spec is not None and _is_flox_container(spec.get("annotations") or {}):
+        _, failure = act(call, spec)
+        if failure is not None:
+            _log_line(call, "error", failure)
+            return "fail " + " ".join(failure.split("\n"))
+    return "ok"
 
 
 def read_spec(call: RuncCall) -> dict | None:
@@ -212,8 +243,9 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
     }
     from shim import __version__
 
+    served = {"served": True} if _SERVED else {}  # by the node's create server
     stats.emit(node.log_path, "create", env=str(parsed.environment), digest=found.digest,
-               container=cid, cold=cold, ms=ms, floxk=__version__)  # fmt: skip
+               container=cid, cold=cold, ms=ms, floxk=__version__, **served)  # fmt: skip
 
 
 def prepare_exec(call: RuncCall, node: NodeConfig) -> None:

@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     os.execv(target, [target, *args])
 
 
-def prefetch_main() -> NoReturn:
+def prefetch_main(serve: bool = False) -> NoReturn:
     """The sh front's background prefetch; cwd is the sandbox's bundle (see shim/front.py).
+    `serve`: then stay as the node's create server if none runs (prefetch_and_serve_main).
 
     Leaves containerd's session and closes what it inherited first, so nothing of it holds
     a pipe of containerd's or delays the sandbox; every outcome goes to the node log.
@@ -104,7 +105,30 @@ def prefetch_main() -> NoReturn:
             _prefetch(ref, node, cold_priority=0)
     except Exception as e:
         _note(node, f"prefetch not started: {type(e).__name__}: {e}")
+    if serve and node is not None:
+        _stay_as_server(node)
     os._exit(0)
+
+
+def prefetch_and_serve_main() -> NoReturn:
+    """prefetch_main(), then the node's create server unless one runs (shim.server)."""
+    prefetch_main(serve=True)
+
+
+def _stay_as_server(node: NodeConfig) -> None:
+    """Serve the node's flox creates from this interpreter when no create server runs
+    (shim.server): the next pods' containers then start no Python of their own."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)  # creates wait for it: not niced
+    except OSError:
+        return  # not allowed to (not root): a niced server would slow creates down
+    try:
+        os.chdir("/")  # the sandbox's bundle goes away with the pod
+        from shim.server import serve_if_none
+
+        serve_if_none(node)
+    except Exception as e:
+        _note(node, f"create server failed: {type(e).__name__}: {e}")
 
 
 def spawn_prefetch(ref: ann.EnvRef, node: NodeConfig) -> None:

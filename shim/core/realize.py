@@ -367,7 +367,12 @@ def _write_roots(store_root: Path | None, digest: str, paths: list[str]) -> None
 
 # --- the merged tree --------------------------------------------------------------------
 
-_RESERVED = {ACTIVATION}
+# The tree's only links into the store: PACKAGES/<n> -> the n-th installed store path. Every
+# other entry is a short relative link through them (`bin/ls -> ../.pkgs/0/bin/ls`), which
+# ext4 and tmpfs keep inside the inode (targets under 60 bytes): a tree costs its
+# directories, not a 4 KiB block per linked file (busybox alone brings ~270 into bin/).
+PACKAGES = ".pkgs"
+_RESERVED = {ACTIVATION, PACKAGES}
 
 
 @record(frozen=True)
@@ -376,6 +381,24 @@ class _Source:
     order: int
     install_id: str
     logical: str  # this entry's path under /nix/store, as seen inside a container
+    package: int  # index of its installed store path: the tree's PACKAGES/<package>
+    inner: str  # the entry's path inside that store path ("" for the path itself)
+
+
+class _Links:
+    """Writes the tree's links: the package links on first use, relative links to them."""
+
+    def __init__(self, dest: Path, packages: list[str]) -> None:
+        self.dest, self.packages, self.made = dest, packages, set()
+
+    def link(self, source: _Source, at: Path, depth: int) -> None:
+        if source.package not in self.made:
+            if not self.made:
+                (self.dest / PACKAGES).mkdir()
+            os.symlink(self.packages[source.package], self.dest / PACKAGES / str(source.package))
+            self.made.add(source.package)
+        up = "../" * depth
+        os.symlink(f"{up}{PACKAGES}/{source.package}{source.inner}", at)
 
 
 def build_tree(
@@ -385,32 +408,51 @@ def build_tree(
     is one symlink; shared directories are real and merged; on a file clash the lower
     priority number wins, and equal priorities are an error unless the files are equal.
 
-    entries: (priority, order, install_id, store path). Symlinks point to logical
-    /nix/store paths, so the tree works wherever the store is mounted at /nix/store.
+    entries: (priority, order, install_id, store path). Every link resolves to a logical
+    /nix/store path (through dest/PACKAGES/<n>), so the tree works wherever the store is
+    mounted at /nix/store; tree_link() reads where an entry points.
 
     Nothing outside the store is ever read: symlinks are resolved inside the store only
     (_resolve), and an entry whose symlink leaves the store (e.g. `share -> /etc`) is
     kept as a link, never followed, so inside a container it names the container's own
     file, not the host's.
     """
-    sources = []
+    sources, packages = [], []
     for priority, order, install_id, path in entries:
         if _kind(path, store_root) == "dir":
-            sources.append(_Source(priority, order, install_id, path))
-    _merge(dest, sources, store_root, top=True)
+            sources.append(_Source(priority, order, install_id, path, len(packages), ""))
+            packages.append(path)
+    _merge(dest, sources, store_root, _Links(dest, packages), depth=0)
 
 
-def _merge(dest: Path, sources: list[_Source], store_root: Path | None, *, top: bool) -> None:
+def tree_link(tree: str | Path, relative: str) -> str:
+    """The /nix/store path that the tree's entry `relative` (e.g. "bin/hello") links to.
+    Trees built before the package links (every link absolute) are read as well."""
+    target = os.readlink(os.path.join(tree, relative))
+    if target.startswith("/"):
+        return target
+    inside = os.path.normpath(os.path.join(os.path.dirname(relative), target))
+    top, package, *rest = inside.split("/", 2)
+    if top != PACKAGES:
+        raise ValueError(f"{relative} in {tree} does not link through {PACKAGES}/: {target}")
+    store_path = os.readlink(os.path.join(tree, PACKAGES, package))
+    return "/".join([store_path, *rest])
+
+
+def _merge(
+    dest: Path, sources: list[_Source], store_root: Path | None, links: _Links, *, depth: int
+) -> None:
     names: dict[str, list[tuple[_Source, str]]] = {}
     for source in sources:
         resolved = _resolve(source.logical, store_root)
         assert resolved is not None  # only "dir" sources are merged
         for name in sorted(os.listdir(_real(resolved, store_root))):
-            if top and name in _RESERVED:
+            if depth == 0 and name in _RESERVED:
                 continue
             child = _Source(
-                source.priority, source.order, source.install_id, f"{source.logical}/{name}"
-            )
+                source.priority, source.order, source.install_id, f"{source.logical}/{name}",
+                source.package, f"{source.inner}/{name}",
+            )  # fmt: skip
             names.setdefault(name, []).append((child, _kind(child.logical, store_root)))
     for name, found in sorted(names.items()):
         found.sort(key=lambda item: (item[0].priority, item[0].order))
@@ -419,13 +461,13 @@ def _merge(dest: Path, sources: list[_Source], store_root: Path | None, *, top: 
         if all(kind == "dir" for _, kind in winners):
             dirs = [source for source, kind in found if kind == "dir"]
             if len(dirs) == 1:
-                os.symlink(dirs[0].logical, dest / name)
+                links.link(dirs[0], dest / name, depth)
             else:
                 (dest / name).mkdir()
-                _merge(dest / name, dirs, store_root, top=False)
+                _merge(dest / name, dirs, store_root, links, depth=depth + 1)
             continue
         _check_clash(winners, store_root)
-        os.symlink(winners[0][0].logical, dest / name)
+        links.link(winners[0][0], dest / name, depth)
 
 
 def _check_clash(winners: list[tuple[_Source, str]], store_root: Path | None) -> None:

@@ -44,6 +44,7 @@ from typing import Any
 
 from shim.core import containerd as ctrd
 from shim.core.errors import ConfigError, FloxkError
+from shim.core.node import load_node_config
 from shim.core.proc import run
 from shim.installer.detect import (
     Node,
@@ -158,8 +159,11 @@ def install(
 
     changes = [
         FileChange(
-            front_path, "front", _read_text(Path(front_path)), render_node_front(bin_dir, python)
-        ),
+            front_path,
+            "front",
+            _read_text(Path(front_path)),
+            render_node_front(bin_dir, python, load_node_config().state_dir),
+        ),  # fmt: skip
         FileChange(
             f"{bin_dir}/{REAL_RUNC_LINK}", "link", _read_link(bin_dir), f"link -> {real_runc}"
         ),
@@ -170,7 +174,7 @@ def install(
                 shim_path,
                 "front",
                 _read_text(Path(shim_path)),
-                render_node_shim_front(bin_dir, python, runc_v2),
+                render_node_shim_front(bin_dir, python, runc_v2, load_node_config().state_dir),
             )  # fmt: skip
         )
     changes.append(FileChange(str(target), _file_role(mode), before, after))

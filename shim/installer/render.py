@@ -8,8 +8,8 @@ from typing import Any
 
 from shim.core import containerd as ctrd
 from shim.core.errors import ConfigError, FloxkError
-from shim.core.node import load_node_config
-from shim.front import python_argv, render_front, render_shim_front
+from shim.core.node import DEFAULT_STATE_DIR, load_node_config
+from shim.front import SERVING_PREFETCH, python_argv, render_front, render_shim_front
 from shim.installer.files import FileChange, _read_text
 from shim.installer.layout import (
     BEGIN,
@@ -22,21 +22,29 @@ from shim.installer.layout import (
     SHIM_NAME,
     SYSTEMD_DIR,
 )
+from shim.server import server_dir
 
 
-def render_node_front(bin_dir: str, python: str) -> str:
-    """The sh front for a bin_dir: pass-through to bin_dir/real-runc, slow path to the zipapp."""
+def render_node_front(bin_dir: str, python: str, state_dir: str = DEFAULT_STATE_DIR) -> str:
+    """The sh front for a bin_dir: pass-through to bin_dir/real-runc, flox creates to the
+    node's create server of `state_dir` (shim.server) when one runs, else to the zipapp."""
     return render_front(
         f"{bin_dir}/{REAL_RUNC_LINK}",
         python_argv(python, "shim.runc:main", f"{bin_dir}/{RUNC_NAME}"),
+        server_dir(state_dir),
     )
 
 
-def render_node_shim_front(bin_dir: str, python: str, runc_v2_shim: str) -> str:
-    """The wrapper shim's sh front for a bin_dir: exec runc_v2_shim, prefetch from the zipapp."""
+def render_node_shim_front(
+    bin_dir: str, python: str, runc_v2_shim: str, state_dir: str = DEFAULT_STATE_DIR
+) -> str:
+    """The wrapper shim's sh front for a bin_dir: exec runc_v2_shim, prefetch through the
+    create server of `state_dir` or from the zipapp (which then stays as that server)."""
     zipapp = f"{bin_dir}/{SHIM_NAME}"
-    prefetch = python_argv(python, "shim.wrapper:prefetch_main", zipapp)
-    return render_shim_front(runc_v2_shim, prefetch, [python, "-I", "-S", zipapp])
+    prefetch = python_argv(python, SERVING_PREFETCH, zipapp)
+    return render_shim_front(
+        runc_v2_shim, prefetch, [python, "-I", "-S", zipapp], server=server_dir(state_dir)
+    )
 
 
 def render_block(

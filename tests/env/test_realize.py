@@ -18,7 +18,7 @@ from shim.core import hub
 from shim.core.errors import LockError, RealizeError
 from shim.core.model import current_system
 from shim.core.nix import invalid_paths
-from shim.core.realize import realize
+from shim.core.realize import realize, tree_link
 from testkit.nix import make_key_pair, run_with_store
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
@@ -70,7 +70,7 @@ def test_realize_from_hub_and_run(tmp_path, signed_cache, hello_ref):
     assert activation["packages"] == [hello]
     assert len(activation["closure"]) == 2 and hello in activation["closure"]
     # Symlinks are logical /nix/store paths; the store itself is the chroot store.
-    assert os.readlink(env.path / "bin") == f"{hello}/bin"
+    assert tree_link(env.path, "bin") == f"{hello}/bin"
     for path in activation["closure"]:
         assert (tmp_path / "store" / path.lstrip("/")).exists()
 
@@ -107,6 +107,65 @@ def test_priorities_decide_clashes(tmp_path, signed_cache, publish_env):
     with pytest.raises(RealizeError, match="both provide bin/hello with priority 5"):
         realize(lock, **node(tmp_path, signed_cache))
     assert not (tmp_path / "state" / "envs" / lock.digest()).exists()
+
+
+def _links(tree: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(tree)): os.readlink(p) for p in sorted(tree.rglob("*")) if p.is_symlink()
+    }
+
+
+def test_tree_links_are_short_and_only_package_links_reach_the_store(
+    tmp_path, signed_cache, publish_env
+):
+    """A merged directory costs inodes, not blocks: every link but the package links is a
+    relative one under 60 bytes (kept inside the inode on ext4 and tmpfs)."""
+    both = HELLO + 'greeting.pkg-path = "greeting"\ngreeting.priority = 6\n'
+    lock = hub.peek(publish_env("short-links", both), [signed_cache.hub_url]).lock
+    env = realize(lock, **node(tmp_path, signed_cache))
+    links = _links(env.path)
+    packages = {k: v for k, v in links.items() if k.startswith(".pkgs/")}
+    assert sorted(packages.values()) == sorted(env.activation["packages"])
+    others = {k: v for k, v in links.items() if k not in packages}
+    assert "bin/hello" in others and "bin/greet" in others  # bin/ is merged
+    assert all(not t.startswith("/") and len(t) < 60 for t in others.values()), others
+    out = {p.install_id: p.outputs["out"] for p in lock.packages_for(current_system())}
+    hello, greeting = out["hello"], out["greeting"]
+    assert tree_link(env.path, "bin/hello") == f"{hello}/bin/hello"  # priority 5 beats 6
+    assert tree_link(env.path, "bin/greet") == f"{greeting}/bin/greet"
+    for name in ("hello", "greet"):  # through the relative link and the package link
+        ran = run_with_store(tmp_path / "store", [str(env.path / "bin" / name)])
+        assert ran.returncode == 0 and ran.stdout, ran.stderr
+    if _fs_type(env.path) in ("ext4", "tmpfs"):  # filesystems that inline short targets
+        assert sum(os.lstat(env.path / k).st_blocks for k in others) == 0
+
+
+def _fs_type(path: Path) -> str:
+    best, kind = "", ""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, where, fs, *_ = line.split()
+        if str(path).startswith(where.rstrip("/") + "/") and len(where) > len(best):
+            best, kind = where, fs
+    return kind
+
+
+def test_a_tree_of_the_old_format_is_still_used(tmp_path, signed_cache, publish_env):
+    """Trees built before the package links (every link an absolute store path) stay
+    valid: found ready, not rebuilt, and they still run."""
+    both = HELLO + 'greeting.pkg-path = "greeting"\ngreeting.priority = 6\n'
+    lock = hub.peek(publish_env("old-format", both), [signed_cache.hub_url]).lock
+    env = realize(lock, **node(tmp_path, signed_cache))
+    for rel in _links(env.path):  # rewrite it as the old code wrote it
+        if not rel.startswith(".pkgs"):
+            target = tree_link(env.path, rel)
+            os.unlink(env.path / rel)
+            os.symlink(target, env.path / rel)
+    shutil.rmtree(env.path / ".pkgs")
+    assert all(t.startswith("/nix/store/") for t in _links(env.path).values())
+    assert realize(lock, **node(tmp_path, signed_cache)) == env
+    assert len(log_lines(tmp_path / "state", "tree")) == 1  # not rebuilt
+    ran = run_with_store(tmp_path / "store", [str(env.path / "bin" / "hello")])
+    assert ran.stdout == "hello from floxk\n"
 
 
 def test_no_package_for_this_system(tmp_path, signed_cache, hello_ref):
@@ -185,7 +244,7 @@ def test_unsigned_needs_no_keys_and_the_explicit_opt_out(tmp_path, signed_cache,
         **node(tmp_path, signed_cache, substituters=[unsigned.as_uri()], trusted_keys=[]),
         insecure_accept_unsigned=True,
     )
-    assert os.readlink(env.path / "bin").startswith("/nix/store/")
+    assert tree_link(env.path, "bin").startswith("/nix/store/")
 
 
 REALIZE_SCRIPT = """

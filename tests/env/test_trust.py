@@ -10,7 +10,6 @@ tests/shim/test_trust_create.py and tests/cri/test_trust_attacks.py.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from shim.core.annotations import EnvRef
 from shim.core.errors import LockError, RealizeError, TrustError
 from shim.core.model import current_system, load_lock, lock_from_dict
 from shim.core.node import NodeConfig, Policy
-from shim.core.realize import _substitute, build_tree, realize
+from shim.core.realize import _substitute, build_tree, realize, tree_link
 from shim.core.service import fetch_for, realize_for, trust_of
 from testkit.nix import make_key_pair, run_with_store
 from testkit.oci import write_node_toml
@@ -315,8 +314,31 @@ def test_symlink_out_of_the_store_is_kept_as_a_link_never_followed(tmp_path, sig
     tree = Path(env.path)
     # The tree is one link to the package (only it has these dirs): inside a container
     # share/ is the container's own /etc; the host's /etc was never listed.
-    assert os.readlink(tree / "share") == f"{path}/share"
-    assert os.readlink(tree / "lib") == f"{path}/lib"
+    assert tree_link(tree, "share") == f"{path}/share"
+    assert tree_link(tree, "lib") == f"{path}/lib"
+
+
+def test_a_package_entry_named_like_the_package_links_is_ignored(tmp_path, signed_cache):
+    """`.pkgs` at a package's top is reserved like activation.json: it cannot replace the
+    tree's package links (and so redirect another package's files)."""
+
+    def squatter(pkg):
+        (pkg / ".pkgs").mkdir()
+        (pkg / ".pkgs" / "0").write_text("not a package")
+        (pkg / "bin").mkdir()
+        (pkg / "bin" / "x").write_text("x")
+
+    path = _signed_package(tmp_path, signed_cache, "squatter", squatter)
+    subprocess.run(
+        ["nix-store", *nix.base_options(), "--store", str(tmp_path / "store"),
+         "--option", "substituters", signed_cache.url, "--realise", path],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (tmp_path / "t").mkdir()
+    build_tree(tmp_path / "t", [(5, 0, "squatter", path)], store_root=tmp_path / "store")
+    assert sorted(p.name for p in (tmp_path / "t" / ".pkgs").iterdir()) == ["0"]
+    assert (tmp_path / "t" / ".pkgs" / "0").readlink() == Path(path)
+    assert tree_link(tmp_path / "t", "bin") == f"{path}/bin"
 
 
 def test_links_out_of_the_store_are_not_merged_or_compared_with_host_files(tmp_path, signed_cache):
@@ -350,8 +372,8 @@ def test_links_out_of_the_store_are_not_merged_or_compared_with_host_files(tmp_p
     (tmp_path / "u").mkdir()
     entries = [(5, 0, "links", a), (6, 1, "copies", b)]
     build_tree(tmp_path / "u", entries, store_root=tmp_path / "store")
-    assert os.readlink(tmp_path / "u" / "share") == f"{a}/share"
-    assert os.readlink(tmp_path / "u" / "etc" / "passwd") == f"{a}/etc/passwd"
+    assert tree_link(tmp_path / "u", "share") == f"{a}/share"
+    assert tree_link(tmp_path / "u", "etc/passwd") == f"{a}/etc/passwd"
 
 
 # --- attack 6: one owner gate for every entry point ---------------------------------------------

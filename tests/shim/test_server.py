@@ -1,0 +1,160 @@
+"""The create server's protocol without containerd: real fronts, a real server process.
+
+runc is /bin/true (front and node.toml), so a create's outcome is what floxk wrote into
+config.json and the node log. The server runs from a copy of shim/ in the test's temp dir,
+so the test can change "its code" the way an upgrade does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shim import server
+from shim.front import python_argv, write_front
+from testkit.oci import make_bundle, publish_test_hub, write_node_toml
+
+pytestmark = [pytest.mark.nix, pytest.mark.root]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("server")
+    hub = publish_test_hub(tmp / "hub")
+    state = tmp / "state"
+    cfg = write_node_toml(
+        tmp / "node.toml", hubs=[hub.url], trusted_public_keys=[hub.key],
+        state_dir=str(state), store_root=str(tmp / "store"), runc="/bin/true",
+    )  # fmt: skip
+    code = tmp / "code"
+    shutil.copytree(REPO / "shim", code / "shim", ignore=shutil.ignore_patterns("__pycache__"))
+    front = write_front(
+        tmp / "bin" / "floxk-runc", "/bin/true", python_argv(path=code),
+        server.server_dir(state),
+    )  # fmt: skip
+    env = {**os.environ, "FLOXK_NODE_CONFIG": str(cfg)}
+    n = {"tmp": tmp, "state": state, "front": front, "env": env, "code": code}
+    assert create(n, "acme/plain")[0] == 0  # cold, through Python: the tree exists after
+    yield n
+    server.stop(state)
+
+
+def create(node, ref, *, name="app"):
+    cid = f"{name}-{uuid.uuid4().hex[:8]}"
+    annotations = {
+        "flox.dev/environment": ref,
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.container-name": name,
+    }
+    bundle = make_bundle(node["tmp"] / cid, ["hello"], annotations=annotations)
+    log = bundle / "runc.log"
+    r = subprocess.run(
+        [str(node["front"]), "--log", str(log), "--log-format", "json", "create", "--bundle",
+         str(bundle), cid],
+        env=node["env"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    spec = json.loads((bundle / "config.json").read_text())
+    return r.returncode, r.stderr, spec, log
+
+
+def served(node) -> int:
+    log = node["state"] / "floxk.log"
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    return sum(1 for e in lines if e.get("event") == "create" and e.get("served"))
+
+
+@pytest.fixture
+def running(node):
+    proc = subprocess.Popen(
+        python_argv(entry="shim.server:main", path=node["code"]), env=node["env"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while server.running(node["state"]) != proc.pid:
+        assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
+        time.sleep(0.05)
+    yield proc
+    server.stop(node["state"])
+    proc.wait(timeout=15)
+
+
+def _env(spec) -> dict:
+    return dict(item.split("=", 1) for item in spec["process"]["env"])
+
+
+def test_a_served_create_rewrites_the_spec_as_the_python_side_does(node, running):
+    before = served(node)
+    code, err, spec, _ = create(node, "acme/hello")
+    assert code == 0, err
+    assert served(node) == before + 1
+    env = _env(spec)
+    assert env["COLOR"] == "blue" and env["FLOX_ENV"] == "/run/floxk/env"
+    assert env["PATH"].startswith("/run/floxk/env/bin:")
+    assert {m["destination"] for m in spec["mounts"]} >= {"/nix/store", "/run/floxk/env"}
+    assert spec["process"]["args"][:2] == ["/run/floxk/env/bin/sh", "-c"]  # the hook
+    assert not list(Path(server.server_dir(node["state"])).glob("reply.*"))
+
+
+def test_a_refusal_is_logged_for_runc_and_printed(node, running):
+    code, err, spec, log = create(node, "acme/absent")
+    assert code == 1
+    assert "floxk: " in err and "acme/absent" in err
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert last["level"] == "error" and "acme/absent" in last["msg"]
+    assert "/run/floxk/env" not in json.dumps(spec)  # config.json untouched
+
+
+def test_changed_code_falls_back_to_python_and_the_server_leaves(node, running):
+    target = node["code"] / "shim" / "runc.py"
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "an upgrade"
+    before = served(node)
+    code, err, spec, _ = create(node, "acme/plain")
+    assert code == 0, err
+    assert served(node) == before  # the Python side created it
+    assert _env(spec)["FLOX_ENV"] == "/run/floxk/env"
+    running.wait(timeout=15)
+    assert server.running(node["state"]) is None
+
+
+def test_a_killed_child_fails_the_create_without_python_running_on_it(node, running):
+    """A served create whose child dies without answering: the front fails it (exit 1,
+    a message), since the spec may already be rewritten."""
+    import signal
+
+    # The server is paused, so the request waits in its FIFO; the test then plays a child
+    # that dies without answering (it opens the front's reply FIFO and closes it).
+    os.kill(running.pid, signal.SIGSTOP)
+    proc_env = node["env"]
+    cid = f"app-{uuid.uuid4().hex[:8]}"
+    annotations = {
+        "flox.dev/environment": "acme/plain",
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.container-name": "app",
+    }
+    bundle = make_bundle(node["tmp"] / cid, ["hello"], annotations=annotations)
+    front = subprocess.Popen(
+        [str(node["front"]), "create", "--bundle", str(bundle), cid], env=proc_env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    reply = Path(server.server_dir(node["state"])) / f"reply.{front.pid}"
+    deadline = time.monotonic() + 10
+    while not reply.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert reply.exists()
+    os.kill(running.pid, signal.SIGKILL)
+    fd = os.open(reply, os.O_WRONLY)
+    os.close(fd)
+    _, err = front.communicate(timeout=30)
+    assert front.returncode == 1
+    assert "ended without an answer" in err
+    running.wait(timeout=10)
