@@ -71,8 +71,8 @@ def realize(
     system: str,
     substituters: list[str],
     trusted_keys: list[str],
-    store_root: Path | None,
-    state_dir: Path,
+    store_root: str | Path | None,
+    state_dir: str | Path,
     insecure_accept_unsigned: bool = False,
     phases: dict | None = None,
 ) -> RealizedEnv:
