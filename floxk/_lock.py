@@ -18,14 +18,8 @@ from typing import Any
 from shim.core import nix
 from shim.core.atomic import write_atomic
 from shim.core.errors import LockError
-from shim.core.model import (
-    InstallDescriptor,
-    Lock,
-    current_system,
-    dump_lock,
-    load_manifest,
-    parse_lock,
-)
+from shim.core.lockfile import Lock, dump_lock, parse_lock
+from shim.core.model import InstallDescriptor, current_system, load_manifest
 
 # The nixpkgs revision Flox's catalog served in September 2025 (seen in real Flox locks).
 # Resolving against it needs the network; offline, pass --catalog with a local flake.

@@ -26,7 +26,8 @@ from pathlib import Path
 from shim.core import hub, nix
 from shim.core.atomic import write_atomic
 from shim.core.errors import FloxkError, NixError
-from shim.core.model import Lock, current_system, load_lock
+from shim.core.lockfile import Lock, load_lock
+from shim.core.model import current_system
 
 
 @dataclass

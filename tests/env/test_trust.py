@@ -20,7 +20,8 @@ from floxk.cli import main as floxk_main
 from shim.core import hub, nix
 from shim.core.annotations import EnvRef
 from shim.core.errors import LockError, RealizeError, TrustError
-from shim.core.model import current_system, load_lock, lock_from_dict
+from shim.core.lockfile import load_lock, lock_from_dict
+from shim.core.model import current_system
 from shim.core.node import NodeConfig, Policy
 from shim.core.realize import _substitute, build_tree, realize
 from shim.core.service import fetch_for, realize_for, trust_of
