@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--python", help="python3 for the front's slow path")
             p.add_argument("--systemd-dir", help="where the GC timer's units go (default:"
                            " /etc/systemd/system when systemd runs the node)")  # fmt: skip
+            p.add_argument("--no-gc-timer", action="store_true",
+                           help="no GC timer (the deployer's DaemonSet runs the periodic GC)")  # fmt: skip
         else:
             p.add_argument("--force", action="store_true",
                            help="even while flox containers run (they lose exec and stop)")  # fmt: skip
@@ -65,7 +67,8 @@ def _run_command(a: argparse.Namespace) -> Any:
         kwargs = {"config": a.config, "containerd": a.containerd, "bin_dir": a.bin_dir,
                   "restart": a.restart, "dry_run": a.dry_run}  # fmt: skip
         if a.command == "install":
-            result = install(**kwargs, runc=a.runc, python=a.python, systemd_dir=a.systemd_dir)
+            result = install(**kwargs, runc=a.runc, python=a.python, systemd_dir=a.systemd_dir,
+                             gc_timer=not a.no_gc_timer)  # fmt: skip
         else:
             result = uninstall(**kwargs, force=a.force)
         if a.json:

@@ -210,8 +210,10 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
         "realize": round((realized - resolved) * 1000, 1),
         "rewrite": stats.ms_since(realized),
     }
+    from shim import __version__
+
     stats.emit(node.log_path, "create", env=str(parsed.environment), digest=found.digest,
-               container=cid, cold=cold, ms=ms)  # fmt: skip
+               container=cid, cold=cold, ms=ms, floxk=__version__)  # fmt: skip
 
 
 def prepare_exec(call: RuncCall, node: NodeConfig) -> None:

@@ -162,6 +162,9 @@ def _prefetch(ref: ann.EnvRef, node: NodeConfig, *, cold_priority: int | None = 
                     except OSError:
                         pass  # not root: realize niced rather than not at all
                 env = realize_record(found, node)
+            from shim.core.storeview import store_mounts
+
+            store_mounts(node, env)  # builds the store view: the create finds it ready too
     except Exception as e:  # create will report it to the pod
         _note(node, f"prefetch {ref}: failed: {e}")
         return

@@ -59,6 +59,7 @@ class NodeConfig:
     policy: Policy = factory(Policy)
     gc: GcPolicy = factory(GcPolicy)
     realize_timeout: float = DEFAULT_REALIZE_TIMEOUT  # seconds, then the realization is killed
+    store_view: bool = True  # containers see only their closure at /nix/store (shim.core.storeview)
     source: str = "<defaults>"
 
     @property
@@ -238,6 +239,7 @@ def node_config_from_data(data: dict, *, source: str = "node.toml") -> NodeConfi
         policy=policy,
         gc=gc,
         realize_timeout=r.duration("realize_timeout", DEFAULT_REALIZE_TIMEOUT),
+        store_view=r.boolean("store_view", True),
         source=source,
     )
     r.reject_unknown()
@@ -358,7 +360,7 @@ class _Reader:
             raise ConfigError(
                 f"{self.source}: unknown key {self.prefix}{extra[0]}",
                 hint="known keys: hubs, substituters, trusted_public_keys, state_dir, store_root, "
-                "runc, runc_v2_shim, log_file, realize_timeout, [policy] allowed_owners, "
+                "runc, runc_v2_shim, log_file, realize_timeout, store_view, [policy] allowed_owners, "
                 "allow_nix_mutable, [gc] auto, high_percent, low_percent, min_unused_age, "
                 "interval",
             )

@@ -101,11 +101,12 @@ def install(
     restart: bool = False,
     dry_run: bool = False,
     systemd_dir: str | None = None,
+    gc_timer: bool = True,
 ) -> Result:
     """Register the flox runtime with this node's containerd (see the module docstring).
 
     systemd_dir: where the GC timer's units go (default: /etc/systemd/system when systemd
-    runs the node, else none)."""
+    runs the node, else none). gc_timer=False: none (the deployer's DaemonSet runs the GC)."""
     node = detect_node(config, containerd)
     bin_dir = os.path.abspath(bin_dir)
     for name in (SHIM_NAME, RUNC_NAME):
@@ -174,7 +175,7 @@ def install(
         )
     changes.append(FileChange(str(target), _file_role(mode), before, after))
     own_config = config is None or os.path.realpath(config) == DEFAULT_CONFIG
-    units = gc_timer_changes(bin_dir, python, systemd_dir, default=own_config)
+    units = gc_timer_changes(bin_dir, python, systemd_dir, default=own_config) if gc_timer else []
     changes += units
     backup = Path(str(target) + BACKUP_SUFFIX)
     if (
