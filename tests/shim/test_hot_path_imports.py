@@ -48,6 +48,7 @@ HOT_MODULES = (
     "shim.core.service",
     "shim.core.spec",
     "shim.core.stats",
+    "shim.core.storeview",
 )
 REPO = Path(__file__).resolve().parents[2]
 
