@@ -38,7 +38,7 @@ CONCURRENCY = 8
 CHILD = """
 import json, sys
 from pathlib import Path
-from shim.core.model import lock_from_dict
+from shim.core.lockfile import lock_from_dict
 from shim.core.realize import realize
 a = json.loads(sys.argv[1])
 lock = lock_from_dict(a["lock"])

@@ -177,7 +177,7 @@ def changes(watched: Watched, *, stop: threading.Event | None = None) -> Iterato
 def catalog_of(directory: Path) -> str | None:
     """The catalog flake DIR/manifest.lock was locked with (its catalog packages record it
     as `locked_url`, as Flox's locks do); None when there is no lock or no catalog package."""
-    from shim.core.model import load_lock
+    from shim.core.lockfile import load_lock
 
     path = Path(directory) / "manifest.lock"
     if not path.exists():

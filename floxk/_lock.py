@@ -10,23 +10,16 @@ shim.core.model reads both the same way.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from shim.core import nix
+from shim.core.atomic import write_atomic
 from shim.core.errors import LockError
-from shim.core.model import (
-    InstallDescriptor,
-    Lock,
-    current_system,
-    dump_lock,
-    load_manifest,
-    parse_lock,
-)
+from shim.core.lockfile import Lock, dump_lock, parse_lock
+from shim.core.model import InstallDescriptor, current_system, load_manifest
 
 # The nixpkgs revision Flox's catalog served in September 2025 (seen in real Flox locks).
 # Resolving against it needs the network; offline, pass --catalog with a local flake.
@@ -120,7 +113,7 @@ def lock_environment(
                 f"`floxk env push` can only publish what is in this machine's store"
             )
     path = directory / "manifest.lock"
-    _write_atomically(path, text)
+    write_atomic(path, text, None, durable=True)
     return LockResult(path=path, lock=lock, systems=systems, built=built, warnings=warnings)
 
 
@@ -344,14 +337,3 @@ def _check_version(descriptor: InstallDescriptor, found: dict, warnings: list[st
             f"{found['pname']} {have}",
             hint="change or drop the version, or use a catalog that has it",
         )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest.lock.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -24,8 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from shim.core import hub, nix
+from shim.core.atomic import write_atomic
 from shim.core.errors import FloxkError, NixError
-from shim.core.model import Lock, current_system, load_lock
+from shim.core.lockfile import Lock, load_lock
+from shim.core.model import current_system
 
 
 @dataclass
@@ -146,7 +148,7 @@ def _write_record(
                 generation += 1
             finally:
                 os.unlink(tmp)
-        os.replace(_temp_file(directory, f"{generation}\n"), directory / "latest")
+        write_atomic(directory / "latest", f"{generation}\n", 0o644, durable=True)
     return generation
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import shim
 from floxk._proc import call
+from shim.core.atomic import write_atomic
 from shim.installer.layout import (
     DEFAULT_BIN_DIR,
     FRONT_NAME,
@@ -281,12 +282,4 @@ def _normalize_tree(root: Path) -> None:
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, mode, durable=True)

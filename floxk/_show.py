@@ -10,14 +10,8 @@ from typing import Any
 
 from floxk._envdir import lock_path, manifest_path
 from shim.core.errors import ConfigError, LockError, NotFoundError
-from shim.core.model import (
-    InstallDescriptor,
-    Lock,
-    LockedPackage,
-    Manifest,
-    load_lock,
-    load_manifest,
-)
+from shim.core.lockfile import Lock, LockedPackage, load_lock
+from shim.core.model import InstallDescriptor, Manifest, load_manifest
 from shim.core.names import split_env_ref
 
 # Sections whose difference between manifest.toml and the lock's copy means a stale lock.

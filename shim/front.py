@@ -30,10 +30,10 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from shim.core.atomic import write_atomic
 from shim.core.node import FRONT_MARKER, SHIM_FRONT_MARKER, load_node_config
 from shim.runc import ACTED_ON, GLOBAL_VALUE_FLAGS, SUB_VALUE_FLAGS
 from shim.wrapper import PREFETCH_NICENESS
@@ -258,11 +258,7 @@ def write_script(path: str | os.PathLike[str], text: str) -> Path:
     """Write a front's text into `path` (mode 0755), atomically."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, p)
+    write_atomic(p, text, 0o755, durable=True)
     return p
 
 

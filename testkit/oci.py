@@ -93,6 +93,19 @@ def write_node_toml(path: Path, **values) -> Path:
     return path
 
 
+def hub_node_toml(directory: Path, hub_url: str, key: str, **values) -> Path:
+    """directory/node.toml for a node of one hub (its URL and public key), with its state
+    and store under `directory`; `values`: further keys (policy=, runc=, ...)."""
+    return write_node_toml(
+        directory / "node.toml",
+        hubs=[hub_url],
+        trusted_public_keys=[key],
+        state_dir=str(directory / "state"),
+        store_root=str(directory / "store"),
+        **values,
+    )
+
+
 # Environments published by publish_test_hub (owner "acme"), built from floxk's test catalog.
 TEST_ENVS = {
     "hello": '[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'

@@ -1,6 +1,6 @@
 """Names a cluster and its pods agree on, defined once for every floxk module (and e2e/).
 
-The annotation keys a pod author writes are the node's (shim/annotations.py); these are
+The annotation keys a pod author writes are the node's (shim/core/annotations.py); these are
 what floxk itself puts into a cluster.
 """
 

@@ -204,7 +204,8 @@ def realize(
     from shim.core import hub as hubs
     from shim.core import realize as realizer
     from shim.core.annotations import EnvRef
-    from shim.core.model import current_system, load_lock
+    from shim.core.lockfile import load_lock
+    from shim.core.model import current_system
     from shim.core.node import NodeConfig, load_node_config
     from shim.core.service import realize_for
 

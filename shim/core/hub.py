@@ -41,7 +41,7 @@ TYPE_CHECKING = False  # typing and the lock model cost milliseconds per contain
 if TYPE_CHECKING:
     from typing import NoReturn
 
-    from shim.core.model import Lock
+    from shim.core.lockfile import Lock
 
 POINTER_FORMAT = 2  # "floxk-hub-record" of <GEN>.json (1: an unsigned record with the lock)
 RECORD_FORMAT = 1  # "floxk-env-record" of the signed record
@@ -99,7 +99,7 @@ class RawRecord:
 
     def parsed(self) -> HubRecord:
         """The record with its lock parsed (LockError when the lock is not valid)."""
-        from shim.core.model import lock_from_dict
+        from shim.core.lockfile import lock_from_dict
 
         lock = lock_from_dict(self.lock_data, source=self.url)
         return HubRecord(self.owner, self.name, self.generation, lock, self.url)

@@ -39,7 +39,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from shim.core.model import Lock
+    from shim.core.lockfile import Lock
 
 ACTIVATION = "activation.json"
 ROOTS_SUBDIR = "floxk"

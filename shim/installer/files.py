@@ -5,11 +5,11 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shim.core.atomic import write_atomic
 from shim.installer.layout import REAL_RUNC_LINK, RECORD_NAME
 
 
@@ -104,19 +104,7 @@ def _put(path: str, content: str | None, *, mode: int | None) -> None:
         os.symlink(content.removeprefix("link -> "), tmp)
         os.replace(tmp, p)
         return
-    if mode is None:
-        mode = p.stat().st_mode & 0o7777 if p.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(p, content, mode, durable=True)
 
 
 def _read_text(path: Path) -> str | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from shim.core.errors import ConfigError
-from shim.core.proc import run
+from shim.core.proc import run, run_captured
 from shim.installer.detect import Node, _alive
 from shim.installer.layout import DEFAULT_CONFIG, GC_TIMER, SERVICE_UNITS
 from shim.installer.render import _systemd_dir
@@ -28,14 +28,14 @@ def _reload_systemd(systemd_dir: str | None, *, start: bool) -> str:
 
 def _systemctl(*args: str) -> None:
     if shutil.which("systemctl") and os.path.isdir("/run/systemd/system"):
-        subprocess.run(["systemctl", *args], check=False, capture_output=True)
+        run_captured(["systemctl", *args])  # best effort: its exit status is not ours to judge
 
 
 def restart_containerd(node: Node) -> dict[str, Any]:
     """Restart the service (systemd) or the plain containerd process reading node.config."""
     if shutil.which("systemctl"):
         for unit in SERVICE_UNITS[node.kind]:
-            active = subprocess.run(["systemctl", "is-active", "--quiet", unit], check=False)
+            active = run_captured(["systemctl", "is-active", "--quiet", unit])
             if active.returncode == 0:
                 run(["systemctl", "restart", unit])
                 return {"how": "systemd", "unit": unit}
@@ -96,6 +96,7 @@ def restart_process(pid: int, timeout: float = 30) -> dict[str, Any]:
         time.sleep(0.1)
     log = open(out, "ab") if os.path.isabs(out) and os.path.isfile(out) else subprocess.DEVNULL
     try:
+        # Not shim.core.proc: containerd must outlive this process and its group.
         new = subprocess.Popen(
             argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from floxk.cli import main
-from shim.core.model import load_lock, parse_manifest
+from shim.core.lockfile import load_lock
+from shim.core.model import parse_manifest
 
 CORPUS = Path(__file__).parents[1] / "env" / "flox-envs"
 ENVS = sorted(p for p in CORPUS.iterdir() if (p / "manifest.lock").exists())

@@ -28,7 +28,7 @@ from shim.installer.install import install
 from shim.installer.uninstall import uninstall
 from testkit import harness
 from testkit.images import STUB_IMAGE
-from testkit.oci import publish_test_hub, write_node_toml
+from testkit.oci import hub_node_toml, publish_test_hub
 from tests.install import nodeconf
 
 pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
@@ -107,13 +107,7 @@ def flox_node(tmp_path_factory):
     """Zipapps, a signed hub with acme/plain and a node.toml pointing at it."""
     work = tmp_path_factory.mktemp("install-node")
     hub = publish_test_hub(work / "hub")
-    cfg = write_node_toml(
-        work / "node.toml",
-        hubs=[hub.url],
-        trusted_public_keys=[hub.key],
-        state_dir=str(work / "state"),
-        store_root=str(work / "store"),
-    )
+    cfg = hub_node_toml(work, hub.url, hub.key)
     build_zipapps(work / "bin")
     return {"bin": work / "bin", "node_toml": cfg}
 

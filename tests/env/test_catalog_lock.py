@@ -10,7 +10,8 @@ import pytest
 from floxk._lock import lock_environment
 from floxk.cli import main
 from shim.core.errors import LockError, NixError
-from shim.core.model import current_system, load_lock
+from shim.core.lockfile import load_lock
+from shim.core.model import current_system
 
 pytestmark = pytest.mark.nix
 

@@ -14,7 +14,7 @@ from floxk._push import push_environment
 from floxk.cli import main
 from shim.core import hub
 from shim.core.errors import FloxkError, NotFoundError
-from shim.core.model import load_lock
+from shim.core.lockfile import load_lock
 from tests import attacker
 
 pytestmark = pytest.mark.nix

@@ -19,12 +19,13 @@ from floxk.cli import main as floxk_main
 from shim.core import hub, nix
 from shim.core.annotations import EnvRef
 from shim.core.errors import LockError, RealizeError, TrustError
-from shim.core.model import current_system, load_lock, lock_from_dict
+from shim.core.lockfile import load_lock, lock_from_dict
+from shim.core.model import current_system
 from shim.core.node import NodeConfig, Policy
 from shim.core.realize import _substitute, build_tree, realize, tree_link
 from shim.core.service import fetch_for, realize_for, trust_of
 from testkit.nix import make_key_pair, run_with_store
-from testkit.oci import write_node_toml
+from testkit.oci import hub_node_toml
 from tests import attacker
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
@@ -386,13 +387,8 @@ def test_owner_policy_applies_to_floxk_node_and_floxk_env_realize(
 
     publish_env("evil/x", PLAIN)
     publish_env("good/x", PLAIN)
-    toml = write_node_toml(
-        tmp_path / "node.toml",
-        hubs=[signed_cache.hub_url],
-        trusted_public_keys=[signed_cache.public_key],
-        state_dir=str(tmp_path / "state"),
-        store_root=str(tmp_path / "store"),
-        policy={"allowed_owners": ["good"]},
+    toml = hub_node_toml(
+        tmp_path, signed_cache.hub_url, signed_cache.public_key, policy={"allowed_owners": ["good"]}
     )
     monkeypatch.setenv("FLOXK_NODE_CONFIG", str(toml))
     with pytest.raises(SystemExit) as e:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from shim.core import model
+from shim.core import lockfile, model
 from shim.core.errors import LockError, ManifestError
 from tests.fuzz import strategies as S
 
@@ -48,7 +48,7 @@ def check_manifest(m: model.Manifest) -> None:
     assert all(isinstance(w, str) for w in m.warnings)
 
 
-def use_lock(lock: model.Lock) -> None:
+def use_lock(lock: lockfile.Lock) -> None:
     """What a node does with a parsed lock; only FloxkErrors may come out of it."""
     assert lock.lockfile_version in (0, 1)
     check_manifest(lock.manifest)
@@ -79,7 +79,7 @@ def parse_manifest_or_error(text: str, path: list | None = None) -> None:
 
 def parse_lock_or_error(text: str) -> None:
     try:
-        lock = model.parse_lock(text, source=LOCK_SOURCE)
+        lock = lockfile.parse_lock(text, source=LOCK_SOURCE)
     except LockError as e:
         assert LOCK_SOURCE in str(e), e
         return
@@ -206,7 +206,7 @@ def test_lock_mutated_text(text):
 def test_found_v0_packages_of_the_wrong_shape(packages):
     text = json.dumps({**S.LOCKS_V0[0], "packages": packages})
     with pytest.raises(LockError, match=rf"{LOCK_SOURCE}: packages.x86_64-linux"):
-        model.parse_lock(text, source=LOCK_SOURCE)
+        lockfile.parse_lock(text, source=LOCK_SOURCE)
 
 
 @pytest.mark.parametrize(
@@ -221,7 +221,7 @@ def test_found_v0_packages_of_the_wrong_shape(packages):
 )
 def test_found_lock_json_edge_cases_are_lock_errors(text):
     with pytest.raises(LockError, match=LOCK_SOURCE):
-        model.parse_lock(text, source=LOCK_SOURCE)
+        lockfile.parse_lock(text, source=LOCK_SOURCE)
 
 
 @example(b'{"lockfile-version": 1}\xff')
@@ -231,6 +231,6 @@ def test_lock_file_bytes(tmp_path_factory, raw):
     path = tmp_path_factory.mktemp("lock") / "manifest.lock"
     path.write_bytes(raw)
     try:
-        use_lock(model.load_lock(path))
+        use_lock(lockfile.load_lock(path))
     except (LockError, ManifestError) as e:
         assert str(path) in str(e)

@@ -17,7 +17,7 @@ import pytest
 
 from shim.core.nix import base_options
 from shim.front import write_front
-from testkit.oci import make_bundle, publish_test_hub, runc_path, write_node_toml
+from testkit.oci import hub_node_toml, make_bundle, publish_test_hub, runc_path
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 
@@ -29,13 +29,7 @@ def hub(tmp_path_factory):
 
 @pytest.fixture
 def node(tmp_path, hub):
-    cfg = write_node_toml(
-        tmp_path / "node.toml",
-        hubs=[hub.url],
-        trusted_public_keys=[hub.key],
-        state_dir=str(tmp_path / "state"),
-        store_root=str(tmp_path / "store"),
-    )
+    cfg = hub_node_toml(tmp_path, hub.url, hub.key)
     front = write_front(tmp_path / "bin" / "floxk-runc", os.path.realpath(runc_path()))
     env = {**os.environ, "FLOXK_NODE_CONFIG": str(cfg)}
     return {"front": str(front), "env": env, "root": str(tmp_path / "runc"), "tmp": tmp_path}

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from shim.front import python_argv, write_front
-from testkit.oci import make_bundle, publish_test_hub, runc_path, write_node_toml
+from testkit.oci import hub_node_toml, make_bundle, publish_test_hub, runc_path
 
 # Modules a warm create must not import (directly or through another module).
 FORBIDDEN = ("json", "re", "pathlib", "dataclasses", "typing", "tomllib", "enum")
@@ -105,14 +105,8 @@ def _bundle(tmp: Path) -> Path:
 @pytest.mark.root
 def test_warm_create_imports_none_of_the_slow_modules(tmp_path):
     hub = publish_test_hub(tmp_path / "hub")
-    cfg = write_node_toml(
-        tmp_path / "node.toml",
-        hubs=[hub.url],
-        trusted_public_keys=[hub.key],
-        state_dir=str(tmp_path / "state"),
-        store_root=str(tmp_path / "store"),
-        runc=os.path.realpath(runc_path()),  # as the installer writes it: no PATH search
-    )
+    # runc as the installer writes it: no PATH search
+    cfg = hub_node_toml(tmp_path, hub.url, hub.key, runc=os.path.realpath(runc_path()))
     dump, dump_delete = tmp_path / "modules.txt", tmp_path / "modules-delete.txt"
     front = write_front(
         tmp_path / "bin" / "floxk-runc", os.path.realpath(runc_path()), _recording_python()

@@ -16,7 +16,7 @@ import pytest
 
 from shim.core import stats
 from shim.front import write_front
-from testkit.oci import make_bundle, publish_test_hub, runc_path, write_node_toml
+from testkit.oci import hub_node_toml, make_bundle, publish_test_hub, runc_path
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 
@@ -25,13 +25,7 @@ pytestmark = [pytest.mark.nix, pytest.mark.root]
 def node(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stats")
     hub = publish_test_hub(tmp / "hub")
-    cfg = write_node_toml(
-        tmp / "node.toml",
-        hubs=[hub.url],
-        trusted_public_keys=[hub.key],
-        state_dir=str(tmp / "state"),
-        store_root=str(tmp / "store"),
-    )
+    cfg = hub_node_toml(tmp, hub.url, hub.key)
     front = write_front(tmp / "bin" / "floxk-runc", os.path.realpath(runc_path()))
     env = {**os.environ, "FLOXK_NODE_CONFIG": str(cfg)}
     for _ in range(2):  # cold, then warm

@@ -18,7 +18,7 @@ import pytest
 from shim.core import nix
 from shim.core.realize import tree_link
 from shim.front import write_front
-from testkit.oci import make_bundle, runc_path, write_node_toml
+from testkit.oci import hub_node_toml, make_bundle, runc_path
 from tests import attacker
 from tests.shim.test_create_e2e import _ann, _runc, _start_and_wait
 
@@ -32,14 +32,7 @@ def hub(tmp_path_factory):
 
 @pytest.fixture
 def node(tmp_path, hub):
-    cfg = write_node_toml(
-        tmp_path / "node.toml",
-        hubs=[hub.url],
-        trusted_public_keys=[hub.key],
-        state_dir=str(tmp_path / "state"),
-        store_root=str(tmp_path / "store"),
-        policy={"allowed_owners": attacker.OWNERS},
-    )
+    cfg = hub_node_toml(tmp_path, hub.url, hub.key, policy={"allowed_owners": attacker.OWNERS})
     front = write_front(tmp_path / "bin" / "floxk-runc", os.path.realpath(runc_path()))
     env = {**os.environ, "FLOXK_NODE_CONFIG": str(cfg)}
     return {"front": str(front), "env": env, "root": str(tmp_path / "runc"), "tmp": tmp_path}

@@ -140,8 +140,11 @@ def test_prefetch_realizes_the_env_before_any_container(tmp_path, shim):
     subprocess.run([command, *argv], capture_output=True, cwd=bundle,
                    env={**os.environ, "FLOXK_NODE_CONFIG": str(cfg)}, timeout=60)  # fmt: skip
     tree = state / "envs" / pushed.digest
-    for _ in range(600):
-        if (tree / "activation.json").exists():
+    log = state / "floxk.log"
+    for _ in range(600):  # the prefetch logs "ready" just after the tree is in place
+        if (tree / "activation.json").exists() and "ready " in (
+            log.read_text() if log.exists() else ""
+        ):
             break
         time.sleep(0.05)
     assert (tree / "activation.json").exists(), (state / "floxk.log").read_text()
