@@ -178,10 +178,15 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
 
     check_volumes(list(spec.get("mounts") or []))  # a spec floxk refuses realizes nothing
 
+    access = None
+    if node.credentials:  # private hubs: this pod's token, from its own mounts (shim.auth)
+        from shim.auth import access_for
+
+        access = access_for(node, spec)
     cid = call.container_id or ""
     start = monotonic()
     with realize_deadline(parsed.environment, node) as limit:
-        found = fetch_for(parsed.environment, node)
+        found = fetch_for(parsed.environment, node, access=access)
         limit.digest(found.digest)
         resolved = monotonic()
         # Mark the use before realizing (shim.gc's contract): gc never frees a tree between
@@ -193,7 +198,7 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
             env = find_ready(node.state_dir, found.digest)
             cold = env is None
             if cold:
-                env = realize_record(found, node)
+                env = realize_record(found, node, access=access)
         except BaseException:
             gc.release(node.state_dir, cid)
             raise
@@ -214,10 +219,15 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
                container=cid, cold=cold, ms=ms)  # fmt: skip
 
 
-def fetch_for(ref: ann.EnvRef, node: NodeConfig, *, insecure_accept_unsigned: bool = False):
+def fetch_for(
+    ref: ann.EnvRef, node: NodeConfig, *, insecure_accept_unsigned: bool = False, access=None
+):
     """The one gate for everything that realizes for a node (pods, the sandbox prefetch,
     `floxk-node realize`, `floxk env realize`): the node's owner policy, then the record
-    from the node's hubs, verified with the node's keys (a shim.hub.RawRecord)."""
+    from the node's hubs, verified with the node's keys (a shim.hub.RawRecord).
+
+    `access`: the tokens of a pod's create (shim.auth.access_for with its spec); without
+    it, the node's own (node-token credentials; a pod-token hub is not asked)."""
     from shim.errors import RealizeError
 
     allowed = node.policy.allowed_owners
@@ -234,11 +244,16 @@ def fetch_for(ref: ann.EnvRef, node: NodeConfig, *, insecure_accept_unsigned: bo
         )
     from shim import hub
 
-    return hub.fetch(str(ref), node.hubs, trust_of(node, insecure_accept_unsigned))
+    if access is None and node.credentials:
+        from shim.auth import access_for
+
+        access = access_for(node, None)
+    return hub.fetch(str(ref), node.hubs, trust_of(node, insecure_accept_unsigned, access))
 
 
-def trust_of(node: NodeConfig, insecure_accept_unsigned: bool = False):
-    """The node's shim.hub.Trust: its caches, keys, store and state dir."""
+def trust_of(node: NodeConfig, insecure_accept_unsigned: bool = False, access=None):
+    """The node's shim.hub.Trust: its caches, keys, store and state dir (and `access`, the
+    tokens of private hubs and caches)."""
     from shim.hub import Trust
 
     return Trust(
@@ -247,14 +262,21 @@ def trust_of(node: NodeConfig, insecure_accept_unsigned: bool = False):
         state_dir=node.state_dir,
         store_root=node.store_root,
         insecure_accept_unsigned=insecure_accept_unsigned,
+        access=access,
     )
 
 
 def realize_record(
-    record, node: NodeConfig, *, system: str | None = None, insecure_accept_unsigned: bool = False
+    record,
+    node: NodeConfig,
+    *,
+    system: str | None = None,
+    insecure_accept_unsigned: bool = False,
+    access=None,
 ):
     """Realize a record fetch_for() gave (a shim.hub.RawRecord) with the node's caches,
-    keys and store; a tree realized before is found from the record's digest alone."""
+    keys and store; a tree realized before is found from the record's digest alone.
+    `access`: the tokens fetch_for() used (private caches)."""
     from shim import realize
     from shim.model import current_system
 
@@ -275,6 +297,7 @@ def realize_record(
         state_dir=node.state_dir,
         insecure_accept_unsigned=insecure_accept_unsigned,
         phases=ms,
+        access=access if access is not None else _node_access(node),
     )
     if "tree" in ms:  # this process built the tree (not another one meanwhile)
         stats.emit(
@@ -284,6 +307,15 @@ def realize_record(
         )  # fmt: skip
         gc.after_realization(node)
     return env
+
+
+def _node_access(node: NodeConfig):
+    """The node's own tokens (node-token credentials), None without credentials."""
+    if not node.credentials:
+        return None
+    from shim.auth import access_for
+
+    return access_for(node, None)
 
 
 def realize_for(ref: ann.EnvRef, node: NodeConfig, **options):
