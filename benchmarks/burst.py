@@ -28,8 +28,8 @@ if __package__ in (None, ""):
 from cri_api.v1 import api_pb2 as pb  # noqa: E402
 
 from benchmarks import common, crinode  # noqa: E402
-from tests.cri.images import STUB_IMAGE  # noqa: E402
-from tests.shim.oci import write_node_toml  # noqa: E402
+from testkit.images import STUB_IMAGE  # noqa: E402
+from testkit.oci import write_node_toml  # noqa: E402
 
 MANIFEST = (
     'version = 1\n[install]\nhello.pkg-path = "hello"\nweb.pkg-path = "web"\n'

@@ -32,7 +32,7 @@ if __package__ in (None, ""):
 from benchmarks import common, crinode  # noqa: E402
 from shim import front as front_module  # noqa: E402
 from shim import install as node_install  # noqa: E402
-from tests.shim.oci import make_bundle, write_node_toml  # noqa: E402
+from testkit.oci import make_bundle, write_node_toml  # noqa: E402
 
 MANIFEST = 'version = 1\n[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
 PYTHON = crinode.NODE_PYTHON

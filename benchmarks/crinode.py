@@ -7,7 +7,7 @@ node.toml naming a signed file:// hub, a chroot store and a state dir. container
 with a node's PATH (its own line first, then the system directories), so `python3` is the
 system's and no developer tool (pyenv shims, editable installs) is on any pod's path.
 
-The CRI harness of the test suite (tests/cri/harness.py) runs the daemon; the images are
+The CRI harness of the test suite (testkit/harness.py) runs the daemon; the images are
 the suite's pause/stub/plain images plus, per benchmark, images holding an environment's
 store paths (`store_image`): the same files an image-based deployment would ship.
 """
@@ -27,10 +27,9 @@ from typing import Any
 from benchmarks import common
 from shim.model import current_system
 from shim.realize import RealizedEnv, realize
-from tests import lines
-from tests.cri import harness
-from tests.cri.images import Image, build_images, write_oci_archive
-from tests.shim.oci import write_node_toml
+from testkit import harness, lines
+from testkit.images import Image, build_images, write_oci_archive
+from testkit.oci import write_node_toml
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NODE_PYTHON = "/usr/bin/python3"
@@ -199,7 +198,7 @@ def write_image(dest: Path, ref: str, layers: list[bytes], *, gzip_layers: bool 
     compressed, as a registry pull leaves them in containerd's content store."""
     if not gzip_layers:
         return write_oci_archive(dest, ref, layers)
-    # tests/cri/images.py writes uncompressed layers only: rewrite the layer descriptors.
+    # testkit/images.py writes uncompressed layers only: rewrite the layer descriptors.
     import gzip
     import hashlib
     import json

@@ -33,8 +33,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common, crinode  # noqa: E402
-from tests.cri import harness  # noqa: E402
-from tests.cri.images import build_images  # noqa: E402
+from testkit import harness  # noqa: E402
+from testkit.images import build_images  # noqa: E402
 
 PACKAGES = 'busybox.pkg-path = "busybox"\nhello.pkg-path = "hello"\nweb.pkg-path = "web"\n'
 CONTENT = "io.containerd.content.v1.content"

@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 from cri_api.v1 import api_pb2 as pb  # noqa: E402
 
 from benchmarks import common, crinode  # noqa: E402
-from tests.cri.images import STUB_IMAGE  # noqa: E402
+from testkit.images import STUB_IMAGE  # noqa: E402
 
 MANIFEST = 'version = 1\n[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
 STORE_IMAGE = "floxk.bench/hello-store:1.0"
@@ -67,13 +67,16 @@ def start_pod(
 
 
 def tree_at(rev: str, dest: Path) -> Path:
-    """The checkout's code (shim, floxk, benchmarks, tests) as it was at git revision `rev`,
+    """The checkout's code (shim, floxk, benchmarks, tests, testkit) as it was at git revision `rev`,
     extracted into dest: that revision builds its own zipapps and fronts."""
     dest.mkdir(parents=True)
+    listed = subprocess.run(
+        ["git", "-C", str(common.REPO), "ls-tree", "--name-only", rev],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    wanted = [d for d in ("shim", "floxk", "benchmarks", "tests", "testkit") if d in listed]
     archive = subprocess.run(
-        ["git", "-C", str(common.REPO), "archive", rev, "shim", "floxk", "benchmarks", "tests"],
-        capture_output=True,
-        check=True,
+        ["git", "-C", str(common.REPO), "archive", rev, *wanted], capture_output=True, check=True
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return dest

@@ -135,7 +135,7 @@ def publish_attacked_hub(work: Path):
     from floxk._lock import lock_environment
     from floxk._push import push_environment
     from shim.model import current_system
-    from tests.nixfixtures import make_key_pair
+    from testkit.nix import make_key_pair
 
     catalog = prepare(work / "catalog")
     public, secret = make_key_pair(work / "keys", "floxk-test-1")

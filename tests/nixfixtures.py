@@ -22,18 +22,12 @@ Fixtures (stable interface, used by tests/env, tests/shim and tests/cri):
       is "OWNER/NAME" or just "NAME" (owner "test"). Publishing the same name again makes a
       new generation.
 
-Helpers (plain functions):
-
-  run_with_store(store_root, argv, env=None) -> subprocess.CompletedProcess
-      Runs argv with store_root/nix/store bind-mounted on /nix/store in a private mount
-      namespace (needs root), i.e. how a container sees a chroot store. Output is text.
+Plain helpers without pytest (key pairs, run_with_store) are in testkit/nix.py.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +36,7 @@ from pathlib import Path
 import pytest
 
 from e2e.catalog import prepare
+from testkit.nix import make_key_pair
 
 
 @dataclass(frozen=True)
@@ -64,18 +59,6 @@ def catalog_flake(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("catalog")
     prepare(directory)
     return directory
-
-
-def make_key_pair(directory: Path, name: str) -> tuple[str, Path]:
-    """A fresh Nix signing key pair: (public key text, secret key file)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    secret, public = directory / f"{name}.secret", directory / f"{name}.public"
-    subprocess.run(
-        ["nix-store", "--generate-binary-cache-key", name, secret, public],
-        check=True,
-        capture_output=True,
-    )
-    return public.read_text().strip(), secret
 
 
 @pytest.fixture(scope="session")
@@ -108,18 +91,3 @@ def publish_env(catalog_flake, signed_cache, tmp_path_factory) -> Callable[[str,
         return result.ref
 
     return publish
-
-
-def run_with_store(
-    store_root: Path, argv: list[str], env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    """Run argv seeing store_root/nix/store at /nix/store (private mount namespace; root)."""
-    script = 'mount --bind "$1" /nix/store && shift && exec "$@"'
-    store = Path(store_root) / "nix" / "store"
-    return subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", store, *argv],
-        capture_output=True,
-        text=True,
-        env=env if env is not None else dict(os.environ),
-        timeout=60,
-    )

@@ -18,7 +18,7 @@ from floxk._cluster.up import build_spec
 from shim import containerd as ctrd
 from shim.errors import ConfigError, FloxkError
 from shim.node import parse_node_config
-from tests.cri import harness
+from testkit import harness
 
 # A kind node's containerd config as every kind release ships it: version 2.
 KIND_BASE_CONFIG = """\

@@ -2,7 +2,7 @@
 
 The line comes from FLOXK_CRI_LINE (e.g. "1.7.24"; tests/cri/run_lines.py sets it per pair),
 unset, the newest installed line; the runc from FLOXK_CRI_RUNC (e.g. "1.4.4"), unset, Debian's
-(tests/lines.py). Fixtures (documented in docs/testing.md):
+(testkit/lines.py). Fixtures (documented in docs/testing.md):
 
   containerd_line   session  harness.Line of the line under test
   runc_line         session  lines.Runc: the real runc under test (.version, .path)
@@ -22,9 +22,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests import lines
-from tests.cri import harness
-from tests.cri.images import Image, build_images
+from testkit import harness, lines
+from testkit.images import Image, build_images
 
 LINE_ENV = "FLOXK_CRI_LINE"
 INSTALL_HINT = lines.INSTALL_HINT

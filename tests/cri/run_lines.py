@@ -10,7 +10,7 @@ per pair and a total:
 
 (", K skipped" is added when tests were skipped). Exit status 1 if any pair had a failure
 or an error, or ran no test; 2 if a line or runc of the matrix is not installed.
-The pairs are tests/lines.py's matrix() (the pins of the install scripts).
+The pairs are testkit/lines.py's matrix() (the pins of the install scripts).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from tests import lines
+from testkit import lines
 
 REPO = lines.REPO
 LINE_ENV = "FLOXK_CRI_LINE"

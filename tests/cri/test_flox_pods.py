@@ -15,9 +15,9 @@ import grpc
 import pytest
 
 from shim.front import write_front, write_shim_front
-from tests.cri import harness
-from tests.cri.images import PLAIN_IMAGE, STUB_IMAGE
-from tests.shim.oci import publish_test_hub, write_node_toml
+from testkit import harness
+from testkit.images import PLAIN_IMAGE, STUB_IMAGE
+from testkit.oci import publish_test_hub, write_node_toml
 
 pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
 

@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from shim import containerd as ctrd
-from tests.cri.images import PLAIN_IMAGE
+from testkit.images import PLAIN_IMAGE
 
 pytestmark = [pytest.mark.cri, pytest.mark.root]
 

@@ -24,10 +24,10 @@ import pytest
 from floxk._shimbuild import build_zipapps
 from shim import containerd as ctrd
 from shim import install as inst
-from tests.cri import harness
-from tests.cri.images import STUB_IMAGE
+from testkit import harness
+from testkit.images import STUB_IMAGE
+from testkit.oci import publish_test_hub, write_node_toml
 from tests.install import nodeconf
-from tests.shim.oci import publish_test_hub, write_node_toml
 
 pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
 BARE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"

@@ -20,8 +20,8 @@ import pytest
 from shim import containerd as ctrd
 from shim import install as inst
 from shim.errors import InUseError
-from tests import lines
-from tests.cri.images import STUB_IMAGE
+from testkit import lines
+from testkit.images import STUB_IMAGE
 from tests.cri.test_install import daemon, flox_node  # noqa: F401 - fixtures
 from tests.install import nodeconf
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cri.images import PLAIN_IMAGE, STUB_IMAGE
+from testkit.images import PLAIN_IMAGE, STUB_IMAGE
 
 pytestmark = [pytest.mark.cri, pytest.mark.root]
 

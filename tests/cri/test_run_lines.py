@@ -1,10 +1,10 @@
-"""tests/cri/run_lines.py and tests/lines.py without containerd (default suite, not -m cri)."""
+"""tests/cri/run_lines.py and testkit/lines.py without containerd (default suite, not -m cri)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests import lines
+from testkit import lines
 from tests.cri import run_lines
 
 

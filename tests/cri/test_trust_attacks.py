@@ -15,10 +15,10 @@ from cri_api.v1 import api_pb2 as pb
 
 from shim import nix
 from shim.front import write_front, write_shim_front
+from testkit import harness
+from testkit.images import STUB_IMAGE
+from testkit.oci import write_node_toml
 from tests import attacker
-from tests.cri import harness
-from tests.cri.images import STUB_IMAGE
-from tests.shim.oci import write_node_toml
 
 pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
 

@@ -14,7 +14,7 @@ from shim import gc, hub
 from shim.model import current_system
 from shim.nix import invalid_paths
 from shim.realize import realize
-from tests.nixfixtures import run_with_store
+from testkit.nix import run_with_store
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 

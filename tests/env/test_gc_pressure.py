@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from shim import hub
-from tests.shim.oci import runc_path
+from testkit.oci import runc_path
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 
@@ -117,7 +117,7 @@ def scenario(a: dict) -> dict:
     from shim.front import write_front
     from shim.node import load_node_config
     from shim.runc import realize_for
-    from tests.shim.oci import make_bundle
+    from testkit.oci import make_bundle
 
     tmp = Path(a["tmp"])
     small = tmp / "small"

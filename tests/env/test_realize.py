@@ -19,7 +19,7 @@ from shim.errors import LockError, RealizeError
 from shim.model import current_system
 from shim.nix import invalid_paths
 from shim.realize import realize
-from tests.nixfixtures import make_key_pair, run_with_store
+from testkit.nix import make_key_pair, run_with_store
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 

@@ -24,9 +24,9 @@ from shim.model import current_system, load_lock, lock_from_dict
 from shim.node import NodeConfig, Policy
 from shim.realize import _substitute, build_tree, realize
 from shim.runc import fetch_for, realize_for, trust_of
+from testkit.nix import make_key_pair, run_with_store
+from testkit.oci import write_node_toml
 from tests import attacker
-from tests.nixfixtures import make_key_pair, run_with_store
-from tests.shim.oci import write_node_toml
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 

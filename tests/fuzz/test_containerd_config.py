@@ -25,9 +25,9 @@ from floxk._shimbuild import build_zipapps
 from shim import containerd as ctrd
 from shim import install as inst
 from shim.errors import FloxkError
+from testkit.lines import DEBIAN_RUNC, installed_lines
 from tests.fuzz import strategies as S
 from tests.install import nodeconf
-from tests.lines import DEBIAN_RUNC, installed_lines
 
 LINES = installed_lines()
 pytestmark = pytest.mark.skipif(

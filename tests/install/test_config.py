@@ -23,8 +23,8 @@ from floxk._shimbuild import build_zipapps
 from shim import containerd as ctrd
 from shim import install as inst
 from shim.errors import ConfigError
+from testkit.lines import DEBIAN_RUNC, installed_lines
 from tests.install import nodeconf
-from tests.lines import DEBIAN_RUNC, installed_lines
 
 LINES = installed_lines()
 pytestmark = pytest.mark.skipif(

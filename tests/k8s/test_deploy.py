@@ -16,8 +16,8 @@ import sys
 import pytest
 import yaml
 
+from testkit.nix import make_key_pair
 from tests.k8s.conftest import BASE_IMAGE, require_kind_base
-from tests.nixfixtures import make_key_pair
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 

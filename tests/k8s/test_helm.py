@@ -30,9 +30,9 @@ import tomllib
 import pytest
 import yaml
 
+from testkit.nix import make_key_pair
 from tests.k8s.conftest import BASE_IMAGE, require_kind_base
 from tests.k8s.test_deploy import sh
-from tests.nixfixtures import make_key_pair
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 

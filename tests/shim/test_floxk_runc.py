@@ -16,7 +16,7 @@ from shim.annotations import parse_annotations
 from shim.front import write_front
 from shim.node import NodeConfig
 from shim.spec import rewrite_spec
-from tests.shim.oci import (
+from testkit.oci import (
     add_busybox_package,
     make_bundle,
     make_env_tree,

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from shim.front import python_argv, write_front
-from tests.shim.oci import make_bundle, publish_test_hub, runc_path, write_node_toml
+from testkit.oci import make_bundle, publish_test_hub, runc_path, write_node_toml
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 

@@ -12,7 +12,7 @@ import pytest
 from shim.annotations import parse_annotations
 from shim.node import NodeConfig
 from shim.spec import rewrite_spec
-from tests.shim.oci import add_busybox_package, make_bundle, make_env_tree, runc_path
+from testkit.oci import add_busybox_package, make_bundle, make_env_tree, runc_path
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 

@@ -16,7 +16,7 @@ import pytest
 
 from shim import stats
 from shim.front import write_front
-from tests.shim.oci import make_bundle, publish_test_hub, runc_path, write_node_toml
+from testkit.oci import make_bundle, publish_test_hub, runc_path, write_node_toml
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 

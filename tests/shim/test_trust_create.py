@@ -17,8 +17,8 @@ import pytest
 
 from shim import nix
 from shim.front import write_front
+from testkit.oci import make_bundle, runc_path, write_node_toml
 from tests import attacker
-from tests.shim.oci import make_bundle, runc_path, write_node_toml
 from tests.shim.test_create_e2e import _ann, _runc, _start_and_wait
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]

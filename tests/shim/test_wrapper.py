@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from shim.wrapper import action_of, sandbox_env_ref
-from tests.shim.oci import write_node_toml
+from testkit.oci import write_node_toml
 
 RUNC_V2 = shutil.which("containerd-shim-runc-v2")
 needs_runc_v2 = pytest.mark.skipif(RUNC_V2 is None, reason="needs containerd-shim-runc-v2 on PATH")

@@ -3,13 +3,14 @@
 Two objects:
 - `Containerd`: one daemon of one containerd line with a full config written under a private
   temp dir (root, state, grpc socket, pod logs), CRI on, overlayfs snapshotter, runtimes
-  `runc` (plain, the runc under test: tests/lines.py) and `flox` (shim/containerd.py's table), the suite's images
+  `runc` (plain, the runc under test: testkit/lines.py) and `flox` (shim/containerd.py's table), the suite's images
   imported. `start()` waits until CRI answers; `stop()` removes what is left, stops the
   daemon, kills stray shims, unmounts leftovers and deletes the temp dir.
 - `CRI`: a small client over the CRI v1 gRPC API (PyPI container-runtime-interface-api,
   module `cri_api.v1`). Pods use the node's network namespace, so no CNI is needed.
 
-The pytest fixtures that hand these out are in tests/cri/conftest.py; docs/testing.md
+The pytest fixtures that hand these out are in tests/cri/conftest.py; benchmarks/crinode.py
+builds its node on the same objects; docs/testing.md
 describes the API for test authors.
 """
 
@@ -34,8 +35,8 @@ from cri_api.v1 import api_pb2 as pb
 from cri_api.v1.api_pb2_grpc import ImageServiceStub, RuntimeServiceStub
 
 from shim import containerd as ctrd
-from tests.cri.images import Image
-from tests.lines import Line, installed_lines, runc_under_test
+from testkit.images import Image
+from testkit.lines import Line, installed_lines, runc_under_test
 
 __all__ = ["CRI", "Containerd", "Line", "installed_lines"]
 
@@ -78,7 +79,7 @@ class Containerd:
     env: dict[str, str] = field(default_factory=dict)  # extra env for containerd and its shims
     extra_config: dict[str, Any] = field(default_factory=dict)  # deep-merged over the config
     restrict_oom_score_adj: bool | None = None  # None: ask the host
-    # The real runc both runtimes end in (FLOXK_CRI_RUNC, else Debian's): tests/lines.py.
+    # The real runc both runtimes end in (FLOXK_CRI_RUNC, else Debian's): testkit/lines.py.
     runc: str = field(default_factory=lambda: str(runc_under_test().path))
 
     dir: Path = field(init=False)

@@ -1,6 +1,6 @@
 """The CRI suite's images, built locally (no registry): OCI image-layout tars, FROM scratch.
 
-- pause: a static `pause` (tests/cri/pause.c, gcc -static) as the sandbox image;
+- pause: a static `pause` (testkit/pause.c, gcc -static) as the sandbox image;
 - stub:  one empty layer, no command: what a flox pod names as its image;
 - plain: a static busybox with its applets, for image-based comparison pods.
 
@@ -83,7 +83,7 @@ def write_oci_archive(
             "type": "layers",
             "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers],
         },
-        "history": [{"created_by": "floxk tests/cri/images.py"} for _ in layers],
+        "history": [{"created_by": "floxk testkit/images.py"} for _ in layers],
     }
     if entrypoint:
         config["config"]["Entrypoint"] = entrypoint
@@ -134,7 +134,7 @@ def write_oci_archive(
 
 
 def build_pause_binary(workdir: Path) -> Path:
-    """Compile tests/cri/pause.c statically (gcc + libc6-dev: scripts/install-containerd.sh)."""
+    """Compile testkit/pause.c statically (gcc + libc6-dev: scripts/install-containerd.sh)."""
     out = workdir / "pause"
     run(
         ["gcc", "-static", "-Os", "-s", "-Wall", "-o", str(out), str(PAUSE_SOURCE)],

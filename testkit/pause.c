@@ -1,6 +1,6 @@
 /* Pause process for the CRI suite's sandbox image (a pod's infra container).
  * Sleeps until SIGINT/SIGTERM, reaps children it inherits. Built with gcc -static by
- * tests/cri/images.py so the image needs nothing else (FROM scratch). */
+ * testkit/images.py so the image needs nothing else (FROM scratch). */
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
