@@ -142,7 +142,7 @@ def publish_private_hub(work: Path) -> SimpleNamespace:
     from e2e.catalog import prepare
     from floxk._lock import lock_environment
     from floxk._push import push_environment
-    from tests.nixfixtures import make_key_pair
+    from testkit.nix import make_key_pair
 
     catalog = prepare(work / "catalog")
     public, secret = make_key_pair(work / "keys", "floxk-private-1")

@@ -19,8 +19,8 @@ from shim.annotations import EnvRef
 from shim.errors import AccessError, ConfigError
 from shim.node import Credential, NodeConfig
 from shim.runc import fetch_for, realize_record
+from testkit.nix import run_with_store
 from tests import privatehub
-from tests.nixfixtures import run_with_store
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 
@@ -247,7 +247,7 @@ def test_a_token_linking_out_of_its_volume_is_refused(tmp_path, served):
 def test_a_public_hub_next_to_a_private_one_needs_nothing(tmp_path, served):
     """Credentials apply to their URL only: a file:// hub listed first serves its own
     environments to pods without any token."""
-    from tests.shim.oci import publish_test_hub
+    from testkit.oci import publish_test_hub
 
     published, server = served
     public = publish_test_hub(tmp_path / "public")
