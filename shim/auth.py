@@ -90,11 +90,15 @@ class Access:
         pod: bool,
         state_dir: str,
         cache_ttl: float = 0.0,
+        pod_error: AccessError | None = None,
     ) -> None:
         self.entries = list(entries)
         self.pod = pod
         self.state_dir = state_dir
         self.cache_ttl = cache_ttl
+        # Why the pod's token could not be read: raised only when a pod-token URL is asked
+        # (a pod of a public environment is not refused for its volumes).
+        self.pod_error = pod_error
 
     def __repr__(self) -> str:
         return f"Access({len(self.entries)} credentials, pod={self.pod})"
@@ -109,6 +113,8 @@ class Access:
     def header(self, url: str) -> str | None:
         """The Authorization header value for `url`, or None (a public URL, or no token)."""
         found = self.credential(url)
+        if found is not None and found[0].auth == POD_TOKEN and self.pod_error is not None:
+            raise self.pod_error
         if found is None or found[1] is None:
             return None
         return "Bearer " + found[1].reveal()
@@ -225,12 +231,20 @@ def access_for(node: NodeConfig, spec: dict | None) -> Access | None:
     if not node.credentials:
         return None
     pod = spec is not None
-    pod_token = pod_token_of(spec) if pod and _needs_pod_token(node) else None
+    pod_token, pod_error = None, None
+    if pod and _needs_pod_token(node):
+        try:
+            pod_token = pod_token_of(spec)
+        except AccessError as e:
+            pod_error = e
     entries = []
     for cred in node.credentials:
         token = pod_token if cred.auth == POD_TOKEN else read_token_file(cred.token_file or "")
         entries.append((cred, token))
-    return Access(entries, pod=pod, state_dir=node.state_dir, cache_ttl=node.token_cache_ttl)
+    return Access(
+        entries, pod=pod, state_dir=node.state_dir, cache_ttl=node.token_cache_ttl,
+        pod_error=pod_error,
+    )  # fmt: skip
 
 
 def _needs_pod_token(node: NodeConfig) -> bool:

@@ -36,9 +36,9 @@ def nginx_path() -> str:
     return found
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -69,12 +69,12 @@ http {{
     log_format floxk '$status $floxk_auth_form $request_uri';
     access_log {work}/access.log floxk;
     server {{
-        listen 127.0.0.1:{port};
+        listen {host}:{port};
         root {root};
         location / {{
             if ($floxk_token_ok = 0) {{ return 401; }}
         }}
-    }}
+{moved}    }}
 }}
 """
 
@@ -82,19 +82,41 @@ http {{
 class Nginx:
     """nginx serving `root` to requests carrying one of `tokens`."""
 
-    def __init__(self, root: Path, tokens: list[str], work: Path) -> None:
-        self.root, self.work = Path(root), Path(work)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(
+        self,
+        root: Path,
+        tokens: list[str],
+        work: Path,
+        host: str = "127.0.0.1",
+        *,
+        redirect: dict[str, str] | None = None,
+    ) -> None:
+        """redirect: {path prefix: URL}: requests with the token under the prefix get a 302
+        to URL + the request's path (a hub that moved, or one that sends clients away)."""
+        self.root, self.work, self.host = Path(root), Path(work), host
+        self.port = free_port(host)
+        self.url = f"http://{host}:{self.port}"
         accepted = []
         for token in tokens:
             basic = base64.b64encode(f"{NETRC_LOGIN}:{token}".encode()).decode()
             accepted += [f'        "Bearer {token}" 1;', f'        "Basic {basic}" 1;']
+        moved = "".join(
+            f"        location {prefix} {{\n"
+            "            if ($floxk_token_ok = 0) { return 401; }\n"
+            f"            return 302 {target}$request_uri;\n"
+            "        }\n"
+            for prefix, target in (redirect or {}).items()
+        )
         (self.work / "tmp").mkdir(parents=True, exist_ok=True)
         self.config = self.work / "nginx.conf"
         self.config.write_text(
             _CONFIG.format(
-                work=self.work, root=self.root, port=self.port, accepted="\n".join(accepted)
+                work=self.work,
+                root=self.root,
+                host=self.host,
+                port=self.port,
+                accepted="\n".join(accepted),
+                moved=moved,
             )
         )
         self.process: subprocess.Popen | None = None
@@ -110,7 +132,7 @@ class Nginx:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nginx exited: {self.process.stderr.read().decode()}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection((self.host, self.port), timeout=1).close()
                 return self
             except OSError:
                 time.sleep(0.05)

@@ -164,6 +164,28 @@ def test_the_token_reaches_no_argv_state_or_log(tmp_path, served, monkeypatch):
     privatehub.assert_token_nowhere(privatehub.TOKEN, Path(cfg.state_dir), *server.logs())
 
 
+def test_the_token_never_follows_a_redirect(tmp_path, served):
+    """A hub that sends floxk elsewhere does not get the token sent there."""
+    published, server = served
+    other = privatehub.Nginx(published.cache, [privatehub.TOKEN], tmp_path / "other").start()
+    try:
+        mover = privatehub.Nginx(
+            published.cache, [privatehub.TOKEN], tmp_path / "mover",
+            redirect={"/floxk/envs/": other.url},
+        ).start()  # fmt: skip
+        try:
+            cfg = node(tmp_path, mover, published)  # credentials for the mover only
+            with pytest.raises(AccessError, match="HTTP 401"):
+                create(cfg, pod_spec(tmp_path, privatehub.TOKEN))
+            assert ("302", "bearer") in {(st, form) for st, form, _ in mover.requests()}
+            asked = other.requests()
+            assert asked and {form for _, form, _ in asked} == {"none"}, asked
+        finally:
+            mover.stop()
+    finally:
+        other.stop()
+
+
 def test_prefetch_and_node_commands_do_not_ask_a_pod_token_hub(tmp_path, served):
     """Without a pod (the sandbox's prefetch, `floxk-node realize`) nothing is realized
     from a pod-token hub: it is not even asked."""
@@ -257,5 +279,12 @@ def test_a_public_hub_next_to_a_private_one_needs_nothing(tmp_path, served):
         trusted_public_keys=[published.key, public.key],
     )  # fmt: skip
     assert create(cfg, pod_spec(tmp_path, None, mount=False), "acme/plain").activation
+    # A volume at Flox's path that is no Secret matters only where a token is needed.
+    uid = uuid.uuid4().hex
+    (tmp_path / "not-a-secret").mkdir()
+    odd = _spec_with_source(uid, tmp_path / "not-a-secret")
+    assert create(cfg, odd, "acme/plain").activation
+    with pytest.raises(AccessError, match="is not a Secret of this pod"):
+        create(cfg, odd)
     with pytest.raises(AccessError, match="this pod has none"):
         create(cfg, pod_spec(tmp_path, None, mount=False))
