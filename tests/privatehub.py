@@ -12,10 +12,12 @@ credentials it carried (never the credentials).
 from __future__ import annotations
 
 import base64
+import contextlib
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -179,6 +181,17 @@ def publish_private_hub(work: Path) -> SimpleNamespace:
         refs[name] = f"acme/{name}"
         refs[f"{name}_digest"] = pushed.digest
     return SimpleNamespace(cache=cache, key=public, refs=refs)
+
+
+@contextlib.contextmanager
+def served_hub(work: Path, host: str = "127.0.0.1") -> Iterator[tuple[SimpleNamespace, Nginx]]:
+    """publish_private_hub() served by nginx accepting TOKEN: (published, server)."""
+    published = publish_private_hub(work / "hub")
+    server = Nginx(published.cache, [TOKEN], work / "nginx", host=host).start()
+    try:
+        yield published, server
+    finally:
+        server.stop()
 
 
 def secret_volume(base: Path, pod_uid: str, token: str | None, name: str = "flox-token") -> Path:

@@ -26,8 +26,11 @@ pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
 @pytest.fixture(scope="module")
 def node(containerd_line, runc_line, cri_images, tmp_path_factory):
     work = tmp_path_factory.mktemp("private-node")
-    published = privatehub.publish_private_hub(work / "hub")
-    server = privatehub.Nginx(published.cache, [privatehub.TOKEN], work / "nginx").start()
+    with privatehub.served_hub(work) as (published, server):
+        yield from _node(work, published, server, containerd_line, runc_line, cri_images)
+
+
+def _node(work, published, server, containerd_line, runc_line, cri_images):
     state = work / "state"
     cfg = write_node_toml(
         work / "node.toml",
@@ -49,9 +52,10 @@ def node(containerd_line, runc_line, cri_images, tmp_path_factory):
         env={"FLOXK_NODE_CONFIG": str(cfg)},
     )
     daemon.start()
-    yield {"daemon": daemon, "cri": daemon.cri, "state": state, "work": work, "server": server}
-    daemon.stop()
-    server.stop()
+    try:
+        yield {"daemon": daemon, "cri": daemon.cri, "state": state, "work": work, "server": server}
+    finally:
+        daemon.stop()
 
 
 @pytest.fixture

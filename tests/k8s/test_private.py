@@ -70,11 +70,14 @@ def cluster(tmp_path_factory):
         "--timeout", "600", "--recreate", "-o", "json", timeout=1800,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    work = tmp_path_factory.mktemp("private-kind")
-    published = privatehub.publish_private_hub(work / "hub")
-    server = privatehub.Nginx(
-        published.cache, [privatehub.TOKEN], work / "nginx", host=_gateway()
-    ).start()
+    with privatehub.served_hub(tmp_path_factory.mktemp("private-kind"), _gateway()) as served:
+        yield from _configured(*served)
+    if os.environ.get("FLOXK_E2E_KEEP") != "1":
+        assert floxk("down", "--name", NAME).returncode == 0
+
+
+def _configured(published, server):
+    """node.toml of the cluster names the private hub (auth = "pod-token") and its key."""
     from floxk._cluster.up import node_toml_path
 
     node_toml = node_toml_path("kind", NAME)
@@ -89,9 +92,6 @@ def cluster(tmp_path_factory):
         f.write(text)
         f.truncate()
     yield {"server": server, "published": published}
-    server.stop()
-    if os.environ.get("FLOXK_E2E_KEEP") != "1":
-        assert floxk("down", "--name", NAME).returncode == 0
 
 
 def _secret(name: str, token: str) -> None:

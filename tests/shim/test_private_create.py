@@ -27,11 +27,8 @@ pytestmark = [pytest.mark.nix, pytest.mark.root]
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    work = tmp_path_factory.mktemp("private-hub")
-    published = privatehub.publish_private_hub(work / "hub")
-    server = privatehub.Nginx(published.cache, [privatehub.TOKEN], work / "nginx").start()
-    yield published, server
-    server.stop()
+    with privatehub.served_hub(tmp_path_factory.mktemp("private-hub")) as served:
+        yield served
 
 
 @pytest.fixture
