@@ -207,6 +207,26 @@ class Access:
             write_atomic(path, text.encode("utf-8"), 0o600)
         except OSError:
             pass  # a cache: the next create asks the hub again
+        self._prune(os.path.dirname(os.path.dirname(path)))
+
+    def _prune(self, top: str) -> None:
+        """Drop answers older than cache_ttl (and emptied token dirs): the cache never
+        outgrows the pods of the last minutes. Only on a miss, so warm creates skip it."""
+        import time
+
+        now = time.time()
+        try:
+            tokens = list(os.scandir(top))
+        except OSError:
+            return
+        for token_dir in tokens:
+            try:
+                for entry in os.scandir(token_dir.path):
+                    if now - entry.stat(follow_symlinks=False).st_mtime >= self.cache_ttl:
+                        os.unlink(entry.path)
+                os.rmdir(token_dir.path)  # fails while it holds a fresh answer: kept
+            except OSError:
+                continue
 
 
 def covers(prefix: str, url: str) -> bool:

@@ -9,6 +9,7 @@ tests/cri/test_private_pods.py.
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -126,8 +127,19 @@ def test_positive_answers_are_kept_briefly_per_token(tmp_path, served):
     with pytest.raises(AccessError):  # another token is asked for again, and refused
         create(cfg, pod_spec(tmp_path, privatehub.WRONG))
     assert len(server.requests()) > asked
-    cached = list((Path(cfg.state_dir) / auth.AUTH_DIR / "ok").rglob("*"))
+    ok = Path(cfg.state_dir) / auth.AUTH_DIR / "ok"
+    cached = [p for p in ok.rglob("*") if p.is_file()]
     assert cached, "nothing remembered"
+    stale = ok / ("0" * 40) / "gone"  # another token's answer, long past the TTL
+    stale.parent.mkdir()
+    stale.write_text("1\n")
+    for old in [*cached, stale]:
+        os.utime(old, (1, 1))
+    asked = len(server.requests())
+    create(cfg, pod_spec(tmp_path, privatehub.TOKEN))
+    assert len(server.requests()) > asked  # an answer past the TTL is not used
+    assert not stale.parent.exists()  # and pruned at that miss
+    assert all(p.stat().st_mtime > 1 for p in ok.rglob("*") if p.is_file())
     privatehub.assert_token_nowhere(privatehub.TOKEN, Path(cfg.state_dir))
 
 
