@@ -182,7 +182,7 @@ def publish(work: Path, manifest: str, name: str = "bench/env") -> dict[str, Any
     from e2e.catalog import prepare
     from floxk._lock import lock_environment
     from floxk._push import push_environment
-    from shim import hub
+    from shim.core import hub
 
     catalog = prepare(work / "catalog")
     env = work / "env"

@@ -79,7 +79,7 @@ def run(quick: bool, repeats: int | None = None) -> dict:
             runc="/bin/true",  # time floxk's side only
         )
         env = {"FLOXK_NODE_CONFIG": str(config), "PATH": crinode.SYSTEM_PATH}
-        # node.toml is parsed once and cached, but not while it is seconds old (shim/node.py):
+        # node.toml is parsed once and cached, but not while it is seconds old (shim/core/node.py):
         # a node's node.toml is older than that.
         time.sleep(2.5)
         front = bin_dir / "floxk-runc-front-true"

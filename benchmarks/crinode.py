@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
-from shim.model import current_system
-from shim.realize import RealizedEnv, realize
+from shim.core.model import current_system
+from shim.core.realize import RealizedEnv, realize
 from testkit import harness, lines
 from testkit.images import Image, build_images, write_oci_archive
 from testkit.oci import write_node_toml
@@ -111,7 +111,7 @@ class Node:
         """Start containerd with the flox runtime; `extra`: more flox-shaped runtime handlers,
         name -> a checkout (e.g. an older revision) whose own code lays out their bin dir
         (same node.toml)."""
-        from shim import containerd as ctrd
+        from shim.core import containerd as ctrd
 
         runc_v2 = str(line.bin_dir / "containerd-shim-runc-v2")
         shim, front = install_node_bin(self.work / "bin", runc_v2)

@@ -5,7 +5,7 @@
 K applications on one toolchain: environment i installs busybox, hello and web (the busybox
 test catalog) and sets APP = "i" in [vars], so each has its own lock digest and tree
 while the packages are shared. On the flox side, all K are realized into one chroot store
-(shim.realize, as pods would); bytes = the store paths + the trees + the chroot store's Nix
+(shim.core.realize, as pods would); bytes = the store paths + the trees + the chroot store's Nix
 database directory (a fixed ~8 MiB: Nix keeps an 8 MiB `reserved` file there; a node that
 uses its host's /nix/store already pays it), reported apart as well.
 
@@ -72,9 +72,9 @@ def publish_all(work: Path, k: int) -> tuple[dict, list[str]]:
 
 
 def realize_ref(ref: str, hub_info: dict, store: Path, state: Path):
-    from shim import hub
-    from shim.model import current_system
-    from shim.realize import realize
+    from shim.core import hub
+    from shim.core.model import current_system
+    from shim.core.realize import realize
 
     lock = hub.peek(ref, [hub_info["hub"]]).lock
     return realize(

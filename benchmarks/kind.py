@@ -126,9 +126,9 @@ def app_image(
     from benchmarks.crinode import env_layer
     from floxk._cluster import kind, nodeimage
     from floxk._cluster.spec import cluster_files
-    from shim import hub
-    from shim.model import current_system
-    from shim.realize import realize
+    from shim.core import hub
+    from shim.core.model import current_system
+    from shim.core.realize import realize
 
     files = cluster_files("kind", cluster)
     record = hub.peek(pushed["ref"], [files.hub_url])

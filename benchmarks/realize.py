@@ -5,7 +5,7 @@
 Builds the busybox test catalog, locks and pushes an environment (hello + web) to a signed
 file:// cache in a temp dir, then measures, in the same run, rounds interleaved:
   - raw:   `nix copy --from CACHE --to ROOT` of the install paths (signatures checked)
-  - cold:  shim.realize.realize() into a fresh chroot store (substitute + roots + tree)
+  - cold:  shim.core.realize.realize() into a fresh chroot store (substitute + roots + tree)
   - warm:  realize() again (the per-pod cost once the tree exists)
   - 8 concurrent cold realizations in separate processes (substitutions per path must be 1)
 Prints medians with quartiles and the cold/raw ratio (target <= 1.2) and writes JSON.
@@ -26,9 +26,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from shim import nix  # noqa: E402
-from shim.model import current_system  # noqa: E402
-from shim.realize import realize  # noqa: E402
+from shim.core import nix  # noqa: E402
+from shim.core.model import current_system  # noqa: E402
+from shim.core.realize import realize  # noqa: E402
 
 REPO = common.REPO
 MANIFEST = 'version = 1\n[install]\nhello.pkg-path = "hello"\nweb.pkg-path = "web"\n'
@@ -38,8 +38,8 @@ CONCURRENCY = 8
 CHILD = """
 import json, sys
 from pathlib import Path
-from shim.model import lock_from_dict
-from shim.realize import realize
+from shim.core.model import lock_from_dict
+from shim.core.realize import realize
 a = json.loads(sys.argv[1])
 lock = lock_from_dict(a["lock"])
 realize(lock, system=a["system"], substituters=[a["hub"]], trusted_keys=[a["key"]],

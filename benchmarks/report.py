@@ -245,7 +245,7 @@ What this shows:
 - The sandbox's create never starts Python: the front greps its config.json, sees a pod
   sandbox and execs runc (the `front sandbox` row is sh, grep and /bin/true).
 - The app create costs the interpreter's start (`floor`) plus a few milliseconds: on a
-  warm environment the hot path imports neither the json package (shim.fastjson calls
+  warm environment the hot path imports neither the json package (shim.core.fastjson calls
   json's C scanner and encoder), re, enum, pathlib nor contextlib, nor the lock model, Nix,
   subprocess, tempfile, tomllib (node.toml is cached as JSON), dataclasses, typing or
   urllib. shim's own modules load from the zipapp's bytecode, and `zipapp` matches
@@ -274,7 +274,7 @@ def realize(doc: dict) -> tuple[str, str]:
 
 The same closure ({doc["closure_paths"]} store paths: hello + web + busybox from the busybox
 test catalog) from the same signed file:// cache into a fresh chroot store: `nix copy --from`
-(signatures checked) vs `shim.realize.realize()` (substitution, GC roots, the merged tree,
+(signatures checked) vs `shim.core.realize.realize()` (substitution, GC roots, the merged tree,
 activation.json). {doc["repeats"]} interleaved rounds; warm = realize() again on the same
 tree.
 

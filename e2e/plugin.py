@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from shim.errors import FloxkError
+from shim.core.errors import FloxkError
 
 FLOXK_OPTIONS = {
     "provider": ("kind", "kind, k3d or existing (the kubeconfig's current context)"),

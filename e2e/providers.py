@@ -23,8 +23,8 @@ from pytest_kubernetes.providers.k3d import K3dManagerBase
 from pytest_kubernetes.providers.kind import KindManagerBase
 
 from floxk._cluster.spec import context_name
-from shim.errors import ConfigError, NotFoundError
-from shim.proc import run
+from shim.core.errors import ConfigError, NotFoundError
+from shim.core.proc import run
 
 PROVIDERS = ("kind", "k3d", "existing")
 Progress = Callable[[str], None]

@@ -34,8 +34,8 @@ from typing import Any
 from floxk._cluster import debs as debian
 from floxk._cluster import kube
 from floxk._cluster.spec import cache_dir
-from shim.errors import ConfigError, NotFoundError
-from shim.proc import run
+from shim.core.errors import ConfigError, NotFoundError
+from shim.core.proc import run
 
 NAMESPACE = "floxk-system"
 INSTALLER = "floxk-installer"

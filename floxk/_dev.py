@@ -25,8 +25,8 @@ from typing import Any
 from floxk._cluster import apply as applying
 from floxk._cluster import kube
 from floxk._cluster import pod as pods
-from shim import hub
-from shim.errors import FloxkError, LockError, NotFoundError, TrustError
+from shim.core import hub
+from shim.core.errors import FloxkError, LockError, NotFoundError, TrustError
 
 ENV_FILE = "manifest.toml"
 GENERATION_ANNOTATION = "floxk.dev/generation"
@@ -177,7 +177,7 @@ def changes(watched: Watched, *, stop: threading.Event | None = None) -> Iterato
 def catalog_of(directory: Path) -> str | None:
     """The catalog flake DIR/manifest.lock was locked with (its catalog packages record it
     as `locked_url`, as Flox's locks do); None when there is no lock or no catalog package."""
-    from shim.model import load_lock
+    from shim.core.model import load_lock
 
     path = Path(directory) / "manifest.lock"
     if not path.exists():
@@ -241,7 +241,7 @@ class EnvBuilder:
         NixError as they come: nothing is pushed then."""
         from floxk._lock import lock_environment
         from floxk._push import push_environment
-        from shim.model import load_manifest
+        from shim.core.model import load_manifest
 
         started = time.monotonic()
         load_manifest(self.directory / ENV_FILE)  # a TOML error fails here, before Nix runs

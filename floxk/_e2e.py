@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import e2e
-from shim.errors import ConfigError, FloxkError, NotFoundError
-from shim.proc import stream
+from shim.core.errors import ConfigError, FloxkError, NotFoundError
+from shim.core.proc import stream
 
 E2E_DIR = Path(e2e.__file__).resolve().parent
 CASES_DIR = E2E_DIR / "cases"

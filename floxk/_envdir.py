@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shim.errors import ManifestError
+from shim.core.errors import ManifestError
 
 MANIFEST = "manifest.toml"
 LOCK = "manifest.lock"

@@ -4,7 +4,7 @@ Catalog entries (pkg-path) resolve in a catalog flake's legacyPackages.<system> 
 packages.<system>); flake entries in their own flake; store-path entries are taken as
 written. Everything locked for this machine's system is built (or substituted), so
 `floxk env push` has the closure. The lock uses the same keys as Flox's own locks, so
-shim.model reads both the same way.
+shim.core.model reads both the same way.
 """
 
 from __future__ import annotations
@@ -17,9 +17,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shim import nix
-from shim.errors import LockError
-from shim.model import InstallDescriptor, Lock, current_system, dump_lock, load_manifest, parse_lock
+from shim.core import nix
+from shim.core.errors import LockError
+from shim.core.model import (
+    InstallDescriptor,
+    Lock,
+    current_system,
+    dump_lock,
+    load_manifest,
+    parse_lock,
+)
 
 # The nixpkgs revision Flox's catalog served in September 2025 (seen in real Flox locks).
 # Resolving against it needs the network; offline, pass --catalog with a local flake.

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shim import hub, nix
-from shim.errors import FloxkError, NixError
-from shim.model import Lock, current_system, load_lock
+from shim.core import hub, nix
+from shim.core.errors import FloxkError, NixError
+from shim.core.model import Lock, current_system, load_lock
 
 
 @dataclass

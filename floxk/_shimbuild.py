@@ -38,7 +38,7 @@ from pathlib import Path
 
 import shim
 from shim import install as node_install
-from shim.proc import run
+from shim.core.proc import run
 
 SHIM_DIR = Path(shim.__file__).resolve().parent
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry

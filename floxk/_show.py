@@ -10,8 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from floxk._envdir import lock_path, manifest_path
-from shim.errors import ConfigError, LockError, NotFoundError
-from shim.model import InstallDescriptor, Lock, LockedPackage, Manifest, load_lock, load_manifest
+from shim.core.errors import ConfigError, LockError, NotFoundError
+from shim.core.model import (
+    InstallDescriptor,
+    Lock,
+    LockedPackage,
+    Manifest,
+    load_lock,
+    load_manifest,
+)
 
 REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[0-9]+)?$")
 
@@ -58,7 +65,9 @@ def describe_ref(ref: str, *, hub: str | None) -> dict[str, Any]:
     """From the hub: the lock of OWNER/NAME at GEN (default: the latest generation)."""
     if not hub:
         raise ConfigError(f"{ref} is a hub ref; say which hub", hint="pass --hub URL")
-    from shim import hub as hubs  # written alongside; imported late so `show DIR` needs none of it
+    from shim.core import (
+        hub as hubs,  # written alongside; imported late so `show DIR` needs none of it
+    )
 
     record = hubs.peek(ref, [hub])
     data = describe_lock(record.lock, source=f"{record.owner}/{record.name}:{record.generation}")

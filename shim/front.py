@@ -34,7 +34,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from shim.node import FRONT_MARKER, SHIM_FRONT_MARKER, load_node_config
+from shim.core.node import FRONT_MARKER, SHIM_FRONT_MARKER, load_node_config
 from shim.runc import ACTED_ON, GLOBAL_VALUE_FLAGS, SUB_VALUE_FLAGS
 from shim.wrapper import PREFETCH_NICENESS
 from shim.wrapper import VALUE_FLAGS as SHIM_VALUE_FLAGS

@@ -53,11 +53,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shim import containerd as ctrd
-from shim.errors import ConfigError, FloxkError, InUseError
+from shim.core import containerd as ctrd
+from shim.core.errors import ConfigError, FloxkError, InUseError
+from shim.core.node import find_program, load_node_config
+from shim.core.proc import run
 from shim.front import python_argv, render_front, render_shim_front
-from shim.node import find_program, load_node_config
-from shim.proc import run
 
 DEFAULT_BIN_DIR = "/usr/lib/floxk"
 DEFAULT_CONFIG = "/etc/containerd/config.toml"
@@ -1107,14 +1107,14 @@ def _run_command(a: argparse.Namespace) -> Any:
         return (result.diff() if a.dry_run else summary(result)).rstrip("\n")
     node = load_node_config()
     if a.command == "stats":
-        from shim import stats
+        from shim.core import stats
 
         data = stats.summary(node)
         if a.prometheus:
             stats.write_prometheus(a.prometheus, data)
         return data if a.output == "json" else stats.render(data)
     if a.command == "gc":
-        from shim import gc
+        from shim.core import gc
 
         if a.auto:
             return gc.collect_at_pressure(node, reason="timer")
@@ -1122,8 +1122,8 @@ def _run_command(a: argparse.Namespace) -> Any:
         if not a.dry_run:
             gc.record_gc(node, {"reason": "manual", **result})
         return result
-    from shim import hub
-    from shim.annotations import EnvRef
+    from shim.core import hub
+    from shim.core.annotations import EnvRef
     from shim.runc import realize_for  # the node's one gate: owner policy, signed record
 
     return str(realize_for(EnvRef(*hub.parse_ref(a.ref)), node).path)

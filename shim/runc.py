@@ -25,18 +25,18 @@ from __future__ import annotations
 import os
 import sys
 
-from shim import fastjson
-from shim.records import factory, record
+from shim.core import fastjson
+from shim.core.records import factory, record
 
 TYPE_CHECKING = False  # typing costs milliseconds at every start; only type checkers need it
 if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, NoReturn
 
-    from shim import annotations as ann
-    from shim.node import NodeConfig
+    from shim.core import annotations as ann
+    from shim.core.node import NodeConfig
 
-# The two annotation keys that decide whether a create is ours (shim.annotations.ENVIRONMENT
+# The two annotation keys that decide whether a create is ours (shim.core.annotations.ENVIRONMENT
 # and CRI_CONTAINER_TYPE), spelled out so a pass-through create never imports that module.
 _ENVIRONMENT = "flox.dev/environment"
 _CONTAINER_TYPE = "io.kubernetes.cri.container-type"
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         spec = read_spec(call)
         if spec is None or not _is_flox_container(spec.get("annotations") or {}):
             _exec_runc(None, args, call)
-    from shim.errors import FloxkError
-    from shim.node import load_node_config
+    from shim.core.errors import FloxkError
+    from shim.core.node import load_node_config
 
     node: NodeConfig | None = None
     try:
@@ -155,7 +155,7 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
     """Rewrite B/config.json for a flox container; leave it alone for everything else.
 
     `spec`: config.json as main() already read it (read here when None)."""
-    from shim import annotations as ann
+    from shim.core import annotations as ann
 
     config = os.path.join(call.bundle, "config.json")
     if spec is None:
@@ -173,14 +173,14 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
                   f"{', '.join(parsed.ignored)}")  # fmt: skip
     from time import monotonic
 
-    from shim import gc, stats
-    from shim.spec import check_volumes
+    from shim.core import gc, stats
+    from shim.core.spec import check_volumes
 
     check_volumes(list(spec.get("mounts") or []))  # a spec floxk refuses realizes nothing
 
     access = None
-    if node.credentials:  # private hubs: this pod's token, from its own mounts (shim.auth)
-        from shim.auth import access_for
+    if node.credentials:  # private hubs: this pod's token, from its own mounts (shim.core.auth)
+        from shim.core.auth import access_for
 
         access = access_for(node, spec)
     cid = call.container_id or ""
@@ -189,11 +189,11 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
         found = fetch_for(parsed.environment, node, access=access)
         limit.digest(found.digest)
         resolved = monotonic()
-        # Mark the use before realizing (shim.gc's contract): gc never frees a tree between
+        # Mark the use before realizing (shim.core.gc's contract): gc never frees a tree between
         # its realization and this container's start.
         gc.mark_in_use(node.state_dir, found.digest, cid, call.bundle)
         try:
-            from shim.realize import find_ready
+            from shim.core.realize import find_ready
 
             env = find_ready(node.state_dir, found.digest)
             cold = env is None
@@ -204,7 +204,7 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
             raise
     realized = monotonic()
     try:
-        from shim.spec import rewrite_spec
+        from shim.core.spec import rewrite_spec
 
         write_json_atomic(config, rewrite_spec(spec, env, node, parsed))
     except BaseException:
@@ -224,11 +224,11 @@ def fetch_for(
 ):
     """The one gate for everything that realizes for a node (pods, the sandbox prefetch,
     `floxk-node realize`, `floxk env realize`): the node's owner policy, then the record
-    from the node's hubs, verified with the node's keys (a shim.hub.RawRecord).
+    from the node's hubs, verified with the node's keys (a shim.core.hub.RawRecord).
 
-    `access`: the tokens of a pod's create (shim.auth.access_for with its spec); without
+    `access`: the tokens of a pod's create (shim.core.auth.access_for with its spec); without
     it, the node's own (node-token credentials; a pod-token hub is not asked)."""
-    from shim.errors import RealizeError
+    from shim.core.errors import RealizeError
 
     allowed = node.policy.allowed_owners
     if allowed and ref.owner not in allowed:
@@ -242,19 +242,19 @@ def fetch_for(
             f"cannot resolve {ref}: this node has no hub configured",
             hint=f'set hubs = ["file:///..."] in {node.source}',
         )
-    from shim import hub
+    from shim.core import hub
 
     if access is None and node.credentials:
-        from shim.auth import access_for
+        from shim.core.auth import access_for
 
         access = access_for(node, None)
     return hub.fetch(str(ref), node.hubs, trust_of(node, insecure_accept_unsigned, access))
 
 
 def trust_of(node: NodeConfig, insecure_accept_unsigned: bool = False, access=None):
-    """The node's shim.hub.Trust: its caches, keys, store and state dir (and `access`, the
+    """The node's shim.core.hub.Trust: its caches, keys, store and state dir (and `access`, the
     tokens of private hubs and caches)."""
-    from shim.hub import Trust
+    from shim.core.hub import Trust
 
     return Trust(
         substituters=node.substituters,
@@ -274,18 +274,18 @@ def realize_record(
     insecure_accept_unsigned: bool = False,
     access=None,
 ):
-    """Realize a record fetch_for() gave (a shim.hub.RawRecord) with the node's caches,
+    """Realize a record fetch_for() gave (a shim.core.hub.RawRecord) with the node's caches,
     keys and store; a tree realized before is found from the record's digest alone.
     `access`: the tokens fetch_for() used (private caches)."""
-    from shim import realize
-    from shim.model import current_system
+    from shim.core import realize
+    from shim.core.model import current_system
 
     found = realize.ready(node.state_dir, record.digest)
     if found is not None:
         return found
     import time
 
-    from shim import gc, stats
+    from shim.core import gc, stats
 
     start, ms = time.monotonic(), {}
     env = realize.realize(
@@ -313,7 +313,7 @@ def _node_access(node: NodeConfig):
     """The node's own tokens (node-token credentials), None without credentials."""
     if not node.credentials:
         return None
-    from shim.auth import access_for
+    from shim.core.auth import access_for
 
     return access_for(node, None)
 
@@ -330,11 +330,11 @@ def realize_for(ref: ann.EnvRef, node: NodeConfig, **options):
 class realize_deadline:  # noqa: N801 -- used like a function: `with realize_deadline(ref, node):`
     """node.toml's realize_timeout over resolving and realizing `ref`: past it, every
     process the realization started is killed, what it left half done is removed
-    (shim.realize.abandon, once the digest is known: call digest()), and a RealizeError
+    (shim.core.realize.abandon, once the digest is known: call digest()), and a RealizeError
     says which environment, after how long, and what to check."""
 
     def __init__(self, ref: ann.EnvRef, node: NodeConfig) -> None:
-        from shim.realize import deadline
+        from shim.core.realize import deadline
 
         seconds = node.realize_timeout
         caches = ", ".join(node.substituters) or "none configured"
@@ -354,8 +354,8 @@ class realize_deadline:  # noqa: N801 -- used like a function: `with realize_dea
         self.limit.cleanup = lambda: self._expired(digest)
 
     def _expired(self, digest: str | None) -> None:
-        from shim import stats
-        from shim.realize import abandon
+        from shim.core import stats
+        from shim.core.realize import abandon
 
         node = self.node
         removed = abandon(node.state_dir, node.store_root, digest) if digest else []
@@ -375,7 +375,7 @@ def prepare_exec(call: RuncCall, node: NodeConfig) -> None:
     """Give an exec'd process (process.json) the environment its container was created with."""
     if not call.process_file or not call.container_id:
         return  # args on the command line: runc takes the env from config.json (rewritten)
-    from shim import annotations as ann
+    from shim.core import annotations as ann
 
     bundle = _container_bundle(call, node)
     spec = fastjson.loads((bundle / "config.json").read_bytes())
@@ -391,7 +391,7 @@ def prepare_exec(call: RuncCall, node: NodeConfig) -> None:
     activation = fastjson.loads((tree / "activation.json").read_text())
     from pathlib import Path
 
-    from shim.spec import activation_env, activation_mode
+    from shim.core.spec import activation_env, activation_mode
 
     process_path = Path(call.process_file)
     process = fastjson.loads(process_path.read_bytes())
@@ -411,7 +411,7 @@ def release(call: RuncCall, node: NodeConfig) -> None:
     if not call.container_id:
         return
     try:
-        from shim import gc
+        from shim.core import gc
 
         gc.release(node.state_dir, call.container_id)
     except Exception as e:  # a GC bookkeeping error must not keep a container
@@ -425,7 +425,7 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     does not outlive a crash of the node (containerd recreates its tasks), so waiting for
     the disk would only slow every container start.
     """
-    from shim.atomic import write_atomic
+    from shim.core.atomic import write_atomic
 
     try:
         mode = os.stat(path).st_mode & 0o7777
@@ -447,7 +447,7 @@ def _is_flox_container(annotations: dict) -> bool:
 def _container_bundle(call: RuncCall, node: NodeConfig) -> Path:
     from pathlib import Path
 
-    from shim.proc import run
+    from shim.core.proc import run
 
     argv = [node.find_runc()]
     for flag in ("root", "rootless"):
@@ -461,7 +461,7 @@ def _mounted_env_tree(spec: dict, node: NodeConfig) -> Path | None:
     """The env tree floxk mounted at create, if it lies under this node's state dir."""
     from pathlib import Path
 
-    from shim.spec import ENV_MOUNT
+    from shim.core.spec import ENV_MOUNT
 
     envs = Path(node.state_dir, "envs").resolve()
     for m in spec.get("mounts") or []:
@@ -475,8 +475,8 @@ def _mounted_env_tree(spec: dict, node: NodeConfig) -> Path | None:
 def _exec_runc(node: NodeConfig | None, args: list[str], call: RuncCall | None = None) -> NoReturn:
     """Exec the real runc. With `call` (a create), a failure to find it goes to runc's log
     like any create failure, so it reaches the pod's events."""
-    from shim.errors import FloxkError
-    from shim.node import load_node_config
+    from shim.core.errors import FloxkError
+    from shim.core.node import load_node_config
 
     try:
         runc = (node or load_node_config()).find_runc()

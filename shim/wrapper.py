@@ -25,8 +25,8 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
-from shim import annotations as ann
-from shim.node import NodeConfig, load_node_config
+from shim.core import annotations as ann
+from shim.core.node import NodeConfig, load_node_config
 
 # Niceness of the sh front's prefetch while it checks whether there is anything to do.
 PREFETCH_NICENESS = 19
@@ -145,7 +145,7 @@ def _detach_stdio(node: NodeConfig) -> None:
 def _prefetch(ref: ann.EnvRef, node: NodeConfig, *, cold_priority: int | None = None) -> None:
     """Realize `ref` unless its tree is there; cold_priority: the niceness to realize with
     (the containers' creates wait for this realization: it must not lag behind them)."""
-    from shim.realize import ready
+    from shim.core.realize import ready
     from shim.runc import fetch_for, realize_deadline, realize_record
 
     start = time.monotonic()
@@ -163,7 +163,7 @@ def _prefetch(ref: ann.EnvRef, node: NodeConfig, *, cold_priority: int | None = 
                         pass  # not root: realize niced rather than not at all
                 env = realize_record(found, node)
     except Exception as e:  # create will report it to the pod
-        from shim.errors import AccessError
+        from shim.core.errors import AccessError
 
         if isinstance(e, AccessError):  # a private hub: asked at create with the pod's token
             _note(node, f"prefetch {ref}: left to the containers' create: {e}")

@@ -3,7 +3,7 @@
 Two objects:
 - `Containerd`: one daemon of one containerd line with a full config written under a private
   temp dir (root, state, grpc socket, pod logs), CRI on, overlayfs snapshotter, runtimes
-  `runc` (plain, the runc under test: testkit/lines.py) and `flox` (shim/containerd.py's table), the suite's images
+  `runc` (plain, the runc under test: testkit/lines.py) and `flox` (shim/core/containerd.py's table), the suite's images
   imported. `start()` waits until CRI answers; `stop()` removes what is left, stops the
   daemon, kills stray shims, unmounts leftovers and deletes the temp dir.
 - `CRI`: a small client over the CRI v1 gRPC API (PyPI container-runtime-interface-api,
@@ -34,7 +34,7 @@ import grpc
 from cri_api.v1 import api_pb2 as pb
 from cri_api.v1.api_pb2_grpc import ImageServiceStub, RuntimeServiceStub
 
-from shim import containerd as ctrd
+from shim.core import containerd as ctrd
 from testkit.images import Image
 from testkit.lines import Line, installed_lines, runc_under_test
 

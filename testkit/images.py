@@ -20,7 +20,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from shim.proc import run
+from shim.core.proc import run
 
 PAUSE_IMAGE = "floxk.test/pause:1.0"
 STUB_IMAGE = "floxk.test/stub:1.0"

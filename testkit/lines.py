@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from shim import containerd as ctrd
+from shim.core import containerd as ctrd
 
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN_SCRIPT = REPO / "scripts" / "install-containerd.sh"

@@ -2,7 +2,7 @@
 
 The env tree written here follows the realize layout (state_dir/envs/<digest>/ with
 bin/ symlinks into /nix/store and activation.json) so the runc-side tests do not
-depend on realization; the end-to-end tests use shim.realize itself.
+depend on realization; the end-to-end tests use shim.core.realize itself.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
-from shim.nix import base_options
+from shim.core.nix import base_options
 
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "echo", "cat", "touch", "id", "env", "ls", "sleep", "true")

@@ -15,9 +15,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from shim import hub
-from shim.digest import lock_digest
-from shim.nix import base_options
+from shim.core import hub
+from shim.core.digest import lock_digest
+from shim.core.nix import base_options
 
 NIX = ["nix", *base_options(), "--option", "extra-experimental-features", "nix-command"]
 
@@ -134,7 +134,7 @@ def publish_attacked_hub(work: Path):
     from e2e.catalog import prepare
     from floxk._lock import lock_environment
     from floxk._push import push_environment
-    from shim.model import current_system
+    from shim.core.model import current_system
     from testkit.nix import make_key_pair
 
     catalog = prepare(work / "catalog")
@@ -223,7 +223,7 @@ def publish_attacked_hub(work: Path):
 def unsigned_drv(work: Path, cache: Path) -> tuple[str, str]:
     """A derivation nobody built (its output is in no cache), copied unsigned into the
     cache; (drv path, its output path). Its builder would write a file and reach nothing."""
-    from shim.model import current_system
+    from shim.core.model import current_system
 
     store = str(work / "attacker-store")
     expr = (

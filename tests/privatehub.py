@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from shim.auth import NETRC_LOGIN, SECRET_DIR, TOKEN_KEY
+from shim.core.auth import NETRC_LOGIN, SECRET_DIR, TOKEN_KEY
 
 TOKEN = "floxhub-test-token.c29tZSB0b2tlbg-A1"  # what a pod's Secret holds
 WRONG = "floxhub-wrong-token.bm90IGl0-B2"

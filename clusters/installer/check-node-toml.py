@@ -3,7 +3,7 @@
 Run by node.sh with the node's python3 and the new floxk-node zipapp first on sys.path:
     python3 -I -S check-node-toml.py ZIPAPP NODE_TOML
 Exit 0 when the file would work here; otherwise exit 1 with one line per problem on
-stderr: keys and types as floxk-runc reads them (shim.node), then what only this node can
+stderr: keys and types as floxk-runc reads them (shim.core.node), then what only this node can
 tell: URL schemes, file:// hubs and caches that do not exist here, malformed signing keys.
 """
 
@@ -16,8 +16,8 @@ import urllib.parse
 
 
 def problems(path: str) -> list[str]:
-    from shim.errors import FloxkError
-    from shim.node import parse_node_config
+    from shim.core.errors import FloxkError
+    from shim.core.node import parse_node_config
 
     with open(path, encoding="utf-8") as f:
         text = f.read()

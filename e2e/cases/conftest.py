@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from e2e import kit
-from shim.errors import FloxkError
+from shim.core.errors import FloxkError
 
 BASIC = """\
 version = 1

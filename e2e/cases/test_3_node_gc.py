@@ -11,7 +11,7 @@ from e2e.cases.conftest import fresh
 from e2e.cases.test_2_workloads import CONTROL_PLANE_TOLERATION, _state_dir
 
 # `floxk env gc` on a node is the node's own admin zipapp (no floxk CLI there): the same
-# core (shim.gc.collect) with the node's node.toml. Found on PATH or where `floxk up` puts it.
+# core (shim.core.gc.collect) with the node's node.toml. Found on PATH or where `floxk up` puts it.
 NODE_GC = 'exec "$(command -v floxk-node || echo /usr/local/lib/floxk/floxk-node)" gc'
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from e2e import kit
-from shim.errors import FloxkError
+from shim.core.errors import FloxkError
 
 ENV_ROOT = "/run/floxk/env"
 APP_REPO = "floxk.local/e2e-app"

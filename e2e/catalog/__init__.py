@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from shim.errors import MissingDependencyError
+from shim.core.errors import MissingDependencyError
 
 HERE = Path(__file__).resolve().parent
 FILES = ("flake.nix", "packages.nix")

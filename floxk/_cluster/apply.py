@@ -21,7 +21,7 @@ from typing import Any
 from floxk._cluster import kube
 from floxk._cluster import pod as pods
 from floxk._cluster.pod import Document, ObjectFileError
-from shim.errors import FloxkError
+from shim.core.errors import FloxkError
 
 # Dependency order (Helm's install order, abridged): namespaces, then policy, config and
 # RBAC, then services, then workloads; anything else (Ingress, custom resources) last.

@@ -12,8 +12,8 @@ import os
 import re
 from pathlib import Path
 
-from shim.errors import ConfigError
-from shim.proc import run
+from shim.core.errors import ConfigError
+from shim.core.proc import run
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from floxk._cluster import kube
 from floxk._cluster.spec import cluster_files, parse_context
-from shim.errors import NotFoundError
+from shim.core.errors import NotFoundError
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import yaml
 from floxk._cluster import nodeimage
 from floxk._cluster.kube import FLOX_NODE_LABEL, runtime_class
 from floxk._cluster.spec import ClusterSpec
-from shim.proc import run
+from shim.core.proc import run
 
 K3D_API = "k3d.io/v1alpha5"
 K3S_RUNC = "/var/lib/rancher/k3s/data/current/bin/runc"

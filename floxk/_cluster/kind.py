@@ -18,8 +18,8 @@ import yaml
 
 from floxk._cluster import nodeimage
 from floxk._cluster.spec import ClusterSpec
-from shim.errors import CommandError, ConfigError, NotFoundError
-from shim.proc import run
+from shim.core.errors import CommandError, ConfigError, NotFoundError
+from shim.core.proc import run
 
 KIND_API = "kind.x-k8s.io/v1alpha4"
 FLOX_NODE_LABEL = "flox.dev/enabled"

@@ -13,8 +13,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from shim.errors import FloxkError, NotFoundError
-from shim.proc import stream
+from shim.core.errors import FloxkError, NotFoundError
+from shim.core.proc import stream
 
 REPO = "kindest/node"
 Progress = Callable[[str], None]

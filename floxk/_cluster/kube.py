@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from shim.errors import FloxkError, NotFoundError
+from shim.core.errors import FloxkError, NotFoundError
 
 FIELD_MANAGER = "floxk"
 RUNTIME_CLASS = "flox"

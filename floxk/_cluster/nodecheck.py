@@ -12,7 +12,7 @@ import tomllib
 from typing import Any
 
 from floxk._cluster.nodeimage import LIB_DIR, RUNC_PATH, SHIM_PATH
-from shim import containerd as ctrd
+from shim.core import containerd as ctrd
 
 
 def flox_runtime_in_dump(dump: str) -> dict[str, Any] | None:
@@ -70,7 +70,7 @@ NODE_APP = f"{LIB_DIR}/floxk-node"
 
 def node_stats(client, container_name: str) -> dict[str, Any]:
     """`floxk-node stats -o json` inside the node: environments, bytes, last GC, slowest
-    realizations (see shim/stats.py); {"error": ...} when the node cannot say."""
+    realizations (see shim/core/stats.py); {"error": ...} when the node cannot say."""
     try:
         container = client.containers.get(container_name)
         code, output = container.exec_run(["python3", "-I", "-S", NODE_APP, "stats", "-o", "json"])

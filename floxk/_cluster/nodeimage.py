@@ -28,8 +28,8 @@ from typing import Any
 import shim
 from floxk._cluster import debs as debian
 from floxk._cluster.spec import cache_dir
-from shim import containerd as ctrd
-from shim.errors import FloxkError, MissingDependencyError, NotFoundError
+from shim.core import containerd as ctrd
+from shim.core.errors import FloxkError, MissingDependencyError, NotFoundError
 
 # Paths inside the node.
 LIB_DIR = "/usr/local/lib/floxk"

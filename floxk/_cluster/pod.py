@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from floxk._cluster import kube
-from shim import hub
-from shim.errors import FloxkError, NotFoundError
+from shim.core import hub
+from shim.core.errors import FloxkError, NotFoundError
 
 ENV_ANNOTATION = "flox.dev/environment"
 STUB_IMAGE = "flox/empty:1.0.0"
@@ -239,7 +239,7 @@ def fill_template(
 
     Returns False, touching nothing, for an image workload: no environment from anywhere,
     every container with an image and no runtimeClassName, or another runtimeClassName."""
-    from shim.annotations import parse_annotations
+    from shim.core.annotations import parse_annotations
 
     meta = template.get("metadata") or {}
     if not isinstance(meta, dict):

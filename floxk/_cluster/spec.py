@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shim.errors import ConfigError
+from shim.core.errors import ConfigError
 
 PROVIDERS = ("kind", "k3d")
 DEFAULT_NAME = "floxk"

@@ -27,9 +27,9 @@ from floxk._cluster.spec import (
     cluster_files,
     context_name,
 )
-from shim import containerd as ctrd
-from shim.errors import FloxkError
-from shim.proc import run
+from shim.core import containerd as ctrd
+from shim.core.errors import FloxkError
+from shim.core.proc import run
 
 STUB_IMAGE = "flox/empty:1.0.0"  # Flox's stub image name: pods move between the two shims
 Progress = Callable[[str], None]

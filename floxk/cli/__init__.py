@@ -18,7 +18,7 @@ from floxk.cli import run as run_cli
 from floxk.cli import shim as shim_cli
 from floxk.cli._output import err_console
 from shim import __version__
-from shim.errors import FloxkError
+from shim.core.errors import FloxkError
 
 app = typer.Typer(
     name="floxk",

@@ -152,8 +152,8 @@ def status(
 
 
 def _say_node_stats(node: str, stats: dict) -> None:
-    """floxk-node stats' human form (shim.stats.render), indented under the node's name."""
-    from shim.stats import render
+    """floxk-node stats' human form (shim.core.stats.render), indented under the node's name."""
+    from shim.core.stats import render
 
     if "error" in stats:
         text = f"stats unavailable: {stats['error']}"

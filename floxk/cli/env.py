@@ -200,11 +200,11 @@ def realize(
 
     A hub ref goes through the node's one gate (shim.runc.fetch_for): node.toml's owner
     policy, and a record signed by a trusted key, like a pod's."""
-    from shim import hub as hubs
-    from shim import realize as realizer
-    from shim.annotations import EnvRef
-    from shim.model import current_system, load_lock
-    from shim.node import NodeConfig, load_node_config
+    from shim.core import hub as hubs
+    from shim.core import realize as realizer
+    from shim.core.annotations import EnvRef
+    from shim.core.model import current_system, load_lock
+    from shim.core.node import NodeConfig, load_node_config
     from shim.runc import realize_for
 
     node = load_node_config()
@@ -254,8 +254,8 @@ def gc(
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
 ):
     """Free realized environments and store paths no running container uses."""
-    from shim import gc as collector
-    from shim.node import load_node_config
+    from shim.core import gc as collector
+    from shim.core.node import load_node_config
 
     node = load_node_config()
     result = collector.collect(

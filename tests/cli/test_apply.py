@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from floxk._cluster import apply as applying
 from floxk._cluster import kube
 from floxk._cluster import pod as pods
-from shim.errors import FloxkError, NotFoundError
+from shim.core.errors import FloxkError, NotFoundError
 
 DEPLOYMENT = """\
 apiVersion: apps/v1

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from floxk import _deploy
-from shim.errors import CommandError, NotFoundError
-from shim.node import parse_node_config
+from shim.core.errors import CommandError, NotFoundError
+from shim.core.node import parse_node_config
 
 try:
     HELM = _deploy.find_helm()

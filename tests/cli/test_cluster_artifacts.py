@@ -15,9 +15,9 @@ from kubernetes import client as k8s
 from floxk._cluster import debs, k3d, kind, nodecheck, nodeimage, pod
 from floxk._cluster.spec import ClusterFiles, ClusterSpec, context_name, parse_context
 from floxk._cluster.up import build_spec
-from shim import containerd as ctrd
-from shim.errors import ConfigError, FloxkError
-from shim.node import parse_node_config
+from shim.core import containerd as ctrd
+from shim.core.errors import ConfigError, FloxkError
+from shim.core.node import parse_node_config
 from testkit import harness
 
 # A kind node's containerd config as every kind release ships it: version 2.

@@ -76,7 +76,7 @@ def test_node_image_builds_from_a_debian_standin_and_is_reused(docker_client, st
         grep '^exec ' {nodeimage.RUNC_PATH}
         {nodeimage.SHIM_PATH} --floxk-version
         python3 -I -S -c "import sys; sys.path.insert(0, '{nodeimage.LIB_DIR}/floxk-runc'); \
-from shim.node import load_node_config; print('hubs', load_node_config().hubs)"
+from shim.core.node import load_node_config; print('hubs', load_node_config().hubs)"
         grep -c nix-command /etc/nix/nix.conf
     """,
     )
@@ -89,7 +89,7 @@ from shim.node import load_node_config; print('hubs', load_node_config().hubs)"
 
 
 def test_missing_base_image_says_how_to_get_one(docker_client):
-    from shim.errors import NotFoundError
+    from shim.core.errors import NotFoundError
 
     with pytest.raises(NotFoundError, match="not in the local Docker Engine") as e:
         nodeimage.build_node_image("floxk.local/no-such-base:0", client=docker_client)
@@ -98,7 +98,7 @@ def test_missing_base_image_says_how_to_get_one(docker_client):
 
 def test_a_version_no_line_builds_names_the_lines_it_builds(docker_client):
     from floxk._cluster import kindimage
-    from shim.errors import NotFoundError
+    from shim.core.errors import NotFoundError
 
     with pytest.raises(NotFoundError, match="cannot build Kubernetes v1.0.0") as e:
         kindimage.ensure_base_image(docker_client, "v1.0.0")

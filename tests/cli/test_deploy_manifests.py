@@ -23,7 +23,7 @@ def test_debian_codename_from_os_image():
 
 
 def test_bad_node_toml_is_refused():
-    from shim.errors import ConfigError
+    from shim.core.errors import ConfigError
 
     with pytest.raises(ConfigError):
         _deploy.check_node_toml("hubs = [")

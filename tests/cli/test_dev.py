@@ -14,8 +14,8 @@ import pytest
 
 from floxk import _dev
 from floxk._cluster import pod as pods
-from shim import hub
-from shim.errors import FloxkError, LockError, ManifestError
+from shim.core import hub
+from shim.core.errors import FloxkError, LockError, ManifestError
 
 ENV = 'version = 1\n[install]\nbusybox.pkg-path = "busybox"\n[vars]\nGREETING = "one"\n'
 DEPLOYMENT = """\

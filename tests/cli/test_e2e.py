@@ -14,7 +14,7 @@ import pytest
 
 from e2e import kit
 from floxk import _e2e
-from shim.errors import FloxkError, NotFoundError
+from shim.core.errors import FloxkError, NotFoundError
 
 SAMPLE = '''
 import pytest

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from floxk.cli import main
-from shim.model import load_lock, parse_manifest
+from shim.core.model import load_lock, parse_manifest
 
 CORPUS = Path(__file__).parents[1] / "env" / "flox-envs"
 ENVS = sorted(p for p in CORPUS.iterdir() if (p / "manifest.lock").exists())
@@ -135,7 +135,7 @@ def test_show_of_nothing_is_not_found(tmp_path, capsys):
 
 @pytest.mark.nix
 def test_show_ref_reads_the_hub(tmp_path, capsys):
-    from shim import hub
+    from shim.core import hub
     from tests import attacker
 
     lock = load_lock(CORPUS / "9diov__flashfill" / "manifest.lock")

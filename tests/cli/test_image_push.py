@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from floxk import _deploy
-from shim.errors import ConfigError
+from shim.core.errors import ConfigError
 
 
 def _registry_binary() -> str | None:

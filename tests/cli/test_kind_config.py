@@ -16,7 +16,7 @@ import yaml
 from floxk._cluster import kind
 from floxk._cluster.spec import ClusterFiles
 from floxk._cluster.up import build_spec
-from shim.errors import ConfigError
+from shim.core.errors import ConfigError
 
 # Flox's kind demo shape: a worker, a port mapping, a mount, labels, networking.
 USER_CONFIG = """\

@@ -173,7 +173,7 @@ def test_two_pods_one_env_realize_once(cri, node):
 
 def test_sandbox_start_prefetches_through_the_shim_front(cri, node, containerd_line):
     if containerd_line.version.startswith("1.6."):
-        pytest.skip("containerd 1.6's CRI never execs runtime_path (see shim/containerd.py)")
+        pytest.skip("containerd 1.6's CRI never execs runtime_path (see shim/core/containerd.py)")
     pod, cid = run(cri, "acme/plain", ["hello"])
     assert cri.wait_exit(cid) == 0
     log = node["state"] / "floxk.log"

@@ -1,10 +1,10 @@
-"""The flox runtime table (shim/containerd.py) as each containerd line really uses it.
+"""The flox runtime table (shim/core/containerd.py) as each containerd line really uses it.
 
 Checked without the product: the runtime_path shim and the BinaryName interposer are
 recording pass-throughs (sh scripts that log their call, then exec the line's
 containerd-shim-runc-v2 / the host's runc). The pod runs on the flox handler with the plain
 busybox image, so what is asserted is only containerd's side of the contract:
-- which calls reach the wrapper shim on this line (shim/containerd.py: wrapper_shim_starts);
+- which calls reach the wrapper shim on this line (shim/core/containerd.py: wrapper_shim_starts);
 - the interposer gets `create --bundle B` for the sandbox AND the app container, and both
   specs carry the pod's flox.dev/* annotations (pod_annotations), nothing else of the pod's;
 - the plain runc handler gets no flox.dev annotations;
@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from shim import containerd as ctrd
+from shim.core import containerd as ctrd
 from testkit.images import PLAIN_IMAGE
 
 pytestmark = [pytest.mark.cri, pytest.mark.root]
@@ -128,7 +128,7 @@ def test_plain_handler_bypasses_flox_runtime(start_containerd, recorders):
 
 def test_restrict_oom_score_adj_matches_host(start_containerd):
     """Without restrict_oom_score_adj, sandboxes start exactly where the host lets runc lower
-    oom_score_adj (the probe in shim/containerd.py is right, and not vacuous)."""
+    oom_score_adj (the probe in shim/core/containerd.py is right, and not vacuous)."""
     daemon = start_containerd(restrict_oom_score_adj=False)
     if ctrd.needs_restrict_oom_score_adj():
         with pytest.raises(grpc.RpcError, match="oom_score_adj|final child's PID"):

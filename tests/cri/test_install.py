@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from floxk._shimbuild import build_zipapps
-from shim import containerd as ctrd
 from shim import install as inst
+from shim.core import containerd as ctrd
 from testkit import harness
 from testkit.images import STUB_IMAGE
 from testkit.oci import publish_test_hub, write_node_toml

@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from shim import containerd as ctrd
 from shim import install as inst
-from shim.errors import InUseError
+from shim.core import containerd as ctrd
+from shim.core.errors import InUseError
 from testkit import lines
 from testkit.images import STUB_IMAGE
 from tests.cri.test_install import daemon, flox_node  # noqa: F401 - fixtures

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2 as pb
 
-from shim.auth import SECRET_DIR
+from shim.core.auth import SECRET_DIR
 from shim.front import write_front, write_shim_front
 from testkit import harness
 from testkit.images import STUB_IMAGE

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2 as pb
 
-from shim import nix
+from shim.core import nix
 from shim.front import write_front, write_shim_front
 from testkit import harness
 from testkit.images import STUB_IMAGE

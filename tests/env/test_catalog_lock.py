@@ -9,8 +9,8 @@ import pytest
 
 from floxk._lock import lock_environment
 from floxk.cli import main
-from shim.errors import LockError, NixError
-from shim.model import current_system, load_lock
+from shim.core.errors import LockError, NixError
+from shim.core.model import current_system, load_lock
 
 pytestmark = pytest.mark.nix
 

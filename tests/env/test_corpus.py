@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shim.errors import LockError
-from shim.model import STORE_PATH_RE, load_lock, load_manifest
+from shim.core.errors import LockError
+from shim.core.model import STORE_PATH_RE, load_lock, load_manifest
 
 CORPUS = Path(__file__).parent / "flox-envs"
 ENVS = sorted(p for p in CORPUS.iterdir() if (p / "manifest.lock").exists())

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from floxk.cli import main
-from shim import gc, hub
-from shim.model import current_system
-from shim.nix import invalid_paths
-from shim.realize import realize
+from shim.core import gc, hub
+from shim.core.model import current_system
+from shim.core.nix import invalid_paths
+from shim.core.realize import realize
 from testkit.nix import run_with_store
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]

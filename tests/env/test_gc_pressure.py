@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from shim import hub
+from shim.core import hub
 from testkit.oci import runc_path
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
@@ -113,9 +113,9 @@ def test_pressure_gc_frees_lru_unused_trees_and_running_containers_keep_working(
 def scenario(a: dict) -> dict:
     import time
 
-    from shim.annotations import EnvRef
+    from shim.core.annotations import EnvRef
+    from shim.core.node import load_node_config
     from shim.front import write_front
-    from shim.node import load_node_config
     from shim.runc import realize_for
     from testkit.oci import make_bundle
 
@@ -176,9 +176,9 @@ def scenario(a: dict) -> dict:
 def _pressure(a, tmp, small, state, store, configure, runc, create, live) -> dict:
     import time
 
-    from shim import gc, stats
-    from shim.nix import invalid_paths
-    from shim.node import load_node_config
+    from shim.core import gc, stats
+    from shim.core.nix import invalid_paths
+    from shim.core.node import load_node_config
 
     def fill(percent: float) -> None:
         """Grow a filler file until the filesystem is `percent` full."""

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from shim.errors import LockError
-from shim.model import dump_lock, load_lock, lock_from_dict, parse_lock
+from shim.core.errors import LockError
+from shim.core.model import dump_lock, load_lock, lock_from_dict, parse_lock
 
 NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from shim.errors import ManifestError
-from shim.model import current_system, key_lines, load_manifest, parse_manifest
+from shim.core.errors import ManifestError
+from shim.core.model import current_system, key_lines, load_manifest, parse_manifest
 
 STORE_PATH = "/nix/store/nn87081h4ny2xkqnp3f48j8nqvb3wrj5-comfyui-scripts-0.9.0"
 

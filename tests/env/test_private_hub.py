@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from shim import auth, hub, proc
-from shim.annotations import EnvRef
-from shim.errors import AccessError, ConfigError
-from shim.node import Credential, NodeConfig
+from shim.core import auth, hub, proc
+from shim.core.annotations import EnvRef
+from shim.core.errors import AccessError, ConfigError
+from shim.core.node import Credential, NodeConfig
 from shim.runc import fetch_for, realize_record
 from testkit.nix import run_with_store
 from tests import privatehub
@@ -163,7 +163,7 @@ def test_the_token_reaches_no_argv_state_or_log(tmp_path, served, monkeypatch):
         return real(argv, **kw)
 
     monkeypatch.setattr(proc, "run_captured", recording)
-    monkeypatch.setattr("shim.nix.run_captured", recording)
+    monkeypatch.setattr("shim.core.nix.run_captured", recording)
     create(cfg, pod_spec(tmp_path, privatehub.TOKEN))
     nix_calls = [a for a in argvs if a and a[0].startswith("nix")]
     assert any("netrc-file" in a for a in nix_calls), nix_calls

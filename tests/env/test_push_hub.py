@@ -1,4 +1,4 @@
-"""`floxk env push` to a signed file:// cache and hub; shim.hub resolution over file and http."""
+"""`floxk env push` to a signed file:// cache and hub; shim.core.hub resolution over file and http."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from floxk._lock import lock_environment
 from floxk._push import push_environment
 from floxk.cli import main
-from shim import hub
-from shim.errors import FloxkError, NotFoundError
-from shim.model import load_lock
+from shim.core import hub
+from shim.core.errors import FloxkError, NotFoundError
+from shim.core.model import load_lock
 from tests import attacker
 
 pytestmark = pytest.mark.nix

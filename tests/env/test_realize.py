@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from floxk.cli import main
-from shim import hub
-from shim.errors import LockError, RealizeError
-from shim.model import current_system
-from shim.nix import invalid_paths
-from shim.realize import realize
+from shim.core import hub
+from shim.core.errors import LockError, RealizeError
+from shim.core.model import current_system
+from shim.core.nix import invalid_paths
+from shim.core.realize import realize
 from testkit.nix import make_key_pair, run_with_store
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
@@ -191,11 +191,11 @@ def test_unsigned_needs_no_keys_and_the_explicit_opt_out(tmp_path, signed_cache,
 REALIZE_SCRIPT = """
 import json, sys
 from pathlib import Path
-from shim import hub
-from shim.realize import realize
+from shim.core import hub
+from shim.core.realize import realize
 a = json.loads(sys.argv[1])
 if a.get("hold"):  # stop half way, after substitution: touch the file, then wait to be killed
-    import time, shim.realize as r
+    import time, shim.core.realize as r
     substitute = r._substitute
     def held(*args, **kwargs):
         substitute(*args, **kwargs)

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from floxk.cli import main as floxk_main
-from shim import hub, nix
-from shim.annotations import EnvRef
-from shim.errors import LockError, RealizeError, TrustError
-from shim.model import current_system, load_lock, lock_from_dict
-from shim.node import NodeConfig, Policy
-from shim.realize import _substitute, build_tree, realize
+from shim.core import hub, nix
+from shim.core.annotations import EnvRef
+from shim.core.errors import LockError, RealizeError, TrustError
+from shim.core.model import current_system, load_lock, lock_from_dict
+from shim.core.node import NodeConfig, Policy
+from shim.core.realize import _substitute, build_tree, realize
 from shim.runc import fetch_for, realize_for, trust_of
 from testkit.nix import make_key_pair, run_with_store
 from testkit.oci import write_node_toml

@@ -3,7 +3,7 @@ keys' grammars (unicode, lengths, near misses), unknown flox.dev/* keys, values 
 type. The result is plain data within the documented grammars, or an AnnotationError naming
 the key; never another exception.
 
-The grammars are the regexes the str-method checks in shim.names are documented to equal
+The grammars are the regexes the str-method checks in shim.core.names are documented to equal
 (re is fine here: tests are not a container create).
 """
 
@@ -14,10 +14,10 @@ import re
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from shim import annotations as ann
 from shim import runc
-from shim.errors import AnnotationError
-from shim.names import split_env_ref
+from shim.core import annotations as ann
+from shim.core.errors import AnnotationError
+from shim.core.names import split_env_ref
 from tests.fuzz import strategies as S
 
 SEG = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"

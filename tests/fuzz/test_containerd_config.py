@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 from floxk._shimbuild import build_zipapps
-from shim import containerd as ctrd
 from shim import install as inst
-from shim.errors import FloxkError
+from shim.core import containerd as ctrd
+from shim.core.errors import FloxkError
 from testkit.lines import DEBIAN_RUNC, installed_lines
 from tests.fuzz import strategies as S
 from tests.install import nodeconf
@@ -270,7 +270,7 @@ def _no_tables_in_lists(value) -> bool:
 
 @given(st.dictionaries(TOML_KEYS, WRITABLE, max_size=4).filter(_no_tables_in_lists))
 def test_containerd_toml_writer_round_trips(doc):
-    """shim.containerd.to_toml (runtime tables, kept runtimes' names and values as a config
+    """shim.core.containerd.to_toml (runtime tables, kept runtimes' names and values as a config
     dump had them) writes TOML that reads back as the same data."""
     assert tomllib.loads(ctrd.to_toml(doc)) == doc
 

@@ -21,8 +21,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from shim import node, runc
-from shim.spec import ENV_MOUNT, STORE_MOUNT
+from shim import runc
+from shim.core import node
+from shim.core.spec import ENV_MOUNT, STORE_MOUNT
 from tests.fuzz import strategies as S
 from tests.fuzz.test_annotations import ANNOTATIONS
 from tests.fuzz.test_hub import ENV_DIR, LATEST, NAME, OWNER, good_record, served_records

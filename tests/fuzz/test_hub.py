@@ -27,9 +27,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from shim import hub
-from shim.digest import lock_digest
-from shim.errors import FloxkError, LockError, ManifestError, NotFoundError
+from shim.core import hub
+from shim.core.digest import lock_digest
+from shim.core.errors import FloxkError, LockError, ManifestError, NotFoundError
 from tests.fuzz import strategies as S
 
 OWNER, NAME = "alice", "hello"

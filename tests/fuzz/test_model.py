@@ -14,8 +14,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from shim import model
-from shim.errors import LockError, ManifestError
+from shim.core import model
+from shim.core.errors import LockError, ManifestError
 from tests.fuzz import strategies as S
 
 SOURCE = "fuzz/env/manifest.toml"

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from shim import node
-from shim.errors import ConfigError
+from shim.core import node
+from shim.core.errors import ConfigError
 from tests.fuzz import strategies as S
 
 SOURCE = "fuzz/etc/floxk/node.toml"

@@ -15,8 +15,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from floxk._cluster import pod as pods
-from shim import hub
-from shim.errors import FloxkError
+from shim.core import hub
+from shim.core.errors import FloxkError
 from tests.fuzz import strategies as S
 
 BASE_PODS = [

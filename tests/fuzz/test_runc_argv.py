@@ -20,7 +20,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from shim import front, node, runc
+from shim import front, runc
+from shim.core import node
 from tests.fuzz import strategies as S
 
 ENV = "flox.dev/environment"

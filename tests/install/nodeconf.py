@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from shim import containerd as ctrd
+from shim.core import containerd as ctrd
 
 HOST_DROPINS = "/etc/containerd/conf.d/*.toml"
 

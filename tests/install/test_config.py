@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from floxk._shimbuild import build_zipapps
-from shim import containerd as ctrd
 from shim import install as inst
-from shim.errors import ConfigError
+from shim.core import containerd as ctrd
+from shim.core.errors import ConfigError
 from testkit.lines import DEBIAN_RUNC, installed_lines
 from tests.install import nodeconf
 

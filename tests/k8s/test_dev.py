@@ -283,6 +283,6 @@ def _hub_url() -> str:
 
 
 def _latest_generation() -> int:
-    from shim import hub
+    from shim.core import hub
 
     return hub.fetch(ENV, [_hub_url()], None).generation

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shim.annotations import EnvRef, parse_annotations, parse_env_ref
-from shim.errors import AnnotationError
+from shim.core.annotations import EnvRef, parse_annotations, parse_env_ref
+from shim.core.errors import AnnotationError
 
 GOOD_REFS = [
     ("flox/quotes-app", EnvRef("flox", "quotes-app")),

@@ -1,4 +1,4 @@
-"""node.toml's [[credentials]] and the pieces of shim.auth that need no server (the token's
+"""node.toml's [[credentials]] and the pieces of shim.core.auth that need no server (the token's
 way through Nix and nginx is tested in tests/env/test_private_hub.py)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import stat
 
 import pytest
 
-from shim import auth
-from shim.errors import ConfigError
-from shim.node import Credential, NodeConfig, parse_node_config
+from shim.core import auth
+from shim.core.errors import ConfigError
+from shim.core.node import Credential, NodeConfig, parse_node_config
 
 
 def test_credentials_are_parsed():

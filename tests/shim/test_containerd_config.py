@@ -1,4 +1,4 @@
-"""shim/containerd.py: the flox runtime table per containerd line, TOML output, oom probe."""
+"""shim/core/containerd.py: the flox runtime table per containerd line, TOML output, oom probe."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import tomllib
 
 import pytest
 
-from shim import containerd as ctrd
-from shim.errors import ConfigError
+from shim.core import containerd as ctrd
+from shim.core.errors import ConfigError
 
 SHIM = "/usr/local/bin/containerd-shim-flox-v2"
 RUNC = "/usr/local/bin/floxk-runc"

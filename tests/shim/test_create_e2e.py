@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from shim.core.nix import base_options
 from shim.front import write_front
-from shim.nix import base_options
 from testkit.oci import make_bundle, publish_test_hub, runc_path, write_node_toml
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]

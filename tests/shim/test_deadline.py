@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from shim import gc, stats
+from shim.core import gc, stats
 from shim.front import write_front
 from testkit.oci import make_bundle, publish_test_hub, runc_path, write_node_toml
 

@@ -13,8 +13,8 @@ import pytest
 
 from floxk._shimbuild import build_deb
 from floxk.cli import main
+from shim.core.node import parse_node_config
 from shim.install import render_node_front
-from shim.node import parse_node_config
 
 pytestmark = [
     pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="needs dpkg-deb (Debian)"),

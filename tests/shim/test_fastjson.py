@@ -1,4 +1,4 @@
-"""shim.fastjson against the json package: same values, same text, same errors."""
+"""shim.core.fastjson against the json package: same values, same text, same errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from shim import fastjson
+from shim.core import fastjson
 
 DOCS = [
     "{}",

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from shim.annotations import parse_annotations
+from shim.core.annotations import parse_annotations
+from shim.core.node import NodeConfig
+from shim.core.spec import rewrite_spec
 from shim.front import write_front
-from shim.node import NodeConfig
-from shim.spec import rewrite_spec
 from testkit.oci import (
     add_busybox_package,
     make_bundle,

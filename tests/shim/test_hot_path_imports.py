@@ -3,7 +3,7 @@
 Every flox container's `runc create` starts Python once. Importing json, re, pathlib,
 dataclasses, typing, tomllib (or what they pull in: enum, functools' friends) costs
 milliseconds per container on a loaded node, so the create path of shim/ avoids them
-(shim.fastjson, shim.names, shim.records). Nothing but this test notices when one top-level
+(shim.core.fastjson, shim.core.names, shim.core.records). Nothing but this test notices when one top-level
 import slips back in: a cold create through the real front realizes the environment, then a
 warm create through the same front runs with Python's execv wrapped to record sys.modules
 right before runc takes over.
@@ -114,7 +114,7 @@ def test_warm_create_imports_none_of_the_slow_modules(tmp_path):
     slow = sorted(m for m in modules if m.split(".")[0] in FORBIDDEN)
     assert not slow, (
         f"a warm create imported {slow}: keep them off the create path "
-        "(shim.fastjson, shim.names, shim.records; lazy imports on cold paths)"
+        "(shim.core.fastjson, shim.core.names, shim.core.records; lazy imports on cold paths)"
     )
 
 

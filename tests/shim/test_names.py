@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from shim import annotations, gc, hub
-from shim.errors import AnnotationError, FloxkError, RealizeError
+from shim.core import annotations, gc, hub
+from shim.core.errors import AnnotationError, FloxkError, RealizeError
 
-# The regexes as they were before shim.names (re is fine here: tests are not a create).
+# The regexes as they were before shim.core.names (re is fine here: tests are not a create).
 _ANN_SEG = r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*"
 ANN_REF = re.compile(rf"(?P<owner>{_ANN_SEG})/(?P<name>{_ANN_SEG})(?::(?P<gen>[1-9][0-9]{{0,8}}))?")
 DNS1123 = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")

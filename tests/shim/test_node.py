@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from shim.errors import ConfigError
+from shim.core.errors import ConfigError
+from shim.core.node import NodeConfig, find_program, load_node_config, parse_node_config
 from shim.front import render_front
-from shim.node import NodeConfig, find_program, load_node_config, parse_node_config
 
 
 def test_missing_file_means_defaults(tmp_path, monkeypatch):
@@ -73,7 +73,7 @@ def test_find_runc_skips_a_floxk_front_named_runc(tmp_path, monkeypatch):
 
 
 def test_parsed_node_toml_is_cached_and_any_change_misses(tmp_path, monkeypatch):
-    from shim import node as node_mod
+    from shim.core import node as node_mod
 
     monkeypatch.setattr(node_mod, "CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(node_mod, "_FRESH_NS", 0)  # the file below is seconds old at most
@@ -96,7 +96,7 @@ def test_parsed_node_toml_is_cached_and_any_change_misses(tmp_path, monkeypatch)
 
 
 def test_a_fresh_node_toml_is_not_cached(tmp_path, monkeypatch):
-    from shim import node as node_mod
+    from shim.core import node as node_mod
 
     monkeypatch.setattr(node_mod, "CACHE_DIR", tmp_path / "cache")
     f = tmp_path / "node.toml"

@@ -1,10 +1,10 @@
-"""shim.records: the dataclass stand-in on the node's hot path behaves like a dataclass."""
+"""shim.core.records: the dataclass stand-in on the node's hot path behaves like a dataclass."""
 
 from __future__ import annotations
 
 import pytest
 
-from shim.records import FrozenInstanceError, factory, record
+from shim.core.records import FrozenInstanceError, factory, record
 
 
 @record(frozen=True)

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from shim.annotations import parse_annotations
-from shim.errors import RealizeError
-from shim.node import NodeConfig, Policy
-from shim.spec import ENV_MOUNT, rewrite_spec
+from shim.core.annotations import parse_annotations
+from shim.core.errors import RealizeError
+from shim.core.node import NodeConfig, Policy
+from shim.core.spec import ENV_MOUNT, rewrite_spec
 
 
 def _spec(args=("hello", "-g", "hi"), env=None, mounts=()):
@@ -154,7 +154,7 @@ def test_no_path_in_spec_gets_the_default_after_env_bin(tmp_path):
      ("", "/"), ("//", "/"), ("/nix/storex", "/nix/storex")],
 )  # fmt: skip
 def test_mount_destination_is_resolved_like_runc(dest, where):
-    from shim.spec import mount_destination
+    from shim.core.spec import mount_destination
 
     assert mount_destination(dest) == where
 

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from shim import stats
+from shim.core import stats
 from shim.front import write_front
 from testkit.oci import make_bundle, publish_test_hub, runc_path, write_node_toml
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from shim import nix
+from shim.core import nix
 from shim.front import write_front
 from testkit.oci import make_bundle, runc_path, write_node_toml
 from tests import attacker

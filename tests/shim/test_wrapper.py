@@ -104,7 +104,7 @@ def test_prefetch_realizes_the_env_before_any_container(tmp_path, shim):
     from e2e.catalog import prepare
     from floxk._lock import lock_environment
     from floxk._push import push_environment
-    from shim.nix import base_options
+    from shim.core.nix import base_options
 
     catalog = prepare(tmp_path / "catalog")
     subprocess.run(

@@ -41,7 +41,7 @@ def test_changed_source_changes_bytes_and_stamp(tmp_path):
     src = tmp_path / "shim"
     shutil.copytree(SHIM_DIR, src, ignore=shutil.ignore_patterns("__pycache__"))
     a = build_zipapps(tmp_path / "a", shim_dir=src)
-    (src / "errors.py").write_text((src / "errors.py").read_text() + "\n# changed\n")
+    (src / "core/errors.py").write_text((src / "core/errors.py").read_text() + "\n# changed\n")
     b = build_zipapps(tmp_path / "b", shim_dir=src)
     assert a.source_digest != b.source_digest
     assert [x.sha256 for x in a.artifacts] != [x.sha256 for x in b.artifacts]

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import os
 
-from shim import fastjson
-from shim.errors import RealizeError
+from shim.core import fastjson
+from shim.core.errors import RealizeError
 
 TYPE_CHECKING = False  # typing costs milliseconds on every container create
 if TYPE_CHECKING:
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
-    from shim.annotations import FloxAnnotations
-    from shim.node import NodeConfig
+    from shim.core.annotations import FloxAnnotations
+    from shim.core.node import NodeConfig
 
 ENV_MOUNT = "/run/floxk/env"
 CACHE_MOUNT = "/run/floxk/cache"

@@ -1,6 +1,6 @@
 """How floxk calls Nix: command lines shared by lock, push, realize and gc.
 
-Standard library only. Every call goes through shim.proc.run; this module only builds
+Standard library only. Every call goes through shim.core.proc.run; this module only builds
 argument lists and reads Nix's output. Options are passed per call (`--option NAME VALUE`),
 never written to nix.conf, so a node's own Nix configuration is left alone.
 """
@@ -16,8 +16,8 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from shim.errors import CommandError, MissingDependencyError, NixError, TrustError
-from shim.proc import run, run_captured
+from shim.core.errors import CommandError, MissingDependencyError, NixError, TrustError
+from shim.core.proc import run, run_captured
 
 STORE_DIR = "/nix/store"
 
@@ -74,11 +74,11 @@ def substitution_options(
 
 def credentials(access, substituters: Sequence[str]):
     """A context giving the Nix options for the tokens of private caches among
-    `substituters` (shim.auth.netrc_options: a private netrc file for the call); [] for
+    `substituters` (shim.core.auth.netrc_options: a private netrc file for the call); [] for
     public caches. The command line names the file, never a token."""
     if access is None:
         return contextlib.nullcontext([])
-    from shim.auth import netrc_options
+    from shim.core.auth import netrc_options
 
     return netrc_options(access, substituters)
 
@@ -331,7 +331,7 @@ def _untrusted(
 
 def _remote_signatures(path: str, substituters: Sequence[str], access=None) -> list[str]:
     """The Sig lines of `path`'s narinfo in the substituters (unverified: Nix checks them)."""
-    from shim.hub import _fetch, _join
+    from shim.core.hub import _fetch, _join
 
     sigs: list[str] = []
     for url in substituters:

@@ -12,7 +12,7 @@ and http(s)://:
 
 Nothing the hub serves is trusted: the pointer only says which store path to fetch. The
 record is substituted from the node's caches and checked by Nix against exactly the node's
-trusted keys (shim.nix.verified_closure) before anything in it is read; it names its
+trusted keys (shim.core.nix.verified_closure) before anything in it is read; it names its
 owner, name and generation, which must be the ones asked for; and for an unpinned ref it
 may not be older than a generation this node already used from that hub (rollback).
 
@@ -31,17 +31,17 @@ from __future__ import annotations
 
 import os
 
-from shim import fastjson
-from shim.digest import lock_digest, sha256
-from shim.errors import AccessError, FloxkError, LockError, NotFoundError, TrustError
-from shim.names import MAX_GEN_DIGITS, is_number, split_env_ref
-from shim.records import record
+from shim.core import fastjson
+from shim.core.digest import lock_digest, sha256
+from shim.core.errors import AccessError, FloxkError, LockError, NotFoundError, TrustError
+from shim.core.names import MAX_GEN_DIGITS, is_number, split_env_ref
+from shim.core.records import record
 
 TYPE_CHECKING = False  # typing and the lock model cost milliseconds per container create
 if TYPE_CHECKING:
     from typing import NoReturn
 
-    from shim.model import Lock
+    from shim.core.model import Lock
 
 POINTER_FORMAT = 2  # "floxk-hub-record" of <GEN>.json (1: an unsigned record with the lock)
 RECORD_FORMAT = 1  # "floxk-env-record" of the signed record
@@ -51,7 +51,7 @@ SEEN_DIR = "seen"
 _MAX_RECORD_BYTES = 64 << 20
 
 # Owner and name become URL path segments and file names: no dots first, no slashes. The
-# grammar, checked with str methods (no `re` on the create path: shim.names), is the regex
+# grammar, checked with str methods (no `re` on the create path: shim.core.names), is the regex
 #   ^(SEG)/(SEG)(?::([1-9][0-9]{0,8}))?$   SEG = [A-Za-z0-9][A-Za-z0-9._-]{0,99}
 _FETCH_TIMEOUT = 30
 
@@ -67,7 +67,7 @@ class Trust:
     store_root: str | None = None
     # Unsigned records and paths: only with no keys at all AND this switch (never on pods).
     insecure_accept_unsigned: bool = False
-    # The tokens requests carry (shim.auth.Access; None: every hub and cache is public).
+    # The tokens requests carry (shim.core.auth.Access; None: every hub and cache is public).
     access: object = None
 
     @property
@@ -101,7 +101,7 @@ class RawRecord:
 
     def parsed(self) -> HubRecord:
         """The record with its lock parsed (LockError when the lock is not valid)."""
-        from shim.model import lock_from_dict
+        from shim.core.model import lock_from_dict
 
         lock = lock_from_dict(self.lock_data, source=self.url)
         return HubRecord(self.owner, self.name, self.generation, lock, self.url)
@@ -175,7 +175,7 @@ def peek(ref: str, hubs: list[str]) -> HubRecord:
 
 def fetch(ref: str, hubs: list[str], trust: Trust | None) -> RawRecord:
     """resolve() without parsing the lock: `latest` (unless `ref` names the generation),
-    the pointer, and the verified record (remembered: shim.nix only the first time).
+    the pointer, and the verified record (remembered: shim.core.nix only the first time).
     Same errors, except an invalid lock whose digest matches, which parsed() reports;
     TrustError for a record that is unsigned, signed by another key, for another ref or
     generation, or older than one already used."""
@@ -344,7 +344,7 @@ def _verified_record(
     if digest != computed:
         raise LockError(f"{url}: the record's digest does not match its lock (damaged record)")
     if memo is not None:
-        from shim.atomic import write_atomic
+        from shim.core.atomic import write_atomic
 
         os.makedirs(os.path.dirname(memo), mode=0o700, exist_ok=True)
         write_atomic(memo, data, 0o600)
@@ -372,15 +372,15 @@ def _substituted_record(store_path: str, trust: Trust) -> bytes:
     """Fetch the record's store path from the node's caches and check its signature with
     Nix; its bytes. A refused record is deleted from the store again. Under gc's lock
     (shared), so `floxk env gc` cannot free the record between fetching and reading it."""
-    from shim.realize import file_lock
+    from shim.core.realize import file_lock
 
     with file_lock(os.path.join(trust.state_dir, "locks", "gc.lock"), shared=True):
         return _substituted_record_locked(store_path, trust)
 
 
 def _fetch_and_verify_record(store_path: str, trust: Trust) -> None:
-    from shim import nix
-    from shim.errors import NixError
+    from shim.core import nix
+    from shim.core.errors import NixError
 
     store_root = trust.store_root
     try:
@@ -421,7 +421,7 @@ def _fetch_and_verify_record(store_path: str, trust: Trust) -> None:
 
 
 def _substituted_record_locked(store_path: str, trust: Trust) -> bytes:
-    from shim.errors import NixError
+    from shim.core.errors import NixError
 
     store_root = trust.store_root
     if trust.check_signatures and not trust.trusted_keys:
@@ -459,7 +459,7 @@ def _substituted_record_locked(store_path: str, trust: Trust) -> bytes:
 
 def _cat_record(store_path: str, hub: str) -> bytes:
     """The record's bytes straight from the hub's cache, unchecked (peek() only)."""
-    from shim import nix
+    from shim.core import nix
 
     out = nix.run_nix(
         ["nix", *nix.base_options(), *nix.option("extra-experimental-features", "nix-command"),
@@ -490,8 +490,8 @@ def _check_not_older(found: RawRecord, hub: str, trust: Trust, *, pinned: bool) 
             f"{found.generation}; otherwise check who can write the hub",
         )
     if seen is None or found.generation > seen:
-        from shim.atomic import write_atomic
-        from shim.realize import file_lock
+        from shim.core.atomic import write_atomic
+        from shim.core.realize import file_lock
 
         os.makedirs(os.path.dirname(mark), mode=0o700, exist_ok=True)
         with file_lock(mark + ".lock"):
@@ -537,7 +537,7 @@ class _Refused(Exception):
 def _fetch(url: str, access=None) -> str | None:
     """The document at url, or None when it does not exist. Other failures raise.
 
-    `access` (shim.auth.Access): the token the request carries, if `url` needs one; a hub
+    `access` (shim.core.auth.Access): the token the request carries, if `url` needs one; a hub
     that refuses it raises _Refused. A positive answer to a token is kept briefly."""
     scheme, path = _scheme_and_path(url)
     if scheme == "file":

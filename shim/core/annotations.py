@@ -8,9 +8,9 @@ turned into plain data (an env reference, name sets, a mode, booleans). Other
 
 from __future__ import annotations
 
-from shim.errors import AnnotationError
-from shim.names import MAX_NAME, MAX_OWNER, is_alnum, split_env_ref
-from shim.records import factory, record
+from shim.core.errors import AnnotationError
+from shim.core.names import MAX_NAME, MAX_OWNER, is_alnum, split_env_ref
+from shim.core.records import factory, record
 
 TYPE_CHECKING = False  # typing costs milliseconds at every container create
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 CRI_CONTAINER_NAME = "io.kubernetes.cri.container-name"
 
 MAX_VALUE = 1024
-# Environment refs: one grammar with the hub's (shim.names.split_env_ref). Owner and name
+# Environment refs: one grammar with the hub's (shim.core.names.split_env_ref). Owner and name
 # are what a hub can hold without escaping a URL path segment; a leading letter/digit and
 # no ".." keep "." and ".." (and hidden names) out.
 MODES = ("run", "dev")

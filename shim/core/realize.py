@@ -7,11 +7,11 @@
       locks/gc.lock           shared while paths are substituted and rooted, exclusive in gc
       tmp/<digest>.XXXX/      a tree being built; renamed into envs/ when complete
       realize.log             one line per substituted path, refused path and tree built
-      records/, seen/         verified records and generations used (shim.hub)
+      records/, seen/         verified records and generations used (shim.core.hub)
 
-Nothing is built: Nix runs with max-jobs 0 and no nix.conf (shim.nix.node_options), and
+Nothing is built: Nix runs with max-jobs 0 and no nix.conf (shim.core.nix.node_options), and
 after substitution every path of the closure, content-addressed or not, must carry a
-signature by a trusted key (shim.nix.verified_closure) before a tree is built from it.
+signature by a trusted key (shim.core.nix.verified_closure) before a tree is built from it.
 
 A tree is complete once visible: it is built in tmp/, activation.json is written last, and
 only then is the directory renamed into envs/. The warm path is therefore one read of
@@ -28,9 +28,9 @@ import fcntl
 import os
 import time
 
-from shim import fastjson
-from shim.errors import NixError, RealizeError
-from shim.records import record
+from shim.core import fastjson
+from shim.core.errors import NixError, RealizeError
+from shim.core.records import record
 
 # floxk-runc imports this module on every container create, and a warm environment needs
 # only ready(): what building a tree needs (Nix, subprocess, sqlite3, shutil...) is imported
@@ -39,7 +39,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from shim.model import Lock
+    from shim.core.model import Lock
 
 ACTIVATION = "activation.json"
 ROOTS_SUBDIR = "floxk"
@@ -60,7 +60,7 @@ def env_path(state_dir: str | Path, digest: str) -> Path:
 
 
 def roots_dir(store_root: Path | None, digest: str) -> Path:
-    from shim import nix
+    from shim.core import nix
 
     return nix.gcroots_dir(store_root) / ROOTS_SUBDIR / digest
 
@@ -84,7 +84,7 @@ def realize(
     passes no keys at all AND insecure_accept_unsigned=True. The lock itself must come
     from a verified record (shim.runc.fetch_for) or from the caller's own directory.
     `phases`, when given, gets the milliseconds of substitute, verify and tree if this call
-    built the tree. `access` (shim.auth.Access): the tokens of private caches.
+    built the tree. `access` (shim.core.auth.Access): the tokens of private caches.
     """
     from pathlib import Path
 
@@ -96,7 +96,7 @@ def realize(
         return found
     import tempfile
 
-    from shim import nix
+    from shim.core import nix
 
     packages = lock.packages_for(system)
     check_signatures = bool(trusted_keys) or not insecure_accept_unsigned
@@ -200,7 +200,7 @@ def abandon(state_dir: str | Path, store_root: str | Path | None, digest: str) -
     import shutil
     from pathlib import Path
 
-    from shim.gc import _try_flock
+    from shim.core.gc import _try_flock
 
     state_dir = Path(state_dir)
     store_root = Path(store_root) if store_root is not None else None
@@ -226,7 +226,7 @@ class RealizeTimeout(BaseException):
 
 class deadline:  # noqa: N801 -- used like a function: `with deadline(300, ...):`
     """Bound the block to `seconds` of wall time (SIGALRM; main thread only). On expiry the
-    running child process group is killed (shim.proc) and a RealizeError with `message`
+    running child process group is killed (shim.core.proc) and a RealizeError with `message`
     and `hint` leaves the block. `_signal`, not `signal`: the latter imports enum, and this
     is armed on every container create."""
 
@@ -283,7 +283,7 @@ def _substitute(
     signatures of input-addressed paths); the paths it copied in."""
     if not paths:
         return set()
-    from shim import nix
+    from shim.core import nix
 
     if store_root is not None:
         os.makedirs(store_root, exist_ok=True)
@@ -326,11 +326,11 @@ def _verified_closure(
     substituted: set[str],
     access=None,
 ) -> list[str]:
-    """The closure of `paths`, every path of it signed by a trusted key (shim.nix), or a
+    """The closure of `paths`, every path of it signed by a trusted key (shim.core.nix), or a
     TrustError. Refused paths this realization copied in are deleted from the store again
     (best effort), so none stays behind looking valid; what the store had before is left."""
-    from shim import nix
-    from shim.errors import TrustError
+    from shim.core import nix
+    from shim.core.errors import TrustError
 
     try:
         return nix.verified_closure(

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
-from shim.errors import ConfigError
-from shim.records import factory, record
+from shim.core.errors import ConfigError
+from shim.core.records import factory, record
 
 DEFAULT_PATH = "/etc/floxk/node.toml"
 DEFAULT_STATE_DIR = "/var/lib/floxk"
@@ -48,7 +48,7 @@ DEFAULT_TOKEN_CACHE_TTL = 30.0
 
 @record(frozen=True)
 class Credential:
-    """A hub or cache that needs a token (node.toml `[[credentials]]`, see shim.auth):
+    """A hub or cache that needs a token (node.toml `[[credentials]]`, see shim.core.auth):
     `auth` "pod-token" (the pod's floxhub-token Secret) or "node-token" (`token_file`)."""
 
     url: str
@@ -168,13 +168,13 @@ def _stamp(path: str, st: os.stat_result) -> dict:
 
 
 def _cache_file(stamp: dict) -> str:
-    from shim.digest import sha256
+    from shim.core.digest import sha256
 
     return os.path.join(CACHE_DIR, sha256(stamp["path"].encode()).hexdigest()[:32] + ".json")
 
 
 def _cached(stamp: dict) -> dict | None:
-    from shim import fastjson as json
+    from shim.core import fastjson as json
 
     try:
         with open(_cache_file(stamp), "rb") as f:
@@ -195,7 +195,7 @@ def _store(stamp: dict, data: dict) -> None:
     writable, or the TOML holds what JSON cannot (dates)."""
     import time
 
-    from shim import fastjson as json
+    from shim.core import fastjson as json
 
     if time.time_ns() - stamp["file"][4] < _FRESH_NS:
         return
@@ -205,7 +205,7 @@ def _store(stamp: dict, data: dict) -> None:
         st = os.stat(CACHE_DIR)
         if st.st_uid != os.geteuid() or st.st_mode & 0o022:
             return
-        from shim.atomic import write_atomic
+        from shim.core.atomic import write_atomic
 
         write_atomic(_cache_file(stamp), text.encode(), 0o600)
     except (OSError, TypeError, ValueError):
@@ -286,7 +286,7 @@ def _credentials(r: _Reader, source: str) -> list[Credential]:
             )
         cr.reject_unknown()
         found.append(Credential(url=url, auth=auth, token_file=token_file))
-    from shim.auth import hosts_conflict
+    from shim.core.auth import hosts_conflict
 
     for host in hosts_conflict(found):
         raise ConfigError(

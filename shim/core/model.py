@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shim.digest import lock_digest
-from shim.errors import FloxkError, LockError, ManifestError
+from shim.core.digest import lock_digest
+from shim.core.errors import FloxkError, LockError, ManifestError
 
 DEFAULT_PRIORITY = 5
 

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import os
 
-from shim.errors import AccessError, ConfigError, FloxkError
+from shim.core.errors import AccessError, ConfigError, FloxkError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from shim.node import Credential, NodeConfig
+    from shim.core.node import Credential, NodeConfig
 
 POD_TOKEN = "pod-token"
 NODE_TOKEN = "node-token"
@@ -164,7 +164,7 @@ class Access:
         found = self.credential(url)
         if found is None or found[1] is None:
             return None
-        from shim.digest import sha256
+        from shim.core.digest import sha256
 
         fp = fingerprint(self.state_dir, found[1])
         name = sha256(url.encode()).hexdigest()[:32]
@@ -200,7 +200,7 @@ class Access:
         path = self._cache_file(url)
         if path is None:
             return
-        from shim.atomic import write_atomic
+        from shim.core.atomic import write_atomic
 
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -279,7 +279,7 @@ def pod_token_of(spec: dict) -> Token | None:
     them out (…/pods/<the sandbox's uid>/volumes/kubernetes.io~secret/<name>), and the file
     must stay inside it (kubelet's `..data` links do): an emptyDir, a hostPath or another
     pod's volume is refused, so no pod borrows another's token or the node's files."""
-    from shim.spec import mount_destination
+    from shim.core.spec import mount_destination
 
     mounts = [
         m
@@ -381,7 +381,7 @@ def fingerprint(state_dir: str, token: Token) -> str:
     except FileNotFoundError:
         key = b""
     if len(key) < 32:
-        from shim.atomic import write_atomic
+        from shim.core.atomic import write_atomic
 
         os.makedirs(os.path.dirname(key_file), mode=0o700, exist_ok=True)
         fresh = os.urandom(32)

@@ -19,11 +19,11 @@ from __future__ import annotations
 import fcntl
 import os
 
-from shim import fastjson
-from shim.atomic import write_atomic
-from shim.errors import NixError, RealizeError
-from shim.names import dollar_end, is_name
-from shim.realize import ACTIVATION, ROOTS_SUBDIR, env_path, file_lock, roots_dir
+from shim.core import fastjson
+from shim.core.atomic import write_atomic
+from shim.core.errors import NixError, RealizeError
+from shim.core.names import dollar_end, is_name
+from shim.core.realize import ACTIVATION, ROOTS_SUBDIR, env_path, file_lock, roots_dir
 
 # mark_in_use() runs on every container create: Nix, shutil and tempfile are imported by
 # the collection functions that need them, not here.
@@ -31,7 +31,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
 
-# Checked with str methods (no `re` on the create path: shim.names), equivalent to
+# Checked with str methods (no `re` on the create path: shim.core.names), equivalent to
 #   container id  ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$      digest  ^[0-9a-f]{64}$
 _MAX_ID = 128
 _HEX = frozenset("0123456789abcdef")
@@ -153,7 +153,7 @@ def _remove_orphans(state_dir: Path, store_root: Path | None) -> None:
     """Roots and half-built trees left by a realization that died (its lock is free)."""
     import shutil
 
-    from shim import nix
+    from shim.core import nix
 
     roots = nix.gcroots_dir(store_root) / ROOTS_SUBDIR
     for directory in sorted(roots.iterdir()) if roots.is_dir() else []:
@@ -171,7 +171,7 @@ def _remove_orphans(state_dir: Path, store_root: Path | None) -> None:
 
 
 def _store_gc(store_root: Path | None, candidates: list[str]) -> tuple[list[str], float]:
-    from shim import nix
+    from shim.core import nix
 
     base = ["nix-store", *nix.base_options(), *nix.store_args(store_root)]
     if store_root is not None:  # a store only floxk uses: everything unrooted goes
@@ -198,7 +198,7 @@ def _store_gc(store_root: Path | None, candidates: list[str]) -> tuple[list[str]
 
 def _would_delete(store_root: Path | None, candidates: list[str], freed: list[str]) -> list[str]:
     """What collect() would delete, with the freed environments' roots still in place."""
-    from shim import nix
+    from shim.core import nix
 
     base = ["nix-store", *nix.base_options(), *nix.store_args(store_root)]
     roots = nix.run_nix([*base, "--gc", "--print-roots"], what="listing GC roots")
@@ -439,7 +439,7 @@ def record_gc(node, result: dict) -> None:
     """Keep the last GC's result for `floxk-node stats` and log it as a "gc" event."""
     import time
 
-    from shim import stats
+    from shim.core import stats
 
     result.setdefault("time", round(time.time(), 3))
     if "bytes_freed" not in result and "mib_freed" in result:  # collect(): Nix's count

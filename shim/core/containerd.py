@@ -40,8 +40,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from shim.errors import CommandError, ConfigError
-from shim.proc import run
+from shim.core.errors import CommandError, ConfigError
+from shim.core.proc import run
 
 FLOX_RUNTIME = "flox"
 FLOX_POD_ANNOTATIONS = ("flox.dev/*",)

@@ -17,7 +17,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 
-from shim.errors import CommandError, MissingDependencyError
+from shim.core.errors import CommandError, MissingDependencyError
 
 
 def run(

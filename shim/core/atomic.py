@@ -20,7 +20,7 @@ def write_atomic(path: str | Path, data: bytes, mode: int = 0o644) -> None:
     No fsync: callers write files that do not outlive a crash of the node (a container's
     spec, a use record), and the rename alone makes the swap atomic.
     """
-    # os.path, not pathlib: this runs on every container create (see shim.node).
+    # os.path, not pathlib: this runs on every container create (see shim.core.node).
     head, name = os.path.split(os.fspath(path))
     tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)

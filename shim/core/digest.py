@@ -6,7 +6,7 @@ named by this digest) without importing the lock model. Standard library only.
 
 from __future__ import annotations
 
-from shim import fastjson  # not json: its import costs milliseconds per create
+from shim.core import fastjson  # not json: its import costs milliseconds per create
 
 try:  # CPython's built-in sha256: hashlib would load OpenSSL first, milliseconds per process
     from _sha256 import sha256  # Python 3.11

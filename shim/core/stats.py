@@ -11,7 +11,7 @@ it, so readers take only lines starting with `{`):
     {"time": ..., "event": "timeout", "env": ..., "seconds": 300}
     {"time": ..., "event": "gc", "reason": "pressure", "used_percent_before": 91.0, ...}
 
-emit() runs on every create: it uses shim.fastjson, never json. The log is rotated once
+emit() runs on every create: it uses shim.core.fastjson, never json. The log is rotated once
 it passes ROTATE_BYTES (one previous file, `.1`), so a node that runs for months keeps at
 most twice that. Reading (summary, prometheus) is a cold path and may import anything of
 the standard library. Standard library only.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 
-from shim import fastjson
+from shim.core import fastjson
 
 ROTATE_BYTES = 8 * 1024 * 1024
 GC_LAST = "gc-last.json"  # state_dir/gc-last.json: the last GC's result (any reason)
@@ -85,7 +85,7 @@ def events(log_path: str) -> list[dict]:
 def summary(node) -> dict:
     """The node at a glance: environments (bytes, users, last use), the store's
     filesystem, realizations and creates (counts, slowest), deadlines hit, the last GC."""
-    from shim import gc
+    from shim.core import gc
 
     state_dir, store_root = node.state_dir, node.store_root
     envs = gc.environments(state_dir, store_root)
@@ -168,7 +168,7 @@ def _number(value: float) -> str:
 
 def write_prometheus(path: str, data: dict) -> None:
     """Write the textfile atomically (node-exporter must never read half a file)."""
-    from shim.atomic import write_atomic
+    from shim.core.atomic import write_atomic
 
     write_atomic(path, prometheus(data).encode(), 0o644)
 
