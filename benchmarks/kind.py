@@ -34,11 +34,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from floxk._cluster.kindimage import offline_tag  # noqa: E402
 from floxk._cluster.spec import DEFAULT_K8S_VERSION  # noqa: E402
 
 CLUSTER = "floxk-bench"
 CONTEXT = f"kind-{CLUSTER}"
-BASE_IMAGE = os.environ.get("FLOXK_BENCH_KIND_IMAGE", "kindest/node:" + DEFAULT_K8S_VERSION)
+BASE_IMAGE = os.environ.get("FLOXK_BENCH_KIND_IMAGE", offline_tag(DEFAULT_K8S_VERSION))
 NAMESPACE = "default"
 ENV_NAME = "bench/web"
 IMAGE_REPO = "floxk.local/bench-web"
@@ -146,7 +147,7 @@ def app_image(
     nodeimage.docker_client().api.import_image_from_data(
         env_layer(store, env), repository=repo, tag=version, changes=["ENV PATH=/bin:/sbin"]
     )
-    kind.load_image(cluster, tag)
+    kind.PROVIDER.load_image(cluster, tag)
     return tag
 
 

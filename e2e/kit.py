@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import tarfile
 import time
 from collections.abc import Callable
@@ -19,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from floxk._cluster import pod as pods
+from floxk._proc import call
 
-ENV_ANNOTATION = pods.ENV_ANNOTATION
-SKIP_CONTAINERS = "flox.dev/skip-containers"
-SKIP_CONTAINERS_EXEC = "flox.dev/skip-containers-exec"
+# The cases name annotation keys through kit: the node's own definitions.
+from shim.core.annotations import SKIP_CONTAINERS as SKIP_CONTAINERS
+from shim.core.annotations import SKIP_CONTAINERS_EXEC as SKIP_CONTAINERS_EXEC
+
 POD_TIMEOUT = 240  # a pod's first start realizes its environment on a busy node
 TOOLBOX_REPO = "floxk.local/e2e-busybox"  # a plain image with a shell (static busybox)
 
@@ -57,7 +58,7 @@ class Cluster:
         """kubectl on this cluster and namespace (argument list, no shell)."""
         argv = ["kubectl", "--kubeconfig", str(self.kubeconfig), "--context", self.context]
         argv += ["-n", self.namespace, *args]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        proc = call(argv, check=False, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc
@@ -154,15 +155,21 @@ def _delete_pod(cluster: Cluster, name: str) -> None:
     except ApiException as e:
         if e.status != 404:
             raise
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            cluster.core.read_namespaced_pod(name, cluster.namespace)
-        except ApiException as e:
-            if e.status == 404:
-                return
-            raise
-        time.sleep(0.5)
+    for pods_left in _watch_pod(cluster, name, timeout=60):
+        if name not in pods_left:
+            return
+
+
+def _watch_pod(cluster: Cluster, name: str, *, timeout: float, resync: float | None = None):
+    from floxk._cluster import kube
+
+    return kube.watching(
+        cluster.core.list_namespaced_pod,
+        cluster.namespace,
+        field_selector=f"metadata.name={name}",
+        timeout=timeout,
+        resync=resync,
+    )
 
 
 def start(cluster: Cluster, manifest: dict[str, Any]) -> None:
@@ -195,18 +202,20 @@ def wait_for(
     *,
     timeout: float = POD_TIMEOUT,
 ) -> Outcome:
-    """Poll the pod until `until(state)`, floxk's notion of done, or the deadline; the
-    outcome either way: the case's assertions say what was expected."""
-    deadline = time.monotonic() + timeout
-    polls = 0
-    while True:
-        state = pods.read_state(cluster.api, name, cluster.namespace)
-        if state.done or (until and until(state)) or time.monotonic() > deadline:
-            return outcome(cluster, name)
-        polls += 1
-        if polls % 5 == 0 and sandbox_keeps_failing(cluster, name):
-            return outcome(cluster, name)
-        time.sleep(1)
+    """Watch the pod until `until(state)`, floxk's notion of done, or the deadline; the
+    outcome either way: the case's assertions say what was expected. Every 5 s the pod's
+    events are read too: a sandbox that keeps failing ends the wait early."""
+    checked = time.monotonic()
+    for seen in _watch_pod(cluster, name, timeout=timeout, resync=5):
+        if name in seen:
+            state = pods.pod_state(seen[name])
+            if state.done or (until and until(state)):
+                break
+        if time.monotonic() - checked >= 5:
+            checked = time.monotonic()
+            if sandbox_keeps_failing(cluster, name):
+                break
+    return outcome(cluster, name)
 
 
 def sandbox_keeps_failing(cluster: Cluster, name: str) -> bool:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,11 +23,12 @@ from typing import Any
 
 import pytest
 
+from floxk._cluster.constants import DEFAULT_E2E_CLUSTER_NAME
 from shim.core.errors import FloxkError
 
 FLOXK_OPTIONS = {
     "provider": ("kind", "kind, k3d or existing (the kubeconfig's current context)"),
-    "name": ("floxk-e2e", "cluster name for kind/k3d"),
+    "name": (DEFAULT_E2E_CLUSTER_NAME, "cluster name for kind/k3d"),
     "kubeconfig": (None, "kubeconfig for --floxk-provider existing (a private copy is used)"),
     "workers": ("1", "worker nodes besides the control plane (kind/k3d)"),
     "base-image": (None, "kind node image to build FROM (default: floxk up's)"),
@@ -57,16 +57,17 @@ def _opt(config, name: str) -> Any:
 
 def fail_session(request, error: FloxkError) -> None:
     request.config.stash[REPORT].session_error = {"message": error.message, "hint": error.hint}
-    pytest.exit(f"{error.message}" + (f" (hint: {error.hint})" if error.hint else ""), 3)
+    # The report's session_error, not this code, is what `floxk e2e` exits on.
+    message = f"{error.message}" + (f" (hint: {error.hint})" if error.hint else "")
+    pytest.exit(message, pytest.ExitCode.INTERNAL_ERROR)
 
 
 @pytest.fixture(scope="session")
 def cluster(request, tmp_path_factory):
     """The cluster under test (e2e.kit.Cluster), created on first use."""
-    from kubernetes import config as kubeconfig_loader
-
     from e2e import kit, providers
     from floxk._cluster import kube
+    from floxk._cluster.apply import wait_default_service_account
 
     config = request.config
     report: Report = config.stash[REPORT]
@@ -85,9 +86,7 @@ def cluster(request, tmp_path_factory):
         private = Path(manager.kubeconfig)  # our copy: never the user's file
         request.addfinalizer(lambda: private.unlink(missing_ok=True))
         manager.create(timeout=int(_opt(config, "timeout")))
-        api = kubeconfig_loader.new_client_from_config(
-            config_file=str(manager.kubeconfig), context=manager.context
-        )
+        api = kube.api_client(manager.context, config_file=manager.kubeconfig)
         if not kube.has_runtime_class(api):
             raise FloxkError(
                 f"context {manager.context} has no RuntimeClass flox: not a flox cluster",
@@ -109,7 +108,7 @@ def cluster(request, tmp_path_factory):
         tmp=tmp_path_factory.mktemp("e2e"),
     )
     handle.core.create_namespace({"metadata": {"name": handle.namespace}})
-    _wait_default_service_account(handle)
+    wait_default_service_account(handle.api, handle.namespace)
     report.suite.update(provider=provider, context=handle.context, namespace=handle.namespace)
     yield handle
     t1 = time.monotonic()
@@ -120,21 +119,6 @@ def cluster(request, tmp_path_factory):
     else:
         manager.delete()
     report.suite["teardown_seconds"] += time.monotonic() - t1
-
-
-def _wait_default_service_account(cluster, timeout: float = 60) -> None:
-    """Pods are refused in a namespace until its default ServiceAccount exists."""
-    from kubernetes.client.exceptions import ApiException
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            cluster.core.read_namespaced_service_account("default", cluster.namespace)
-            return
-        except ApiException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
@@ -150,14 +134,13 @@ def publish(cluster, catalog):
     """publish(name, manifest_text) -> kit.Published: `floxk env lock` against the catalog,
     then `floxk env push` without --to (the cluster's dev hub, as users do)."""
     from e2e.kit import Published
+    from floxk._proc import call
 
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
     counter = iter(range(1_000_000))
 
     def floxk(*args: str) -> str:
-        proc = subprocess.run(
-            [sys.executable, "-m", "floxk", *args], capture_output=True, text=True, env=env
-        )
+        proc = call([sys.executable, "-m", "floxk", *args], check=False, env=env)
         if proc.returncode != 0:
             raise AssertionError(f"floxk {' '.join(args)} failed: {proc.stderr.strip()[-800:]}")
         return proc.stdout

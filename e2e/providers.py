@@ -22,11 +22,11 @@ from pytest_kubernetes.providers.external import ExternalManagerBase
 from pytest_kubernetes.providers.k3d import K3dManagerBase
 from pytest_kubernetes.providers.kind import KindManagerBase
 
-from floxk._cluster.spec import context_name
+from floxk._cluster import provider as providers
+from floxk._cluster.spec import context_name, parse_context
+from floxk._e2e import PROVIDERS
 from shim.core.errors import ConfigError, NotFoundError
-from shim.core.proc import run
 
-PROVIDERS = ("kind", "k3d", "existing")
 Progress = Callable[[str], None]
 
 
@@ -67,7 +67,7 @@ class _FloxkUpManager(AClusterManager):
             timeout=self.timeout,
             progress=self.progress,
         )
-        text = run([self.provider, "get", "kubeconfig", "--name", self.cluster_name])
+        text = providers.get(self.provider).kubeconfig(self.cluster_name)
         Path(cluster_options.kubeconfig_path).write_text(text)
         self.context = context_name(self.provider, self.cluster_name)
 
@@ -76,27 +76,16 @@ class _FloxkUpManager(AClusterManager):
 
         down(provider=self.provider, name=self.cluster_name)
 
-
-def load_local_image(provider: str, cluster: str, image: str) -> None:
-    """Put an image of the local Docker Engine into every node (no registry involved)."""
-    if provider == "kind":
-        run(["kind", "load", "docker-image", image, "--name", cluster])
-    else:
-        run(["k3d", "image", "import", image, "--cluster", cluster])
+    def load_image(self, image: str) -> None:
+        providers.get(self.provider).load_image(self.cluster_name, image)
 
 
 class FloxkKindManager(_FloxkUpManager, KindManagerBase):
     provider = "kind"
 
-    def load_image(self, image: str) -> None:
-        load_local_image("kind", self.cluster_name, image)
-
 
 class FloxkK3dManager(_FloxkUpManager, K3dManagerBase):
     provider = "k3d"
-
-    def load_image(self, image: str) -> None:
-        load_local_image("k3d", self.cluster_name, image)
 
 
 class FloxkExistingManager(ExternalManagerBase):
@@ -105,10 +94,10 @@ class FloxkExistingManager(ExternalManagerBase):
     def load_image(self, image: str) -> None:
         """kind and k3d clusters take local images; any other cluster needs a registry."""
         ctx = self.context or ""
-        for provider in ("kind", "k3d"):
-            if ctx.startswith(provider + "-") and shutil.which(provider):
-                load_local_image(provider, ctx.removeprefix(provider + "-"), image)
-                return
+        parsed = parse_context(ctx)
+        if parsed and shutil.which(parsed[0]):
+            providers.get(parsed[0]).load_image(parsed[1], image)
+            return
         raise NotFoundError(
             f"cannot load {image} into context {ctx!r}: not a kind or k3d cluster",
             hint="this case needs a local image in the nodes; run it on a floxk up cluster",
@@ -142,9 +131,9 @@ def make_manager(
         manager = FloxkExistingManager(None, None, copy)
         manager.context = current_context(copy)
         return manager
-    if provider not in ("kind", "k3d"):
+    if provider not in PROVIDERS:
         raise ConfigError(f"unknown provider {provider!r}", hint=f"use one of {PROVIDERS}")
-    cls = FloxkKindManager if provider == "kind" else FloxkK3dManager
+    cls = {"kind": FloxkKindManager, "k3d": FloxkK3dManager}[provider]
     manager = cls(name, None, private_kubeconfig())
     manager.workers, manager.base_image = workers, base_image
     manager.timeout, manager.progress = timeout, progress

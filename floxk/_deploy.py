@@ -24,9 +24,8 @@ import hashlib
 import re
 import shutil
 import tempfile
-import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,8 @@ from typing import Any
 from floxk._cluster import debs as debian
 from floxk._cluster import kube
 from floxk._cluster.spec import cache_dir
+from floxk._proc import call
 from shim.core.errors import ConfigError, NotFoundError
-from shim.core.proc import run
 
 NAMESPACE = "floxk-system"
 INSTALLER = "floxk-installer"
@@ -98,7 +97,7 @@ def packages_index(debs: list[Path]) -> str:
     """A flat apt repository's Packages file for debs lying beside it."""
     stanzas = []
     for deb in debs:
-        control = run(["dpkg-deb", "-f", str(deb)]).rstrip("\n")
+        control = call(["dpkg-deb", "-f", str(deb)]).stdout.rstrip("\n")
         data = deb.read_bytes()
         stanzas.append(
             f"{control}\nFilename: ./{deb.name}\nSize: {len(data)}\n"
@@ -170,7 +169,7 @@ def write_context(
     rootfs = dest / "rootfs"
     rootfs.mkdir(parents=True)
     for deb in agent_debs:  # unpacked, no maintainer scripts: python3 and nsenter need none
-        run(["dpkg-deb", "-x", str(deb), str(rootfs)])
+        call(["dpkg-deb", "-x", str(deb), str(rootfs)])
     merge_usr(rootfs)
     payload = dest / "payload"
     host = payload / "host"
@@ -333,7 +332,7 @@ def chart_values(
 
 
 def render(
-    values: dict[str, Any] | None = None, *, value_files: list[Path] = (),
+    values: dict[str, Any] | None = None, *, value_files: Sequence[Path] = (),
     namespace: str = NAMESPACE,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """`helm template` of the chart: every object, hooks included, in helm's install order."""
@@ -347,8 +346,10 @@ def render(
         argv = [find_helm(), "template", "floxk-node", str(chart_dir()), "--namespace", namespace]
         for f in value_files:
             argv += ["--values", str(f)]
-        out = run([*argv, "--values", str(vfile)],
-                  hint="the chart refused these values; the message above says which")  # fmt: skip
+        out = call(
+            [*argv, "--values", str(vfile)],
+            hint="the chart refused these values; the message above says which",
+        ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -366,7 +367,7 @@ def deploy_objects(
 
 def manifests(
     image: str | None = None, *, all_nodes: bool = False, node_toml: str | None = None,
-    value_files: list[Path] = (), namespace: str = NAMESPACE, uninstall: bool = False,
+    value_files: Sequence[Path] = (), namespace: str = NAMESPACE, uninstall: bool = False,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Plain objects for kubectl/GitOps: the install objects, or (uninstall) the hook that
     takes the runtime off every node (apply it, wait for Job floxk-uninstall, then delete
@@ -387,19 +388,7 @@ def manifests(
 # --- the cluster --------------------------------------------------------------------------
 
 
-def api_client(kubeconfig: Path | None, context: str | None):
-    from kubernetes import config
-    from kubernetes.config.config_exception import ConfigException
-
-    try:
-        return config.new_client_from_config(
-            config_file=str(kubeconfig) if kubeconfig else None, context=context
-        )
-    except (ConfigException, FileNotFoundError) as e:
-        raise NotFoundError(
-            f"no usable kubeconfig{f' context {context!r}' if context else ''}: {e}",
-            hint="pass --kubeconfig and/or --context of the cluster to deploy to",
-        ) from e
+API_HINT = "pass --kubeconfig and/or --context of the cluster to deploy to"
 
 
 @dataclass
@@ -437,16 +426,17 @@ class DeployResult:
 def node_states(api) -> dict[str, NodeState]:
     from kubernetes import client
 
-    out = {}
-    for n in client.CoreV1Api(api).list_node().items:
-        labels = n.metadata.labels or {}
-        out[n.metadata.name] = NodeState(
-            name=n.metadata.name,
-            state=labels.get(STATE_LABEL),
-            message=(n.metadata.annotations or {}).get(MESSAGE_ANNOTATION),
-            os_image=n.status.node_info.os_image if n.status.node_info else "",
-        )
-    return out
+    return {n.metadata.name: node_state(n) for n in client.CoreV1Api(api).list_node().items}
+
+
+def node_state(n) -> NodeState:
+    """Where the installer stands on a node (a V1Node), from its label and annotation."""
+    return NodeState(
+        name=n.metadata.name,
+        state=(n.metadata.labels or {}).get(STATE_LABEL),
+        message=(n.metadata.annotations or {}).get(MESSAGE_ANNOTATION),
+        os_image=n.status.node_info.os_image if n.status.node_info else "",
+    )
 
 
 def _label(api, name: str, labels: dict[str, str | None]) -> None:
@@ -460,30 +450,28 @@ def _label(api, name: str, labels: dict[str, str | None]) -> None:
 def _wait(
     api, names: list[str], done: Callable[[NodeState], bool], *, timeout: float, say: Progress
 ) -> list[NodeState]:
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        states = node_states(api)
-        current = [states.get(n, NodeState(n, None)) for n in names]
+    from kubernetes import client
+
+    last = summary = None
+    for nodes in kube.watching(client.CoreV1Api(api).list_node, timeout=timeout):
+        current = [node_state(nodes[n]) if n in nodes else NodeState(n, None) for n in names]
         summary = ", ".join(f"{s.name}={s.state or '-'}" for s in current)
         if summary != last:
             say(f"nodes: {summary}")
             last = summary
         if all(done(s) for s in current):
             return current
-        if time.monotonic() > deadline:
-            raise kube.WaitTimeout(
-                f"nodes not done after {timeout:.0f} s: {summary}",
-                hint=f"kubectl -n {NAMESPACE} logs -l app.kubernetes.io/part-of=floxk shows the agent",
-            )
-        time.sleep(2)
+    raise kube.WaitTimeout(
+        f"nodes not done after {timeout:.0f} s: {summary}",
+        hint=f"kubectl -n {NAMESPACE} logs -l app.kubernetes.io/part-of=floxk shows the agent",
+    )
 
 
 def _load_into_kind(cluster: str, tag: str, say: Progress) -> None:
-    from floxk._cluster import kind
+    from floxk._cluster import provider as providers
 
     say(f"loading {tag} into kind cluster {cluster}")
-    kind.load_image(cluster, tag)
+    providers.get("kind").load_image(cluster, tag)
 
 
 def deploy(

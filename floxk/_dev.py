@@ -138,7 +138,7 @@ class Watched:
         return list(dict.fromkeys(roots))
 
     def wants(self, path: str | Path) -> bool:
-        return self.classify([path])
+        return bool(self.classify([path]))
 
     def classify(self, paths: Iterable[str | Path]) -> Change:
         env = manifests = False
@@ -637,8 +637,10 @@ class _LogTail:
     def select(self, objects: list[applying.Planned]) -> None:
         from kubernetes import client
 
-        selectors = []
+        selectors: list[tuple[str, dict[str, str] | None, str | None]] = []
         for o in objects:
+            if o.namespace is None:
+                continue  # cluster-scoped: runs no pods
             if o.kind == "Pod":
                 selectors.append((o.namespace, None, o.name))
             elif o.kind == "Job":

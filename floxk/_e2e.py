@@ -15,16 +15,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pytest import ExitCode
+
 import e2e
+from floxk._cluster import provider as cluster_providers
+from floxk._cluster.constants import DEFAULT_E2E_CLUSTER_NAME
+from floxk._exit import ExitStatus
+from floxk._proc import call
 from shim.core.errors import ConfigError, FloxkError, NotFoundError
-from shim.core.proc import stream
 
 E2E_DIR = Path(e2e.__file__).resolve().parent
 CASES_DIR = E2E_DIR / "cases"
-PROVIDERS = ("kind", "k3d", "existing")
+# kind and k3d clusters made by `floxk up`, or the kubeconfig's current context as it is.
+PROVIDERS = (*cluster_providers.NAMES, "existing")
 RESULTS = ("passed", "failed", "error", "skipped", "not run")
-# pytest's own exit codes (pytest.ExitCode) that are not "the cases ran".
-_PYTEST_INTERRUPTED, _PYTEST_INTERNAL, _PYTEST_USAGE, _PYTEST_NO_TESTS = 2, 3, 4, 5
+# pytest's own exit codes that are not "the cases ran": passed on as floxk's exit code.
+_PYTEST_TROUBLE = (ExitCode.INTERRUPTED, ExitCode.INTERNAL_ERROR, ExitCode.USAGE_ERROR)
 _INI = """\
 [pytest]
 addopts =
@@ -71,7 +77,7 @@ def pytest_argv(
 def run_suite(
     *,
     provider: str = "kind",
-    name: str = "floxk-e2e",
+    name: str = DEFAULT_E2E_CLUSTER_NAME,
     kubeconfig: Path | None = None,
     keep: bool = False,
     select: str | None = None,
@@ -109,7 +115,8 @@ def run_suite(
             base_image=base_image,
             timeout=timeout,
         )
-        code, tail = stream(argv, say, cwd=tmp)
+        proc = call(argv, say=say, check=False, cwd=tmp)
+        code, tail = proc.returncode, proc.stdout.splitlines()
         data = json.loads(report.read_text()) if report.is_file() else None
     if data is None:
         raise FloxkError(
@@ -127,7 +134,7 @@ def summarize(
     if error:
         raise FloxkError(error["message"], hint=error.get("hint"))
     cases = data.get("cases", [])
-    if pytest_exit == _PYTEST_NO_TESTS or not cases:
+    if pytest_exit == ExitCode.NO_TESTS_COLLECTED or not cases:
         raise NotFoundError(
             f"no case matches -k {select!r}" if select else "the suite has no cases",
             hint="floxk e2e -o json lists the cases' names in a full run; -k takes pytest's syntax",
@@ -135,10 +142,10 @@ def summarize(
     counts = {r: sum(1 for c in cases if c["result"] == r) for r in RESULTS}
     bad = counts["failed"] + counts["error"]
     suite = data.get("suite", {})
-    if pytest_exit in (_PYTEST_INTERRUPTED, _PYTEST_INTERNAL, _PYTEST_USAGE):
-        exit_code = pytest_exit  # pytest's own trouble, not the cases' verdict
+    if pytest_exit in _PYTEST_TROUBLE:
+        exit_code = int(pytest_exit)  # pytest's own trouble, not the cases' verdict
     else:
-        exit_code = min(bad + counts["not run"], 1)
+        exit_code = ExitStatus.FAILURE if bad + counts["not run"] else ExitStatus.OK
     seconds = sum(c["seconds"] for c in cases)
     seconds += suite.get("setup_seconds", 0) + suite.get("teardown_seconds", 0)
     return {

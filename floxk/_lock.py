@@ -84,7 +84,7 @@ def lock_environment(
             found = _evaluate(
                 source,
                 system,
-                {i: _catalog_candidates(wanted[i].pkg_path, system) for i in catalog_ids},
+                {i: _catalog_candidates(_pkg_path(wanted[i]), system) for i in catalog_ids},
             )
             for install_id in catalog_ids:
                 packages.append(
@@ -92,7 +92,7 @@ def lock_environment(
                 )
         for install_id, descriptor in wanted.items():
             if descriptor.kind == "flake":
-                url, _, fragment = descriptor.flake.partition("#")
+                url, _, fragment = _flake_ref(descriptor).partition("#")
                 source = flake(url)
                 found = _evaluate(source, system, {install_id: _flake_candidates(fragment, system)})
                 packages.append(_flake_entry(descriptor, found[install_id], source, system))
@@ -203,6 +203,16 @@ def _evaluate(
 
 def _nix_list(paths: list[list[str]]) -> str:
     return "[ " + " ".join("[ " + " ".join(map(nix.nix_string, p)) + " ]" for p in paths) + " ]"
+
+
+def _pkg_path(d: InstallDescriptor) -> str:
+    assert d.pkg_path is not None, "the model gives every catalog descriptor a pkg-path"
+    return d.pkg_path
+
+
+def _flake_ref(d: InstallDescriptor) -> str:
+    assert d.flake is not None, "the model gives every flake descriptor its flake"
+    return d.flake
 
 
 def _catalog_candidates(pkg_path: str, system: str) -> list[list[str]]:

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import shim
+from floxk._proc import call
 from shim import install as node_install
-from shim.core.proc import run
 
 SHIM_DIR = Path(shim.__file__).resolve().parent
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
@@ -245,7 +245,7 @@ def build_deb(out: Path, *, python: str = "/usr/bin/python3") -> PackageResult:
         _normalize_tree(root)
         deb = out / f"{DEB_PACKAGE}_{shim.__version__}_all.deb"
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH)}
-        run(
+        call(
             ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(deb)],
             env=env,
             hint="dpkg-deb comes with dpkg (Debian/Ubuntu); install dpkg elsewhere",

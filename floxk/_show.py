@@ -5,7 +5,6 @@ The dict returned is the JSON a script reads (`-o json`); its keys are stable.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,7 @@ from shim.core.model import (
     load_lock,
     load_manifest,
 )
-
-REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[0-9]+)?$")
+from shim.core.names import split_env_ref
 
 # Sections whose difference between manifest.toml and the lock's copy means a stale lock.
 _LOCKED_SECTIONS = ("install", "vars", "hook", "profile", "options")
@@ -31,7 +29,7 @@ def describe(target: str, *, hub: str | None = None) -> dict[str, Any]:
     path = Path(target)
     if path.is_dir():
         return describe_dir(path)
-    if not REF_RE.match(target):
+    if split_env_ref(target) is None:  # the one ref grammar (pod annotations, the hub)
         raise NotFoundError(
             f"{target} is neither an environment directory nor a hub ref",
             hint="give a directory holding manifest.toml, or OWNER/NAME[:GENERATION]",

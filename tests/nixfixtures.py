@@ -22,6 +22,11 @@ Fixtures (stable interface, used by tests/env, tests/shim and tests/cri):
       is "OWNER/NAME" or just "NAME" (owner "test"). Publishing the same name again makes a
       new generation.
 
+Helpers (plain functions):
+
+  publisher(catalog_ref, signed_cache, workdir) -> publish(name, manifest_text) -> str
+      publish_env against another catalog (e.g. one built from a busybox of the test's own).
+
 Plain helpers without pytest (key pairs, run_with_store) are in testkit/nix.py.
 """
 
@@ -74,19 +79,25 @@ def signed_cache(tmp_path_factory) -> SignedCache:
 
 @pytest.fixture(scope="session")
 def publish_env(catalog_flake, signed_cache, tmp_path_factory) -> Callable[[str, str], str]:
+    return publisher(f"path:{catalog_flake}", signed_cache, tmp_path_factory.getbasetemp())
+
+
+def publisher(catalog: str, cache: SignedCache, workdir: Path) -> Callable[[str, str], str]:
+    """publish(name, manifest_text) -> ref, locking against `catalog` (a flake ref) and
+    pushing signed to `cache`: what publish_env does, for a catalog of a test's own."""
     from floxk._lock import lock_environment
     from floxk._push import push_environment
 
     def publish(name: str, manifest_text: str) -> str:
         full = name if "/" in name else f"test/{name}"
-        directory = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp(), prefix="env-"))
+        directory = Path(tempfile.mkdtemp(dir=workdir, prefix="env-"))
         (directory / "manifest.toml").write_text(manifest_text)
-        lock_environment(directory, catalog=f"path:{catalog_flake}")
+        lock_environment(directory, catalog=catalog)
         result = push_environment(
             directory,
-            to=signed_cache.url,
+            to=cache.url,
             name=full,
-            signing_key=signed_cache.secret_key_file,
+            signing_key=cache.secret_key_file,
         )
         return result.ref
 

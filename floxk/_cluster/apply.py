@@ -255,7 +255,8 @@ def apply(
     namespaces = [o for o in p.objects if o.kind == "Namespace"]
     rest = [o for o in p.objects if o.kind != "Namespace"]
     done += [_apply_one(api, client, o, force=force, say=say) for o in namespaces]
-    for ns in sorted({o.namespace for o in rest if o.kind == "Pod"} & set(p.absent_namespaces)):
+    pod_namespaces = {o.namespace for o in rest if o.kind == "Pod" and o.namespace}
+    for ns in sorted(pod_namespaces & set(p.absent_namespaces)):
         # A new namespace refuses pods until its default ServiceAccount exists.
         wait_default_service_account(api, ns)
     for o in rest:
@@ -294,19 +295,19 @@ def _current(client, o: Planned) -> str | None:
 
 
 def wait_default_service_account(api, ns: str, timeout: float = 60) -> None:
-    from kubernetes import client, watch
+    """Pods are refused in a namespace until its default ServiceAccount exists."""
+    from kubernetes import client
 
     core = client.CoreV1Api(api)
-    w = watch.Watch()
     with kube.calls(f"waiting for the default ServiceAccount of {ns}"):
-        for _ in w.stream(
+        for accounts in kube.watching(
             core.list_namespaced_service_account,
             ns,
             field_selector="metadata.name=default",
-            timeout_seconds=int(timeout),
+            timeout=timeout,
         ):
-            w.stop()
-            return
+            if "default" in accounts:
+                return
     raise kube.WaitTimeout(
         f"namespace {ns} has no default ServiceAccount after {timeout:.0f} s",
         hint="kube-controller-manager creates it: `kubectl get pods -n kube-system`",
@@ -622,7 +623,7 @@ class _Streams:
         rv = None
         while not self._stop.is_set():
             try:
-                extra = {"resource_version": rv} if rv else {}
+                extra: dict[str, str] = {"resource_version": rv} if rv else {}
                 for ev in w.stream(
                     list_fn, *args, timeout_seconds=30, _request_timeout=60, **kwargs, **extra
                 ):
@@ -743,6 +744,7 @@ def follow(
                 if type_ == "error":
                     err = kube.translate(obj, f"watching {key[0]} in {key[1]}")
                     raise err or obj
+                cache: dict[Any, Any]
                 if key[0] == "Pod":
                     cache, name = pod_cache[key[1]], obj.metadata.name
                 elif key[0] == "ReplicaSet*":

@@ -12,8 +12,8 @@ import os
 import re
 from pathlib import Path
 
+from floxk._proc import call
 from shim.core.errors import ConfigError
-from shim.core.proc import run
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
@@ -41,7 +41,7 @@ def os_release_codename(os_release: str) -> str:
 
 def host_mirror() -> str:
     """The Debian archive URI the host's apt already uses (never a hard-coded host)."""
-    out = run(["apt-get", "indextargets", "--format", "$(REPO_URI) $(RELEASE)"])
+    out = call(["apt-get", "indextargets", "--format", "$(REPO_URI) $(RELEASE)"]).stdout
     for line in out.splitlines():
         uri, _, release = line.partition(" ")
         # The main archive (not -security, -updates, -backports) serves every release.
@@ -75,8 +75,8 @@ def download(
         *("-o", "Debug::NoLocking=1"),
     ]
     hint = "node packages come from Debian's archive: check the host's apt can reach it"
-    run(["apt-get", *opts, "update", "-qq"], hint=hint)
-    run(
+    call(["apt-get", *opts, "update", "-qq"], hint=hint)
+    call(
         ["apt-get", *opts, "install", "-y", "-qq", "--download-only", "--no-install-recommends"]
         + packages,
         hint=hint,

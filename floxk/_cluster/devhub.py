@@ -22,7 +22,7 @@ def current_dev_hub(context: str | None = None) -> DevHub:
     context = context or kube.current_context()
     parsed = parse_context(context)
     files = cluster_files(*parsed) if parsed else None
-    if files is None or not files.secret_key.exists():
+    if context is None or files is None or not files.secret_key.exists():
         raise NotFoundError(
             f"no floxk dev cluster for the current context ({context or 'none'})",
             hint="create one with `floxk up`, or pass --to URL (and --signing-key) explicitly",

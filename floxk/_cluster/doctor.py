@@ -9,7 +9,9 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from floxk._cluster import k3d, kind, kube, nodecheck, nodeimage
+from floxk._cluster import kube, nodecheck, nodeimage
+from floxk._cluster import provider as providers
+from floxk._cluster.constants import FLOX_NODE_LABEL
 from floxk._cluster.spec import parse_context
 
 
@@ -90,13 +92,13 @@ def cluster_checks(context: str | None = None) -> list[dict[str, Any]]:
             not unlabelled,
             f"unlabelled: {', '.join(unlabelled)}"
             if unlabelled
-            else f"{len(nodes)} node(s) flox.dev/enabled=true",
-            "kubectl label node NODE flox.dev/enabled=true",
+            else f"{len(nodes)} node(s) {FLOX_NODE_LABEL}=true",
+            f"kubectl label node NODE {FLOX_NODE_LABEL}=true",
         )
     )
     try:
         client = nodeimage.docker_client()
-        containers = (kind if provider == "kind" else k3d).node_containers(name)
+        containers = providers.get(provider).node_containers(name)
     except Exception as e:
         return checks + [
             _check("nodes", False, str(e).splitlines()[0], "floxk doctor needs docker")

@@ -21,9 +21,12 @@ from typing import Any
 import yaml
 
 from floxk._cluster import nodeimage
-from floxk._cluster.kube import FLOX_NODE_LABEL, runtime_class
+from floxk._cluster.constants import FLOX_NODE_LABEL
+from floxk._cluster.kube import runtime_class
+from floxk._cluster.provider import Provider
 from floxk._cluster.spec import ClusterSpec
-from shim.core.proc import run
+from floxk._proc import call
+from shim.core.errors import FloxkError
 
 K3D_API = "k3d.io/v1alpha5"
 K3S_RUNC = "/var/lib/rancher/k3s/data/current/bin/runc"
@@ -102,34 +105,52 @@ def config_yaml(spec: ClusterSpec, *, runtime_class_file: str) -> str:
     )
 
 
-def clusters() -> list[str]:
-    out = run(["k3d", "cluster", "list", "-o", "json"], hint="install k3d (k3d.io)")
-    return [c["name"] for c in json.loads(out or "[]")]
+class K3d(Provider):
+    """Clusters made by the k3d CLI: artifacts only, creation refused (see the docstring)."""
+
+    name = "k3d"
+
+    def check_create(self) -> None:
+        raise FloxkError(
+            "k3d clusters are not created by this floxk yet: its node image needs a k3s binary "
+            "and no k3s could be tested here",
+            hint="use --provider kind; docs/clusters.md describes the k3d design and its files",
+        )
+
+    def node_count(self, spec: ClusterSpec) -> int:
+        return 1 + spec.workers
+
+    def create(self, spec: ClusterSpec, config_dir: Path, *, wait_seconds: int | None) -> None:
+        self.check_create()
+        runtime_class_file = config_dir / "runtimeclass.yaml"
+        runtime_class_file.write_text(runtime_class_manifest())
+        config_path = config_dir / "k3d.yaml"
+        config_path.write_text(config_yaml(spec, runtime_class_file=str(runtime_class_file)))
+        argv = ["k3d", "cluster", "create", "--config", str(config_path)]
+        if wait_seconds:
+            argv += ["--wait", "--timeout", f"{wait_seconds}s"]
+        call(argv, hint="k3d support is untested against a real k3s here: see docs/clusters.md")
+
+    def delete(self, name: str) -> None:
+        call(["k3d", "cluster", "delete", name])
+
+    def clusters(self) -> list[str]:
+        out = call(["k3d", "cluster", "list", "-o", "json"], hint="install k3d (k3d.io)").stdout
+        return [c["name"] for c in json.loads(out or "[]")]
+
+    def node_containers(self, name: str) -> list[str]:
+        out = call(["k3d", "node", "list", "-o", "json"]).stdout
+        return sorted(
+            n["name"]
+            for n in json.loads(out or "[]")
+            if n.get("runtimeLabels", {}).get("k3d.cluster") == name
+        )
+
+    def load_image(self, name: str, image: str) -> None:
+        call(["k3d", "image", "import", image, "--cluster", name])
+
+    def kubeconfig(self, name: str) -> str:
+        return call(["k3d", "kubeconfig", "get", name]).stdout
 
 
-def exists(name: str) -> bool:
-    return name in clusters()
-
-
-def create(config_path: str, *, wait_seconds: int | None) -> None:
-    argv = ["k3d", "cluster", "create", "--config", config_path]
-    if wait_seconds:
-        argv += ["--wait", "--timeout", f"{wait_seconds}s"]
-    run(argv, hint="k3d support is untested against a real k3s here: see docs/clusters.md")
-
-
-def delete(name: str) -> None:
-    run(["k3d", "cluster", "delete", name])
-
-
-def node_containers(name: str) -> list[str]:
-    out = run(["k3d", "node", "list", "-o", "json"])
-    return sorted(
-        n["name"]
-        for n in json.loads(out or "[]")
-        if n.get("runtimeLabels", {}).get("k3d.cluster") == name
-    )
-
-
-def load_image(name: str, image: str) -> None:
-    run(["k3d", "image", "import", image, "--cluster", name])
+PROVIDER = K3d()

@@ -17,12 +17,13 @@ from typing import Any
 import yaml
 
 from floxk._cluster import nodeimage
+from floxk._cluster.constants import FLOX_NODE_LABEL
+from floxk._cluster.provider import Provider
 from floxk._cluster.spec import ClusterSpec
+from floxk._proc import call
 from shim.core.errors import CommandError, ConfigError, NotFoundError
-from shim.core.proc import run
 
 KIND_API = "kind.x-k8s.io/v1alpha4"
-FLOX_NODE_LABEL = "flox.dev/enabled"
 NODE_ROLES = ("control-plane", "worker")
 
 
@@ -169,38 +170,52 @@ def config_yaml(spec: ClusterSpec) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
-def clusters() -> list[str]:
-    # kind is on PATH here (callers check); it fails when it cannot reach Docker.
-    out = run(
-        ["kind", "get", "clusters"],
-        hint="kind lists clusters through Docker: check that the Docker Engine runs (`docker info`)",
-    )
-    return [line.strip() for line in out.splitlines() if line.strip()]
+class Kind(Provider):
+    """Clusters made by the kind CLI (kind is on PATH here: callers check)."""
+
+    name = "kind"
+
+    def check_create(self) -> None:
+        pass
+
+    def node_count(self, spec: ClusterSpec) -> int:
+        return len(render_config(spec)["nodes"])
+
+    def create(self, spec: ClusterSpec, config_dir: Path, *, wait_seconds: int | None) -> None:
+        config_path = config_dir / "kind.yaml"
+        config_path.write_text(config_yaml(spec))
+        argv = ["kind", "create", "cluster", "--name", spec.name, "--config", str(config_path)]
+        if wait_seconds:
+            argv += ["--wait", f"{wait_seconds}s"]
+        call(argv, hint="see kind's output above; `floxk doctor` checks the tools and the host")
+
+    def delete(self, name: str) -> None:
+        call(["kind", "delete", "cluster", "--name", name])
+
+    def clusters(self) -> list[str]:
+        # kind fails when it cannot reach Docker.
+        out = call(
+            ["kind", "get", "clusters"],
+            hint="kind lists clusters through Docker: check that the Docker Engine runs "
+            "(`docker info`)",
+        ).stdout
+        return [line.strip() for line in out.splitlines() if line.strip()]
+
+    def node_containers(self, name: str) -> list[str]:
+        out = call(["kind", "get", "nodes", "--name", name]).stdout
+        return sorted(line.strip() for line in out.splitlines() if line.strip())
+
+    def load_image(self, name: str, image: str) -> None:
+        try:
+            call(["kind", "load", "docker-image", image, "--name", name])
+        except CommandError as e:
+            e.hint = (
+                "kind load needs ctr in the node image and the image in the local Docker Engine"
+            )
+            raise
+
+    def kubeconfig(self, name: str) -> str:
+        return call(["kind", "get", "kubeconfig", "--name", name]).stdout
 
 
-def exists(name: str) -> bool:
-    return name in clusters()
-
-
-def create(spec: ClusterSpec, config_path: str, *, wait_seconds: int | None) -> None:
-    argv = ["kind", "create", "cluster", "--name", spec.name, "--config", config_path]
-    if wait_seconds:
-        argv += ["--wait", f"{wait_seconds}s"]
-    run(argv, hint="see kind's output above; `floxk doctor` checks the tools and the host")
-
-
-def delete(name: str) -> None:
-    run(["kind", "delete", "cluster", "--name", name])
-
-
-def node_containers(name: str) -> list[str]:
-    out = run(["kind", "get", "nodes", "--name", name])
-    return sorted(line.strip() for line in out.splitlines() if line.strip())
-
-
-def load_image(name: str, image: str) -> None:
-    try:
-        run(["kind", "load", "docker-image", image, "--name", name])
-    except CommandError as e:
-        e.hint = "kind load needs ctr in the node image and the image in the local Docker Engine"
-        raise
+PROVIDER = Kind()

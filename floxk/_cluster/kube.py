@@ -7,16 +7,16 @@ Everything floxk creates is server-side applied with field manager "floxk", so a
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from floxk._cluster.constants import FIELD_MANAGER, FLOX_NODE_LABEL, RUNTIME_CLASS
+from floxk._exit import ExitStatus
 from shim.core.errors import FloxkError, NotFoundError
 
-FIELD_MANAGER = "floxk"
-RUNTIME_CLASS = "flox"
-FLOX_NODE_LABEL = "flox.dev/enabled"
 STATE_NAMESPACE = "kube-system"
 STATE_CONFIGMAP = "floxk-cluster"
 
@@ -30,7 +30,7 @@ NO_RUNTIME_HINT = (
 class WaitTimeout(FloxkError):
     """Waiting for the cluster took longer than allowed."""
 
-    exit_code = 5
+    exit_code = ExitStatus.TIMEOUT
 
 
 class KubeError(FloxkError):
@@ -47,7 +47,7 @@ class KubeError(FloxkError):
         super().__init__(message, hint=hint)
         self.status = status
         self.reason = reason  # the Status reason: NotFound, AlreadyExists, Conflict, Invalid...
-        self.exit_code = 3 if status == 404 else 1
+        self.exit_code = ExitStatus.NOT_FOUND if status == 404 else ExitStatus.FAILURE
 
 
 def _status_of(e) -> tuple[str, str | None, dict[str, Any]]:
@@ -191,11 +191,20 @@ def calls(what: str) -> Iterator[None]:
         raise err from e
 
 
-def api_client(context: str, *, config_file: str | None = None):
-    """A kubernetes ApiClient for a kubeconfig context (KUBECONFIG or ~/.kube/config)."""
+def api_client(
+    context: str | None,
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    hint: str = "create the cluster with `floxk up` (or pass --name of an existing one)",
+):
+    """The one way floxk builds a kubernetes ApiClient: for a kubeconfig context (None or
+    "": the current one) of config_file (default KUBECONFIG, else ~/.kube/config). A
+    context that is not there is a NotFoundError with `hint`; one whose credentials cannot
+    be loaded a KubeError."""
     from kubernetes import config
     from kubernetes.config.config_exception import ConfigException
 
+    config_file = os.fspath(config_file) if config_file else None
     try:
         return config.new_client_from_config(
             config_file=config_file or _kubeconfig_file(), context=context or None
@@ -211,8 +220,8 @@ def api_client(context: str, *, config_file: str | None = None):
                 "cluster `kind export kubeconfig --name NAME`",
             ) from e
         raise NotFoundError(
-            f"no kubeconfig context {context!r}: {e}",
-            hint="create the cluster with `floxk up` (or pass --name of an existing one)",
+            f"no kubeconfig context {context!r}: {e}" if context else f"no usable kubeconfig: {e}",
+            hint=hint,
         ) from e
 
 
@@ -240,8 +249,6 @@ def current_context() -> str | None:
 
 def _kubeconfig_file() -> str | None:
     """KUBECONFIG as it is now (the client reads it once, at import), None: ~/.kube/config."""
-    import os
-
     return os.environ.get("KUBECONFIG") or None
 
 
@@ -374,19 +381,19 @@ def recorded_spec_digest(api) -> str | None:
 def node_summaries(api) -> list[dict[str, Any]]:
     from kubernetes import client
 
-    out = []
-    for n in client.CoreV1Api(api).list_node().items:
-        ready = next((c.status for c in n.status.conditions or [] if c.type == "Ready"), "Unknown")
-        out.append(
-            {
-                "name": n.metadata.name,
-                "ready": ready == "True",
-                "flox_label": (n.metadata.labels or {}).get(FLOX_NODE_LABEL) == "true",
-                "kubelet": n.status.node_info.kubelet_version,
-                "container_runtime": n.status.node_info.container_runtime_version,
-            }
-        )
-    return out
+    return [node_summary(n) for n in client.CoreV1Api(api).list_node().items]
+
+
+def node_summary(n) -> dict[str, Any]:
+    """What floxk shows of a node (a V1Node)."""
+    ready = next((c.status for c in n.status.conditions or [] if c.type == "Ready"), "Unknown")
+    return {
+        "name": n.metadata.name,
+        "ready": ready == "True",
+        "flox_label": (n.metadata.labels or {}).get(FLOX_NODE_LABEL) == "true",
+        "kubelet": n.status.node_info.kubelet_version,
+        "container_runtime": n.status.node_info.container_runtime_version,
+    }
 
 
 def has_runtime_class(api) -> bool:
@@ -402,6 +409,68 @@ def has_runtime_class(api) -> bool:
     return rc.handler == RUNTIME_CLASS
 
 
+def watching(
+    list_call: Callable[..., Any],
+    *args: Any,
+    timeout: float,
+    resync: float | None = None,
+    **selectors: Any,
+) -> Iterator[dict[str, Any]]:
+    """The one way floxk waits on a cluster: the objects a list call returns ({name:
+    object}, one namespace or cluster-scoped), kept current by the kubernetes client's
+    watch. Yields that map after the first list (always, even past the deadline), after
+    every change, and with `resync` also at least every `resync` seconds (for conditions
+    that look beyond these objects); returns when `timeout` seconds have passed. A waiter
+    is a loop over it that returns when its condition holds, and says why after the loop:
+
+        for pods in kube.watching(core.list_namespaced_pod, ns, timeout=60,
+                                  field_selector=f"metadata.name={name}"):
+            if name not in pods:
+                return
+        raise WaitTimeout(...)
+
+    A watch the server expired (410 Gone) is picked up again from a fresh list."""
+    from kubernetes import watch
+    from kubernetes.client.exceptions import ApiException
+
+    deadline = time.monotonic() + timeout
+    first = True
+    while first or time.monotonic() < deadline:
+        first = False
+        listing = list_call(*args, **selectors)
+        objects = {o.metadata.name: o for o in listing.items}
+        version = listing.metadata.resource_version
+        yield objects
+        while (left := deadline - time.monotonic()) > 0:
+            w = watch.Watch()
+            seconds = min(left, resync) if resync else left
+            try:
+                for event in w.stream(
+                    list_call,
+                    *args,
+                    resource_version=version,
+                    timeout_seconds=max(1, round(seconds)),
+                    **selectors,
+                ):
+                    obj = event["object"]
+                    version = obj.metadata.resource_version
+                    if event["type"] == "DELETED":
+                        objects.pop(obj.metadata.name, None)
+                    elif event["type"] in ("ADDED", "MODIFIED"):
+                        objects[obj.metadata.name] = obj
+                    else:
+                        continue
+                    yield objects
+            except ApiException as e:
+                if e.status != 410:
+                    raise
+                break  # expired: list again
+            finally:
+                w.stop()
+            if resync:
+                yield objects
+
+
 def wait_schedulable(api, *, timeout: float, progress: Callable[[str], None] | None = None) -> None:
     """Until a flox pod can be scheduled: every node Ready and labelled, RuntimeClass flox
     present, the default ServiceAccount created (pods are refused before it exists)."""
@@ -409,11 +478,12 @@ def wait_schedulable(api, *, timeout: float, progress: Callable[[str], None] | N
     from kubernetes.client.exceptions import ApiException
 
     say = progress or (lambda _m: None)
-    deadline = time.monotonic() + timeout
     core = client.CoreV1Api(api)
     last = ""
-    while True:
-        nodes = node_summaries(api)
+    problems: list[str] = []
+    # The nodes are watched; RuntimeClass and ServiceAccount are read on every pass.
+    for by_name in watching(core.list_node, timeout=timeout, resync=2):
+        nodes = [node_summary(n) for n in by_name.values()]
         waiting = [n["name"] for n in nodes if not (n["ready"] and n["flox_label"])]
         problems = []
         if not nodes or waiting:
@@ -429,9 +499,7 @@ def wait_schedulable(api, *, timeout: float, progress: Callable[[str], None] | N
         if problems[0] != last:
             say("waiting: " + "; ".join(problems))
             last = problems[0]
-        if time.monotonic() > deadline:
-            raise WaitTimeout(
-                f"cluster not ready for flox pods after {timeout:.0f} s: {'; '.join(problems)}",
-                hint="raise --timeout, or look at `kubectl get nodes` and `floxk doctor`",
-            )
-        time.sleep(2)
+    raise WaitTimeout(
+        f"cluster not ready for flox pods after {timeout:.0f} s: {'; '.join(problems)}",
+        hint="raise --timeout, or look at `kubectl get nodes` and `floxk doctor`",
+    )

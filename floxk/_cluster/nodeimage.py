@@ -44,6 +44,7 @@ IMAGE_REPO = "floxk.local/node"
 INPUTS_LABEL = "dev.floxk.node.inputs"
 SHIM_LABEL = "dev.floxk.shim.version"
 BASE_LABEL = "dev.floxk.node.base"
+BASE_ID_LABEL = "dev.floxk.node.base-id"  # the base's image id: part of the inputs digest
 
 Progress = Callable[[str], None]
 
@@ -123,7 +124,7 @@ def write_shim_payload(lib_dir: Path) -> str:
     try:
         from floxk._shimbuild import build_zipapps
     except ImportError:  # `floxk shim build` not in this checkout: same zipapps, made here
-        build_zipapps = _build_zipapps
+        build_zipapps = _build_zipapps  # type: ignore[assignment]  # the same two fields read
     result = build_zipapps(lib_dir)
     return f"{result.version} {result.source_digest[:16]}"
 
@@ -185,7 +186,12 @@ def write_context(
             h.update(f"{p.relative_to(dest).as_posix()} {p.stat().st_mode & 0o111:o}\n".encode())
             h.update(hashlib.sha256(p.read_bytes()).digest())
     key = h.hexdigest()
-    labels = {INPUTS_LABEL: key, SHIM_LABEL: shim_version, BASE_LABEL: base_image}
+    labels = {
+        INPUTS_LABEL: key,
+        SHIM_LABEL: shim_version,
+        BASE_LABEL: base_image,
+        BASE_ID_LABEL: base_id,
+    }
     (dest / "Dockerfile").write_text(
         render_dockerfile(base_image, with_debs=bool(debs), labels=labels)
     )
@@ -262,9 +268,13 @@ def build_node_image(
     except docker.errors.ImageNotFound as e:
         raise NotFoundError(
             f"base image {base_image} is not in the local Docker Engine",
-            hint="no registry is used: build it offline with `task kind:image`, or name a local "
-            "image with --base-image",
+            hint="leave --base-image out (floxk then uses kindest/node, pulled when missing, or "
+            "builds its own offline: `task kind:image`), or name a local image",
         ) from e
+    from floxk._cluster import kindimage
+
+    # floxk's layer goes on a kind node image, never on a floxk node image (twice layered).
+    kindimage.refuse_floxk_node(kindimage.local_of(base_image, base))
     debs = _node_debs(client, base_image, base.id, say)
     with tempfile.TemporaryDirectory(prefix="floxk-node-") as tmp:
         ctx = Path(tmp)

@@ -8,8 +8,7 @@ the flox.dev/environment annotation; whatever the author already wrote is kept.
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,11 @@ from typing import Any
 import yaml
 
 from floxk._cluster import kube
+from floxk._cluster.constants import STUB_IMAGE
 from shim.core import hub
+from shim.core.annotations import ENVIRONMENT as ENV_ANNOTATION
 from shim.core.errors import FloxkError, NotFoundError
 
-ENV_ANNOTATION = "flox.dev/environment"
-STUB_IMAGE = "flox/empty:1.0.0"
 # Waiting reasons after which a container will not start without a change.
 FATAL_WAITING = {
     "CreateContainerError",
@@ -81,7 +80,7 @@ class Document:
         return f"{self.kind} {ns + '/' if ns else ''}{self.name}"
 
 
-def manifest_files(paths: list[str | Path]) -> list[str]:
+def manifest_files(paths: Sequence[str | Path]) -> list[str]:
     """FILE, DIR (its *.yaml, *.yml, *.json, sorted; not recursive, like kubectl) or -."""
     out: list[str] = []
     for p in paths:
@@ -174,7 +173,7 @@ def _expand(data: Any, source: str, line: int) -> list[Document]:
     return [Document(body=data, source=source, line=line)]
 
 
-def read_documents(paths: list[str | Path], *, stdin: Any = None) -> list[Document]:
+def read_documents(paths: Sequence[str | Path], *, stdin: Any = None) -> list[Document]:
     """Every object of every file (FILE, DIR or - for stdin); an empty input is an error."""
     import sys
 
@@ -469,35 +468,27 @@ def follow(
     on_change: Callable[[PodState], None] | None = None,
 ) -> PodState:
     """Watch the pod until it is done (or, with until_started, until a container ran)."""
-    from kubernetes import client, watch
+    from kubernetes import client
 
     core = client.CoreV1Api(api)
-    deadline = time.monotonic() + timeout
     last = state = None
-    while (remaining := deadline - time.monotonic()) > 0:
-        w = watch.Watch()
-        with kube.calls(f"watching pod {ns}/{name}"):
-            for ev in w.stream(
-                core.list_namespaced_pod,
-                ns,
-                field_selector=f"metadata.name={name}",
-                timeout_seconds=max(1, int(remaining)),
-            ):
-                if ev["type"] == "DELETED":
-                    w.stop()
-                    raise FloxkError(
-                        f"pod {ns}/{name} was deleted while it was followed",
-                        hint="something else deleted it: `kubectl get events -n " + ns + "`",
-                    )
-                if ev["type"] not in ("ADDED", "MODIFIED"):
-                    continue
-                state = pod_state(ev["object"])
-                if on_change and state.summary != last:
-                    on_change(state)
-                    last = state.summary
-                if state.done or (until_started and state.started):
-                    w.stop()
-                    return state
+    with kube.calls(f"watching pod {ns}/{name}"):
+        for pods in kube.watching(
+            core.list_namespaced_pod, ns, field_selector=f"metadata.name={name}", timeout=timeout
+        ):
+            if name not in pods:
+                if state is None:
+                    continue  # not created yet
+                raise FloxkError(
+                    f"pod {ns}/{name} was deleted while it was followed",
+                    hint="something else deleted it: `kubectl get events -n " + ns + "`",
+                )
+            state = pod_state(pods[name])
+            if on_change and state.summary != last:
+                on_change(state)
+                last = state.summary
+            if state.done or (until_started and state.started):
+                return state
     raise kube.WaitTimeout(
         f"pod {ns}/{name} not done after {timeout:.0f} s ({state.summary if state else 'not seen'})",
         hint=f"kubectl describe pod -n {ns} {name}; raise --timeout",

@@ -16,13 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from floxk._cluster import provider as providers
+from floxk._cluster.constants import DEFAULT_K8S_VERSION
 from shim.core.errors import ConfigError
 
-PROVIDERS = ("kind", "k3d")
-DEFAULT_NAME = "floxk"
-# The newest supported line that runs here; clusters/kind/versions.env lists the first the
-# same (tests/cli checks). Others: `floxk up --k8s-version` (floxk/_cluster/kindimage.py).
-DEFAULT_K8S_VERSION = "v1.37.2"
 # kind and k3d name kubeconfig contexts <provider>-<cluster>.
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
 
@@ -48,10 +45,7 @@ class ClusterSpec:
 
     def __post_init__(self) -> None:
         validate_name(self.name)
-        if self.provider not in PROVIDERS:
-            raise ConfigError(
-                f"unknown provider {self.provider!r}", hint=f"use one of: {', '.join(PROVIDERS)}"
-            )
+        providers.check_name(self.provider)
         if self.workers < 0:
             raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
 
@@ -87,7 +81,7 @@ def context_name(provider: str, name: str) -> str:
 
 def parse_context(context: str | None) -> tuple[str, str] | None:
     """(provider, name) of a kind-N / k3d-N context; None for any other context."""
-    for provider in PROVIDERS:
+    for provider in providers.NAMES:
         prefix = provider + "-"
         if context and context.startswith(prefix) and len(context) > len(prefix):
             return provider, context[len(prefix) :]

@@ -16,27 +16,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from floxk._cluster import k3d, kind, kindimage, kube, nodecheck, nodeimage
+from floxk._cluster import kind, kindimage, kube, nodecheck, nodeimage
+from floxk._cluster import provider as providers
+from floxk._cluster.constants import DEFAULT_CLUSTER_NAME, STUB_IMAGE
 from floxk._cluster.spec import (
     DEFAULT_K8S_VERSION,
-    DEFAULT_NAME,
-    PROVIDERS,
     ClusterFiles,
     ClusterSpec,
     Mount,
     cluster_files,
     context_name,
 )
+from floxk._proc import call
 from shim.core import containerd as ctrd
 from shim.core.errors import FloxkError
-from shim.core.proc import run
 
-STUB_IMAGE = "flox/empty:1.0.0"  # Flox's stub image name: pods move between the two shims
 Progress = Callable[[str], None]
-
-
-def _provider(name: str):
-    return {"kind": kind, "k3d": k3d}[name]
 
 
 def ensure_files(provider: str, name: str) -> ClusterFiles:
@@ -45,7 +40,7 @@ def ensure_files(provider: str, name: str) -> ClusterFiles:
     files.hub.mkdir(parents=True, exist_ok=True)
     if not files.secret_key.exists():
         files.secret_key.parent.mkdir(parents=True, exist_ok=True)
-        run(
+        call(
             ["nix-store", "--generate-binary-cache-key", context_name(provider, name) + "-1"]
             + [str(files.secret_key), str(files.public_key)],
             hint="floxk signs what `floxk env push` sends to the dev hub with Nix",
@@ -112,6 +107,7 @@ def up(
     workers: int = 0,
     k8s_version: str = DEFAULT_K8S_VERSION,
     base_image: str | None = None,
+    base_source: str | None = None,
     wait: bool = True,
     timeout: float = 300,
     recreate: bool = False,
@@ -119,8 +115,10 @@ def up(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """config: the user's kind Cluster config (nodes, port mappings, mounts, networking
-    kept; floxk's image, label, mounts and containerd patch added to every node)."""
+    kept; floxk's image, label, mounts and containerd patch added to every node).
+    base_source: auto, upstream or offline (kindimage.py says how each picks the base)."""
     say = progress or (lambda _m: None)
+    source = kindimage.source_setting(base_source)  # a bad value fails before any work
     user_config = ""
     if config is not None:
         if provider != "kind":
@@ -131,23 +129,22 @@ def up(
                 hint="list the worker nodes in the config (nodes: - role: worker)",
             )
         data = kind.load_user_config(config, name=name)
-        name = name or data.get("name") or DEFAULT_NAME
+        name = name or data.get("name") or DEFAULT_CLUSTER_NAME
         workers = kind.node_counts(data)[1]
         user_config = kind.canonical(data)
-    name = name or DEFAULT_NAME
-    if provider not in PROVIDERS:
-        raise FloxkError(f"unknown provider {provider!r}", hint="use kind or k3d")
-    if provider == "k3d":
-        raise FloxkError(
-            "k3d clusters are not created by this floxk yet: its node image needs a k3s binary "
-            "and no k3s could be tested here",
-            hint="use --provider kind; docs/clusters.md describes the k3d design and its files",
-        )
-    prov = _provider(provider)
+    name = name or DEFAULT_CLUSTER_NAME
+    prov = providers.get(provider)
+    prov.check_create()
     client = nodeimage.docker_client()
     files = ensure_files(provider, name)
-    if base_image is None:
-        base_image = kindimage.ensure_base_image(client, k8s_version, progress=say)
+    # The kind base: upstream's (local or pulled), or floxk's offline build (kindimage.decide).
+    base_image, base = kindimage.ensure_base_image(
+        client,
+        k8s_version,
+        source=source,
+        given=base_image,
+        progress=say,
+    )
     image = nodeimage.build_node_image(base_image, client=client, progress=say)
     spec = build_spec(
         provider=provider,
@@ -167,6 +164,7 @@ def up(
         "spec_digest": digest,
         "node_image": image.tag,
         "node_image_built": image.built,
+        "base": base.to_dict(),
         "shim": image.shim_version,
         "hub": files.hub_url,
         "created": False,
@@ -188,13 +186,9 @@ def up(
             )
         say(f"deleting {spec.context} (--recreate)")
         prov.delete(name)
-    config_path = files.root / "kind.yaml"
-    config_path.write_text(kind.config_yaml(spec))
     files.spec_json.write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
-    say(
-        f"creating kind cluster {name} ({len(kind.render_config(spec)['nodes'])} node(s), image {image.tag})"
-    )
-    prov.create(spec, str(config_path), wait_seconds=int(timeout) if wait else None)
+    say(f"creating {provider} cluster {name} ({prov.node_count(spec)} node(s), image {image.tag})")
+    prov.create(spec, files.root, wait_seconds=int(timeout) if wait else None)
     result["created"] = result["changed"] = True
     say(f"loading {STUB_IMAGE} into the nodes")
     prov.load_image(name, ensure_stub_image(client))
@@ -207,11 +201,10 @@ def up(
     return result
 
 
-def down(*, provider: str = "kind", name: str = "floxk") -> dict[str, Any]:
+def down(*, provider: str = "kind", name: str = DEFAULT_CLUSTER_NAME) -> dict[str, Any]:
     """Delete the cluster; nothing there is fine (rm -f). The dev hub stays on disk."""
-    prov = _provider(provider)
-    tool = "kind" if provider == "kind" else "k3d"
-    if shutil.which(tool) is None or not prov.exists(name):
+    prov = providers.get(provider)
+    if shutil.which(prov.name) is None or not prov.exists(name):
         return {"provider": provider, "name": name, "deleted": False}
     prov.delete(name)
     return {"provider": provider, "name": name, "deleted": True}
@@ -222,10 +215,8 @@ def status(*, name: str | None = None, verbose: bool = False) -> list[dict[str, 
     verbose: also each node's `floxk-node stats` (environments, bytes, GC, realizations)."""
     out = []
     client = None
-    for provider in PROVIDERS:
-        if shutil.which(provider) is None:
-            continue
-        prov = _provider(provider)
+    for prov in providers.installed():
+        provider = prov.name
         for cluster in prov.clusters():
             if name and cluster != name:
                 continue

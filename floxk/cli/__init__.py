@@ -89,9 +89,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(ExitStatus.INTERRUPTED)
     except Exception as e:  # click usage errors and the like
         # Duck-typed: typer >= 0.16 raises its vendored click's exceptions, not click's.
-        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
-            e.show()
-            sys.exit(ExitStatus.USAGE if e.exit_code == 2 else ExitStatus.FAILURE)
+        show, code = getattr(e, "show", None), getattr(e, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            # 2 is click's own code for a usage error.
+            sys.exit(ExitStatus.USAGE if code == 2 else ExitStatus.FAILURE)
         # A Kubernetes client failure no core turned into a FloxkError: still no traceback.
         from floxk._cluster import kube
 

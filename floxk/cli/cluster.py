@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from floxk._cluster.spec import DEFAULT_K8S_VERSION
+from floxk._cluster.constants import DEFAULT_CLUSTER_NAME, DEFAULT_K8S_VERSION
 from floxk.cli._output import OutputFormat, console, err_console, print_json
 
 
@@ -41,13 +41,20 @@ def up(
     k8s_version: str = typer.Option(
         DEFAULT_K8S_VERSION,
         "--k8s-version",
-        help="Kubernetes version: kindest/node:VERSION, built offline when missing"
-        " (docs/kind-offline.md lists the lines).",
+        help="Kubernetes version: the kind node image kindest/node:VERSION (local, else "
+        "pulled, else floxk's offline build; docs/kind-offline.md lists the lines).",
     ),
     base_image: str | None = typer.Option(
         None,
         "--base-image",
-        help="Local kind node image to build FROM (default kindest/node:VERSION).",
+        help="kind node image to build FROM (pulled when not local). Default: see --base-source.",
+    ),
+    base_source: str | None = typer.Option(
+        None,
+        "--base-source",
+        help="Where the default base comes from: auto (a local kindest/node or offline build, "
+        "else a pull, else the offline build), upstream (local or pulled, never built), "
+        "offline (floxk's own build, never pulled). Env FLOXK_BASE_SOURCE.",
     ),
     wait: bool = typer.Option(
         True, "--wait/--no-wait", help="Wait until a flox pod can be scheduled."
@@ -67,6 +74,7 @@ def up(
         workers=workers,
         k8s_version=k8s_version,
         base_image=base_image,
+        base_source=base_source,
         wait=wait,
         timeout=timeout,
         recreate=recreate,
@@ -81,6 +89,7 @@ def up(
     if verbose or result["created"]:
         lines += [
             f"  node image  {result['node_image']} (shim {result['shim']})",
+            f"  kind base   {result['base']['image']} ({result['base']['source']})",
             f"  dev hub     {result['hub']}  (floxk env push DIR --name OWNER/NAME)",
             "  next        floxk run pod NAME --env OWNER/NAME -- CMD",
         ]
@@ -90,7 +99,7 @@ def up(
 
 def down(
     provider: str = typer.Option("kind", "--provider"),
-    name: str = typer.Option("floxk", "--name"),
+    name: str = typer.Option(DEFAULT_CLUSTER_NAME, "--name"),
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
     quiet: bool = QUIET,
 ):

@@ -41,7 +41,7 @@ class _JsonLines:
         import sys
 
         data = event
-        if dataclasses.is_dataclass(event):
+        if dataclasses.is_dataclass(event) and not isinstance(event, type):
             data = {"event": type(event).__name__, **dataclasses.asdict(event)}
         with self.lock:
             sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")

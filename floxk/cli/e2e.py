@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from floxk._cluster.constants import DEFAULT_E2E_CLUSTER_NAME
 from floxk.cli._output import OutputFormat, console, err_console, print_json
 
 STYLE = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow"}
@@ -51,7 +52,7 @@ def e2e(
         "--provider",
         help="kind or k3d: a fresh cluster (floxk up); existing: the current context.",
     ),
-    name: str = typer.Option("floxk-e2e", "--name", help="Cluster name (kind/k3d)."),
+    name: str = typer.Option(DEFAULT_E2E_CLUSTER_NAME, "--name", help="Cluster name (kind/k3d)."),
     kubeconfig: Path | None = typer.Option(
         None,
         "--kubeconfig",

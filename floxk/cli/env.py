@@ -7,6 +7,7 @@ floxk/_*.py (laptop side) or shim/ (node side) and never print.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -56,7 +57,7 @@ def lock(
 
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-    data = {
+    data: dict[str, Any] = {
         "path": str(result.path),
         "digest": result.lock.digest(),
         "systems": result.systems,

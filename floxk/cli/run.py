@@ -56,7 +56,7 @@ def pod(
         if name:
             manifest["metadata"]["name"] = name
     else:
-        if not name or not env:
+        if not name or not env or not command:
             raise typer.BadParameter("NAME and --env are needed with a command")
         manifest = pods.pod_from_command(name, env_ref=env, command=command)
     if namespace:

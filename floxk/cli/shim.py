@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from floxk._exit import ExitStatus
 from floxk.cli._output import OutputFormat, console, err_console, print_json
 
 app = typer.Typer(
@@ -152,7 +153,7 @@ def _render_deploy(result, output: OutputFormat) -> None:
             _say(f"{n.name}  {state}" + (f"  {n.message}" if n.message else ""))
         _say(f"image {result.image}" + (" (built)" if result.image_built else ""))
     if not result.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitStatus.FAILURE)
 
 
 @app.command()
@@ -177,9 +178,10 @@ def deploy(
 ):
     """Install the flox runtime on a running cluster's nodes (installer DaemonSet)."""
     from floxk import _deploy
+    from floxk._cluster import kube
 
     toml = _deploy.check_node_toml(node_config.read_text()) if node_config else None
-    api = _deploy.api_client(kubeconfig, context)
+    api = kube.api_client(context, config_file=kubeconfig, hint=_deploy.API_HINT)
     result = _deploy.deploy(
         api, image_tag=image, load_into_kind=load_into_kind, all_nodes=all_nodes,
         node_toml=toml, wait=wait, timeout=timeout, progress=_progress,
@@ -200,8 +202,9 @@ def undeploy(
 ):
     """Remove the flox runtime from every node deploy touched; delete its cluster objects."""
     from floxk import _deploy
+    from floxk._cluster import kube
 
-    api = _deploy.api_client(kubeconfig, context)
+    api = kube.api_client(context, config_file=kubeconfig, hint=_deploy.API_HINT)
     result = _deploy.undeploy(
         api, image_tag=image, load_into_kind=load_into_kind, timeout=timeout, progress=_progress
     )

@@ -83,7 +83,7 @@ def live_users(state_dir: Path, digest: str, *, prune: bool = False) -> list[str
     return users
 
 
-def collect(*, state_dir: Path, store_root: Path | None, dry_run: bool = False) -> dict:
+def collect(*, state_dir: str | Path, store_root: str | Path | None, dry_run: bool = False) -> dict:
     """Free trees no live container uses, then garbage-collect the store.
 
     Returns {"freed_envs": [digest], "kept_envs": {digest: [container ids]},

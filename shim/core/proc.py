@@ -1,5 +1,5 @@
-"""The one way floxk runs external programs: list arguments, output kept, shown on failure
-(`run`), or handed over line by line for steps that take minutes (`stream`).
+"""The one way the node side runs external programs: list arguments, output kept, shown on
+failure (`run`); floxk/_proc.py builds the laptop side's `call` on run_captured.
 
 Every program `run` starts runs as its own process group and dies with its parent: it gets
 SIGKILL when the (single-threaded) Python process that started it dies (Linux's
@@ -15,7 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from shim.core.errors import CommandError, MissingDependencyError
 
@@ -40,35 +40,6 @@ def run(
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode, proc.stdout + proc.stderr, hint=hint)
     return proc.stdout
-
-
-def stream(
-    argv: Sequence[str],
-    say: Callable[[str], None],
-    *,
-    env: Mapping[str, str] | None = None,
-    cwd: str | os.PathLike[str] | None = None,
-    keep: int = 30,
-) -> tuple[int, list[str]]:
-    """Run argv, handing each line of its stdout+stderr to `say` as it comes (run() would
-    keep a step that takes minutes silent until the end); returns (exit code, last lines)."""
-    argv = [os.fspath(a) for a in argv]
-    tail: list[str] = []
-    with subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-        cwd=cwd,
-        env=dict(env) if env is not None else None,
-    ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            say(line)
-            tail = (tail + [line])[-keep:]
-    return proc.returncode, tail
 
 
 def run_captured(

@@ -17,7 +17,7 @@ from __future__ import annotations
 _MISSING = object()
 
 
-class factory:
+class _Factory:
     """A default built anew for every instance (dataclasses' default_factory)."""
 
     __slots__ = ("make",)
@@ -26,10 +26,28 @@ class factory:
         self.make = make
 
 
+# For type checkers only (the hot path imports no typing): `record` makes dataclass-like
+# classes (PEP 681's dataclass_transform), and `factory(make)` is a default of make's type.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar, dataclass_transform
+
+    _T = TypeVar("_T")
+
+    def factory(make: Callable[[], _T], /) -> _T: ...
+else:
+    factory = _Factory
+
+    def dataclass_transform(**_kwargs):
+        return lambda decorator: decorator
+
+
 class FrozenInstanceError(AttributeError):
     """Assignment to a field of a frozen record."""
 
 
+@dataclass_transform()
 def record(cls=None, *, frozen: bool = False):
     """Class decorator: fields are the class's annotations, in order (see the module doc)."""
 
@@ -39,7 +57,7 @@ def record(cls=None, *, frozen: bool = False):
         for name in names:
             if name in cls.__dict__:
                 defaults[name] = cls.__dict__[name]
-                if isinstance(defaults[name], factory):
+                if isinstance(defaults[name], _Factory):
                     delattr(cls, name)  # not a class attribute: each instance gets its own
         set_field = object.__setattr__
 
@@ -58,7 +76,7 @@ def record(cls=None, *, frozen: bool = False):
                     value = defaults.get(name, _MISSING)
                     if value is _MISSING:
                         raise TypeError(f"{cls.__name__}() missing argument {name!r}")
-                    if isinstance(value, factory):
+                    if isinstance(value, _Factory):
                         value = value.make()
                 set_field(self, name, value)
 

@@ -100,6 +100,6 @@ def test_a_version_no_line_builds_names_the_lines_it_builds(docker_client):
     from floxk._cluster import kindimage
     from shim.core.errors import NotFoundError
 
-    with pytest.raises(NotFoundError, match="cannot build Kubernetes v1.0.0") as e:
+    with pytest.raises(NotFoundError, match="cannot build v1.0.0 offline") as e:
         kindimage.ensure_base_image(docker_client, "v1.0.0")
     assert ", ".join(kindimage.k8s_lines()) in e.value.hint

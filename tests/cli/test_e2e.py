@@ -136,6 +136,7 @@ def test_suite_ships_in_the_package():
         "test_2_workloads.py",
         "test_3_node_gc.py",
         "test_4_images.py",
+        "test_5_ci_runners.py",
     ]
     assert (_e2e.E2E_DIR / "catalog" / "flake.nix").is_file()
 

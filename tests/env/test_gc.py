@@ -5,26 +5,47 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
 
+from e2e import catalog
 from floxk.cli import main
 from shim.core import gc, hub
 from shim.core.model import current_system
 from shim.core.nix import invalid_paths
 from shim.core.realize import realize
 from testkit.nix import run_with_store
+from tests.nixfixtures import publisher
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 
 
 @pytest.fixture(scope="module")
-def two_envs(publish_env, signed_cache):
+def own_catalog(tmp_path_factory) -> str:
+    """The test catalog built from a busybox of this run's own: the host's static busybox
+    with trailing bytes unique to the run (the ELF loader ignores them), so every store
+    path below (busybox-static and all that names it) is new. With the shared catalog's
+    paths, any process on the machine running that busybox (an e2e pod, another test) is a
+    runtime GC root to Nix and pins it: gc would then keep what the test says it frees."""
+    if shutil.which("nix-store") is None:
+        pytest.skip("needs Nix: run scripts/install-system.sh")
+    work = tmp_path_factory.mktemp("gc-catalog")
+    busybox = work / "busybox"
+    salt = f"\nfloxk tests/env/test_gc {uuid.uuid4()}\n".encode()
+    busybox.write_bytes(Path(catalog.DEFAULT_BUSYBOX).read_bytes() + salt)
+    busybox.chmod(0o555)
+    return catalog.prepare(work / "flake", busybox=busybox)
+
+
+@pytest.fixture(scope="module")
+def two_envs(own_catalog, signed_cache, tmp_path_factory):
     """hello (in use in the tests) and greeting (unused); both need busybox."""
+    publish = publisher(own_catalog, signed_cache, tmp_path_factory.mktemp("gc-envs"))
     refs = [
-        publish_env("gc-hello", 'version = 1\n[install]\nhello.pkg-path = "hello"\n'),
-        publish_env("gc-greeting", 'version = 1\n[install]\ngreeting.pkg-path = "greeting"\n'),
+        publish("gc-hello", 'version = 1\n[install]\nhello.pkg-path = "hello"\n'),
+        publish("gc-greeting", 'version = 1\n[install]\ngreeting.pkg-path = "greeting"\n'),
     ]
     return [hub.peek(ref, [signed_cache.hub_url]).lock for ref in refs]
 

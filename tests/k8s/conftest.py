@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
+from floxk._cluster.kindimage import offline_tag
 from floxk._cluster.spec import DEFAULT_K8S_VERSION
 
-BASE_IMAGE = os.environ.get("FLOXK_E2E_BASE_IMAGE", "kindest/node:" + DEFAULT_K8S_VERSION)
+# floxk's offline kind build (`task kind:image`); upstream kindest/node cannot be pulled here.
+BASE_IMAGE = os.environ.get("FLOXK_E2E_BASE_IMAGE", offline_tag(DEFAULT_K8S_VERSION))
 
 
 def require_kind_base() -> None:
@@ -23,3 +27,19 @@ def require_kind_base() -> None:
         pytest.skip(f"no Docker Engine: {e}")
     if not nodeimage._has_image(client, BASE_IMAGE):
         pytest.skip(f"{BASE_IMAGE} is not built: run `task kind:image`")
+
+
+def run_floxk(
+    *args: str, env=None, stdin: str | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
+    """`python -m floxk ARGS` as a user runs it; the call and its output go to stderr."""
+    r = subprocess.run(
+        [sys.executable, "-m", "floxk", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        env=env,
+    )
+    print(f"$ floxk {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}", file=sys.stderr)
+    return r
