@@ -154,8 +154,16 @@ class Nginx:
         return [p for p in (self.work / "access.log", self.work / "error.log") if p.exists()]
 
     def requests(self) -> list[tuple[str, str, str]]:
-        """(status, credentials form, path) of every request so far."""
+        """(status, credentials form, path) of every request so far. nginx logs a request
+        after answering it, so the log is read once it has stopped growing for 0.3 s."""
         log = self.work / "access.log"
+        size, deadline = -1, time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = log.stat().st_size if log.exists() else 0
+            if now == size:
+                break
+            size = now
+            time.sleep(0.3)
         lines = log.read_text().splitlines() if log.exists() else []
         return [tuple(line.split(" ", 2)) for line in lines]  # type: ignore[misc]
 

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from floxk._cluster.pod import STUB_IMAGE
+from floxk._cluster.constants import STUB_IMAGE
 from tests import privatehub
 from tests.k8s.conftest import BASE_IMAGE, require_kind_base
 
