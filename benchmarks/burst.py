@@ -1,4 +1,4 @@
-"""N pods at once on one environment through CRI: total time, and one substitution per path.
+"""Figure d, N pods at once on one environment through CRI: warm flox vs a pulled image.
 
     python3 -m benchmarks.burst [--quick] [--levels 1,4,16,32] [--repeats N] [--out DIR]
 
@@ -7,8 +7,11 @@ For each level N, interleaved per round:
   cold   N flox pods started at once (one thread each, RunPodSandbox -> StartContainer) on
          an environment this node has never realized: node.toml is pointed at a fresh
          chroot store and state dir first, so every pod races for the same substitution;
-  image  N image pods at once, the image holding the same files (already imported).
-  warm   N flox pods on the environment realized at setup;
+  image  N image pods at once, the image holding the same files (pushed to a registry on
+         localhost and pulled once through CRI, so present: a warm node);
+  warm   N flox pods on the environment realized at setup (the figure: warm / image,
+         target <= 1.10);
+The environment is the python3 runtime of the test catalog with pyapp0 and busybox.
 Total time = until the last of the N containers runs. After each cold burst, realize.log
 must show exactly one substitution per store path and one tree built.
 """
@@ -29,13 +32,9 @@ from cri_api.v1 import api_pb2 as pb  # noqa: E402
 
 from benchmarks import common, crinode  # noqa: E402
 from testkit.images import STUB_IMAGE  # noqa: E402
-from testkit.oci import write_node_toml  # noqa: E402
 
-MANIFEST = (
-    'version = 1\n[install]\nhello.pkg-path = "hello"\nweb.pkg-path = "web"\n'
-    'busybox.pkg-path = "busybox"\n'
-)
-STORE_IMAGE = "floxk.bench/burst-store:1.0"
+IMAGE_NAME = "bench/burst:1.0"
+TARGET_RATIO = 1.10
 COMMAND = ["sh", "-c", "exec sleep 3600"]
 
 
@@ -61,35 +60,27 @@ def burst(cri, n: int, *, flox_ref: str | None, image: str) -> float:
     return elapsed
 
 
-def point_node_at(node: crinode.Node, store: Path, state: Path) -> None:
-    """Rewrite node.toml: the shims read it on every call, so the next pod sees a cold node."""
-    write_node_toml(
-        node.config,
-        hubs=[node.env["hub"]],
-        trusted_public_keys=[node.env["key"]],
-        state_dir=str(state),
-        store_root=str(store),
-    )
-
-
 def run(quick: bool, levels: list[int] | None = None, repeats: int | None = None) -> dict:
-    levels = levels or ([1, 4, 16] if quick else [1, 4, 16, 32])
+    levels = levels or ([1, 4] if quick else [1, 4, 16, 32])
     repeats = repeats or (1 if quick else 3)
     line = crinode.containerd_line()
     out: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="floxk-bench-burst-") as tmp:
         work = Path(tmp)
         common.note("publishing the environment and building images")
-        node = crinode.make_node(work, MANIFEST, name="bench/burst")
-        env = node.realize()  # only to build the image with the same files
-        node.images["store"] = crinode.store_image(
-            work / "store-image.tar", STORE_IMAGE, node.store, env
+        app = common.App.for_mode(quick)
+        node = crinode.make_node(
+            work, app.manifest(), name="bench/burst", flake=app.catalog(work / "catalog")
         )
+        env = node.realize()  # warm, and the files of the image
+        pushed = crinode.push_env_image(node.registry, IMAGE_NAME, node.store, env)
+        store_image = pushed.ref
         cri = node.start(line)
         try:
+            cri.pull_image(store_image)
             common.note("warm-up: one pod of each kind")
             burst(cri, 1, flox_ref=node.env["ref"], image=STUB_IMAGE)
-            burst(cri, 1, flox_ref=None, image=STORE_IMAGE)
+            burst(cri, 1, flox_ref=None, image=store_image)
             runs = 0
             for n in levels:
                 checks: list[dict] = []
@@ -98,17 +89,17 @@ def run(quick: bool, levels: list[int] | None = None, repeats: int | None = None
                     nonlocal runs
                     runs += 1
                     store, state = work / f"store-{runs}", work / f"state-{runs}"
-                    point_node_at(node, store, state)
+                    node.point_at(store, state)
                     seconds = burst(cri, n, flox_ref=node.env["ref"], image=STUB_IMAGE)
                     checks.append(common.realize_log_counts(state))
                     return seconds
 
                 def warm(n: int = n) -> float:
-                    point_node_at(node, node.store, node.state)  # realized at setup
+                    node.point_at(node.store, node.state)  # realized at setup
                     return burst(cri, n, flox_ref=node.env["ref"], image=STUB_IMAGE)
 
                 def image(n: int = n) -> float:
-                    return burst(cri, n, flox_ref=None, image=STORE_IMAGE)
+                    return burst(cri, n, flox_ref=None, image=store_image)
 
                 common.note(f"{n} pods at once, {repeats} round(s)")
                 samples = common.interleaved({"cold": cold, "warm": warm, "image": image}, repeats)
@@ -136,6 +127,9 @@ def run(quick: bool, levels: list[int] | None = None, repeats: int | None = None
         containerd=line.version,
         repeats=repeats,
         closure_paths=len(env.activation["closure"]),
+        application=app.describe(),
+        image_pulled=pushed.ref,
+        target_ratio=TARGET_RATIO,
         levels=out,
         one_substitution_per_path=ok,
     )

@@ -115,7 +115,14 @@ def versions(containerd: str | None = None) -> dict[str, Any]:
     runc = _first_line(["runc", "--version"])
     nix = _first_line(["nix", "--version"])
     commit = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    try:
+        from testkit.registry import registry_binary, registry_version
+
+        registry = registry_version(registry_binary(build=False))
+    except (OSError, FileNotFoundError):
+        registry = None
     return {
+        "registry": registry,
         "floxk": __version__,
         "floxk_commit": commit,
         "containerd": containerd,
@@ -174,21 +181,72 @@ def note(msg: str) -> None:
 # --- a published environment (the busybox test catalog, signed file:// cache) ----------------
 
 
-def publish(work: Path, manifest: str, name: str = "bench/env") -> dict[str, Any]:
-    """Lock `manifest` against the busybox test catalog and push it, signed, to a file:// cache.
+# The application of figures a-e. Full runs: the test catalog's python3 runtime (the host's
+# interpreter, standard library and shared libraries as ~25 store paths, thousands of
+# files; testkit/closures.py) with pyapp<i> on it. Quick runs (CI-sized): app<i> on busybox
+# alone, so the same code paths run in seconds.
+class App:
+    def __init__(self, realistic: bool) -> None:
+        self.realistic = realistic
+        self.prefix = "pyapp" if realistic else "app"
 
-    Returns ref, hub (= cache URL), key (public key line), lock, paths (install paths).
-    """
+    @classmethod
+    def for_mode(cls, quick: bool) -> App:
+        return cls(realistic=not quick)
+
+    def manifest(self, i: int = 0) -> str:
+        runtime = 'python3.pkg-path = "python3"\n' if self.realistic else ""
+        return (
+            f"version = 1\n[install]\n{runtime}{self.prefix}{i}.pkg-path = "
+            f'"{self.prefix}{i}"\nbusybox.pkg-path = "busybox"\n'
+        )
+
+    def command(self, i: int = 0) -> str:
+        return f"{self.prefix}{i}"
+
+    def expect(self, revision: int = 1, i: int = 0) -> str:
+        """What the app prints (the start of its one line)."""
+        return f"{self.prefix}{i} revision {revision} on"
+
+    def catalog(self, dest: Path, app_revision: str | None = None) -> str:
+        return catalog(dest, runtime=self.realistic, app_revision=app_revision)
+
+    def describe(self) -> str:
+        if self.realistic:
+            return "the python3 runtime of the test catalog with pyapp<i> and busybox"
+        return "app<i> and busybox of the test catalog (quick: no runtime)"
+
+
+def catalog(dest: Path, *, runtime: bool = True, app_revision: str | None = None) -> str:
+    """A prepared copy of the test catalog (with the python3 runtime unless runtime=False);
+    its flake ref."""
     from e2e.catalog import prepare
+
+    if not runtime:
+        return prepare(dest, app_revision=app_revision)
+    from testkit.closures import cached_python_runtime
+
+    return prepare(dest, runtime=cached_python_runtime(), app_revision=app_revision)
+
+
+def publish(
+    work: Path, manifest: str, name: str = "bench/env", *, flake: str | None = None
+) -> dict[str, Any]:
+    """Lock `manifest` against the test catalog (`flake`, default: the busybox-only catalog)
+    and push it, signed, to a file:// cache.
+
+    Returns ref, hub (= cache URL), cache (its directory), key (public key line), secret
+    (the signing key file), lock, paths (install paths).
+    """
     from floxk._lock import lock_environment
     from floxk._push import push_environment
     from shim.core import hub
 
-    catalog = prepare(work / "catalog")
+    flake = flake or catalog(work / "catalog", runtime=False)
     env = work / "env"
     env.mkdir(parents=True)
     (env / "manifest.toml").write_text(manifest)
-    lock_environment(env, catalog=catalog)
+    lock_environment(env, catalog=flake)
     keys = work / "keys"
     keys.mkdir()
     subprocess.run(
@@ -200,7 +258,9 @@ def publish(work: Path, manifest: str, name: str = "bench/env") -> dict[str, Any
     return {
         "ref": pushed.ref,
         "hub": pushed.cache_url,
+        "cache": cache,
         "key": (keys / "pk").read_text().strip(),
+        "secret": keys / "sk",
         "lock": hub.peek(pushed.ref, [pushed.cache_url]).lock,
         "paths": pushed.paths,
     }
@@ -218,3 +278,30 @@ def realize_log_counts(state_dir: Path) -> dict[str, Any]:
         "max_substitutions_per_path": max(per_path.values(), default=0),
         "per_path": per_path,
     }
+
+
+def tree_stats(store: Path, paths: list[str]) -> tuple[int, int]:
+    """(files, bytes) of store `paths` under the chroot store `store` (apparent sizes)."""
+    files = size = 0
+    for p in paths:
+        for dirpath, _, names in os.walk(Path(store) / p.lstrip("/")):
+            for n in names:
+                files += 1
+                size += os.lstat(os.path.join(dirpath, n)).st_size
+    return files, size
+
+
+def rounds_main(doc: str, run: Callable, report: Callable, rounds: dict[bool, int]) -> int:
+    """`python3 -m benchmarks.NAME [--quick] [--rounds N] [--out DIR]` for a benchmark whose
+    run() takes (quick, rounds)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=f"{rounds[True]} round(s)")
+    ap.add_argument("--rounds", type=int, help=f"rounds (default {rounds[False]})")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    a = ap.parse_args()
+    result_doc = run(a.quick, a.rounds)
+    report(result_doc)
+    print(f"wrote {write_json(result_doc, a.out)}")
+    return 0

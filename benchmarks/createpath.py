@@ -6,7 +6,7 @@ Every pod pays two creates through floxk-runc's front: its sandbox's (the sh fro
 is a sandbox and passes it on) and its app container's (the front hands it to Python:
 environment resolved, warm tree found, spec rewritten). This measures both, with the real
 runc replaced by /bin/true (front and node.toml) so only floxk's own work is timed:
-  front     the node package's sh front (shim/install.py's layout) and behind it the
+  front     the node package's sh front (shim/installer/layout.py) and behind it the
             floxk-runc zipapp (floxk/_shimbuild.py, with bytecode), as containerd runs it
   zipapp    the zipapp's Python side alone, started the way the front starts it
             (/usr/bin/python3 -I -S -c 'sys.path.insert(0, zipapp); ...')
@@ -31,7 +31,8 @@ if __package__ in (None, ""):
 
 from benchmarks import common, crinode  # noqa: E402
 from shim import front as front_module  # noqa: E402
-from shim import install as node_install  # noqa: E402
+from shim.installer.layout import REAL_RUNC_LINK  # noqa: E402
+from shim.installer.render import render_node_front
 from testkit.oci import make_bundle, write_node_toml  # noqa: E402
 
 MANIFEST = 'version = 1\n[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
@@ -84,8 +85,8 @@ def run(quick: bool, repeats: int | None = None) -> dict:
         time.sleep(2.5)
         front = bin_dir / "floxk-runc-front-true"
         front.write_text(
-            node_install.render_node_front(str(bin_dir), PYTHON).replace(
-                f"exec {bin_dir}/{node_install.REAL_RUNC_LINK} ", "exec /bin/true "
+            render_node_front(str(bin_dir), PYTHON).replace(
+                f"exec {bin_dir}/{REAL_RUNC_LINK} ", "exec /bin/true "
             )
         )
         front.chmod(0o755)

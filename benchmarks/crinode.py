@@ -1,25 +1,24 @@
 """A node for the CRI benchmarks: containerd 2.x with the flox runtime as shipped to nodes.
 
-What a real node gets from the floxk-shim package (floxk/_shimbuild.py, shim/install.py):
+What a real node gets from the floxk-shim package (floxk/_shimbuild.py, shim/installer/):
 the zipapps `containerd-shim-flox-v2` and `floxk-runc` in a bin dir, the sh front rendered
 for that dir (pass-through to `real-runc`, slow path `python3 -I -S floxk-runc`), and a
 node.toml naming a signed file:// hub, a chroot store and a state dir. containerd runs
 with a node's PATH (its own line first, then the system directories), so `python3` is the
 system's and no developer tool (pyenv shims, editable installs) is on any pod's path.
 
-The CRI harness of the test suite (testkit/harness.py) runs the daemon; the images are
-the suite's pause/stub/plain images plus, per benchmark, images holding an environment's
-store paths (`store_image`): the same files an image-based deployment would ship.
+testkit's CRI harness (testkit/harness.py) runs the daemon; the images are testkit's
+pause/stub/plain images plus, per benchmark, images holding an environment's store paths
+(`store_image_layers`): the same files an image-based deployment would ship, pushed to a
+real registry on localhost (testkit/registry.py) and pulled by containerd through CRI.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,10 @@ from typing import Any
 from benchmarks import common
 from shim.core.model import current_system
 from shim.core.realize import RealizedEnv, realize
-from testkit import harness, lines
-from testkit.images import Image, build_images, write_oci_archive
+from testkit import harness, images, lines
+from testkit.images import Image, build_images
 from testkit.oci import write_node_toml
+from testkit.registry import Pushed, Registry
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NODE_PYTHON = "/usr/bin/python3"
@@ -51,20 +51,20 @@ def install_node_bin(bin_dir: Path, runc_v2_shim: str | None = None) -> tuple[st
     link, the runc front and (where the installer has one) the wrapper shim's front, which
     execs `runc_v2_shim`. Returns (runtime_path, BinaryName)."""
     from floxk._shimbuild import build_zipapps
-    from shim import install as node_install
+    from shim.installer.layout import REAL_RUNC_LINK, SHIM_FRONT_NAME, SHIM_NAME
+    from shim.installer.render import render_node_front, render_node_shim_front
 
     build_zipapps(bin_dir)
-    real = bin_dir / node_install.REAL_RUNC_LINK
+    real = bin_dir / REAL_RUNC_LINK
     if not real.is_symlink():
         real.symlink_to(lines.runc_under_test().path)
     front = bin_dir / "floxk-runc-front"
-    front.write_text(node_install.render_node_front(str(bin_dir), NODE_PYTHON))
+    front.write_text(render_node_front(str(bin_dir), NODE_PYTHON))
     front.chmod(0o755)
-    shim = bin_dir / node_install.SHIM_NAME
-    render_shim = getattr(node_install, "render_node_shim_front", None)
-    if render_shim is not None and runc_v2_shim:
-        shim = bin_dir / node_install.SHIM_FRONT_NAME
-        shim.write_text(render_shim(str(bin_dir), NODE_PYTHON, runc_v2_shim))
+    shim = bin_dir / SHIM_NAME
+    if runc_v2_shim:
+        shim = bin_dir / SHIM_FRONT_NAME
+        shim.write_text(render_node_shim_front(str(bin_dir), NODE_PYTHON, runc_v2_shim))
         shim.chmod(0o755)
     return str(shim), str(front)
 
@@ -95,6 +95,18 @@ class Node:
     config: Path
     images: dict[str, Image]
     daemon: harness.Containerd | None = None
+    registry: Registry | None = None
+
+    def point_at(self, store: Path, state: Path, hub: str | None = None) -> None:
+        """Rewrite node.toml: the shims read it on every call, so the next pod sees this
+        store, state dir and hub (a fresh store and state: a node that never saw the env)."""
+        write_node_toml(
+            self.config,
+            hubs=[hub or self.env["hub"]],
+            trusted_public_keys=[self.env["key"]],
+            state_dir=str(state),
+            store_root=str(store),
+        )
 
     def realize(self) -> RealizedEnv:
         """Realize the environment as the node would (warms it for the pods)."""
@@ -141,108 +153,38 @@ class Node:
     def stop(self) -> None:
         if self.daemon is not None:
             self.daemon.stop()
+        if self.registry is not None:
+            self.registry.stop()
 
 
-def make_node(work: Path, manifest: str, *, name: str = "bench/env") -> Node:
-    """Publish `manifest`, write node.toml (hub, key, chroot store, state dir), build images."""
-    env = common.publish(work / "hub", manifest, name)
+def make_node(
+    work: Path, manifest: str, *, name: str = "bench/env", flake: str | None = None
+) -> Node:
+    """Publish `manifest` (against `flake`, default the busybox catalog), write node.toml
+    (hub, key, chroot store, state dir), build images, start a registry on localhost."""
+    env = common.publish(work / "hub", manifest, name, flake=flake)
     state, store = work / "state", work / "store"
-    config = write_node_toml(
-        work / "node.toml",
-        hubs=[env["hub"]],
-        trusted_public_keys=[env["key"]],
-        state_dir=str(state),
-        store_root=str(store),
-    )
-    images = build_images(work / "images")
-    return Node(work, env, state, store, config, images)
+    node = Node(work, env, state, store, work / "node.toml", build_images(work / "images"))
+    node.point_at(store, state)
+    node.registry = Registry(work / "registry").start()
+    return node
 
 
-def store_image(dest: Path, ref: str, store: Path, env: RealizedEnv) -> Image:
-    """An image holding the environment's files the way an image-based deployment ships
-    them: its closure at /nix/store/... (copied from the chroot store at `store`) and the
-    environment tree's bin/, lib/, share/... at the root (symlinks into /nix/store), so the
-    default PATH finds the same programs a flox pod finds."""
-    return write_image(dest, ref, [env_layer(store, env)])
+def store_image_layers(store: Path, env: RealizedEnv, shape: str = "single") -> list[bytes]:
+    """The layers of an image holding the environment's files the way an image-based
+    deployment ships them: its closure at /nix/store/... (copied from the chroot store at
+    `store`) and the environment tree's bin/, lib/, share/... at the root (symlinks into
+    /nix/store), so the default PATH finds the same programs a flox pod finds. `shape`:
+    "single" (one layer) or "layered" (one layer per store path)."""
+    return images.env_image_layers(store, env.activation["closure"], env.path, shape)
 
 
-def env_layer(store: Path, env: RealizedEnv, *, paths: list[str] | None = None) -> bytes:
-    """A layer tar: `paths` (default: the whole closure) from the chroot store, plus the
-    environment tree at / when paths is None."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for d in ("nix", "nix/store"):
-            tar.add(store / d, arcname=d, recursive=False, filter=_normalize)
-        for path in sorted(paths if paths is not None else env.activation["closure"]):
-            tar.add(store / path.lstrip("/"), arcname=path.lstrip("/"), filter=_normalize)
-        if paths is None:
-            for entry in sorted(os.listdir(env.path)):
-                if entry != "activation.json":
-                    tar.add(env.path / entry, arcname=entry, filter=_normalize)
-    return buf.getvalue()
-
-
-def file_layer(files: dict[str, bytes]) -> bytes:
-    """A layer tar of plain files (mode 0644)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in sorted(files.items()):
-            info = _normalize(tarfile.TarInfo(name))
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def write_image(dest: Path, ref: str, layers: list[bytes], *, gzip_layers: bool = False) -> Image:
-    """An OCI image-layout tar for `ctr images import`. gzip_layers: store the layers
-    compressed, as a registry pull leaves them in containerd's content store."""
-    if not gzip_layers:
-        return write_oci_archive(dest, ref, layers)
-    # testkit/images.py writes uncompressed layers only: rewrite the layer descriptors.
-    import gzip
-    import hashlib
-    import json
-
-    plain = write_oci_archive(dest, ref, layers)
-    blobs: dict[str, bytes] = {}
-    with tarfile.open(plain.archive) as tar:
-        for m in tar.getmembers():
-            if m.isfile():
-                blobs[m.name] = tar.extractfile(m).read()
-    index = json.loads(blobs["index.json"])
-    mname = "blobs/sha256/" + index["manifests"][0]["digest"][7:]
-    manifest = json.loads(blobs.pop(mname))
-    out = {k: v for k, v in blobs.items() if k in ("oci-layout",)}
-    out["blobs/sha256/" + manifest["config"]["digest"][7:]] = blobs[
-        "blobs/sha256/" + manifest["config"]["digest"][7:]
-    ]
-    for desc in manifest["layers"]:
-        data = gzip.compress(blobs["blobs/sha256/" + desc["digest"][7:]], mtime=0)
-        digest = hashlib.sha256(data).hexdigest()
-        out["blobs/sha256/" + digest] = data
-        desc.update(
-            mediaType="application/vnd.oci.image.layer.v1.tar+gzip",
-            digest=f"sha256:{digest}",
-            size=len(data),
-        )
-    mdata = json.dumps(manifest, sort_keys=True).encode()
-    mdigest = hashlib.sha256(mdata).hexdigest()
-    out["blobs/sha256/" + mdigest] = mdata
-    index["manifests"][0].update(digest=f"sha256:{mdigest}", size=len(mdata))
-    out["index.json"] = json.dumps(index, sort_keys=True).encode()
-    with tarfile.open(dest, "w") as tar:
-        for name, data in out.items():
-            info = _normalize(tarfile.TarInfo(name))
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return Image(ref=ref, archive=dest)
-
-
-def _normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    info.mtime = 0
-    return info
+def push_env_image(
+    registry: Registry, ref: str, store: Path, env: RealizedEnv, shape: str = "single"
+) -> Pushed:
+    """Build the environment's image (store_image_layers, gzip layers) and push it."""
+    layers = store_image_layers(store, env, shape)
+    return registry.push(ref, images.oci_image(layers, gzip_layers=True))
 
 
 def disk_usage(*roots: Path) -> int:

@@ -1,24 +1,24 @@
-"""Node disk: K environments that share packages vs K images with the same content.
+"""Figure c, node disk: K applications sharing one runtime, flox vs the same files as images.
 
     python3 -m benchmarks.disk [--quick] [--levels 1,4,16] [--out DIR]
 
-K applications on one toolchain: environment i installs busybox, hello and web (the busybox
-test catalog) and sets APP = "i" in [vars], so each has its own lock digest and tree
-while the packages are shared. On the flox side, all K are realized into one chroot store
+K applications on one runtime: environment i installs the test catalog's python3 (the
+host's interpreter, standard library and shared libraries as ~22 store paths), busybox and
+its own application pyapp<i>, so each has its own lock digest, tree and app path while the
+runtime is shared. On the flox side, all K are realized into one chroot store
 (shim.core.realize, as pods would); bytes = the store paths + the trees + the chroot store's Nix
 database directory (a fixed ~8 MiB: Nix keeps an 8 MiB `reserved` file there; a node that
 uses its host's /nix/store already pays it), reported apart as well.
 
 The image side ships the same files per application: image i holds the closure at
-/nix/store, the environment tree at / and a per-application file /etc/app.env (one
-application's build differs from the next, as separately built images do). Layers are
-gzip-compressed as a registry would serve them and imported into a containerd 2.x daemon
-(`ctr images import`, unpacked into overlayfs); bytes = content store + snapshots. Two
-shapes, because they bound what image builds achieve:
+/nix/store and the environment tree at /. Layers are gzip-compressed, pushed to a registry
+on localhost and pulled through CRI by a containerd 2.x daemon (unpacked into overlayfs);
+bytes = content store + snapshots. Two shapes, because they bound what image builds achieve:
   single   one layer per image (a typical Dockerfile COPY of the tree): nothing is shared
-  layered  one layer per store path plus a small per-application layer (nix2container /
+  layered  one layer per store path plus the tree's layer (nix2container /
            buildLayeredImage style): shared layers are stored once
-Bytes are blocks allocated on disk (du), each inode counted once.
+Bytes are blocks allocated on disk (du), each inode counted once. Target: flox <= layered
+images at every K.
 """
 
 from __future__ import annotations
@@ -33,25 +33,20 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common, crinode  # noqa: E402
-from testkit import harness  # noqa: E402
+from testkit import harness, images  # noqa: E402
 from testkit.images import build_images  # noqa: E402
+from testkit.registry import Registry  # noqa: E402
 
-PACKAGES = 'busybox.pkg-path = "busybox"\nhello.pkg-path = "hello"\nweb.pkg-path = "web"\n'
 CONTENT = "io.containerd.content.v1.content"
 SNAPSHOTS = "io.containerd.snapshotter.v1.overlayfs"
 
 
-def manifest(i: int) -> str:
-    return f'version = 1\n[install]\n{PACKAGES}[vars]\nAPP = "{i}"\n'
-
-
-def publish_all(work: Path, k: int) -> tuple[dict, list[str]]:
+def publish_all(work: Path, k: int, app: common.App) -> tuple[dict, list[str]]:
     """Lock and push K environments to one signed cache; returns (hub info, refs)."""
-    from e2e.catalog import prepare
     from floxk._lock import lock_environment
     from floxk._push import push_environment
 
-    catalog = prepare(work / "catalog")
+    catalog = app.catalog(work / "catalog")
     keys = work / "keys"
     keys.mkdir()
     subprocess.run(
@@ -62,7 +57,7 @@ def publish_all(work: Path, k: int) -> tuple[dict, list[str]]:
     for i in range(k):
         d = work / f"app{i}"
         d.mkdir()
-        (d / "manifest.toml").write_text(manifest(i))
+        (d / "manifest.toml").write_text(app.manifest(i))
         lock_environment(d, catalog=catalog)
         pushed = push_environment(
             d, to=cache.as_uri(), name=f"bench/app{i}", signing_key=keys / "sk"
@@ -88,7 +83,8 @@ def realize_ref(ref: str, hub_info: dict, store: Path, state: Path):
 
 
 def image_bytes(work: Path, shape: str, envs: list, store: Path, levels: list[int]) -> dict:
-    """Import images 1..K into a fresh containerd, measuring after each level."""
+    """Push images 1..K to a registry and pull them into a fresh containerd through CRI,
+    measuring after each level."""
     line = crinode.containerd_line()
     base = build_images(work / f"base-{shape}")
     daemon = harness.Containerd(
@@ -98,76 +94,43 @@ def image_bytes(work: Path, shape: str, envs: list, store: Path, levels: list[in
         flox_runc="/nonexistent",
         env={"PATH": f"{line.bin_dir}:{crinode.SYSTEM_PATH}"},
     )
-    daemon.start()
-    try:
-        root = daemon.root
-        before = crinode.disk_usage(root / CONTENT, root / SNAPSHOTS)
-        closure = envs[0].activation["closure"]
-        out, imported = {}, 0
-        for k in levels:
-            for i in range(imported, k):
-                app = crinode.file_layer({"etc/app.env": f"APP={i}\n".encode()})
-                if shape == "single":
-                    layers = [_merge_layers([crinode.env_layer(store, envs[i]), app])]
-                else:
-                    layers = [crinode.env_layer(store, envs[i], paths=[p]) for p in closure]
-                    layers += [_tree_layer(envs[i]), app]
-                image = crinode.write_image(
-                    work / f"{shape}-{i}.tar",
-                    f"floxk.bench/app{i}:{shape}",
-                    layers,
-                    gzip_layers=True,
-                )
-                daemon.ctr("images", "import", "--snapshotter", "overlayfs", str(image.archive))
-                image.archive.unlink()
-            imported = k
-            content = crinode.disk_usage(root / CONTENT)
-            snapshots = crinode.disk_usage(root / SNAPSHOTS)
-            out[str(k)] = {
-                "content": content,
-                "snapshots": snapshots,
-                "bytes": content + snapshots - before,
-            }
-        return out
-    finally:
-        daemon.stop()
-
-
-def _tree_layer(env) -> bytes:
-    """The environment tree at / alone (symlinks into /nix/store)."""
-    import io
-    import os
-    import tarfile
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for entry in sorted(os.listdir(env.path)):
-            if entry != "activation.json":
-                tar.add(env.path / entry, arcname=entry, filter=crinode._normalize)
-    return buf.getvalue()
-
-
-def _merge_layers(layers: list[bytes]) -> bytes:
-    """One tar holding the members of several (a single-layer image build)."""
-    import io
-    import tarfile
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as out:
-        for layer in layers:
-            with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
-                for m in tar.getmembers():
-                    out.addfile(m, tar.extractfile(m) if m.isfile() else None)
-    return buf.getvalue()
+    compressed: dict[bytes, bytes] = {}  # a layer shared by images is compressed once
+    with Registry(work / f"registry-{shape}") as registry:
+        daemon.start()
+        try:
+            root = daemon.root
+            before = crinode.disk_usage(root / CONTENT, root / SNAPSHOTS)
+            out, pulled = {}, 0
+            for k in levels:
+                for i in range(pulled, k):
+                    env = envs[i]
+                    layers = images.env_image_layers(
+                        store, env.activation["closure"], env.path, shape
+                    )
+                    image = images.oci_image(layers, gzip_layers=True, compressed=compressed)
+                    pushed = registry.push(f"bench/app{i}:{shape}", image)
+                    daemon.cri.pull_image(pushed.ref)
+                pulled = k
+                content = crinode.disk_usage(root / CONTENT)
+                snapshots = crinode.disk_usage(root / SNAPSHOTS)
+                out[str(k)] = {
+                    "content": content,
+                    "snapshots": snapshots,
+                    "bytes": content + snapshots - before,
+                }
+            return out
+        finally:
+            daemon.stop()
 
 
 def run(quick: bool, levels: list[int] | None = None) -> dict:
-    levels = sorted(levels or ([1, 4] if quick else [1, 4, 16]))
+    levels = sorted(levels or ([1, 2] if quick else [1, 4, 16]))
     k_max = levels[-1]
     with tempfile.TemporaryDirectory(prefix="floxk-bench-disk-") as tmp:
         work = Path(tmp)
         common.note(f"locking and publishing {k_max} environments")
-        hub_info, refs = publish_all(work / "hub", k_max)
+        app = common.App.for_mode(quick)
+        hub_info, refs = publish_all(work / "hub", k_max, app)
         store, state = work / "store", work / "state"
         flox, envs, done = {}, [], 0
         for k in levels:
@@ -186,7 +149,7 @@ def run(quick: bool, levels: list[int] | None = None) -> dict:
             }
         images = {}
         for shape in ("single", "layered"):
-            common.note(f"importing {k_max} {shape}-layer images into containerd")
+            common.note(f"pushing and pulling {k_max} {shape}-layer images")
             images[shape] = image_bytes(work, shape, envs, store, levels)
         closure = envs[0].activation["closure"]
     per_k = {
@@ -206,6 +169,9 @@ def run(quick: bool, levels: list[int] | None = None) -> dict:
         quick=quick,
         containerd=crinode.LINE,
         closure_paths=len(closure),
+        application=app.describe(),
+        target="flox <= layered images at every K",
+        met=all(v["flox_over_layered"] <= 1.0 for v in per_k.values()),
         levels=per_k,
     )
 

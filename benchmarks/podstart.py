@@ -1,17 +1,20 @@
-"""Pod start through CRI: a flox pod on a warm environment vs an image pod with the same files.
+"""Figure e, warm pod start through CRI: a flox pod on a warm environment vs an image pod.
 
     python3 -m benchmarks.podstart [--quick] [--repeats N] [--out DIR]
 
 One containerd 2.x daemon (benchmarks/crinode.py: the node package's zipapps and front,
 a signed file:// hub, a chroot store) runs both kinds of pod, interleaved:
-  flox   runtime handler `flox`, flox.dev/environment = the published environment (hello +
-         busybox), the empty stub image; the environment was realized before (warm)
+  flox   runtime handler `flox`, flox.dev/environment = the published environment (the
+         python3 runtime, pyapp0 and busybox), the empty stub image; the environment was
+         realized before (warm)
   image  runtime handler "" (plain runc), an image holding the same closure at /nix/store
-         plus the environment tree's bin/ etc. at / (what an image-based deployment ships)
-Both run `sh -c 'hello && exec sleep 3600'`. One sample is RunPodSandbox -> CreateContainer
--> StartContainer returned (the container is running), as kubelet drives it; the phases are
-kept too. Each pod is checked (RUNNING, "hello from floxk" in its log) and removed
-outside the timed part. The figure: median flox / median image (target <= 1.10).
+         plus the environment tree's bin/ etc. at / (what an image-based deployment ships),
+         pushed to a registry on localhost and pulled once through CRI (warm: present)
+Both run `sh -c 'echo started && exec sleep 3600'`; before the rounds, one pod of each kind
+runs pyapp0 (python3 from the closure). One sample is RunPodSandbox -> CreateContainer ->
+StartContainer returned (the container is running), as kubelet drives it; the phases are
+kept too. Each pod is checked (RUNNING, "started" in its log) and removed outside the timed
+part. The figure: median flox / median image (target <= 1.05).
 --baseline-rev REV adds a third kind, interleaved: the flox runtime built from shim/ at REV
 (before/after numbers for a change of the create path, in the same run).
 """
@@ -33,16 +36,23 @@ from cri_api.v1 import api_pb2 as pb  # noqa: E402
 from benchmarks import common, crinode  # noqa: E402
 from testkit.images import STUB_IMAGE  # noqa: E402
 
-MANIFEST = 'version = 1\n[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
-STORE_IMAGE = "floxk.bench/hello-store:1.0"
-COMMAND = ["sh", "-c", "hello && exec sleep 3600"]
-TARGET_RATIO = 1.10
+IMAGE_NAME = "bench/podstart:1.0"
+COMMAND = ["sh", "-c", "echo started && exec sleep 3600"]
+EXPECT = "started"
+TARGET_RATIO = 1.05
 PHASES = ("run_pod", "create", "start")
 BASELINE = "flox-baseline"  # runtime handler of --baseline-rev
 
 
 def start_pod(
-    cri, *, flox_ref: str | None, image: str, phases: dict[str, list[float]], handler: str = "flox"
+    cri,
+    *,
+    flox_ref: str | None,
+    image: str,
+    phases: dict[str, list[float]],
+    handler: str = "flox",
+    command: list[str] = COMMAND,
+    expect: str = EXPECT,
 ) -> float:
     """One timed pod start; checked and removed afterwards. Returns seconds."""
     annotations = {"flox.dev/environment": flox_ref} if flox_ref else {}
@@ -50,16 +60,16 @@ def start_pod(
     t0 = time.perf_counter()
     pod = cri.run_pod("bench", annotations, runtime_handler=handler)
     t1 = time.perf_counter()
-    cid = cri.create_container(pod, "app", image, command=COMMAND)
+    cid = cri.create_container(pod, "app", image, command=command)
     t2 = time.perf_counter()
     cri.start(cid)
     t3 = time.perf_counter()
     for name, value in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2), strict=True):
         phases[name].append(value)
     state = cri.status(cid).state
-    out = cri.logs(cid, contains="hello from floxk")
+    out = cri.logs(cid, contains=expect)
     cri.remove_pod(pod)
-    if state != pb.CONTAINER_RUNNING or "hello from floxk" not in out:
+    if state != pb.CONTAINER_RUNNING or expect not in out:
         raise RuntimeError(
             f"{handler or 'runc'} pod did not run: state {pb.ContainerState.Name(state)}, log {out!r}"
         )
@@ -83,20 +93,28 @@ def tree_at(rev: str, dest: Path) -> Path:
 
 
 def run(quick: bool, repeats: int | None = None, baseline_rev: str | None = None) -> dict:
-    repeats = repeats or (8 if quick else 30)
+    repeats = repeats or (6 if quick else 30)
     line = crinode.containerd_line()
     with tempfile.TemporaryDirectory(prefix="floxk-bench-podstart-") as tmp:
         work = Path(tmp)
         extra = {BASELINE: tree_at(baseline_rev, work / "rev")} if baseline_rev else {}
         common.note("publishing the environment and building images")
-        node = crinode.make_node(work, MANIFEST)
+        app = common.App.for_mode(quick)
+        node = crinode.make_node(work, app.manifest(), flake=app.catalog(work / "catalog"))
         env = node.realize()  # warm: what the pods below find
-        node.images["store"] = crinode.store_image(
-            work / "store-image.tar", STORE_IMAGE, node.store, env
-        )
+        pushed = crinode.push_env_image(node.registry, IMAGE_NAME, node.store, env)
         common.note(f"starting containerd {line.version}")
         cri = node.start(line, extra)
         try:
+            cri.pull_image(pushed.ref)
+            image_ref = pushed.ref
+            common.note("both kinds run the app once (python3 from the closure)")
+            for ref, img in ((node.env["ref"], STUB_IMAGE), (None, image_ref)):
+                start_pod(
+                    cri, flox_ref=ref, image=img, phases={p: [] for p in PHASES},
+                    command=["sh", "-c", f"{app.command()} && exec sleep 3600"],
+                    expect=app.expect(),
+                )  # fmt: skip
             kinds = ["flox", "image", *extra]
             phases: dict[str, dict[str, list[float]]] = {}
             cases = {
@@ -104,7 +122,7 @@ def run(quick: bool, repeats: int | None = None, baseline_rev: str | None = None
                     cri, flox_ref=node.env["ref"], image=STUB_IMAGE, phases=phases["flox"]
                 ),
                 "image": lambda: start_pod(
-                    cri, flox_ref=None, image=STORE_IMAGE, phases=phases["image"]
+                    cri, flox_ref=None, image=image_ref, phases=phases["image"]
                 ),
             }
             if extra:
@@ -133,6 +151,8 @@ def run(quick: bool, repeats: int | None = None, baseline_rev: str | None = None
         repeats=repeats,
         target_ratio=TARGET_RATIO,
         closure_paths=len(env.activation["closure"]),
+        application=app.describe(),
+        image_pulled=pushed.ref,
         trees_built=trees,
         flox=common.summary(samples["flox"]),
         image=common.summary(samples["image"]),

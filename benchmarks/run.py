@@ -1,6 +1,7 @@
 """Run floxk's benchmarks: `task bench` (full, regenerates the docs) and `task bench:quick`.
 
-    python3 -m benchmarks.run [--quick] [--only NAME,...] [--out DIR] [--no-docs]
+    python3 -m benchmarks.run [--quick] [--only NAME,...] [--rounds N] [--levels 1,4,16]
+                              [--out DIR] [--no-docs]
 
 Full mode writes benchmarks/results/<name>.json and then docs/benchmarks.md with its plots
 (benchmarks/report.py). Quick mode (CI-sized, a few minutes) writes build/bench-quick/ and
@@ -23,15 +24,18 @@ if __package__ in (None, ""):
 
 from benchmarks import common  # noqa: E402
 
-# In the order of the docs: issue 8's figures 1..6 plus the create-path profile, then
-# figure 7 (floxk dev's edit loop).
+# In the order of the docs: issue 15's figures a-e (cold first pod, update, node disk, N pods
+# at once, warm pod start), then issue 8's pass-through, create-path profile, realization and
+# kind figures and figure 7 (floxk dev's edit loop).
 BENCHMARKS = (
-    "passthrough",
+    "cold",
+    "update",
+    "disk",
+    "burst",
     "podstart",
+    "passthrough",
     "createpath",
     "realize",
-    "burst",
-    "disk",
     "kind",
     "devloop",
 )
@@ -63,10 +67,35 @@ def checks_hold(doc: dict) -> bool:
     return True
 
 
+def sizes(run, a: argparse.Namespace) -> dict:
+    """The size options a benchmark's run() takes: rounds (or repeats), levels, baseline."""
+    import inspect
+
+    params = inspect.signature(run).parameters
+    out: dict = {}
+    if a.rounds:
+        for name in ("rounds", "repeats"):
+            if name in params:
+                out[name] = a.rounds
+    if a.levels and "levels" in params:
+        out["levels"] = [int(x) for x in a.levels.split(",")]
+    if a.baseline_rev and "baseline_rev" in params:
+        out["baseline_rev"] = a.baseline_rev
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="CI-sized: fewer repeats and levels")
     ap.add_argument("--only", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds (repeats) of every benchmark that has them (default by mode)",
+    )
+    ap.add_argument(
+        "--levels", help="levels of the benchmarks that have them (N pods, K apps), e.g. 1,4,16"
+    )
     ap.add_argument("--out", type=Path, help="JSON directory (default by mode)")
     ap.add_argument("--no-docs", action="store_true", help="full mode: do not rewrite the docs")
     ap.add_argument(
@@ -90,10 +119,7 @@ def main() -> int:
         module = importlib.import_module(f"benchmarks.{name}")
         print(f"\n== {name}: {module.__doc__.splitlines()[0]}", flush=True)
         try:
-            extra = (
-                {"baseline_rev": a.baseline_rev} if name == "podstart" and a.baseline_rev else {}
-            )
-            doc = module.run(a.quick, **extra)
+            doc = module.run(a.quick, **sizes(module.run, a))
         except Exception:  # report it, run the rest
             traceback.print_exc()
             failed.append(name)
@@ -107,6 +133,15 @@ def main() -> int:
         if not checks_hold(doc):
             failed.append(f"{name} (check)")
         print(f"({time.perf_counter() - t:.0f} s, wrote {path})", flush=True)
+    run_doc = {
+        "benchmark": "run",
+        "command": "python3 -m benchmarks.run " + " ".join(sys.argv[1:]),
+        "benchmarks": names,
+        "failed": failed,
+        "seconds": round(time.perf_counter() - started),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    common.write_json(run_doc, out)
     if not a.quick and not a.no_docs:
         from benchmarks import report
 

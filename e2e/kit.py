@@ -54,11 +54,14 @@ class Cluster:
 
         return client.AppsV1Api(self.api)
 
-    def kubectl(self, *args: str, timeout: float = 90, check: bool = False):
-        """kubectl on this cluster and namespace (argument list, no shell)."""
+    def kubectl(
+        self, *args: str, timeout: float = 90, check: bool = False, input: str | None = None
+    ):
+        """kubectl on this cluster and namespace (argument list, no shell); `input` goes to
+        its stdin (`kubectl exec -i`)."""
         argv = ["kubectl", "--kubeconfig", str(self.kubeconfig), "--context", self.context]
         argv += ["-n", self.namespace, *args]
-        proc = call(argv, check=False, timeout=timeout)
+        proc = call(argv, check=False, timeout=timeout, input=input)
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc

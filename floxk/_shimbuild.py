@@ -5,7 +5,7 @@ library only) behind `#!/usr/bin/env python3`:
 
   containerd-shim-flox-v2   shim.wrapper  (containerd's runtime_path)
   floxk-runc                shim.runc     (the slow path behind the sh front, BinaryName)
-  floxk-node                shim.install  (node admin: install, uninstall, realize, gc)
+  floxk-node                shim.nodecli  (node admin: install, uninstall, realize, gc)
 
 They are reproducible: files in sorted order, fixed timestamps and permissions, stored
 (not deflated, so no zlib version enters the bytes): the same source gives the same bytes.
@@ -38,7 +38,17 @@ from pathlib import Path
 
 import shim
 from floxk._proc import call
-from shim import install as node_install
+from shim.installer.layout import (
+    DEFAULT_BIN_DIR,
+    FRONT_NAME,
+    NODE_NAME,
+    REAL_RUNC_LINK,
+    RECORD_NAME,
+    RUNC_NAME,
+    SHIM_FRONT_NAME,
+    SHIM_NAME,
+)
+from shim.installer.render import render_node_front
 
 SHIM_DIR = Path(shim.__file__).resolve().parent
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
@@ -46,9 +56,9 @@ SOURCE_DATE_EPOCH = 315532800  # 1980-01-01: file times inside the .deb
 
 # zipapp name -> module whose main() it runs
 ENTRIES = {
-    node_install.SHIM_NAME: "shim.wrapper",
-    node_install.RUNC_NAME: "shim.runc",
-    node_install.NODE_NAME: "shim.install",
+    SHIM_NAME: "shim.wrapper",
+    RUNC_NAME: "shim.runc",
+    NODE_NAME: "shim.nodecli",
 }
 
 DEB_PACKAGE = "floxk-shim"
@@ -193,9 +203,9 @@ _PRERM = f"""\
 set -e
 case "$1" in
   remove)
-    rm -f "$DPKG_ROOT{node_install.DEFAULT_BIN_DIR}/{node_install.REAL_RUNC_LINK}" \\
-          "$DPKG_ROOT{node_install.DEFAULT_BIN_DIR}/{node_install.SHIM_FRONT_NAME}" \\
-          "$DPKG_ROOT{node_install.DEFAULT_BIN_DIR}/{node_install.RECORD_NAME}"
+    rm -f "$DPKG_ROOT{DEFAULT_BIN_DIR}/{REAL_RUNC_LINK}" \\
+          "$DPKG_ROOT{DEFAULT_BIN_DIR}/{SHIM_FRONT_NAME}" \\
+          "$DPKG_ROOT{DEFAULT_BIN_DIR}/{RECORD_NAME}"
     ;;
 esac
 exit 0
@@ -214,19 +224,19 @@ class PackageResult:
 def build_deb(out: Path, *, python: str = "/usr/bin/python3") -> PackageResult:
     """Build floxk-shim_<version>_all.deb in `out` with dpkg-deb; return what it holds."""
     out.mkdir(parents=True, exist_ok=True)
-    bin_dir = node_install.DEFAULT_BIN_DIR
+    bin_dir = DEFAULT_BIN_DIR
     with tempfile.TemporaryDirectory(prefix="floxk-deb-") as tmp:
         root = Path(tmp) / "root"
         lib = root / bin_dir.lstrip("/")
         build_zipapps(lib)
         _write_atomic(
-            lib / node_install.FRONT_NAME,
-            node_install.render_node_front(bin_dir, python).encode(),
+            lib / FRONT_NAME,
+            render_node_front(bin_dir, python).encode(),
             0o755,
         )
         sbin = root / "usr/sbin"
         sbin.mkdir(parents=True)
-        os.symlink(f"../lib/floxk/{node_install.NODE_NAME}", sbin / node_install.NODE_NAME)
+        os.symlink(f"../lib/floxk/{NODE_NAME}", sbin / NODE_NAME)
         etc = root / "etc/floxk"
         etc.mkdir(parents=True)
         (etc / "node.toml").write_text(DEFAULT_NODE_TOML)

@@ -12,7 +12,7 @@ without starting Python, and runs prefetch_main() in the background for flox san
 only. main() stays a complete wrapper for layouts that point containerd at the zipapp.
 
 The rewrite of container specs does not happen here: containerd 2.x runs `start` once
-per pod, and 1.6's CRI never execs this wrapper. See ARCHITECTURE.md.
+per pod, and 1.6's CRI never execs this wrapper. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def _prefetch(ref: ann.EnvRef, node: NodeConfig, *, cold_priority: int | None = 
     """Realize `ref` unless its tree is there; cold_priority: the niceness to realize with
     (the containers' creates wait for this realization: it must not lag behind them)."""
     from shim.core.realize import ready
-    from shim.runc import fetch_for, realize_deadline, realize_record
+    from shim.core.service import fetch_for, realize_deadline, realize_record
 
     start = time.monotonic()
     _note(node, f"prefetch {ref}: started")
@@ -162,6 +162,9 @@ def _prefetch(ref: ann.EnvRef, node: NodeConfig, *, cold_priority: int | None = 
                     except OSError:
                         pass  # not root: realize niced rather than not at all
                 env = realize_record(found, node)
+            from shim.core.storeview import store_mounts
+
+            store_mounts(node, env)  # builds the store view: the create finds it ready too
     except Exception as e:  # create will report it to the pod
         from shim.core.errors import AccessError
 

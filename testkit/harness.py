@@ -469,6 +469,25 @@ class CRI:
             resp.stderr.decode(errors="replace"),
         )
 
+    # --- images ----------------------------------------------------------------------------
+    def pull_image(self, ref: str, timeout: float = 600) -> str:
+        """PullImage as kubelet asks for it (no credentials); returns the image's id. A
+        registry on localhost is pulled over plain HTTP, as containerd does for localhost."""
+        return self.images.PullImage(
+            pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=timeout
+        ).image_ref
+
+    def remove_image(self, ref: str) -> None:
+        """RemoveImage (CRI deletes synchronously: the image's content and snapshots that
+        nothing else uses are gone when it returns)."""
+        self.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
+
+    def image_present(self, ref: str) -> bool:
+        resp = self.images.ImageStatus(
+            pb.ImageStatusRequest(image=pb.ImageSpec(image=ref)), timeout=30
+        )
+        return bool(resp.image.id)
+
     # --- logs --------------------------------------------------------------------------------
     def log_path(self, container_id: str) -> Path:
         """The file CRI writes the container's output to (pod log_directory / <name>.log)."""

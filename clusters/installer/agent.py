@@ -5,8 +5,10 @@ Debian release, the operator's node.toml) onto the node through nsenter into the
 mount namespace, run node.sh there (it installs python3/nix when missing, then
 `floxk-node install`, then restarts containerd), and report the outcome in the node's
 labels: flox.dev/shim=pending -> provisioned (+ flox.dev/enabled=true) or failed (the
-reason in the annotation flox.dev/shim-message). Then it sleeps: a DaemonSet pod that
-exits is restarted, and a second run changes nothing anyway.
+reason in the annotation flox.dev/shim-message). Then it stays up (a DaemonSet pod that
+exits is restarted, and a second run changes nothing anyway) and runs the node's periodic
+GC, `node.sh gc` every node.toml [gc] interval: on clusters this DaemonSet does what the
+systemd timer floxk-gc.timer does on hosts (node.sh installs without the timer).
 
 `agent.py uninstall`: node.sh uninstall (`floxk-node uninstall --restart`, then the
 files install added), then both labels are removed.
@@ -120,11 +122,12 @@ def copy_payload() -> None:
         raise RuntimeError(f"copying the payload to the node failed: {r.stderr.decode()[-500:]}")
 
 
-def run_node_script(action: str) -> str:
+def run_node_script(action: str, *, echo: bool = True) -> str:
     r = on_host(["sh", f"{HOST_DIR}/node.sh", action])
     out, err = r.stdout.decode(), r.stderr.decode()
     sys.stderr.write(err)
-    sys.stdout.write(out)
+    if echo:
+        sys.stdout.write(out)
     if r.returncode != 0:
         last = [line for line in (err or out).splitlines() if line.strip()][-3:]
         raise RuntimeError(f"node.sh {action} exited {r.returncode}: {' | '.join(last)}")
@@ -206,8 +209,39 @@ def main() -> None:
     {"install": install, "uninstall": uninstall}[action](node)
     # Stay up: a DaemonSet restarts pods that exit. SIGTERM ends the pod promptly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if action == "install" and READY.exists():
+        gc_loop()
     while True:
         signal.pause()
+
+
+def gc_interval() -> float:
+    """node.toml's [gc] interval, read by the shim's own parser (from the payload's
+    floxk-node zipapp: one reading of node.toml everywhere); 300 s without a node.toml."""
+    sys.path.insert(0, str(PAYLOAD / "bin" / "floxk-node"))
+    from shim.core.node import NodeConfig, parse_node_config
+
+    if not NODE_CONFIG.is_file():
+        return NodeConfig().gc.interval
+    return parse_node_config(NODE_CONFIG.read_text(), source=str(NODE_CONFIG)).gc.interval
+
+
+def gc_loop() -> None:
+    """What the systemd timer does on hosts, for the nodes this DaemonSet provisioned:
+    every [gc] interval, `floxk-node gc --auto` on the node (frees only at disk pressure;
+    a no-op below the high mark). Each run is one line in the pod's log."""
+    interval = gc_interval()
+    log(f"periodic GC every {interval:g} s (node.toml [gc] interval)")
+    while True:
+        time.sleep(interval)
+        try:
+            result = json.loads(run_node_script("gc", echo=False))
+        except Exception as e:  # the next round tries again; the node keeps running pods
+            log(f"gc: failed: {e}")
+            continue
+        freed = result.get("freed_envs") or []
+        log(f"gc: ran={result.get('ran')} used={result.get('used_percent_before')}% "
+            f"freed={len(freed)} {' '.join(freed)}".rstrip())  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@
 #                      restart is still owed from an interrupted run).
 #   node.sh uninstall  `floxk-node uninstall --restart`, then every file install created
 #                      (recorded in STATE/created); python3 and nix stay installed.
+#   node.sh gc         `floxk-node gc --auto` (the agent runs it every [gc] interval: on
+#                      clusters the DaemonSet is the periodic GC, so install writes no
+#                      systemd timer).
 set -eu
 # nsenter keeps the container's environment: give the node's usual PATH (containerd often
 # lives in /usr/local/bin).
@@ -108,14 +111,14 @@ do_install() {
   owed=no
   [ -e "$STATE/restart-owed" ] && owed=yes
   touch "$STATE/restart-owed"
-  out=$("$LIB/floxk-node" install --bin-dir "$LIB" --json)
+  out=$("$LIB/floxk-node" install --bin-dir "$LIB" --no-gc-timer --json)
   echo "$out"
   if [ $owed = no ] && ! echo "$out" | grep -q '^  "changed": true'; then
     rm -f "$STATE/restart-owed"
   fi
   if [ -e "$STATE/restart-owed" ]; then
     say "restarting containerd"
-    "$LIB/floxk-node" install --bin-dir "$LIB" --restart >&2
+    "$LIB/floxk-node" install --bin-dir "$LIB" --no-gc-timer --restart >&2
     rm -f "$STATE/restart-owed"
   fi
 }
@@ -140,5 +143,6 @@ do_uninstall() {
 case ${1:-} in
   install) do_install ;;
   uninstall) do_uninstall ;;
-  *) die "usage: node.sh install|uninstall" ;;
+  gc) "$LIB/floxk-node" gc --auto ;;
+  *) die "usage: node.sh install|uninstall|gc" ;;
 esac

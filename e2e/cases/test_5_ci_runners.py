@@ -16,7 +16,6 @@ with the script on stdin) in a pod whose build container is not exec-skipped.
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
@@ -93,11 +92,9 @@ def job_pod(name: str, env_ref: str, helper_image: str, annotations: dict[str, s
     )
 
 
-def kubectl_stdin(cluster: kit.Cluster, stdin: str, *args: str) -> subprocess.CompletedProcess:
+def kubectl_stdin(cluster: kit.Cluster, stdin: str, *args: str):
     """kubectl with input on stdin (`kubectl exec -i`, as the runner streams a script)."""
-    argv = ["kubectl", "--kubeconfig", str(cluster.kubeconfig), "--context", cluster.context]
-    argv += ["-n", cluster.namespace, *args]
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=90)
+    return cluster.kubectl(*args, input=stdin)
 
 
 def attach_write(cluster: kit.Cluster, pod: str, container: str, line: str) -> None:

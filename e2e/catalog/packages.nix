@@ -80,7 +80,77 @@ let
       chmod 0555 $out/bin/web-serve
     '';
   };
+
+  # The applications' code moves with the catalog's revision (app-revision, "1" unless
+  # prepare() names another): a new revision changes every app<i> and pyapp<i>, nothing else.
+  appRevision =
+    if builtins.pathExists ./app-revision
+    then builtins.replaceStrings [ "\n" ] [ "" ] (builtins.readFile ./app-revision)
+    else "1";
+  APPS = 32;
+  # app<i>: a small application on busybox sh alone.
+  app = i: mkPackage {
+    pname = "app${toString i}";
+    version = appRevision;
+    description = "Application ${toString i} on busybox";
+    script = ''
+      mkdir -p $out/bin
+      printf '#!%s\necho "app${toString i} revision ${appRevision} on busybox"\n' \
+        ${busybox}/bin/sh > $out/bin/app${toString i}
+      chmod 0555 $out/bin/app${toString i}
+    '';
+  };
+  apps = builtins.listToAttrs (builtins.genList (i: { name = "app${toString i}"; value = app i; }) APPS);
+
+  # A runtime of real size and shape, when prepare() was given one (testkit/closures.py
+  # gathers the host's python3): one store path per shared-library package, the
+  # interpreter with its standard library, and PYAPPS small applications on it.
+  hasRuntime = builtins.pathExists ./runtime;
+  runtimeLibs =
+    if hasRuntime then builtins.attrNames (builtins.readDir ./runtime/libs) else [ ];
+  copyOf = pname: src: derivation {
+    inherit system pname;
+    version = "host";
+    name = "${pname}-host";
+    builder = "${busybox}/bin/sh";
+    args = [ "-ec" "mkdir -p $out && cp -a ${src}/. $out/" ];
+    PATH = "${busybox}/bin";
+  };
+  libs = builtins.listToAttrs (map (n: { name = n; value = copyOf "rt-${n}" (./runtime/libs + "/${n}"); }) runtimeLibs);
+  pyVersion = builtins.replaceStrings [ "\n" ] [ "" ] (builtins.readFile ./runtime/python-version);
+  libPath = builtins.concatStringsSep ":" (map (n: "${libs.${n}}/lib") runtimeLibs);
+  python3 = mkPackage {
+    pname = "python3";
+    version = pyVersion;
+    description = "The host's python3 with its standard library and shared libraries";
+    script = ''
+      mkdir -p $out/bin
+      cp -a ${./runtime/python}/. $out/
+      chmod u+w $out/bin
+      printf '#!%s\nPYTHONHOME=%s exec %s --library-path %s %s "$@"\n' \
+        ${busybox}/bin/sh $out ${libs.glibc}/lib/ld-linux-x86-64.so.2 ${libPath} \
+        $out/bin/python${pyVersion} > $out/bin/python3
+      chmod 0555 $out/bin/python3
+    '';
+  };
+  pyapp = i: mkPackage {
+    pname = "pyapp${toString i}";
+    version = appRevision;
+    description = "Application ${toString i} on the python3 runtime";
+    script = ''
+      mkdir -p $out/bin $out/share/pyapp
+      printf 'import sys\nprint("pyapp${toString i} revision ${appRevision} on python", sys.version.split()[0])\n' \
+        > $out/share/pyapp/app.py
+      printf '#!%s\nexec %s %s "$@"\n' ${busybox}/bin/sh ${python3}/bin/python3 \
+        $out/share/pyapp/app.py > $out/bin/pyapp${toString i}
+      chmod 0555 $out/bin/pyapp${toString i}
+    '';
+  };
+  runtime =
+    if hasRuntime then
+      { inherit python3; } // builtins.listToAttrs (builtins.genList (i: { name = "pyapp${toString i}"; value = pyapp i; }) APPS)
+    else { };
 in
 {
   inherit busybox hello greeting web;
-}
+} // apps // runtime

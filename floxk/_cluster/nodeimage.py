@@ -18,16 +18,15 @@ import json
 import shutil
 import tarfile
 import tempfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Any
 
-import shim
 from floxk._cluster import debs as debian
 from floxk._cluster.spec import cache_dir
+from floxk._shimbuild import build_zipapps
 from shim.core import containerd as ctrd
 from shim.core.errors import FloxkError, MissingDependencyError, NotFoundError
 
@@ -121,47 +120,8 @@ def containerd_patch(
 
 def write_shim_payload(lib_dir: Path) -> str:
     """The shim zipapps into lib_dir; returns "VERSION DIGEST" (what --floxk-version says)."""
-    try:
-        from floxk._shimbuild import build_zipapps
-    except ImportError:  # `floxk shim build` not in this checkout: same zipapps, made here
-        build_zipapps = _build_zipapps  # type: ignore[assignment]  # the same two fields read
     result = build_zipapps(lib_dir)
     return f"{result.version} {result.source_digest[:16]}"
-
-
-@dataclass(frozen=True)
-class _Zipapps:
-    version: str
-    source_digest: str
-
-
-def _build_zipapps(out: Path) -> _Zipapps:
-    shim_dir = Path(shim.__file__).resolve().parent
-    sources = sorted(p for p in shim_dir.rglob("*.py") if "__pycache__" not in p.parts)
-    h = hashlib.sha256()
-    for p in sources:
-        h.update(p.relative_to(shim_dir).as_posix().encode() + b"\0" + p.read_bytes())
-    digest = h.hexdigest()
-    out.mkdir(parents=True, exist_ok=True)
-    for name, module in (("containerd-shim-flox-v2", "shim.wrapper"), ("floxk-runc", "shim.runc")):
-        main = (
-            "import sys\n"
-            'if sys.argv[1:] == ["--floxk-version"]:\n'
-            f'    print("{name} {shim.__version__} {digest[:16]}"); sys.exit(0)\n'
-            f"from {module} import main\nmain()\n"
-        )
-        buf = io.BytesIO(b"#!/usr/bin/env python3\n")
-        buf.seek(0, io.SEEK_END)
-        with zipfile.ZipFile(buf, "w") as zf:
-            zf.writestr(zipfile.ZipInfo("__main__.py", (1980, 1, 1, 0, 0, 0)), main)
-            for p in sources:
-                info = zipfile.ZipInfo(
-                    f"shim/{p.relative_to(shim_dir).as_posix()}", (1980, 1, 1, 0, 0, 0)
-                )
-                zf.writestr(info, p.read_bytes())
-        (out / name).write_bytes(buf.getvalue())
-        (out / name).chmod(0o755)
-    return _Zipapps(shim.__version__, digest)
 
 
 def write_context(

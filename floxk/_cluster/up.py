@@ -63,6 +63,7 @@ def build_spec(
     files: ClusterFiles,
     restrict_oom_score_adj: bool,
     kind_config: str = "",
+    registry: bool = False,
 ) -> ClusterSpec:
     mounts = (
         Mount(str(files.hub), nodeimage.HUB_DIR),
@@ -73,6 +74,12 @@ def build_spec(
         if provider == "kind"
         else ""  # k3d: the config-v3.toml.tmpl baked into its node image
     )
+    if registry:  # floxk up --registry: nodes read registry hosts from certs.d
+        import tomllib
+
+        from floxk._cluster import registry as local_registry
+
+        patch = ctrd.to_toml(ctrd.merge(tomllib.loads(patch), local_registry.registry_patch()))
     return ClusterSpec(
         provider=provider,
         name=name,
@@ -112,11 +119,13 @@ def up(
     timeout: float = 300,
     recreate: bool = False,
     config: str | Path | None = None,
+    registry: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """config: the user's kind Cluster config (nodes, port mappings, mounts, networking
     kept; floxk's image, label, mounts and containerd patch added to every node).
-    base_source: auto, upstream or offline (kindimage.py says how each picks the base)."""
+    base_source: auto, upstream or offline (kindimage.py says how each picks the base).
+    registry: a local registry the nodes pull from (floxk/_cluster/registry.py)."""
     say = progress or (lambda _m: None)
     source = kindimage.source_setting(base_source)  # a bad value fails before any work
     user_config = ""
@@ -155,6 +164,7 @@ def up(
         files=files,
         restrict_oom_score_adj=ctrd.needs_restrict_oom_score_adj(),
         kind_config=user_config,
+        registry=registry,
     )
     digest = spec.digest()
     result = {
@@ -174,6 +184,7 @@ def up(
         recorded = kube.recorded_spec_digest(kube.api_client(spec.context))
         if recorded == digest and not recreate:
             say(f"cluster {spec.context} is up to date (spec {digest[:12]})")
+            _with_registry(result, registry, client, prov.node_containers(name), say)
             if wait:
                 kube.wait_schedulable(kube.api_client(spec.context), timeout=timeout, progress=say)
             return result
@@ -195,10 +206,26 @@ def up(
     api = kube.api_client(spec.context)
     kube.apply(api, kube.runtime_class())
     result["nodes"] = kube.label_nodes(api)
+    if _with_registry(result, registry, client, prov.node_containers(name), say):
+        kube.apply(api, _registry().hosting_configmap())
     if wait:
         kube.wait_schedulable(api, timeout=timeout, progress=say)
     kube.apply(api, kube.spec_configmap(spec.to_dict(), digest))
     return result
+
+
+def _registry():
+    from floxk._cluster import registry
+
+    return registry
+
+
+def _with_registry(result: dict, wanted: bool, client, nodes: list[str], say: Progress) -> bool:
+    """--registry: the registry running and every node pointed at it (idempotent)."""
+    if wanted:
+        result["registry"] = _registry().ensure_running(client, say)
+        _registry().configure_nodes(client, nodes)
+    return wanted
 
 
 def down(*, provider: str = "kind", name: str = DEFAULT_CLUSTER_NAME) -> dict[str, Any]:

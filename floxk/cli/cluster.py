@@ -61,6 +61,12 @@ def up(
     ),
     timeout: int = typer.Option(300, "--timeout", help="Seconds to wait."),
     recreate: bool = typer.Option(False, "--recreate", help="Delete and recreate the cluster."),
+    registry: bool = typer.Option(
+        False,
+        "--registry",
+        help="Also run a local image registry on localhost:5001 that the nodes pull from"
+        " (docs/clusters.md), for image pods beside flox pods.",
+    ),
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
@@ -79,6 +85,7 @@ def up(
         timeout=timeout,
         recreate=recreate,
         config=config,
+        registry=registry,
         progress=progress_printer(quiet),
     )
     if output is OutputFormat.json:
@@ -93,6 +100,10 @@ def up(
             f"  dev hub     {result['hub']}  (floxk env push DIR --name OWNER/NAME)",
             "  next        floxk run pod NAME --env OWNER/NAME -- CMD",
         ]
+    if result.get("registry"):
+        lines.append(
+            f"  registry    {result['registry']['push']}  (docker push {result['registry']['push']}/NAME:TAG)"
+        )
     for line in lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 

@@ -199,14 +199,14 @@ def realize(
 ):
     """Realize an environment as a node would; print the environment tree's path.
 
-    A hub ref goes through the node's one gate (shim.runc.fetch_for): node.toml's owner
+    A hub ref goes through the node's one gate (shim.core.service): node.toml's owner
     policy, and a record signed by a trusted key, like a pod's."""
     from shim.core import hub as hubs
     from shim.core import realize as realizer
     from shim.core.annotations import EnvRef
     from shim.core.model import current_system, load_lock
     from shim.core.node import NodeConfig, load_node_config
-    from shim.runc import realize_for
+    from shim.core.service import realize_for
 
     node = load_node_config()
     node = NodeConfig(

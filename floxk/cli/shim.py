@@ -1,7 +1,7 @@
 """`floxk shim ...`: package the node side and put it on (or take it off) a node.
 
 build and package run anywhere; install and uninstall run as root on the node itself (the
-same code as the `floxk-node` zipapp, shim/install.py).
+same code as the `floxk-node` zipapp, shim/installer/, shim/nodecli.py).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def package(
 
 
 def _render(result, output: OutputFormat, dry_run: bool) -> None:
-    from shim.install import summary
+    from shim.installer.files import summary
 
     if output is OutputFormat.json:
         print_json(result.to_dict())
@@ -112,7 +112,7 @@ def install(
     output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
 ):
     """Register the flox runtime with this node's containerd (root, on the node)."""
-    from shim.install import install as run_install
+    from shim.installer.install import install as run_install
 
     result = run_install(
         config=config, containerd=containerd, bin_dir=bin_dir, runc=runc, python=python,
@@ -135,7 +135,7 @@ def uninstall(
 ):
     """Remove what install added; restore the config's original bytes. Refuses while flox
     containers run on the node (it lists them) unless --force."""
-    from shim.install import uninstall as run_uninstall
+    from shim.installer.uninstall import uninstall as run_uninstall
 
     result = run_uninstall(
         config=config, containerd=containerd, bin_dir=bin_dir, restart=restart, dry_run=dry_run,

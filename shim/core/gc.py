@@ -19,7 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-from shim.core import fastjson
+from shim.core import fastjson, storeview
 from shim.core.atomic import write_atomic
 from shim.core.errors import NixError, RealizeError
 from shim.core.names import dollar_end, is_name
@@ -145,6 +145,7 @@ def _remove_env(state_dir: Path, store_root: Path | None, digest: str) -> None:
     trash = Path(tempfile.mkdtemp(dir=state_dir / "tmp", prefix=f"gc-{digest}."))
     os.rename(env, trash / "env")
     shutil.rmtree(trash, ignore_errors=True)
+    storeview.remove(str(state_dir), digest)
     shutil.rmtree(roots_dir(store_root, digest), ignore_errors=True)
     shutil.rmtree(state_dir / "uses" / digest, ignore_errors=True)
 
@@ -162,6 +163,11 @@ def _remove_orphans(state_dir: Path, store_root: Path | None) -> None:
         with _try_flock(state_dir / "locks" / f"{directory.name}.lock") as free:
             if free and not env_path(state_dir, directory.name).exists():
                 shutil.rmtree(directory, ignore_errors=True)
+    views = state_dir / storeview.VIEWS
+    for view in sorted(views.iterdir()) if views.is_dir() else []:
+        with _try_flock(state_dir / "locks" / f"{view.name}.lock") as free:
+            if free and not env_path(state_dir, view.name).exists():
+                storeview.remove(str(state_dir), view.name)
     tmp = state_dir / "tmp"
     for leftover in sorted(tmp.iterdir()) if tmp.is_dir() else []:
         digest = leftover.name.removeprefix("gc-").split(".", 1)[0]

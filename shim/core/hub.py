@@ -59,7 +59,7 @@ _FETCH_TIMEOUT = 30
 @record(frozen=True)
 class Trust:
     """What a node trusts: where store paths come from, whose signatures count, where
-    verified records and generations are remembered. From node.toml (shim.runc.trust_of)."""
+    verified records and generations are remembered. From node.toml (shim.core.service.trust_of)."""
 
     substituters: list[str]
     trusted_keys: list[str]
@@ -169,7 +169,7 @@ def resolve(ref: str, hubs: list[str], trust: Trust) -> HubRecord:
 def peek(ref: str, hubs: list[str]) -> HubRecord:
     """resolve() for display on a laptop (`floxk env show`, tests, benchmarks): the record
     read from the hub's own cache with `nix store cat`, its signature NOT checked. Never
-    for realizing on a node: that is shim.runc.fetch_for, with the node's keys."""
+    for realizing on a node: that is shim.core.service.fetch_for, with the node's keys."""
     return fetch(ref, hubs, None).parsed()
 
 

@@ -72,6 +72,7 @@ class NodeConfig:
     realize_timeout: float = DEFAULT_REALIZE_TIMEOUT  # seconds, then the realization is killed
     credentials: list[Credential] = factory(list)  # hubs and caches that need a token
     token_cache_ttl: float = DEFAULT_TOKEN_CACHE_TTL  # seconds a hub's yes to a token is kept
+    store_view: bool = True  # containers see only their closure at /nix/store (shim.core.storeview)
     source: str = "<defaults>"
 
     @property
@@ -253,6 +254,7 @@ def node_config_from_data(data: dict, *, source: str = "node.toml") -> NodeConfi
         realize_timeout=r.duration("realize_timeout", DEFAULT_REALIZE_TIMEOUT),
         credentials=_credentials(r, source),
         token_cache_ttl=r.duration("token_cache_ttl", DEFAULT_TOKEN_CACHE_TTL, zero=True),
+        store_view=r.boolean("store_view", True),
         source=source,
     )
     r.reject_unknown()
@@ -411,8 +413,8 @@ class _Reader:
             raise ConfigError(
                 f"{self.source}: unknown key {self.prefix}{extra[0]}",
                 hint="known keys: hubs, substituters, trusted_public_keys, state_dir, store_root, "
-                "runc, runc_v2_shim, log_file, realize_timeout, token_cache_ttl, [[credentials]] url, "
-                "auth, token_file, [policy] allowed_owners, "
+                "runc, runc_v2_shim, log_file, realize_timeout, store_view, token_cache_ttl, "
+                "[[credentials]] url, auth, token_file, [policy] allowed_owners, "
                 "allow_nix_mutable, [gc] auto, high_percent, low_percent, min_unused_age, "
                 "interval",
             )

@@ -82,7 +82,7 @@ def realize(
     Signatures are always checked against `trusted_keys`, for every path of the closure
     (TrustError names the ones without). Unsigned paths are accepted only when the caller
     passes no keys at all AND insecure_accept_unsigned=True. The lock itself must come
-    from a verified record (shim.runc.fetch_for) or from the caller's own directory.
+    from a verified record (shim.core.service.fetch_for) or from the caller's own directory.
     `phases`, when given, gets the milliseconds of substitute, verify and tree if this call
     built the tree. `access` (shim.core.auth.Access): the tokens of private caches.
     """

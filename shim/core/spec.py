@@ -2,8 +2,9 @@
 
 Pure apart from looking at the environment tree: takes the spec as a dict and
 returns a new dict. What it adds:
-- mounts: the node's store at /nix/store (read-only, nosuid, nodev unless the pod
-  asks for nix-mutable AND the node policy allows it), the environment tree at
+- mounts: at /nix/store the environment's closure (shim.core.storeview; the node's whole
+  store with store_view off), read-only, nosuid, nodev (the whole store read-write
+  when the pod asks for nix-mutable AND the node policy allows it), the environment tree at
   /run/floxk/env (read-only), and a small tmpfs for FLOX_ENV_CACHE;
 - env: Flox's FLOX_ENV* variables, PATH with the environment's bin first, the
   manifest's [vars] (a variable set in the pod spec wins: it is the deployer's
@@ -112,8 +113,10 @@ def rewrite_spec(
             hint="drop the annotation, or set policy.allow_nix_mutable = true in the node's node.toml",
         )
     store_rw = annotations.nix_mutable and node.policy.allow_nix_mutable
-    mounts.append(_bind(str(node.store_dir), STORE_MOUNT, readonly=not store_rw))
-    mounts.append(_bind(str(env_path), ENV_MOUNT, readonly=True))
+    from shim.core.storeview import store_mounts
+
+    mounts += store_mounts(node, env, writable=store_rw)
+    mounts.append(bind_mount(str(env_path), ENV_MOUNT, readonly=True))
     mounts.append(
         {
             "destination": CACHE_MOUNT,
@@ -177,7 +180,7 @@ def wrap_args(args: list[str], activation: Mapping[str, Any], env_path: str | Pa
     return [f"{ENV_MOUNT}/bin/sh", "-c", script, "sh", *args]
 
 
-def _bind(source: str, destination: str, *, readonly: bool) -> dict[str, Any]:
+def bind_mount(source: str, destination: str, *, readonly: bool) -> dict[str, Any]:
     return {
         "destination": destination,
         "type": "bind",

@@ -451,3 +451,26 @@ def test_default_kubernetes_is_the_first_line_clusters_kind_builds(tmp_path):
     env.write_text("K8S_VERSION=v1\n")
     with pytest.raises(FloxkError, match="sets no K8S_LINES"):
         kindimage.k8s_lines(env)
+
+
+def test_registry_patch_points_containerd_at_certs_d_and_is_part_of_the_spec():
+    from floxk._cluster import registry
+
+    spec, with_registry = _spec(), _spec(registry=True)
+    assert spec.digest() != with_registry.digest()  # --registry needs --recreate to add
+    patches = kind.render_config(with_registry)["containerdConfigPatches"]
+    merged = [tomllib.loads(p) for p in patches]
+    config_paths = [
+        m["plugins"]["io.containerd.grpc.v1.cri"].get("registry", {}).get("config_path")
+        for m in merged
+    ]
+    assert registry.CERTS_DIR in config_paths
+    assert all(m["version"] == 2 for m in merged)  # kind skips a patch of another version
+    flox = tomllib.loads(with_registry.containerd_patch)["plugins"]["io.containerd.grpc.v1.cri"]
+    assert flox["containerd"]["runtimes"]["flox"]["runtime_type"] == "io.containerd.runc.v2"
+    hosts = tomllib.loads(registry.hosts_toml())
+    assert hosts["server"] == f"http://{registry.CONTAINER}:5000"
+    assert f"http://{registry.CONTAINER}:5000" in hosts["host"]
+    hosting = registry.hosting_configmap()
+    assert hosting["metadata"] == {"name": "local-registry-hosting", "namespace": "kube-public"}
+    assert 'host: "localhost:5001"' in hosting["data"]["localRegistryHosting.v1"]

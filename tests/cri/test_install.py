@@ -22,8 +22,10 @@ from pathlib import Path
 import pytest
 
 from floxk._shimbuild import build_zipapps
-from shim import install as inst
 from shim.core import containerd as ctrd
+from shim.installer.detect import _alive, runtimes
+from shim.installer.install import install
+from shim.installer.uninstall import uninstall
 from testkit import harness
 from testkit.images import STUB_IMAGE
 from testkit.oci import publish_test_hub, write_node_toml
@@ -45,7 +47,7 @@ class _Adopted:
             if pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
         except ChildProcessError:  # reaped elsewhere (subprocess's own cleanup)
-            if not inst._alive(self.pid):
+            if not _alive(self.pid):
                 self.returncode = 0
         return self.returncode
 
@@ -168,12 +170,12 @@ def test_install_runs_a_flox_pod_then_uninstall_restores(
 
     kw = {"config": daemon.config_path, "containerd": str(line.containerd), "bin_dir": str(bin_dir)}
     runc = str(runc_line.path)  # the pair's runc (PATH would give Debian's)
-    result = inst.install(**kw, runc=runc)
+    result = install(**kw, runc=runc)
     assert result.verified
     # 2.x: a drop-in wherever the config imports a glob (the 2.2+ default does); 1.x: append
     dropin = line.major >= 2 and (shape == "imports" or ctrd.imports_dropins(line.version))
     assert result.mode == ("dropin" if dropin else "append")
-    flox = inst.runtimes(tomllib.loads(nodeconf.dump(line.containerd, daemon.config_path)))["flox"]
+    flox = runtimes(tomllib.loads(nodeconf.dump(line.containerd, daemon.config_path)))["flox"]
     assert flox["options"]["BinaryName"] == f"{bin_dir}/floxk-runc-front"
     assert flox["options"]["Root"] == str(d / "runc-state")  # runc's, not the host's /run
     installed = {p: p.read_bytes() for p in etc.rglob("*.toml")}
@@ -182,9 +184,9 @@ def test_install_runs_a_flox_pod_then_uninstall_restores(
     _flox_pod_says_hello(daemon.cri)
     daemon.stop()
 
-    assert not inst.install(**kw, runc=runc).changed
+    assert not install(**kw, runc=runc).changed
     assert {p: p.read_bytes() for p in etc.rglob("*.toml")} == installed
-    inst.uninstall(**kw)
+    uninstall(**kw)
     assert {p: p.read_text() for p in etc.rglob("*") if p.is_file()} == files
     assert {p.name: p.read_bytes() for p in bin_dir.iterdir()} == zipapps
 
@@ -201,7 +203,7 @@ def test_install_restart_restarts_a_plain_containerd(daemon, flox_node, cri_imag
     old = daemon.proc.pid
     kw = {"config": daemon.config_path, "containerd": str(line.containerd), "bin_dir": str(bin_dir)}
     try:
-        result = inst.install(**kw, runc=str(runc_line.path), restart=True)
+        result = install(**kw, runc=str(runc_line.path), restart=True)
     finally:
         daemon.proc.poll()  # reap the old process if it is gone
     assert result.restarted["how"] == "process" and result.restarted["old_pid"] == old
@@ -209,5 +211,5 @@ def test_install_restart_restarts_a_plain_containerd(daemon, flox_node, cri_imag
     daemon.wait_ready()
     _flox_pod_says_hello(daemon.cri)
     daemon.stop()
-    inst.uninstall(**kw)
+    uninstall(**kw)
     assert daemon.config_path.read_text() == text

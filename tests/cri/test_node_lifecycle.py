@@ -17,9 +17,12 @@ import time
 
 import pytest
 
-from shim import install as inst
 from shim.core import containerd as ctrd
 from shim.core.errors import InUseError
+from shim.installer.detect import detect_node, live_flox_tasks
+from shim.installer.install import install
+from shim.installer.layout import GC_SERVICE, GC_TIMER
+from shim.installer.uninstall import uninstall
 from testkit import lines
 from testkit.images import STUB_IMAGE
 from tests.cri.test_install import daemon, flox_node  # noqa: F401 - fixtures
@@ -46,7 +49,7 @@ def _installed(daemon, flox_node, cri_images, **options):  # noqa: F811 - the fi
         "containerd": str(line.containerd),
         "bin_dir": str(flox_node["bin"]),
     }
-    assert inst.install(**kw, runc=_runc(), **options).verified
+    assert install(**kw, runc=_runc(), **options).verified
     daemon.start()
     return kw
 
@@ -130,7 +133,7 @@ def test_uninstall_refuses_while_flox_pods_run_and_lists_them(
     bin_before = sorted(p.name for p in flox_node["bin"].iterdir())
 
     with pytest.raises(InUseError) as refused:
-        inst.uninstall(**kw)
+        uninstall(**kw)
     assert cid in refused.value.message and "k8s.io/" in refused.value.message
     assert pod in refused.value.message  # the sandbox runs through the flox shim too
     assert plain not in refused.value.message
@@ -140,21 +143,21 @@ def test_uninstall_refuses_while_flox_pods_run_and_lists_them(
 
     # The CLI says the same, with its exit code; a dry run lists them as a note.
     r = subprocess.run(
-        [sys.executable, "-c", "from shim.install import main; main()", "uninstall",
+        [sys.executable, "-c", "from shim.nodecli import main; main()", "uninstall",
          "--config", str(kw["config"]), "--containerd", kw["containerd"],
          "--bin-dir", kw["bin_dir"]],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == InUseError.exit_code and cid in r.stderr, r.stderr
-    dry = inst.uninstall(**kw, dry_run=True)
+    dry = uninstall(**kw, dry_run=True)
     assert any("still running" in n for n in dry.notes)
 
     # --force removes it anyway; installing again at the same paths gives the running
     # pod its exec and stop back.
-    forced = inst.uninstall(**kw, force=True)
+    forced = uninstall(**kw, force=True)
     assert any("--force" in n for n in forced.notes)
     assert "floxk-runc-front" not in {p.name for p in flox_node["bin"].iterdir()}
-    inst.install(**kw, runc=_runc())
+    install(**kw, runc=_runc())
     code, out, _ = cri.exec_sync(cid, ["hello"])
     assert (code, out) == (0, "hello from floxk\n")
     cri.stop(cid, grace=2)
@@ -163,12 +166,12 @@ def test_uninstall_refuses_while_flox_pods_run_and_lists_them(
     cri.assert_node_clean()
 
     # Nothing of flox runs any more: uninstall goes through.
-    node = inst.detect_node(kw["config"], kw["containerd"])
+    node = detect_node(kw["config"], kw["containerd"])
     end = time.monotonic() + 15  # containerd removes a deleted task's directory a moment later
-    while inst.live_flox_tasks(node, kw["bin_dir"]) and time.monotonic() < end:
+    while live_flox_tasks(node, kw["bin_dir"]) and time.monotonic() < end:
         time.sleep(0.2)
-    assert inst.live_flox_tasks(node, kw["bin_dir"]) == []
-    inst.uninstall(**kw)
+    assert live_flox_tasks(node, kw["bin_dir"]) == []
+    uninstall(**kw)
     assert "floxk-runc-front" not in {p.name for p in flox_node["bin"].iterdir()}
     left = sorted(p.name for p in units.rglob("*") if not p.is_dir())
     assert left == ["node.toml"]
@@ -176,11 +179,11 @@ def test_uninstall_refuses_while_flox_pods_run_and_lists_them(
 
 def _check_gc_timer(units, flox_node) -> None:  # noqa: F811
     """The timer's units, enabled, and the service's command works on this node."""
-    timer = (units / inst.GC_TIMER).read_text()
+    timer = (units / GC_TIMER).read_text()
     assert "OnUnitActiveSec=300s" in timer and "WantedBy=timers.target" in timer
-    wants = units / "timers.target.wants" / inst.GC_TIMER
-    assert wants.is_symlink() and wants.resolve() == (units / inst.GC_TIMER).resolve()
-    service = (units / inst.GC_SERVICE).read_text()
+    wants = units / "timers.target.wants" / GC_TIMER
+    assert wants.is_symlink() and wants.resolve() == (units / GC_TIMER).resolve()
+    service = (units / GC_SERVICE).read_text()
     (command,) = [line for line in service.splitlines() if line.startswith("ExecStart=")]
     argv = command.removeprefix("ExecStart=").split()
     assert argv[-3:] == [f"{flox_node['bin']}/floxk-node", "gc", "--auto"]

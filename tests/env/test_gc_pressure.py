@@ -115,8 +115,8 @@ def scenario(a: dict) -> dict:
 
     from shim.core.annotations import EnvRef
     from shim.core.node import load_node_config
+    from shim.core.service import realize_for
     from shim.front import write_front
-    from shim.runc import realize_for
     from testkit.oci import make_bundle
 
     tmp = Path(a["tmp"])
@@ -208,7 +208,7 @@ def _pressure(a, tmp, small, state, store, configure, runc, create, live) -> dic
     # Past what freeing `new` (and Nix's reserved space) can bring back below low.
     fill(high + blob_percent + 100 * RESERVED_MIB / SIZE_MIB + 3)
     timer = subprocess.run(
-        [sys.executable, "-c", "from shim.install import main; main()", "gc", "--auto"],
+        [sys.executable, "-c", "from shim.nodecli import main; main()", "gc", "--auto"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert timer.returncode == 0, timer.stderr

@@ -19,7 +19,7 @@ from shim.core import auth, hub, proc
 from shim.core.annotations import EnvRef
 from shim.core.errors import AccessError, ConfigError
 from shim.core.node import Credential, NodeConfig
-from shim.runc import fetch_for, realize_record
+from shim.core.service import fetch_for, realize_record
 from testkit.nix import run_with_store
 from tests import privatehub
 

@@ -2,7 +2,7 @@
 
 Each test publishes with the real `floxk env push` (signed with the test key) and then
 attacks the published hub and cache with tests/attacker.py; the node side is the one gate
-every entry point uses (shim.runc.fetch_for / realize_for) with a chroot store and a state
+every entry point uses (shim.core.service: fetch_for / realize_for) with a chroot store and a state
 dir of its own. The create path through floxk-runc and containerd is in
 tests/shim/test_trust_create.py and tests/cri/test_trust_attacks.py.
 """
@@ -23,7 +23,7 @@ from shim.core.errors import LockError, RealizeError, TrustError
 from shim.core.model import current_system, load_lock, lock_from_dict
 from shim.core.node import NodeConfig, Policy
 from shim.core.realize import _substitute, build_tree, realize
-from shim.runc import fetch_for, realize_for, trust_of
+from shim.core.service import fetch_for, realize_for, trust_of
 from testkit.nix import make_key_pair, run_with_store
 from testkit.oci import write_node_toml
 from tests import attacker
@@ -360,7 +360,7 @@ def test_links_out_of_the_store_are_not_merged_or_compared_with_host_files(tmp_p
 def test_owner_policy_applies_to_floxk_node_and_floxk_env_realize(
     tmp_path, signed_cache, publish_env, monkeypatch, capsys
 ):
-    from shim.install import main as floxk_node
+    from shim.nodecli import main as floxk_node
 
     publish_env("evil/x", PLAIN)
     publish_env("good/x", PLAIN)

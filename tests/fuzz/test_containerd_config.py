@@ -22,9 +22,13 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 from floxk._shimbuild import build_zipapps
-from shim import install as inst
 from shim.core import containerd as ctrd
 from shim.core.errors import FloxkError
+from shim.installer.detect import live_flox_tasks
+from shim.installer.install import install
+from shim.installer.layout import BEGIN, END, K3S_BASE
+from shim.installer.render import strip_block
+from shim.installer.uninstall import uninstall
 from testkit.lines import DEBIAN_RUNC, installed_lines
 from tests.fuzz import strategies as S
 from tests.install import nodeconf
@@ -80,8 +84,8 @@ DROPINS = st.sampled_from(
         "version = 3\n",
         "version = 2\n[plugins]\n",
         "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.flox]\nruntime_type = 'x'\n",
-        f"{inst.BEGIN}\nversion = 3\n",  # a floxk block without its end line
-        f"{inst.BEGIN}\n[plugins\n{inst.END}\n",  # a block that is not TOML
+        f"{BEGIN}\nversion = 3\n",  # a floxk block without its end line
+        f"{BEGIN}\n[plugins\n{END}\n",  # a block that is not TOML
         "version = [3]\n",
         "imports = 5\n",
         "plugins = 5\n",
@@ -98,7 +102,7 @@ def note(outcome: str, root: Path) -> None:
 def install_or_refuse(root: Path, config: Path, bin_dir: Path, **kw) -> None:
     before = tree(root)
     try:
-        planned = inst.install(config=config, bin_dir=str(bin_dir), runc=RUNC, dry_run=True, **kw)
+        planned = install(config=config, bin_dir=str(bin_dir), runc=RUNC, dry_run=True, **kw)
     except FloxkError as e:
         note(f"refused: {type(e).__name__}: {e}", root)
         assert str(root) in str(e), e  # names the file
@@ -111,7 +115,7 @@ def install_or_refuse(root: Path, config: Path, bin_dir: Path, **kw) -> None:
     else:
         assert not outside
     try:
-        result = inst.install(config=config, bin_dir=str(bin_dir), runc=RUNC, **kw)
+        result = install(config=config, bin_dir=str(bin_dir), runc=RUNC, **kw)
     except FloxkError as e:
         note(f"undone: {type(e).__name__}: {e}", root)
         assert str(root) in str(e), e
@@ -119,7 +123,7 @@ def install_or_refuse(root: Path, config: Path, bin_dir: Path, **kw) -> None:
         return
     note(f"installed: {result.mode}", root)
     assert result.kind != "containerd" or result.verified
-    inst.uninstall(config=config, bin_dir=str(bin_dir), **kw)
+    uninstall(config=config, bin_dir=str(bin_dir), **kw)
     expected = without_block(before, str(Path(result.target).relative_to(root)))
     assert tree(root) == expected, "uninstall did not give the files their bytes back"
 
@@ -129,8 +133,8 @@ def without_block(files: dict[str, bytes], target: str) -> dict[str, bytes]:
     target (where install wrote) held before goes, being floxk's too (with the file, when
     nothing else is left in it)."""
     out = dict(files)
-    if target in out and inst.BEGIN.encode() in out[target]:
-        text = inst.strip_block(out.pop(target).decode())[0]
+    if target in out and BEGIN.encode() in out[target]:
+        text = strip_block(out.pop(target).decode())[0]
         if text:
             out[target] = text.encode()
     return out
@@ -165,7 +169,7 @@ def test_install_on_mutated_k3s_layouts(bin_dir, data, version):
             st.lists(st.sampled_from(["config.toml.tmpl", "config-v3.toml.tmpl"]), unique=True)
         ):
             text = data.draw(st.one_of(st.just(""), DROPINS))
-            text = inst.K3S_BASE + "\n\n# mine\n" + text
+            text = K3S_BASE + "\n\n# mine\n" + text
             (etc / name).write_text(text)
         install_or_refuse(root, etc / "config.toml", bin_dir)
 
@@ -200,12 +204,10 @@ def test_found_imported_plugins_that_are_not_a_table(tmp_path, bin_dir):
 
 def test_found_block_without_end_line_names_the_file(tmp_path, bin_dir):
     line = _line((2, 1), (2, 2))
-    config = _layout(tmp_path, line, {"floxk.toml": f"{inst.BEGIN}\nversion = 3\n"})
+    config = _layout(tmp_path, line, {"floxk.toml": f"{BEGIN}\nversion = 3\n"})
     before = tree(tmp_path)
     with pytest.raises(FloxkError, match=r"conf.d/floxk.toml: floxk's block has no end line"):
-        inst.install(
-            config=config, bin_dir=str(bin_dir), runc=RUNC, containerd=str(line.containerd)
-        )
+        install(config=config, bin_dir=str(bin_dir), runc=RUNC, containerd=str(line.containerd))
     assert tree(tmp_path) == before
 
 
@@ -229,7 +231,7 @@ def test_found_k3s_render_with_tables_of_the_wrong_type(tmp_path, bin_dir, rende
     install_or_refuse(tmp_path, etc / "config.toml", bin_dir)
 
 
-@pytest.mark.xfail(strict=True, reason="found, not fixed here (shim/install.py is the installer's)")
+@pytest.mark.xfail(strict=True, reason="found, not fixed here (shim/installer/ is the installer)")
 def test_found_empty_dropin_of_the_operator(tmp_path, bin_dir):
     """A conf.d/floxk.toml the operator had (empty) is deleted by uninstall: install appends
     its block there without a backup (drop-ins get none), and uninstall removes a drop-in
@@ -240,8 +242,8 @@ def test_found_empty_dropin_of_the_operator(tmp_path, bin_dir):
     kw = dict(
         config=tmp_path / "config.toml", bin_dir=str(bin_dir), containerd=str(line.containerd)
     )
-    assert inst.install(runc=RUNC, **kw).mode == "dropin"
-    inst.uninstall(**kw)
+    assert install(runc=RUNC, **kw).mode == "dropin"
+    uninstall(**kw)
     assert tree(tmp_path) == before
 
 
@@ -292,8 +294,6 @@ def test_found_state_that_is_not_a_string(bin_dir):
     live-task check raise TypeError. Only the parsed config matters here: a stand-in node."""
     from types import SimpleNamespace
 
-    from shim import install as inst
-
     for state in (True, 5, [], ""):
         node = SimpleNamespace(effective={"state": state})
-        assert inst.live_flox_tasks(node, str(bin_dir)) == []
+        assert live_flox_tasks(node, str(bin_dir)) == []

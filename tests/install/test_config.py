@@ -1,4 +1,4 @@
-"""shim.install against each installed containerd line's own config, checked by `config dump`.
+"""shim.installer against each installed containerd line's own config, checked by `config dump`.
 
 No daemon starts here (tests/cri/test_install.py runs flox pods on installed configs):
 install must leave the runtime where that line's containerd reads it, change nothing on a
@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 
 from floxk._shimbuild import build_zipapps
-from shim import install as inst
 from shim.core import containerd as ctrd
 from shim.core.errors import ConfigError
+from shim.installer.detect import cri_table, runtimes
+from shim.installer.install import install
+from shim.installer.uninstall import uninstall
 from testkit.lines import DEBIAN_RUNC, installed_lines
 from tests.install import nodeconf
 
@@ -72,19 +74,17 @@ def bin_dir(tmp_path, zipapps):
 
 
 def _flox(dump_text: str) -> dict:
-    return inst.runtimes(tomllib.loads(dump_text)).get("flox")
+    return runtimes(tomllib.loads(dump_text)).get("flox")
 
 
 def _install(line, config, bin_dir, **kw):
-    return inst.install(
+    return install(
         config=config, containerd=str(line.containerd), bin_dir=str(bin_dir), runc=RUNC, **kw
     )
 
 
 def _uninstall(line, config, bin_dir, **kw):
-    return inst.uninstall(
-        config=config, containerd=str(line.containerd), bin_dir=str(bin_dir), **kw
-    )
+    return uninstall(config=config, containerd=str(line.containerd), bin_dir=str(bin_dir), **kw)
 
 
 def _tree(d: Path) -> dict[str, bytes]:
@@ -264,7 +264,7 @@ def test_unusable_versions_say_what_to_do(tmp_path, bin_dir, kind, text, message
         config, kw = tmp_path / "config.toml", {"containerd": str(line.containerd)}
     config.write_text(text)
     with pytest.raises(ConfigError) as e:
-        inst.install(config=config, bin_dir=str(bin_dir), runc=RUNC, **kw)
+        install(config=config, bin_dir=str(bin_dir), runc=RUNC, **kw)
     assert message in e.value.message and hint in e.value.hint
     assert config.read_text() == text and not (bin_dir / "real-runc").exists()
 
@@ -321,11 +321,11 @@ def test_imports_line(tmp_path, bin_dir, line):
         assert tomllib.loads(files[tmp_path / "conf.d/10-node.toml"])["version"] == 3
         assert result.mode == "dropin" and result.target == str(tmp_path / "conf.d/floxk.toml")
     dumped = tomllib.loads(nodeconf.dump(line.containerd, config))
-    assert inst.runtimes(dumped)["flox"]["options"]["BinaryName"] == f"{bin_dir}/floxk-runc-front"
-    cri = inst.cri_table(dumped)
+    assert runtimes(dumped)["flox"]["options"]["BinaryName"] == f"{bin_dir}/floxk-runc-front"
+    cri = cri_table(dumped)
     assert cri["disable_apparmor"] is True  # the imported settings still apply
     # 1.x drops its built-in runc once a config lists a runtime: install must keep it.
-    assert "runc" in inst.runtimes(dumped)
+    assert "runc" in runtimes(dumped)
     assert not _install(line, config, bin_dir).changed
     _uninstall(line, config, bin_dir)
     assert {p: p.read_text() for p in files} == files
@@ -421,7 +421,7 @@ def test_k3s_template_text(tmp_path, bin_dir, line):
     rendered = nodeconf.default_config(line.containerd, tmp_path)
     (d / "config.toml").write_text(rendered)
     cv = ctrd.default_config_version(line.version)
-    result = inst.install(config=d / "config.toml", bin_dir=str(bin_dir), runc=RUNC)
+    result = install(config=d / "config.toml", bin_dir=str(bin_dir), runc=RUNC)
     name = "config-v3.toml.tmpl" if cv >= 3 else "config.toml.tmpl"
     assert result.kind == "k3s" and result.mode == "template" and result.target == str(d / name)
     assert result.verified is None
@@ -436,8 +436,8 @@ def test_k3s_template_text(tmp_path, bin_dir, line):
     assert _flox(nodeconf.dump(line.containerd, as_k3s_renders))["runtime_path"] == (
         f"{bin_dir}/containerd-shim-flox-v2"
     )
-    assert not inst.install(config=d / "config.toml", bin_dir=str(bin_dir), runc=RUNC).changed
-    inst.uninstall(config=d / "config.toml", bin_dir=str(bin_dir))
+    assert not install(config=d / "config.toml", bin_dir=str(bin_dir), runc=RUNC).changed
+    uninstall(config=d / "config.toml", bin_dir=str(bin_dir))
     assert sorted(p.name for p in d.iterdir()) == ["config.toml"]
 
 
@@ -469,11 +469,11 @@ def test_k3s_existing_template_is_extended_and_restored(tmp_path, bin_dir):
     (d / "config.toml").write_text("version = 3\n")
     own = '{{ template "base" . }}\n\n# my mirror settings\n'
     (d / "config-v3.toml.tmpl").write_text(own)
-    result = inst.install(config=d / "config.toml", bin_dir=str(bin_dir), runc=RUNC)
+    result = install(config=d / "config.toml", bin_dir=str(bin_dir), runc=RUNC)
     assert result.kind == "rke2"
     text = (d / "config-v3.toml.tmpl").read_text()
     assert text.startswith(own) and text.count("{{ template") == 1
-    inst.uninstall(config=d / "config.toml", bin_dir=str(bin_dir))
+    uninstall(config=d / "config.toml", bin_dir=str(bin_dir))
     assert (d / "config-v3.toml.tmpl").read_text() == own
 
 

@@ -14,7 +14,7 @@ import pytest
 from floxk._shimbuild import build_deb
 from floxk.cli import main
 from shim.core.node import parse_node_config
-from shim.install import render_node_front
+from shim.installer.render import render_node_front
 
 pytestmark = [
     pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="needs dpkg-deb (Debian)"),

@@ -1,12 +1,15 @@
-"""The create path's import rule, checked on a real warm create.
+"""The create path's import rule (shim/core/__init__.py, docs/architecture.md), checked.
 
-Every flox container's `runc create` starts Python once. Importing json, re, pathlib,
-dataclasses, typing, tomllib (or what they pull in: enum, functools' friends) costs
-milliseconds per container on a loaded node, so the create path of shim/ avoids them
-(shim.core.fastjson, shim.core.names, shim.core.records). Nothing but this test notices when one top-level
-import slips back in: a cold create through the real front realizes the environment, then a
-warm create through the same front runs with Python's execv wrapped to record sys.modules
-right before runc takes over.
+Every flox container's `runc create` (and its delete) starts Python once. Importing json,
+re, pathlib, dataclasses, typing, tomllib or enum costs milliseconds per container on a
+loaded node, so the create path of shim/ avoids them (shim.core.fastjson, shim.core.names,
+shim.core.records). Nothing but this test notices when one top-level import slips back in:
+- a cold create through the real front realizes the environment, then a warm create and
+  a delete through the same front run with Python's execv wrapped to record sys.modules
+  right before runc takes over;
+- every module the create path may import (HOT_MODULES: the warm create's own and those
+  of its other branches) is imported alone in a fresh interpreter, so a top-level import
+  in a branch the warm create does not take is seen too.
 """
 
 from __future__ import annotations
@@ -23,10 +26,31 @@ import pytest
 from shim.front import python_argv, write_front
 from testkit.oci import make_bundle, publish_test_hub, runc_path, write_node_toml
 
-pytestmark = [pytest.mark.nix, pytest.mark.root]
-
 # Modules a warm create must not import (directly or through another module).
 FORBIDDEN = ("json", "re", "pathlib", "dataclasses", "typing", "tomllib", "enum")
+# The node package's modules on the create/delete path: importing any of them must stay
+# clean. A shim module the warm create imports must be listed here (checked below).
+HOT_MODULES = (
+    "shim",
+    "shim.core",
+    "shim.runc",
+    "shim.core.annotations",
+    "shim.core.atomic",
+    "shim.core.digest",
+    "shim.core.errors",
+    "shim.core.fastjson",
+    "shim.core.gc",
+    "shim.core.hub",
+    "shim.core.names",
+    "shim.core.node",
+    "shim.core.realize",
+    "shim.core.records",
+    "shim.core.service",
+    "shim.core.spec",
+    "shim.core.stats",
+    "shim.core.storeview",
+)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _recording_python() -> list[str]:
@@ -55,14 +79,15 @@ set -e
 mount -t tmpfs floxk-test-run /run
 create() {
   b=$1; shift
-  "$FRONT" --root "$ROOT" --log "$b/log.json" --log-format json create --bundle "$b" "$(basename "$b")" \
-    </dev/null >"$b/out" 2>"$b/err"
-  "$FRONT" --root "$ROOT" delete --force "$(basename "$b")" >/dev/null 2>&1 || true
+  FLOXK_TEST_MODULES=$1 "$FRONT" --root "$ROOT" --log "$b/log.json" --log-format json \
+    create --bundle "$b" "$(basename "$b")" </dev/null >"$b/out" 2>"$b/err"
+  FLOXK_TEST_MODULES=$2 "$FRONT" --root "$ROOT" delete --force "$(basename "$b")" \
+    >/dev/null 2>&1 || true
 }
-create "$B1"
+create "$B1" "" ""
 sleep 2.2
-create "$B2"
-FLOXK_TEST_MODULES=$DUMP create "$B3"
+create "$B2" "" ""
+create "$B3" "$DUMP" "$DUMP_DELETE"
 """
 
 
@@ -76,6 +101,8 @@ def _bundle(tmp: Path) -> Path:
     return make_bundle(tmp / cid, ["hello"], annotations=annotations)
 
 
+@pytest.mark.nix
+@pytest.mark.root
 def test_warm_create_imports_none_of_the_slow_modules(tmp_path):
     hub = publish_test_hub(tmp_path / "hub")
     cfg = write_node_toml(
@@ -86,7 +113,7 @@ def test_warm_create_imports_none_of_the_slow_modules(tmp_path):
         store_root=str(tmp_path / "store"),
         runc=os.path.realpath(runc_path()),  # as the installer writes it: no PATH search
     )
-    dump = tmp_path / "modules.txt"
+    dump, dump_delete = tmp_path / "modules.txt", tmp_path / "modules-delete.txt"
     front = write_front(
         tmp_path / "bin" / "floxk-runc", os.path.realpath(runc_path()), _recording_python()
     )
@@ -97,6 +124,7 @@ def test_warm_create_imports_none_of_the_slow_modules(tmp_path):
         "FRONT": str(front),
         "ROOT": str(tmp_path / "runc"),
         "DUMP": str(dump),
+        "DUMP_DELETE": str(dump_delete),
         **{f"B{i + 1}": str(b) for i, b in enumerate(bundles)},
     }
     r = subprocess.run(
@@ -109,13 +137,44 @@ def test_warm_create_imports_none_of_the_slow_modules(tmp_path):
         assert any(m["destination"] == "/nix/store" for m in spec["mounts"]), (
             b / "err"
         ).read_text()
-    modules = set(dump.read_text().split())
-    assert "shim.runc" in modules, "the recording wrapper did not run the create path"
-    slow = sorted(m for m in modules if m.split(".")[0] in FORBIDDEN)
-    assert not slow, (
-        f"a warm create imported {slow}: keep them off the create path "
-        "(shim.core.fastjson, shim.core.names, shim.core.records; lazy imports on cold paths)"
+    for what, path in (("a warm create", dump), ("a delete", dump_delete)):
+        modules = set(path.read_text().split())
+        assert "shim.runc" in modules, f"the recording wrapper did not run {what}"
+        slow = sorted(m for m in modules if m.split(".")[0] in FORBIDDEN)
+        assert not slow, (
+            f"{what} imported {slow}: keep them off the create path (shim.core.fastjson, "
+            "shim.core.names, shim.core.records; lazy imports on cold paths)"
+        )
+        unlisted = sorted(m for m in modules if m.split(".")[0] == "shim")
+        unlisted = [m for m in unlisted if m not in HOT_MODULES]
+        assert not unlisted, f"{what} imported {unlisted}: add them to HOT_MODULES"
+
+
+def _imported_by(module: str) -> set[str]:
+    """Top-level packages importing `module` alone loads, in a fresh python3 -I -S."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r}); before = set(sys.modules)\n"
+        f"import {module}\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))"
     )
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], check=True, capture_output=True, text=True
+    )
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize("module", HOT_MODULES)
+def test_create_path_module_imports_none_of_the_slow_modules(module):
+    slow = sorted(_imported_by(module) & set(FORBIDDEN))
+    assert not slow, (
+        f"importing {module} loads {slow}: it is on the create path (HOT_MODULES); import "
+        "those lazily in the cold function that needs them"
+    )
+
+
+def test_module_import_check_sees_a_slow_import():
+    """The check above can fail: a module that imports json at the top is seen."""
+    assert "json" in _imported_by("shim.core.containerd")
 
 
 def test_the_recorder_sees_a_forbidden_import(tmp_path):

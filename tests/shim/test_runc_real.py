@@ -71,3 +71,15 @@ def test_store_and_env_tree_are_read_only(tmp_path, store):
     assert r.stderr.count("Read-only file system") == 3, r.stderr
     assert not (root / "nix" / "store" / "x").exists()
     assert not (Path(str(root) + pkg) / "y").exists()
+
+
+def test_store_view_shows_only_the_closure(tmp_path, store):
+    """The store view under the real runc: /nix/store lists the environment's closure and
+    nothing else of the node's store (another tenant's path stays invisible)."""
+    root, pkg = store
+    other = root / "nix" / "store" / "0000000000000000000000000000000a-other-tenant"
+    other.mkdir(exist_ok=True)
+    r = _run(tmp_path, store, ["sh", "-c", "ls -a /nix/store; ls /nix/store/*-other-tenant"])
+    assert r.returncode != 0
+    assert r.stdout.split() == sorted([".", "..", Path(pkg).name]), r.stdout
+    assert "other-tenant" in r.stderr and "No such file" in r.stderr

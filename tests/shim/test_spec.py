@@ -51,7 +51,9 @@ def _envmap(spec):
     return dict(e.split("=", 1) for e in spec["process"]["env"])
 
 
-NODE = NodeConfig(store_root=Path("/srv/store"), state_dir=Path("/srv/state"))
+# store_view off: the whole store at /nix/store, nothing written to the state dir
+# (the view's tests below give their nodes a temp state dir).
+NODE = NodeConfig(store_root=Path("/srv/store"), state_dir=Path("/srv/state"), store_view=False)
 
 
 def test_mounts_env_and_args_without_hook(tmp_path):
@@ -116,7 +118,11 @@ def test_nix_mutable_needs_policy_and_annotation(tmp_path):
     with pytest.raises(RealizeError) as e:
         rewrite_spec(spec, _env(tmp_path), NODE, mutable)
     assert "allow_nix_mutable" in e.value.hint
-    open_node = NodeConfig(store_root=Path("/srv/store"), policy=Policy(allow_nix_mutable=True))
+    open_node = NodeConfig(
+        store_root=Path("/srv/store"),
+        state_dir=tmp_path / "state",
+        policy=Policy(allow_nix_mutable=True),
+    )
     new = rewrite_spec(spec, _env(tmp_path / "b"), open_node, mutable)
     store = next(m for m in new["mounts"] if m["destination"] == "/nix/store")
     assert "rw" in store["options"] and "nosuid" in store["options"]

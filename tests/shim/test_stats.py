@@ -55,7 +55,7 @@ def node(tmp_path_factory):
 
 def _floxk_node(node, *args):
     return subprocess.run(
-        [sys.executable, "-c", "from shim.install import main; main()", *args],
+        [sys.executable, "-c", "from shim.nodecli import main; main()", *args],
         env=node["env"], capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 

@@ -1,0 +1,61 @@
+"""A directory served over plain HTTP on localhost, counting what it sends: an http:// hub.
+
+A hub is a static layout next to a Nix binary cache (docs/hub.md), so any static file server
+serves one; this one runs in a thread of the calling process and counts the bytes of every
+response body, so a benchmark can tell what a node fetched.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+
+class _Counting(http.server.SimpleHTTPRequestHandler):
+    server: StaticServer
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
+        pass
+
+    def copyfile(self, source, outputfile) -> None:
+        while chunk := source.read(1 << 16):
+            outputfile.write(chunk)
+            with self.server.lock:
+                self.server.bytes_sent += len(chunk)
+
+
+class StaticServer(http.server.ThreadingHTTPServer):
+    """Serve `directory` on 127.0.0.1 (a free port) until close(); `bytes_sent` counts
+    response bodies, `requests` the requests answered."""
+
+    daemon_threads = True
+
+    def __init__(self, directory: Path) -> None:
+        handler = functools.partial(_Counting, directory=str(directory))
+        super().__init__(("127.0.0.1", 0), handler)
+        self.lock = threading.Lock()
+        self.bytes_sent = 0
+        self.requests = 0
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+
+    def finish_request(self, request, client_address) -> None:
+        with self.lock:
+            self.requests += 1
+        super().finish_request(request, client_address)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def __enter__(self) -> StaticServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
