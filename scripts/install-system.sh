@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the host pieces floxk's tests need, idempotently:
 # Debian nix-bin (offline Nix), busybox-static (builder for test packages),
-# runc, util-linux (unshare), and floxk with its test extras in the checkout's own virtual
+# runc, util-linux (unshare), nginx (a private hub enforcing a token, run by the tests
+# as their own process), and floxk with its test extras in the checkout's own virtual
 # environment (.venv; scripts/lib.sh). Containerd lines for the CRI suite come from
 # scripts/install-containerd.sh (Debian's) and scripts/install-go-lines.sh (containerd
 # 2.2-2.4 and runc 1.4/1.5 from the Go module proxy). Every change to the system is said
@@ -16,7 +17,7 @@ case "${1:-}" in
   *) echo "usage: $0 [--dry-run]" >&2; exit 2 ;;
 esac
 
-packages=(nix-bin busybox-static runc util-linux ca-certificates)
+packages=(nix-bin busybox-static runc util-linux ca-certificates nginx)
 apt_ensure "${packages[@]}"
 
 # Nix as root without a daemon: the tests use the local store directly and

@@ -209,10 +209,15 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
 
     check_volumes(list(spec.get("mounts") or []))  # a spec floxk refuses realizes nothing
 
+    access = None
+    if node.credentials:  # private hubs: this pod's token, from its own mounts (shim.core.auth)
+        from shim.core.auth import access_for
+
+        access = access_for(node, spec)
     cid = call.container_id or ""
     start = monotonic()
     with realize_deadline(parsed.environment, node) as limit:
-        found = fetch_for(parsed.environment, node)
+        found = fetch_for(parsed.environment, node, access=access)
         limit.digest(found.digest)
         resolved = monotonic()
         # Mark the use before realizing (shim.core.gc's contract): gc never frees a tree between
@@ -224,7 +229,7 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
             env = find_ready(node.state_dir, found.digest)
             cold = env is None
             if cold:
-                env = realize_record(found, node)
+                env = realize_record(found, node, access=access)
         except BaseException:
             gc.release(node.state_dir, cid)
             raise

@@ -190,7 +190,12 @@ def _prefetch(ref: ann.EnvRef, node: NodeConfig, *, cold_priority: int | None = 
 
             store_mounts(node, env)  # builds the store view: the create finds it ready too
     except Exception as e:  # create will report it to the pod
-        _note(node, f"prefetch {ref}: failed: {e}")
+        from shim.core.errors import AccessError
+
+        if isinstance(e, AccessError):  # a private hub: asked at create with the pod's token
+            _note(node, f"prefetch {ref}: left to the containers' create: {e}")
+        else:
+            _note(node, f"prefetch {ref}: failed: {e}")
         return
     _note(node, f"prefetch {ref}: ready {env.digest} in {time.monotonic() - start:.1f}s")
 

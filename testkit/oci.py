@@ -84,11 +84,15 @@ def make_bundle(
 
 def write_node_toml(path: Path, **values) -> Path:
     lines, policy = [], values.pop("policy", {})
+    credentials = values.pop("credentials", [])
     for k, v in values.items():
         lines.append(f"{k} = {json.dumps(v)}")
     if policy:
         lines.append("[policy]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in policy.items()]
+    for table in credentials:
+        lines.append("[[credentials]]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -49,6 +49,12 @@ class TrustError(FloxkError):
         self.paths = paths or []
 
 
+class AccessError(FloxkError):
+    """A private hub or cache refused the token a request carried, or it carried none."""
+
+    exit_code = 5
+
+
 class RealizeError(FloxkError):
     """An environment could not be realized on this node."""
 

@@ -33,7 +33,7 @@ import os
 
 from shim.core import fastjson
 from shim.core.digest import lock_digest, sha256
-from shim.core.errors import FloxkError, LockError, NotFoundError, TrustError
+from shim.core.errors import AccessError, FloxkError, LockError, NotFoundError, TrustError
 from shim.core.names import MAX_GEN_DIGITS, is_number, split_env_ref
 from shim.core.records import record
 
@@ -67,6 +67,8 @@ class Trust:
     store_root: str | None = None
     # Unsigned records and paths: only with no keys at all AND this switch (never on pods).
     insecure_accept_unsigned: bool = False
+    # The tokens requests carry (shim.core.auth.Access; None: every hub and cache is public).
+    access: object = None
 
     @property
     def check_signatures(self) -> bool:
@@ -184,40 +186,64 @@ def fetch(ref: str, hubs: list[str], trust: Trust | None) -> RawRecord:
             hint="set `hubs` in the node configuration (or pass --hub)",
         )
     tried = []
+    access = trust.access if trust is not None else None
     for hub in hubs:
-        gen = generation
-        if gen is None:
-            latest = _fetch(_join(hub, latest_path(owner, name)))
-            if latest is None:
-                tried.append(f"{hub}: no environment {owner}/{name}")
-                continue
-            # [1-9][0-9]{0,8}, as in refs: int() would also take "1_0", "-1", "+1", "\u0661"
-            if not is_number(latest.strip(), MAX_GEN_DIGITS):
-                raise FloxkError(
-                    f"hub {hub}: {latest_path(owner, name)} is not a generation number:"
-                    f" {latest[:20]!r}"
-                )
-            gen = int(latest.strip())
-        url = _join(hub, record_path(owner, name, gen))
-        text = _fetch(url)
-        if text is None:
-            known = _fetch(_join(hub, latest_path(owner, name)))
-            if known is None:
-                tried.append(f"{hub}: no environment {owner}/{name}")
-            else:
-                tried.append(
-                    f"{hub}: {owner}/{name} has no generation {gen} (latest is {known.strip()})"
-                )
-            continue
-        store_path = _pointed_record(text, url, owner, name, gen)
-        found = _verified_record(store_path, url, owner, name, gen, trust, hub)
-        if trust is not None:
-            _check_not_older(found, hub, trust, pinned=generation is not None)
-        return found
+        try:
+            found = _fetch_from(hub, owner, name, generation, trust, access, tried)
+        except _Refused as e:
+            raise (
+                access.refused(hub, f"{owner}/{name}", e.code)
+                if access
+                else AccessError(f"{hub} refused the request for {owner}/{name} (HTTP {e.code})")
+            ) from None
+        if found is not None:
+            return found
     raise NotFoundError(
         f"{ref} not found: " + "; ".join(tried),
         hint="check the name and generation, or publish it with `floxk env push`",
     )
+
+
+def _fetch_from(
+    hub: str,
+    owner: str,
+    name: str,
+    generation: int | None,
+    trust: Trust | None,
+    access,
+    tried: list[str],
+) -> RawRecord | None:
+    """fetch() on one hub; None (and a line in `tried`) when it does not have the ref."""
+    if access is not None:
+        access.check_askable(hub, f"{owner}/{name}")
+    gen = generation
+    if gen is None:
+        latest = _fetch(_join(hub, latest_path(owner, name)), access)
+        if latest is None:
+            tried.append(f"{hub}: no environment {owner}/{name}")
+            return None
+        # [1-9][0-9]{0,8}, as in refs: int() would also take "1_0", "-1", "+1", "\u0661"
+        if not is_number(latest.strip(), MAX_GEN_DIGITS):
+            raise FloxkError(
+                f"hub {hub}: {latest_path(owner, name)} is not a generation number: {latest[:20]!r}"
+            )
+        gen = int(latest.strip())
+    url = _join(hub, record_path(owner, name, gen))
+    text = _fetch(url, access)
+    if text is None:
+        known = _fetch(_join(hub, latest_path(owner, name)), access)
+        if known is None:
+            tried.append(f"{hub}: no environment {owner}/{name}")
+        else:
+            tried.append(
+                f"{hub}: {owner}/{name} has no generation {gen} (latest is {known.strip()})"
+            )
+        return None
+    store_path = _pointed_record(text, url, owner, name, gen)
+    found = _verified_record(store_path, url, owner, name, gen, trust, hub)
+    if trust is not None:
+        _check_not_older(found, hub, trust, pinned=generation is not None)
+    return found
 
 
 def _pointed_record(text: str, url: str, owner: str, name: str, generation: int) -> str:
@@ -357,17 +383,20 @@ def _fetch_and_verify_record(store_path: str, trust: Trust) -> None:
     from shim.core.errors import NixError
 
     store_root = trust.store_root
-    argv = [
-        "nix-store", *nix.base_options(), *nix.node_options(), *nix.store_args(store_root),
-        *nix.substitution_options(
-            trust.substituters, trust.trusted_keys, check_signatures=trust.check_signatures
-        ),
-        "--realise", store_path,
-    ]  # fmt: skip
     try:
-        _, progress = nix.run_nix_with_log(
-            argv, what=f"fetching the record {store_path}", env=nix.node_env()
-        )
+        with nix.credentials(trust.access, trust.substituters) as auth_options:
+            argv = [
+                "nix-store", *nix.base_options(), *nix.node_options(),
+                *nix.store_args(store_root),
+                *nix.substitution_options(
+                    trust.substituters, trust.trusted_keys,
+                    check_signatures=trust.check_signatures,
+                ),
+                *auth_options, "--realise", store_path,
+            ]  # fmt: skip
+            _, progress = nix.run_nix_with_log(
+                argv, what=f"fetching the record {store_path}", env=nix.node_env()
+            )
     except NixError as e:
         raise TrustError(
             e.message,
@@ -378,7 +407,7 @@ def _fetch_and_verify_record(store_path: str, trust: Trust) -> None:
         try:
             nix.verified_closure(
                 [store_path], trust.trusted_keys, store_root=store_root,
-                substituters=trust.substituters,
+                substituters=trust.substituters, access=trust.access,
             )  # fmt: skip
         except TrustError as e:
             if any(path == store_path for path, _ in nix.copied_from(progress)):
@@ -497,8 +526,19 @@ def _join(hub: str, relative: str) -> str:
     return hub.rstrip("/") + "/" + relative
 
 
-def _fetch(url: str) -> str | None:
-    """The document at url, or None when it does not exist. Other failures raise."""
+class _Refused(Exception):
+    """A hub answered 401 (or 403 to a request that carried a token's question)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _fetch(url: str, access=None) -> str | None:
+    """The document at url, or None when it does not exist. Other failures raise.
+
+    `access` (shim.core.auth.Access): the token the request carries, if `url` needs one; a hub
+    that refuses it raises _Refused. A positive answer to a token is kept briefly."""
     scheme, path = _scheme_and_path(url)
     if scheme == "file":
         try:
@@ -515,7 +555,16 @@ def _fetch(url: str) -> str | None:
             f"hub URL {url!r} is not file://, http:// or https://",
             hint="hubs are URLs like file:///srv/cache or https://cache.example.org",
         )
-    return _http_get(url)
+    if access is None or access.credential(url) is None:
+        return _http_get(url, None)
+    # Only the hub's own files are remembered (a narinfo is asked for once per realization).
+    cacheable = f"/{HUB_DIR}/" in url
+    text = access.cached(url) if cacheable else None
+    if text is None:
+        text = _http_get(url, access.header(url), needs_auth=True)
+        if text is not None and cacheable:
+            access.remember(url, text)
+    return text
 
 
 def _scheme_and_path(url: str) -> tuple[str, str]:
@@ -537,16 +586,24 @@ def _scheme_and_path(url: str) -> tuple[str, str]:
     return scheme.lower(), rest.split("#", 1)[0].split("?", 1)[0]
 
 
-def _http_get(url: str) -> str | None:
+def _http_get(url: str, authorization: str | None, *, needs_auth: bool = False) -> str | None:
+    """GET url; None for 404/410 (and 403 of a public hub: S3 says so for a missing key).
+    `authorization` goes to this URL only, never to a redirect's target; with `needs_auth`
+    a 401 or 403 raises _Refused."""
     # Imported here: urllib.request pulls in http.client, email and ssl (tens of ms), and
     # a file:// hub, the common case on every container create, needs none of them.
     import urllib.error
     import urllib.request
 
+    request = urllib.request.Request(url)
+    if authorization is not None:
+        request.add_unredirected_header("Authorization", authorization)
     try:
-        with urllib.request.urlopen(url, timeout=_FETCH_TIMEOUT) as response:
+        with urllib.request.urlopen(request, timeout=_FETCH_TIMEOUT) as response:
             body = response.read()
     except urllib.error.HTTPError as e:
+        if e.code == 401 or (needs_auth and e.code == 403):
+            raise _Refused(e.code) from None
         if e.code in (403, 404, 410):
             return None
         raise FloxkError(f"hub request {url} failed: HTTP {e.code}") from None

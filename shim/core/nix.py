@@ -72,6 +72,17 @@ def substitution_options(
     ]
 
 
+def credentials(access, substituters: Sequence[str]):
+    """A context giving the Nix options for the tokens of private caches among
+    `substituters` (shim.core.auth.netrc_options: a private netrc file for the call); [] for
+    public caches. The command line names the file, never a token."""
+    if access is None:
+        return contextlib.nullcontext([])
+    from shim.core.auth import netrc_options
+
+    return netrc_options(access, substituters)
+
+
 def node_options() -> list[str]:
     """What every Nix call of a node's realization adds: the node never builds.
 
@@ -256,6 +267,7 @@ def verified_closure(
     store_root: Path | None,
     substituters: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    access=None,
 ) -> list[str]:
     """The closure of `paths` (sorted), each path signed by one of `trusted_keys`.
 
@@ -277,7 +289,7 @@ def verified_closure(
     closure = sorted(infos)
     untrusted = _untrusted(infos, closure, trusted_keys, env)
     if untrusted and substituters:
-        remote = {p: _remote_signatures(p, substituters) for p in untrusted}
+        remote = {p: _remote_signatures(p, substituters, access) for p in untrusted}
         retry = {p: {**infos[p], "signatures": sigs} for p, sigs in remote.items() if sigs}
         if retry:
             still = set(_untrusted(retry, sorted(retry), trusted_keys, env))
@@ -317,14 +329,15 @@ def _untrusted(
     return untrusted
 
 
-def _remote_signatures(path: str, substituters: Sequence[str]) -> list[str]:
+def _remote_signatures(path: str, substituters: Sequence[str], access=None) -> list[str]:
     """The Sig lines of `path`'s narinfo in the substituters (unverified: Nix checks them)."""
     from shim.core.hub import _fetch, _join
 
     sigs: list[str] = []
     for url in substituters:
         try:
-            text = _fetch(_join(url, os.path.basename(path).split("-", 1)[0] + ".narinfo"))
+            narinfo = os.path.basename(path).split("-", 1)[0] + ".narinfo"
+            text = _fetch(_join(url, narinfo), access)
         except Exception:  # noqa: BLE001 - an unreachable cache just offers no signature
             continue
         for line in (text or "").splitlines():

@@ -43,6 +43,17 @@ class GcPolicy:
 
 
 DEFAULT_REALIZE_TIMEOUT = 300.0
+DEFAULT_TOKEN_CACHE_TTL = 30.0
+
+
+@record(frozen=True)
+class Credential:
+    """A hub or cache that needs a token (node.toml `[[credentials]]`, see shim.core.auth):
+    `auth` "pod-token" (the pod's floxhub-token Secret) or "node-token" (`token_file`)."""
+
+    url: str
+    auth: str
+    token_file: str | None = None
 
 
 @record(frozen=True)
@@ -59,6 +70,8 @@ class NodeConfig:
     policy: Policy = factory(Policy)
     gc: GcPolicy = factory(GcPolicy)
     realize_timeout: float = DEFAULT_REALIZE_TIMEOUT  # seconds, then the realization is killed
+    credentials: list[Credential] = factory(list)  # hubs and caches that need a token
+    token_cache_ttl: float = DEFAULT_TOKEN_CACHE_TTL  # seconds a hub's yes to a token is kept
     store_view: bool = True  # containers see only their closure at /nix/store (shim.core.storeview)
     source: str = "<defaults>"
 
@@ -239,11 +252,51 @@ def node_config_from_data(data: dict, *, source: str = "node.toml") -> NodeConfi
         policy=policy,
         gc=gc,
         realize_timeout=r.duration("realize_timeout", DEFAULT_REALIZE_TIMEOUT),
+        credentials=_credentials(r, source),
+        token_cache_ttl=r.duration("token_cache_ttl", DEFAULT_TOKEN_CACHE_TTL, zero=True),
         store_view=r.boolean("store_view", True),
         source=source,
     )
     r.reject_unknown()
     return cfg
+
+
+def _credentials(r: _Reader, source: str) -> list[Credential]:
+    """[[credentials]]: url (http/https), auth = "pod-token" | "node-token", token_file
+    (an absolute path, with node-token only)."""
+    tables = r._get("credentials")
+    if tables is None:
+        return []
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise r._bad("credentials", 'an array of tables ([[credentials]] url = "..." auth = "...")')
+    found = []
+    for i, table in enumerate(tables):
+        cr = _Reader(table, source, prefix=f"credentials[{i}].")
+        url = cr._get("url")
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+            raise cr._bad("url", "an http:// or https:// URL of a hub or cache")
+        auth = cr._get("auth")
+        if auth not in ("pod-token", "node-token"):
+            raise cr._bad("auth", '"pod-token" or "node-token"')
+        token_file = cr.abs_path("token_file")
+        if (auth == "node-token") != (token_file is not None):
+            raise ConfigError(
+                f'{source}: credentials[{i}]: token_file goes with auth = "node-token" '
+                "(and only with it)",
+                hint=f'auth = "node-token" reads the token from token_file; auth = "pod-token" '
+                f"from the pod's floxhub-token Secret (fix credentials[{i}] in {source})",
+            )
+        cr.reject_unknown()
+        found.append(Credential(url=url, auth=auth, token_file=token_file))
+    from shim.core.auth import hosts_conflict
+
+    for host in hosts_conflict(found):
+        raise ConfigError(
+            f"{source}: credentials for {host} differ between its URLs",
+            hint="Nix takes a cache's credentials per host (netrc): give every URL of one "
+            "host the same auth and token_file",
+        )
+    return found
 
 
 def find_program(name: str) -> str | None:
@@ -360,7 +413,8 @@ class _Reader:
             raise ConfigError(
                 f"{self.source}: unknown key {self.prefix}{extra[0]}",
                 hint="known keys: hubs, substituters, trusted_public_keys, state_dir, store_root, "
-                "runc, runc_v2_shim, log_file, realize_timeout, store_view, [policy] allowed_owners, "
+                "runc, runc_v2_shim, log_file, realize_timeout, store_view, token_cache_ttl, "
+                "[[credentials]] url, auth, token_file, [policy] allowed_owners, "
                 "allow_nix_mutable, [gc] auto, high_percent, low_percent, min_unused_age, "
                 "interval",
             )

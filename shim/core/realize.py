@@ -75,6 +75,7 @@ def realize(
     state_dir: str | Path,
     insecure_accept_unsigned: bool = False,
     phases: dict | None = None,
+    access=None,
 ) -> RealizedEnv:
     """Make the environment of `lock` present on this node and return its tree.
 
@@ -83,7 +84,7 @@ def realize(
     passes no keys at all AND insecure_accept_unsigned=True. The lock itself must come
     from a verified record (shim.core.service.fetch_for) or from the caller's own directory.
     `phases`, when given, gets the milliseconds of substitute, verify and tree if this call
-    built the tree.
+    built the tree. `access` (shim.core.auth.Access): the tokens of private caches.
     """
     from pathlib import Path
 
@@ -125,13 +126,14 @@ def realize(
                 store_root=store_root,
                 state_dir=state_dir,
                 digest=digest,
+                access=access,
             )
             ms["substitute"], mark = _ms(mark), time.monotonic()
             if check_signatures:
                 closure = _verified_closure(
                     install_paths, trusted_keys, substituters=substituters,
                     store_root=store_root, state_dir=state_dir, digest=digest,
-                    substituted=substituted,
+                    substituted=substituted, access=access,
                 )  # fmt: skip
             else:
                 closure = nix.closure(install_paths, store_root=store_root)
@@ -275,6 +277,7 @@ def _substitute(
     store_root: Path | None,
     state_dir: Path,
     digest: str,
+    access=None,
 ) -> set[str]:
     """Fetch the closure of `paths` into the store from the substituters (Nix checks the
     signatures of input-addressed paths); the paths it copied in."""
@@ -284,21 +287,26 @@ def _substitute(
 
     if store_root is not None:
         os.makedirs(store_root, exist_ok=True)
-    argv = [
-        "nix-store",
-        *nix.base_options(),
-        *nix.node_options(),
-        *nix.store_args(store_root),
-        *nix.substitution_options(substituters, trusted_keys, check_signatures=check_signatures),
-        "--realise",
-        *paths,
-    ]
     try:
-        _, progress = nix.run_nix_with_log(
-            argv,
-            what=f"fetching the environment's closure from {', '.join(substituters) or '(none)'}",
-            env=nix.node_env(),
-        )
+        with nix.credentials(access, substituters) as auth_options:
+            argv = [
+                "nix-store",
+                *nix.base_options(),
+                *nix.node_options(),
+                *nix.store_args(store_root),
+                *nix.substitution_options(
+                    substituters, trusted_keys, check_signatures=check_signatures
+                ),
+                *auth_options,
+                "--realise",
+                *paths,
+            ]
+            _, progress = nix.run_nix_with_log(
+                argv,
+                what="fetching the environment's closure from "
+                f"{', '.join(substituters) or '(none)'}",
+                env=nix.node_env(),
+            )
     except NixError as e:
         raise RealizeError(e.message, hint=_why_not_substituted(e.message)) from None
     copied = nix.copied_from(progress)
@@ -316,6 +324,7 @@ def _verified_closure(
     state_dir: Path,
     digest: str,
     substituted: set[str],
+    access=None,
 ) -> list[str]:
     """The closure of `paths`, every path of it signed by a trusted key (shim.core.nix), or a
     TrustError. Refused paths this realization copied in are deleted from the store again
@@ -325,7 +334,7 @@ def _verified_closure(
 
     try:
         return nix.verified_closure(
-            paths, trusted_keys, store_root=store_root, substituters=substituters
+            paths, trusted_keys, store_root=store_root, substituters=substituters, access=access
         )
     except TrustError as e:
         log(state_dir, "refused", digest, " ".join(e.paths))

@@ -14,10 +14,15 @@ if TYPE_CHECKING:
     from shim.core.node import NodeConfig
 
 
-def fetch_for(ref: ann.EnvRef, node: NodeConfig, *, insecure_accept_unsigned: bool = False):
+def fetch_for(
+    ref: ann.EnvRef, node: NodeConfig, *, insecure_accept_unsigned: bool = False, access=None
+):
     """The one gate for everything that realizes for a node (pods, the sandbox prefetch,
     `floxk-node realize`, `floxk env realize`): the node's owner policy, then the record
-    from the node's hubs, verified with the node's keys (a shim.core.hub.RawRecord)."""
+    from the node's hubs, verified with the node's keys (a shim.core.hub.RawRecord).
+
+    `access`: the tokens of a pod's create (shim.core.auth.access_for with its spec);
+    without it, the node's own (node-token credentials; a pod-token hub is not asked)."""
     from shim.core.errors import RealizeError
 
     allowed = node.policy.allowed_owners
@@ -34,11 +39,14 @@ def fetch_for(ref: ann.EnvRef, node: NodeConfig, *, insecure_accept_unsigned: bo
         )
     from shim.core import hub
 
-    return hub.fetch(str(ref), node.hubs, trust_of(node, insecure_accept_unsigned))
+    if access is None:
+        access = _node_access(node)
+    return hub.fetch(str(ref), node.hubs, trust_of(node, insecure_accept_unsigned, access))
 
 
-def trust_of(node: NodeConfig, insecure_accept_unsigned: bool = False):
-    """The node's shim.core.hub.Trust: its caches, keys, store and state dir."""
+def trust_of(node: NodeConfig, insecure_accept_unsigned: bool = False, access=None):
+    """The node's shim.core.hub.Trust: its caches, keys, store and state dir (and `access`,
+    the tokens of private hubs and caches)."""
     from shim.core.hub import Trust
 
     return Trust(
@@ -47,14 +55,30 @@ def trust_of(node: NodeConfig, insecure_accept_unsigned: bool = False):
         state_dir=node.state_dir,
         store_root=node.store_root,
         insecure_accept_unsigned=insecure_accept_unsigned,
+        access=access,
     )
 
 
+def _node_access(node: NodeConfig):
+    """The node's own tokens (node-token credentials), None without credentials."""
+    if not node.credentials:
+        return None
+    from shim.core.auth import access_for
+
+    return access_for(node, None)
+
+
 def realize_record(
-    record, node: NodeConfig, *, system: str | None = None, insecure_accept_unsigned: bool = False
+    record,
+    node: NodeConfig,
+    *,
+    system: str | None = None,
+    insecure_accept_unsigned: bool = False,
+    access=None,
 ):
     """Realize a record fetch_for() gave (a shim.core.hub.RawRecord) with the node's caches,
-    keys and store; a tree realized before is found from the record's digest alone."""
+    keys and store; a tree realized before is found from the record's digest alone.
+    `access`: the tokens fetch_for() used (private caches)."""
     from shim.core import realize
     from shim.core.model import current_system
 
@@ -75,6 +99,7 @@ def realize_record(
         state_dir=node.state_dir,
         insecure_accept_unsigned=insecure_accept_unsigned,
         phases=ms,
+        access=access if access is not None else _node_access(node),
     )
     if "tree" in ms:  # this process built the tree (not another one meanwhile)
         stats.emit(
