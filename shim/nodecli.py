@@ -83,13 +83,13 @@ def _run_command(a: argparse.Namespace) -> Any:
             stats.write_prometheus(a.prometheus, data)
         return data if a.output == "json" else stats.render(data)
     if a.command == "gc":
-        from shim.core import gc
+        from shim.core import gc, pressure
 
         if a.auto:
-            return gc.collect_at_pressure(node, reason="timer")
+            return pressure.collect_at_pressure(node, reason="timer")
         result = gc.collect(state_dir=node.state_dir, store_root=node.store_root, dry_run=a.dry_run)
         if not a.dry_run:
-            gc.record_gc(node, {"reason": "manual", **result})
+            pressure.record_gc(node, {"reason": "manual", **result})
         return result
     from shim.core import hub
     from shim.core.annotations import EnvRef

@@ -331,7 +331,7 @@ def _untrusted(
 
 def _remote_signatures(path: str, substituters: Sequence[str], access=None) -> list[str]:
     """The Sig lines of `path`'s narinfo in the substituters (unverified: Nix checks them)."""
-    from shim.core.hub import _fetch, _join
+    from shim.core.hubfetch import _fetch, _join
 
     sigs: list[str] = []
     for url in substituters:

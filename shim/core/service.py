@@ -87,7 +87,7 @@ def realize_record(
         return found
     import time
 
-    from shim.core import gc, stats
+    from shim.core import pressure, stats
 
     start, ms = time.monotonic(), {}
     env = realize.realize(
@@ -107,7 +107,7 @@ def realize_record(
             digest=env.digest, seconds=round(time.monotonic() - start, 3), ms=ms,
             paths=len(env.activation.get("closure") or []),
         )  # fmt: skip
-        gc.after_realization(node)
+        pressure.after_realization(node)
     return env
 
 

@@ -85,10 +85,10 @@ def events(log_path: str) -> list[dict]:
 def summary(node) -> dict:
     """The node at a glance: environments (bytes, users, last use), the store's
     filesystem, realizations and creates (counts, slowest), deadlines hit, the last GC."""
-    from shim.core import gc
+    from shim.core import pressure
 
     state_dir, store_root = node.state_dir, node.store_root
-    envs = gc.environments(state_dir, store_root)
+    envs = pressure.environments(state_dir, store_root)
     log = events(node.log_path)
     named = sorted(  # the realization's name (with its generation) wins over a create's
         (e for e in log if e.get("digest") and e.get("env")), key=lambda e: e["event"] == "realize"
@@ -106,7 +106,7 @@ def summary(node) -> dict:
             last_gc = json.load(f)
     except (OSError, ValueError):
         last_gc = None
-    fs = gc.usage(node.store_dir)
+    fs = pressure.usage(node.store_dir)
     return {
         "state_dir": str(state_dir),
         "store": node.store_dir,
@@ -119,7 +119,7 @@ def summary(node) -> dict:
         },
         "realize_timeout": node.realize_timeout,
         "environments": envs,
-        "environments_bytes": gc.closure_bytes(
+        "environments_bytes": pressure.closure_bytes(
             sorted({p for env in envs for p in env.pop("closure")}), store_root
         ),
         "in_use": sum(1 for env in envs if env["users"]),

@@ -176,22 +176,22 @@ def scenario(a: dict) -> dict:
 def _pressure(a, tmp, small, state, store, configure, runc, create, live) -> dict:
     import time
 
-    from shim.core import gc, stats
+    from shim.core import pressure, stats
     from shim.core.nix import invalid_paths
     from shim.core.node import load_node_config
 
     def fill(percent: float) -> None:
         """Grow a filler file until the filesystem is `percent` full."""
         with open(small / "filler", "ab") as f:
-            while gc.usage(store)["used_percent"] < percent:
+            while pressure.usage(store)["used_percent"] < percent:
                 f.write(b"\0" * (256 << 10))
                 f.flush()
                 os.fsync(f.fileno())
 
     blob_percent = 100 * BLOB_MIB / SIZE_MIB
-    now = gc.usage(store)["used_percent"]
+    now = pressure.usage(store)["used_percent"]
     fill(now + 5)
-    used = gc.usage(store)["used_percent"]
+    used = pressure.usage(store)["used_percent"]
     high, low = used - 2, used - blob_percent / 2  # one blob brings it below low
     configure(f"[gc]\nhigh_percent = {high:.2f}\nlow_percent = {low:.2f}\nmin_unused_age = 0\n")
     node = load_node_config()

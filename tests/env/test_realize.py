@@ -18,7 +18,8 @@ from shim.core import hub
 from shim.core.errors import LockError, RealizeError
 from shim.core.model import current_system
 from shim.core.nix import invalid_paths
-from shim.core.realize import realize, tree_link
+from shim.core.realize import realize
+from shim.core.tree import tree_link
 from testkit.nix import make_key_pair, run_with_store
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]

@@ -22,8 +22,9 @@ from shim.core.errors import LockError, RealizeError, TrustError
 from shim.core.lockfile import load_lock, lock_from_dict
 from shim.core.model import current_system
 from shim.core.node import NodeConfig, Policy
-from shim.core.realize import _substitute, build_tree, realize, tree_link
+from shim.core.realize import _substitute, realize
 from shim.core.service import fetch_for, realize_for, trust_of
+from shim.core.tree import build_tree, tree_link
 from testkit.nix import make_key_pair, run_with_store
 from testkit.oci import hub_node_toml
 from tests import attacker

@@ -41,14 +41,17 @@ HOT_MODULES = (
     "shim.core.fastjson",
     "shim.core.gc",
     "shim.core.hub",
+    "shim.core.hubfetch",
     "shim.core.names",
     "shim.core.node",
+    "shim.core.pressure",
     "shim.core.realize",
     "shim.core.records",
     "shim.core.service",
     "shim.core.spec",
     "shim.core.stats",
     "shim.core.storeview",
+    "shim.core.tree",
 )
 REPO = Path(__file__).resolve().parents[2]
 

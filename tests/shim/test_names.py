@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from shim.core import annotations, gc, hub
+from shim.core import annotations, gc, hub, hubfetch
 from shim.core.errors import AnnotationError, FloxkError, RealizeError
 
 # The regexes as they were before shim.core.names (re is fine here: tests are not a create).
@@ -171,7 +171,7 @@ def test_hub_url_split_matches_urllib(url):
     import urllib.parse
 
     parts = urllib.parse.urlsplit(url)
-    scheme, path = hub._scheme_and_path(url)
+    scheme, path = hubfetch._scheme_and_path(url)
     if parts.scheme in ("file", "http", "https"):
         assert (scheme, path) == (parts.scheme, urllib.parse.unquote(parts.path))
     else:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from shim.core import nix
-from shim.core.realize import tree_link
+from shim.core.tree import tree_link
 from shim.front import write_front
 from testkit.oci import hub_node_toml, make_bundle, runc_path
 from tests import attacker

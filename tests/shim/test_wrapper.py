@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shim.core.realize import tree_link
+from shim.core.tree import tree_link
 from shim.wrapper import action_of, sandbox_env_ref
 from testkit.oci import write_node_toml
 
