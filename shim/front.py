@@ -30,7 +30,7 @@ import os
 import shlex
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from shim.core.atomic import write_atomic
@@ -164,7 +164,7 @@ def python_argv(
     return [python or sys.executable, "-I", "-S", "-c", code]
 
 
-def _alternatives(names: Sequence[str], *, suffix: str = "") -> str:
+def _alternatives(names: Iterable[str], *, suffix: str = "") -> str:
     """sh case patterns: -x and --x for each flag name (urfave/cli and Go's flag take both)."""
     return "|".join(f"-{n}{suffix}|--{n}{suffix}" for n in sorted(names))
 

@@ -87,10 +87,12 @@ def _run_command(a: argparse.Namespace) -> Any:
 
         if a.auto:
             return pressure.collect_at_pressure(node, reason="timer")
-        result = gc.collect(state_dir=node.state_dir, store_root=node.store_root, dry_run=a.dry_run)
+        collected = gc.collect(
+            state_dir=node.state_dir, store_root=node.store_root, dry_run=a.dry_run
+        )
         if not a.dry_run:
-            pressure.record_gc(node, {"reason": "manual", **result})
-        return result
+            pressure.record_gc(node, {"reason": "manual", **collected})
+        return collected
     from shim.core import hub
     from shim.core.annotations import EnvRef
     from shim.core.service import realize_for  # the node's one gate: owner policy, signed record

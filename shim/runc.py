@@ -196,6 +196,7 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
     if not _is_flox_container(annotations):
         return
     parsed = ann.parse_annotations(annotations)
+    assert parsed.environment is not None  # _is_flox_container(): the annotation is there
     if annotations.get(ann.CRI_CONTAINER_NAME) in parsed.skip_containers:
         return
     if parsed.ignored:
@@ -265,6 +266,7 @@ def prepare_exec(call: RuncCall, node: NodeConfig) -> None:
     if not _is_flox_container(annotations):
         return
     parsed = ann.parse_annotations(annotations)
+    assert parsed.environment is not None  # _is_flox_container(): the annotation is there
     if annotations.get(ann.CRI_CONTAINER_NAME) in parsed.skip_containers_exec:
         return
     tree = _mounted_env_tree(spec, node)
@@ -333,8 +335,10 @@ def _container_bundle(call: RuncCall, node: NodeConfig) -> Path:
 
     argv = [node.find_runc()]
     for flag in ("root", "rootless"):
-        if isinstance(call.globals.get(flag), str):
-            argv += [f"--{flag}", call.globals[flag]]
+        value = call.globals.get(flag)
+        if isinstance(value, str):
+            argv += [f"--{flag}", value]
+    assert call.container_id is not None  # runc exec always names its container
     state = fastjson.loads(run([*argv, "state", call.container_id]))
     return Path(state["bundle"])
 

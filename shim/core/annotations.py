@@ -129,12 +129,12 @@ def parse_annotations(annotations: Mapping[str, str] | None) -> FloxAnnotations:
             )
     get = ours.get
     return FloxAnnotations(
-        environment=parse_env_ref(get(ENVIRONMENT)) if ENVIRONMENT in ours else None,
+        environment=parse_env_ref(ours[ENVIRONMENT]) if ENVIRONMENT in ours else None,
         skip_containers=parse_container_names(get(SKIP_CONTAINERS, ""), key=SKIP_CONTAINERS),
         skip_containers_exec=parse_container_names(
             get(SKIP_CONTAINERS_EXEC, ""), key=SKIP_CONTAINERS_EXEC
         ),
-        activate_mode=parse_mode(get(ACTIVATE_MODE)) if ACTIVATE_MODE in ours else None,
+        activate_mode=parse_mode(ours[ACTIVATE_MODE]) if ACTIVATE_MODE in ours else None,
         nix_mutable=parse_bool(get(NIX_MUTABLE, "false"), key=NIX_MUTABLE),
         disable_metrics=parse_bool(get(DISABLE_METRICS, "false"), key=DISABLE_METRICS),
         ignored=sorted(k for k in ours if k not in ALLOWED),

@@ -252,7 +252,7 @@ def access_for(node: NodeConfig, spec: dict | None) -> Access | None:
         return None
     pod = spec is not None
     pod_token, pod_error = None, None
-    if pod and _needs_pod_token(node):
+    if spec is not None and _needs_pod_token(node):
         try:
             pod_token = pod_token_of(spec)
         except AccessError as e:

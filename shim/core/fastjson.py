@@ -17,7 +17,7 @@ try:
     from _json import make_encoder as _make_encoder
     from _json import make_scanner as _make_scanner
 except ImportError:  # pragma: no cover - an interpreter without the accelerator
-    _make_scanner = None
+    _make_scanner = None  # type: ignore[assignment, misc]  # typeshed: `_json` always has it
 
 _WS = " \t\n\r"  # JSON's whitespace, as json.decoder skips it
 _NOT_PLAIN_UTF8 = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")  # BOMs json.loads detects
@@ -36,7 +36,8 @@ class _Context:
     memo: dict = {}  # read by the pure-Python scanner only; the C one keeps its own
 
 
-_scan = _make_scanner(_Context()) if _make_scanner is not None else None
+# typeshed types the context as a make_scanner; the C scanner reads JSONDecoder's attributes.
+_scan = _make_scanner(_Context()) if _make_scanner is not None else None  # type: ignore[arg-type]
 
 
 def loads(s: str | bytes | bytearray, **kwargs):

@@ -41,8 +41,9 @@ from shim.core.records import record
 
 TYPE_CHECKING = False  # typing and the lock model cost milliseconds per container create
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import NoReturn, TypeGuard
 
+    from shim.core.auth import Access
     from shim.core.lockfile import Lock
 
 POINTER_FORMAT = 2  # "floxk-hub-record" of <GEN>.json (1: an unsigned record with the lock)
@@ -67,7 +68,7 @@ class Trust:
     # Unsigned records and paths: only with no keys at all AND this switch (never on pods).
     insecure_accept_unsigned: bool = False
     # The tokens requests carry (shim.core.auth.Access; None: every hub and cache is public).
-    access: object = None
+    access: Access | None = None
 
     @property
     def check_signatures(self) -> bool:
@@ -184,7 +185,7 @@ def fetch(ref: str, hubs: list[str], trust: Trust | None) -> RawRecord:
             f"cannot resolve {ref}: no hub is configured",
             hint="set `hubs` in the node configuration (or pass --hub)",
         )
-    tried = []
+    tried: list[str] = []
     access = trust.access if trust is not None else None
     for hub in hubs:
         try:
@@ -270,7 +271,7 @@ def _pointed_record(text: str, url: str, owner: str, name: str, generation: int)
     return store_path
 
 
-def _is_record_store_path(value: object) -> bool:
+def _is_record_store_path(value: object) -> TypeGuard[str]:
     """/nix/store/<32 base-32 chars>-<name>.json, nothing after it (model.STORE_PATH_RE's
     grammar with str methods: no `re` on the create path)."""
     if not isinstance(value, str) or not value.startswith("/nix/store/"):

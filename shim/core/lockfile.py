@@ -165,7 +165,7 @@ def _v1_packages(packages: Any, manifest: Manifest, source: str) -> list[LockedP
         if not isinstance(install_id, str) or not isinstance(system, str):
             raise LockError(f"{where} needs string 'install_id' and 'system'")
         if "store_path" in entry:
-            outputs = {"out": entry["store_path"]}
+            outputs: Any = {"out": entry["store_path"]}
             to_install: Any = ["out"]
         else:
             outputs = entry.get("outputs")

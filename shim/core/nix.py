@@ -49,7 +49,7 @@ def _group_exists(name: str) -> bool:
     return True
 
 
-def store_args(store_root: Path | None) -> list[str]:
+def store_args(store_root: str | Path | None) -> list[str]:
     """`--store ROOT` for a chroot store (files under ROOT/nix/store), nothing for the host's."""
     return ["--store", str(store_root)] if store_root is not None else []
 
@@ -264,7 +264,7 @@ def verified_closure(
     paths: Iterable[str],
     trusted_keys: Sequence[str],
     *,
-    store_root: Path | None,
+    store_root: str | Path | None,
     substituters: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     access=None,
@@ -347,7 +347,7 @@ def _remote_signatures(path: str, substituters: Sequence[str], access=None) -> l
 
 
 def path_infos(
-    paths: Sequence[str], *, store_root: Path | None, env: Mapping[str, str] | None = None
+    paths: Sequence[str], *, store_root: str | Path | None, env: Mapping[str, str] | None = None
 ) -> dict[str, dict]:
     """`nix path-info --json --sigs --recursive`: {path: info} for the closure of `paths`
     (Nix < 2.19 prints a list of infos with a "path" key, later versions an object)."""
@@ -398,7 +398,7 @@ def _write_narinfo_cache(directory: Path, infos: Iterable[dict]) -> None:
         (directory / name).write_text("\n".join(lines) + "\n")
 
 
-def delete_paths(paths: Iterable[str], *, store_root: Path | None) -> None:
+def delete_paths(paths: Iterable[str], *, store_root: str | Path | None) -> None:
     """Best effort `nix-store --delete` (a path something still references stays)."""
     for path in paths:
         run_captured(

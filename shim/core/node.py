@@ -333,7 +333,8 @@ class _Reader:
     """Typed access to one TOML table; every key read is remembered to reject the rest."""
 
     def __init__(self, data: dict, source: str, prefix: str = "") -> None:
-        self.data, self.source, self.prefix, self.seen = data, source, prefix, set()
+        self.data, self.source, self.prefix = data, source, prefix
+        self.seen: set[str] = set()
 
     def _get(self, key: str):
         self.seen.add(key)

@@ -38,6 +38,7 @@ from shim.core.records import record
 # in the functions that build one.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from shim.core.lockfile import Lock
@@ -49,7 +50,7 @@ ROOTS_SUBDIR = "floxk"
 @record(frozen=True)
 class RealizedEnv:
     digest: str
-    path: Path  # state_dir/envs/<digest>; a str from find_ready()
+    path: str | Path  # state_dir/envs/<digest>; a str from find_ready()
     activation: dict
 
 
@@ -205,7 +206,7 @@ def abandon(state_dir: str | Path, store_root: str | Path | None, digest: str) -
 
     state_dir = Path(state_dir)
     store_root = Path(store_root) if store_root is not None else None
-    removed = []
+    removed: list[str] = []
     with _try_flock(state_dir / "locks" / f"{digest}.lock") as free:
         if not free:
             return removed
@@ -233,7 +234,8 @@ class deadline:  # noqa: N801 -- used like a function: `with deadline(300, ...):
 
     def __init__(self, seconds: float, message: str, hint: str | None = None) -> None:
         self.seconds, self.message, self.hint, self.previous = seconds, message, hint, None
-        self.cleanup = None  # called after expiry (e.g. abandon() once the digest is known)
+        # called after expiry (e.g. abandon() once the digest is known)
+        self.cleanup: Callable[[], None] | None = None
 
     def __enter__(self) -> deadline:
         self.previous = _signal.signal(_signal.SIGALRM, _expired)

@@ -95,7 +95,8 @@ def record(cls=None, *, frozen: bool = False):
         cls.__init__ = __init__
         cls.__eq__ = __eq__
         cls.__repr__ = __repr__
-        cls.__match_args__ = names
+        # mypy takes __match_args__ as fixed by the class statement; this is that statement.
+        cls.__match_args__ = names  # type: ignore[misc]
         if frozen:
 
             def __setattr__(self, name, value):

@@ -89,7 +89,8 @@ def realize_record(
 
     from shim.core import pressure, stats
 
-    start, ms = time.monotonic(), {}
+    start = time.monotonic()
+    ms: dict[str, float] = {}
     env = realize.realize(
         record.parsed().lock,
         system=system or current_system(),

@@ -43,7 +43,8 @@ class _Links:
     """Writes the tree's links: the package links on first use, relative links to them."""
 
     def __init__(self, dest: Path, packages: list[str]) -> None:
-        self.dest, self.packages, self.made = dest, packages, set()
+        self.dest, self.packages = dest, packages
+        self.made: set[int] = set()
 
     def link(self, source: _Source, at: Path, depth: int) -> None:
         if source.package not in self.made:
@@ -71,7 +72,8 @@ def build_tree(
     kept as a link, never followed, so inside a container it names the container's own
     file, not the host's.
     """
-    sources, packages = [], []
+    sources: list[_Source] = []
+    packages: list[str] = []
     for priority, order, install_id, path in entries:
         if _kind(path, store_root) == "dir":
             sources.append(_Source(priority, order, install_id, path, len(packages), ""))
@@ -135,6 +137,7 @@ def _check_clash(winners: list[tuple[_Source, str]], store_root: Path | None) ->
         same = other.logical == first.logical
         if not same and kind == first_kind == "file" and other.install_id != first.install_id:
             a, b = _resolve(first.logical, store_root), _resolve(other.logical, store_root)
+            assert a is not None and b is not None  # kind "file": both resolve in the store
             same = a == b or filecmp.cmp(_real(a, store_root), _real(b, store_root), shallow=False)
         if not same:
             relative = first.logical.split("/", 4)[-1]

@@ -102,6 +102,6 @@ def restart_process(pid: int, timeout: float = 30) -> dict[str, Any]:
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     finally:
-        if log is not subprocess.DEVNULL:
+        if not isinstance(log, int):  # not subprocess.DEVNULL
             log.close()
     return {"how": "process", "old_pid": pid, "pid": new.pid, "argv": argv}
