@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from floxk._cluster.kindimage import offline_tag
 from floxk._cluster.spec import DEFAULT_K8S_VERSION
+from testkit.nix import make_key_pair
 
 # floxk's offline kind build (`task kind:image`); upstream kindest/node cannot be pulled here.
 BASE_IMAGE = os.environ.get("FLOXK_E2E_BASE_IMAGE", offline_tag(DEFAULT_K8S_VERSION))
@@ -43,3 +46,74 @@ def run_floxk(
     )
     print(f"$ floxk {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}", file=sys.stderr)
     return r
+
+
+def run_kubectl(
+    context: str,
+    *args: str,
+    check: bool = True,
+    stdin: str | None = None,
+    env=None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """`kubectl --context CONTEXT ARGS`; with `check`, a failure fails the test with its stderr."""
+    r = subprocess.run(
+        ["kubectl", "--context", context, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        env=env,
+    )
+    if check:
+        assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr}"
+    return r
+
+
+def sh(*argv: str, env=None, timeout: float = 900, check: bool = True, input=None):
+    """Run a program; the call and its output's tail go to stderr; with `check`, a failure
+    fails the test."""
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, input=input)
+    print(
+        f"$ {' '.join(argv)} -> {r.returncode}\n{r.stdout[-3000:]}{r.stderr[-3000:]}",
+        file=sys.stderr,
+    )
+    if check:
+        assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+@contextlib.contextmanager
+def hub_kind_cluster(name: str, work, key_name: str):
+    """A one-node kind cluster `name` (labelled flox.dev/install=true) with an empty hub
+    dir work/hub mounted read-only at the same path and a signing key pair for it; yields
+    {"env" (with its KUBECONFIG), "hub", "public", "secret", "work"}; deleted afterwards
+    unless FLOXK_E2E_KEEP=1."""
+    require_kind_base()
+    hub = work / "hub"
+    hub.mkdir()
+    public, secret = make_key_pair(work / "keys", key_name)
+    config = {
+        "kind": "Cluster",
+        "apiVersion": "kind.x-k8s.io/v1alpha4",
+        "nodes": [
+            {
+                "role": "control-plane",
+                "labels": {"flox.dev/install": "true"},
+                "extraMounts": [
+                    {"hostPath": str(hub), "containerPath": str(hub), "readOnly": True}
+                ],
+            }
+        ],
+    }
+    (work / "kind.yaml").write_text(yaml.safe_dump(config))
+    kubeconfig = work / "kubeconfig"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    sh("kind", "delete", "cluster", "--name", name, check=False)  # a leftover of ours only
+    sh("kind", "create", "cluster", "--name", name, "--image", BASE_IMAGE,
+       "--config", str(work / "kind.yaml"), "--kubeconfig", str(kubeconfig), "--wait", "300s")  # fmt: skip
+    try:
+        yield {"env": env, "hub": hub, "public": public, "secret": secret, "work": work}
+    finally:
+        if os.environ.get("FLOXK_E2E_KEEP") != "1":
+            sh("kind", "delete", "cluster", "--name", name, check=False)

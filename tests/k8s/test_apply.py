@@ -13,15 +13,13 @@ import json
 import os
 import secrets
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base
+from tests.k8s.conftest import BASE_IMAGE, require_kind_base, run_floxk, run_kubectl
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -49,30 +47,11 @@ def _environ() -> dict[str, str]:
 
 
 def floxk(*args: str, stdin: str | None = None, timeout: float = 900, env=None):
-    r = subprocess.run(
-        [sys.executable, "-m", "floxk", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        input=stdin,
-        env=env or _environ(),
-    )
-    print(f"$ floxk {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}", file=sys.stderr)
-    return r
+    return run_floxk(*args, stdin=stdin, timeout=timeout, env=env or _environ())
 
 
 def kubectl(*args: str, check: bool = True, stdin: str | None = None, env=None):
-    r = subprocess.run(
-        ["kubectl", "--context", CONTEXT, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        input=stdin,
-        env=env or _environ(),
-    )
-    if check:
-        assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr}"
-    return r
+    return run_kubectl(CONTEXT, *args, check=check, stdin=stdin, env=env or _environ())
 
 
 def _free_port() -> int:

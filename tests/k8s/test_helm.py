@@ -31,8 +31,7 @@ import pytest
 import yaml
 
 from testkit.nix import make_key_pair
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base
-from tests.k8s.test_deploy import sh
+from tests.k8s.conftest import BASE_IMAGE, require_kind_base, sh
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base
+from tests.k8s.conftest import BASE_IMAGE, require_kind_base, run_floxk
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -21,11 +20,7 @@ CONTEXT = f"kind-{NAME}"
 
 
 def floxk(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    r = subprocess.run(
-        [sys.executable, "-m", "floxk", *args], capture_output=True, text=True, timeout=timeout
-    )
-    print(f"$ floxk {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}", file=sys.stderr)
-    return r
+    return run_floxk(*args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
