@@ -13,8 +13,10 @@ unset, the newest installed line; the runc from FLOXK_CRI_RUNC (e.g. "1.4.4"), u
   cri               function harness.CRI on the shared daemon; at teardown every pod is
                              removed and the node must be clean
 
-Helpers for suites with a node of their own (a node.toml, a hub): start_flox_node starts
-containerd on the generated fronts, checked_cri is the body of such a suite's cri fixture.
+  start_flox_node   session  factory for suites with a node of their own (node.toml, a hub):
+                             start_flox_node(work, server=..., **node_settings) -> started
+                             harness.Containerd on the generated fronts
+checked_cri(request, node) is the body of such a suite's cri fixture.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def cri(request: pytest.FixtureRequest, containerd: harness.Containerd) -> Itera
     containerd.cri.assert_node_clean()
 
 
-def start_flox_node(
+def _start_flox_node(
     work: Path,
     containerd_line: harness.Line,
     runc_line: lines.Runc,
@@ -171,6 +173,19 @@ def start_flox_node(
     )
     daemon.start()
     return daemon
+
+
+@pytest.fixture(scope="session")
+def start_flox_node(
+    containerd_line: harness.Line, runc_line: lines.Runc, cri_images: dict[str, Image]
+) -> Callable[..., harness.Containerd]:
+    """start_flox_node(work, server=None, **node_settings) -> a started harness.Containerd
+    on the line under test (see _start_flox_node); the caller stops it."""
+
+    def start(work: Path, **options) -> harness.Containerd:
+        return _start_flox_node(work, containerd_line, runc_line, cri_images, **options)
+
+    return start
 
 
 def checked_cri(

@@ -26,7 +26,7 @@ from shim import server
 from testkit.images import STUB_IMAGE
 from testkit.oci import publish_test_hub
 from tests import attacker
-from tests.cri.conftest import checked_cri, start_flox_node
+from tests.cri.conftest import checked_cri
 
 pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
 
@@ -51,21 +51,13 @@ def _push_generations(hub, work: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def node(containerd_line, runc_line, cri_images, tmp_path_factory):
+def node(start_flox_node, containerd_line, tmp_path_factory):
     work = tmp_path_factory.mktemp("server-node")
     hub = publish_test_hub(work / "hub")
     moving = _push_generations(hub, work)
     state = work / "state"
     srv = server.server_dir(state)
-    daemon = start_flox_node(
-        work,
-        containerd_line,
-        runc_line,
-        cri_images,
-        server=srv,
-        hubs=[hub.url],
-        trusted_public_keys=[hub.key],
-    )
+    daemon = start_flox_node(work, server=srv, hubs=[hub.url], trusted_public_keys=[hub.key])
     no_wrapper = containerd_line.version.startswith("1.6")
     yield {"daemon": daemon, "cri": daemon.cri, "state": state, "hub": hub,
            "moving": moving, "no_wrapper": no_wrapper}  # fmt: skip

@@ -16,24 +16,17 @@ import pytest
 
 from testkit.images import PLAIN_IMAGE, STUB_IMAGE
 from testkit.oci import publish_test_hub
-from tests.cri.conftest import checked_cri, start_flox_node
+from tests.cri.conftest import checked_cri
 
 pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
 
 
 @pytest.fixture(scope="module")
-def node(containerd_line, runc_line, cri_images, tmp_path_factory):
+def node(start_flox_node, tmp_path_factory):
     work = tmp_path_factory.mktemp("flox-node")
     hub = publish_test_hub(work / "hub")
     state = work / "state"
-    daemon = start_flox_node(
-        work,
-        containerd_line,
-        runc_line,
-        cri_images,
-        hubs=[hub.url],
-        trusted_public_keys=[hub.key],
-    )
+    daemon = start_flox_node(work, hubs=[hub.url], trusted_public_keys=[hub.key])
     yield {"daemon": daemon, "cri": daemon.cri, "state": state, "hub": hub}
     daemon.stop()
 

@@ -16,25 +16,22 @@ from cri_api.v1 import api_pb2 as pb
 from shim.core.auth import SECRET_DIR
 from testkit.images import STUB_IMAGE
 from tests import privatehub
-from tests.cri.conftest import checked_cri, start_flox_node
+from tests.cri.conftest import checked_cri
 
 pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
 
 
 @pytest.fixture(scope="module")
-def node(containerd_line, runc_line, cri_images, tmp_path_factory):
+def node(start_flox_node, tmp_path_factory):
     work = tmp_path_factory.mktemp("private-node")
     with privatehub.served_hub(work) as (published, server):
-        yield from _node(work, published, server, containerd_line, runc_line, cri_images)
+        yield from _node(work, published, server, start_flox_node)
 
 
-def _node(work, published, server, containerd_line, runc_line, cri_images):
+def _node(work, published, server, start_flox_node):
     state = work / "state"
     daemon = start_flox_node(
         work,
-        containerd_line,
-        runc_line,
-        cri_images,
         hubs=[server.url],
         trusted_public_keys=[published.key],
         credentials=[{"url": server.url, "auth": "pod-token"}],

@@ -16,21 +16,18 @@ from cri_api.v1 import api_pb2 as pb
 from shim.core import nix
 from testkit.images import STUB_IMAGE
 from tests import attacker
-from tests.cri.conftest import checked_cri, start_flox_node
+from tests.cri.conftest import checked_cri
 
 pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
 
 
 @pytest.fixture(scope="module")
-def node(containerd_line, runc_line, cri_images, tmp_path_factory):
+def node(start_flox_node, tmp_path_factory):
     work = tmp_path_factory.mktemp("trust-node")
     hub = attacker.publish_attacked_hub(work / "hub")
     state = work / "state"
     daemon = start_flox_node(
         work,
-        containerd_line,
-        runc_line,
-        cri_images,
         hubs=[hub.url],
         trusted_public_keys=[hub.key],
         policy={"allowed_owners": attacker.OWNERS},

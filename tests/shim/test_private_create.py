@@ -17,13 +17,7 @@ import pytest
 
 from testkit.oci import write_node_toml
 from tests import privatehub
-from tests.shim.test_create_e2e import (
-    _ann,
-    assert_refused,
-    create_logged,
-    front_node,
-    run_created,
-)
+from tests.shim.test_create_e2e import _ann, assert_refused, create_logged, front_node, run_created
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 

@@ -19,13 +19,7 @@ from shim.core import nix
 from shim.core.realize import tree_link
 from testkit.oci import hub_node_toml
 from tests import attacker
-from tests.shim.test_create_e2e import (
-    _ann,
-    assert_refused,
-    create_logged,
-    front_node,
-    run_created,
-)
+from tests.shim.test_create_e2e import _ann, assert_refused, create_logged, front_node, run_created
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 
