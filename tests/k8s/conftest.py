@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from testkit.nix import make_key_pair
 
 # floxk's offline kind build (`task kind:image`); upstream kindest/node cannot be pulled here.
 BASE_IMAGE = os.environ.get("FLOXK_E2E_BASE_IMAGE", offline_tag(DEFAULT_K8S_VERSION))
+# A manifest installing hello and busybox (for sh); more [install] lines or tables may follow.
+HELLO_MANIFEST = 'version = 1\n[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
 
 
 def require_kind_base() -> None:
@@ -46,6 +49,40 @@ def run_floxk(
     )
     print(f"$ floxk {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}", file=sys.stderr)
     return r
+
+
+def lock_and_push(directory, manifest: str, catalog_flake, *push_args: str, floxk=run_floxk, **kw):
+    """Write `manifest` to directory/manifest.toml, `floxk env lock` it on the test catalog
+    and `floxk env push` it with PUSH_ARGS (through `floxk`, a runner like run_floxk, given
+    `kw`); asserts both worked; the push's result."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "manifest.toml").write_text(manifest)
+    r = floxk("env", "lock", str(directory), "--catalog", f"path:{catalog_flake}", **kw)
+    assert r.returncode == 0, r.stderr
+    r = floxk("env", "push", str(directory), *push_args, **kw)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def floxk_up_fresh(*args: str, floxk=run_floxk, timeout: float = 1800) -> dict:
+    """`floxk up ARGS` on the offline base, recreating the cluster (through `floxk`, a runner
+    like run_floxk); asserts it worked; its JSON result."""
+    r = floxk("up", *args, "--base-image", BASE_IMAGE, "--timeout", "600", "--recreate",
+              "-o", "json", timeout=timeout)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@contextlib.contextmanager
+def fresh_cluster(*up_args: str, floxk=run_floxk, timeout: float = 1800):
+    """Skip unless kind can run here; floxk_up_fresh(UP_ARGS); yields its JSON result; then
+    `floxk down` (asserted) unless FLOXK_E2E_KEEP=1."""
+    require_kind_base()
+    result = floxk_up_fresh(*up_args, floxk=floxk, timeout=timeout)
+    yield result
+    if os.environ.get("FLOXK_E2E_KEEP") != "1":
+        r = floxk("down", "--name", result["name"])
+        assert r.returncode == 0, r.stderr
 
 
 def run_kubectl(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base, run_floxk, run_kubectl
+from tests.k8s.conftest import HELLO_MANIFEST, fresh_cluster, lock_and_push, run_floxk, run_kubectl
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -63,7 +63,6 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> str:
     """`floxk up --config`: Flox's kind demo shape (a worker, a port mapping, a label)."""
-    require_kind_base()
     tmp = tmp_path_factory.mktemp("apply")
     E.kubeconfig = tmp / "kubeconfig"
     E.host_port = _free_port()
@@ -78,37 +77,16 @@ def cluster(tmp_path_factory) -> str:
         "  - role: worker\n"
         "    labels: {tier: apps}\n"
     )
-    r = floxk(
-        "up",
-        "--config",
-        str(config),
-        "--base-image",
-        BASE_IMAGE,
-        "--timeout",
-        "600",
-        "--recreate",
-        "-o",
-        "json",
-        timeout=1800,
-    )
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["name"] == NAME
-    yield CONTEXT
-    if os.environ.get("FLOXK_E2E_KEEP") != "1":
-        assert floxk("down", "--name", NAME).returncode == 0
+    with fresh_cluster("--config", str(config), floxk=floxk) as up:
+        assert up["name"] == NAME
+        yield CONTEXT
 
 
 @pytest.fixture(scope="module")
 def tools(cluster, catalog_flake, tmp_path_factory) -> str:
+    manifest = HELLO_MANIFEST + 'web.pkg-path = "web"\n[vars]\nFROM_ENV = "the environment"\n'
     directory = tmp_path_factory.mktemp("tools-env")
-    (directory / "manifest.toml").write_text(
-        'version = 1\n[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
-        'web.pkg-path = "web"\n[vars]\nFROM_ENV = "the environment"\n'
-    )
-    r = floxk("env", "lock", str(directory), "--catalog", f"path:{catalog_flake}")
-    assert r.returncode == 0, r.stderr
-    r = floxk("env", "push", str(directory), "--name", ENV)
-    assert r.returncode == 0, r.stderr
+    lock_and_push(directory, manifest, catalog_flake, "--name", ENV, floxk=floxk)
     return ENV
 
 

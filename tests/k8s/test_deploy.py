@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from tests.k8s.conftest import hub_kind_cluster, run_floxk, sh
+from tests.k8s.conftest import hub_kind_cluster, lock_and_push, run_floxk, sh
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -66,17 +66,9 @@ def test_deploy_run_undeploy(cluster, catalog_flake):
     assert json.loads(r.stdout)["image_built"] is False
 
     # A flox pod from an environment pushed to the node's hub.
-    envdir = work / "env"
-    envdir.mkdir()
-    (envdir / "manifest.toml").write_text(
-        'version = 1\n[install]\nhello.pkg-path = "hello"\n[vars]\nGREETING = "deployed"\n'
-    )
-    assert (
-        floxk("env", "lock", str(envdir), "--catalog", f"path:{catalog_flake}", env=env).returncode
-        == 0
-    )
-    r = floxk("env", "push", str(envdir), "--name", "deploy/hello", "--to", f"file://{hub}",
-              "--signing-key", str(cluster["secret"]), env=env)  # fmt: skip
+    manifest = 'version = 1\n[install]\nhello.pkg-path = "hello"\n[vars]\nGREETING = "deployed"\n'
+    r = lock_and_push(work / "env", manifest, catalog_flake, "--name", "deploy/hello",
+                 "--to", f"file://{hub}", "--signing-key", str(cluster["secret"]), env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr
     r = floxk("run", "pod", "deploy-hello", "--env", "deploy/hello", "--replace",
               "--context", f"kind-{NAME}", "--", "hello", env=env)  # fmt: skip

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.k8s.conftest import hub_kind_cluster, sh
+from tests.k8s.conftest import hub_kind_cluster, lock_and_push, sh
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -62,15 +62,9 @@ def deploy(cluster, *, env=None):
 
 def push(cluster, catalog_flake, name: str, install: str) -> None:
     env, work = cluster["env"], cluster["work"]
-    d = work / name.replace("/", "-")
-    d.mkdir()
-    (d / "manifest.toml").write_text(f"version = 1\n[install]\n{install}")
-    assert (
-        floxk("env", "lock", str(d), "--catalog", f"path:{catalog_flake}", env=env).returncode == 0
-    )
-    r = floxk("env", "push", str(d), "--name", name, "--to", f"file://{cluster['hub']}",
-              "--signing-key", str(cluster["secret"]), env=env)  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    lock_and_push(work / name.replace("/", "-"), f"version = 1\n[install]\n{install}", catalog_flake,
+             "--name", name, "--to", f"file://{cluster['hub']}",
+             "--signing-key", str(cluster["secret"]), floxk=floxk, env=env)  # fmt: skip
 
 
 def pod_state(name: str, env) -> dict:

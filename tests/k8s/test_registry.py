@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base, run_floxk, run_kubectl
+from tests.k8s.conftest import BASE_IMAGE, floxk_up_fresh, require_kind_base, run_floxk, run_kubectl
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -49,10 +49,7 @@ def cluster():
         ours = False
     except docker.errors.NotFound:
         ours = True
-    r = floxk("up", "--name", NAME, "--base-image", BASE_IMAGE, "--registry", "--recreate",
-              "--timeout", "600", "-o", "json", timeout=1200)  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    result = json.loads(r.stdout)
+    result = floxk_up_fresh("--name", NAME, "--registry", timeout=1200)
     assert result["registry"]["push"] == "localhost:5001"
     yield client
     floxk("down", "--name", NAME)
