@@ -202,7 +202,15 @@ def checked_cri(
         log = node["state"] / "floxk.log"
         print(log.read_text()[-3000:] if log.exists() else "(no node log)")
     node["cri"].remove_all()
-    node["cri"].assert_node_clean()
     if no_uses_left:
-        uses = sorted(p.name for p in (node["state"] / "uses").glob("*/*"))
-        assert uses == [], f"uses left after every pod is gone: {uses}"
+        assert_released(node["cri"], node["state"])
+    else:
+        node["cri"].assert_node_clean()
+
+
+def assert_released(cri: harness.CRI, state: Path) -> None:
+    """The node is clean (no pod, container or mount left) and no pod's use of an
+    environment is left in the node's state dir `state`."""
+    cri.assert_node_clean()
+    uses = sorted(p.name for p in (state / "uses").glob("*/*"))
+    assert uses == [], f"uses left after every pod is gone: {uses}"
