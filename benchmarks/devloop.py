@@ -299,11 +299,7 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
             else:
                 os.environ["KUBECONFIG"] = old_kubeconfig
             if not keep:
-                common.note(f"floxk down --name {CLUSTER}")
-                try:
-                    kind.floxk("down", "--name", CLUSTER, kubeconfig=kubeconfig)
-                except RuntimeError as e:
-                    common.note(f"the cluster was not deleted: {e}")
+                kind.down(CLUSTER, kubeconfig)
     return common.result(
         "devloop",
         quick=quick,

@@ -75,6 +75,16 @@ def skipped(reason: str, quick: bool) -> dict[str, Any]:
 # --- the cluster and its environment ---------------------------------------------------------
 
 
+def down(cluster: str, kubeconfig: Path | None = None) -> None:
+    """`floxk down` the benchmark's cluster; a failure is noted, not raised (keeps the
+    benchmark's own error, if any, in view)."""
+    common.note(f"floxk down --name {cluster}")
+    try:
+        floxk("down", "--name", cluster, kubeconfig=kubeconfig)
+    except RuntimeError as e:
+        common.note(f"the cluster was not deleted: {e}")
+
+
 def floxk(*args: str, kubeconfig: Path | None = None, timeout: float = 1800) -> dict[str, Any]:
     """`floxk ARGS -o json` as a user runs it; its JSON result. Progress stays on stderr."""
     env = dict(os.environ, **({"KUBECONFIG": str(kubeconfig)} if kubeconfig else {}))
@@ -329,11 +339,7 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
             realized = node_realize_log(pushed["digest"])
         finally:
             if not keep:
-                common.note(f"floxk down --name {CLUSTER}")
-                try:
-                    floxk("down", "--name", CLUSTER)
-                except RuntimeError as e:  # keep the benchmark's own error, if any, in view
-                    common.note(f"the cluster was not deleted: {e}")
+                down(CLUSTER)
     return common.result(
         "kind",
         quick=quick,
