@@ -18,7 +18,6 @@ must show exactly one substitution per store path and one tree built.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -153,17 +152,15 @@ def report(doc: dict) -> None:
     common.print_table(rows)
 
 
+def checks_hold(doc: dict) -> bool:
+    """Every store path was substituted once, however many pods asked for it."""
+    return bool(doc.get("one_substitution_per_path"))
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")])
-    ap.add_argument("--repeats", type=int)
-    ap.add_argument("--out", type=Path, default=common.RESULTS)
-    a = ap.parse_args()
-    doc = run(a.quick, a.levels, a.repeats)
-    report(doc)
-    print(f"wrote {common.write_json(doc, a.out)}")
-    return 0 if doc["one_substitution_per_path"] else 1
+    return common.bench_main(
+        __doc__, run, report, common.LEVELS, common.REPEATS, checks=checks_hold
+    )
 
 
 if __name__ == "__main__":

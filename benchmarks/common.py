@@ -291,17 +291,49 @@ def tree_stats(store: Path, paths: list[str]) -> tuple[int, int]:
     return files, size
 
 
-def rounds_main(doc: str, run: Callable, report: Callable, rounds: dict[bool, int]) -> int:
-    """`python3 -m benchmarks.NAME [--quick] [--rounds N] [--out DIR]` for a benchmark whose
-    run() takes (quick, rounds)."""
+def int_list(text: str) -> list[int]:
+    """An option's "1,4,16" as [1, 4, 16]."""
+    return [int(x) for x in text.split(",")]
+
+
+REPEATS = ("--repeats", {"type": int})
+LEVELS = ("--levels", {"type": int_list, "help": "comma-separated, e.g. 1,4,16"})
+
+
+def rounds_option(rounds: dict[bool, int]) -> tuple[str, dict]:
+    return ("--rounds", {"type": int, "help": f"rounds (default {rounds[False]})"})
+
+
+def bench_main(
+    doc: str,
+    run: Callable,
+    report: Callable,
+    *options: tuple[str, dict],
+    checks: Callable[[dict], bool] | None = None,
+    quick_help: str | None = None,
+    out: Path | None = RESULTS,
+) -> int:
+    """`python3 -m benchmarks.NAME [--quick] [OPTIONS] [--out DIR]`: run(quick, option=value
+    for each of `options` (flag, argparse keywords), named as run's parameters), report,
+    write the JSON into --out (default `out`; None: only when given); exit 1 where
+    `checks` says the figures' correctness parts did not hold."""
     import argparse
 
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help=f"{rounds[True]} round(s)")
-    ap.add_argument("--rounds", type=int, help=f"rounds (default {rounds[False]})")
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    a = ap.parse_args()
-    result_doc = run(a.quick, a.rounds)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    for flag, keywords in options:
+        ap.add_argument(flag, **keywords)
+    ap.add_argument("--out", type=Path, default=out, help="write the JSON into this directory")
+    a = vars(ap.parse_args())
+    result_doc = run(a.pop("quick"), **{k: v for k, v in a.items() if k != "out"})
     report(result_doc)
-    print(f"wrote {write_json(result_doc, a.out)}")
-    return 0
+    if a["out"]:
+        print(f"wrote {write_json(result_doc, a['out'])}")
+    return 0 if checks is None or checks(result_doc) else 1
+
+
+def rounds_main(doc: str, run: Callable, report: Callable, rounds: dict[bool, int]) -> int:
+    """bench_main for a benchmark whose run() takes (quick, rounds)."""
+    return bench_main(
+        doc, run, report, rounds_option(rounds), quick_help=f"{rounds[True]} round(s)"
+    )

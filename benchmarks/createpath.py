@@ -20,7 +20,6 @@ JSON (the imports that remain).
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -220,15 +219,7 @@ def report(doc: dict) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--repeats", type=int)
-    ap.add_argument("--out", type=Path, default=common.RESULTS)
-    a = ap.parse_args()
-    doc = run(a.quick, a.repeats)
-    report(doc)
-    print(f"wrote {common.write_json(doc, a.out)}")
-    return 0
+    return common.bench_main(__doc__, run, report, common.REPEATS)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ the value just saved. N rounds interleaved. The cluster is deleted at the end un
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -300,11 +299,7 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
             else:
                 os.environ["KUBECONFIG"] = old_kubeconfig
             if not keep:
-                common.note(f"floxk down --name {CLUSTER}")
-                try:
-                    kind.floxk("down", "--name", CLUSTER, kubeconfig=kubeconfig)
-                except RuntimeError as e:
-                    common.note(f"the cluster was not deleted: {e}")
+                kind.down(CLUSTER, kubeconfig)
     return common.result(
         "devloop",
         quick=quick,
@@ -343,20 +338,18 @@ def checks_hold(doc: dict) -> bool:
     return bool(doc.get("skipped")) or not doc["failed_checks"]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help=f"{ROUNDS[True]} rounds")
-    ap.add_argument("--rounds", type=int, help=f"rounds (default {ROUNDS[False]})")
-    ap.add_argument("--keep", action="store_true", help=f"leave the cluster {CLUSTER} running")
-    ap.add_argument("--out", type=Path, help="write the JSON into this directory")
-    a = ap.parse_args()
-    doc = run(a.quick, a.rounds, a.keep)
+def report_with_failures(doc: dict) -> None:
     report(doc)
-    if a.out:
-        print(f"wrote {common.write_json(doc, a.out)}")
     if doc.get("failed_checks"):
         print(json.dumps(doc["failed_checks"], indent=2))
-    return 0 if checks_hold(doc) else 1
+
+
+def main() -> int:
+    keep = ("--keep", {"action": "store_true", "help": f"leave the cluster {CLUSTER} running"})
+    return common.bench_main(
+        __doc__, run, report_with_failures, common.rounds_option(ROUNDS), keep,
+        checks=checks_hold, quick_help=f"{ROUNDS[True]} rounds", out=None,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ images at every K.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
@@ -196,15 +195,7 @@ def report(doc: dict) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")])
-    ap.add_argument("--out", type=Path, default=common.RESULTS)
-    a = ap.parse_args()
-    doc = run(a.quick, a.levels)
-    report(doc)
-    print(f"wrote {common.write_json(doc, a.out)}")
-    return 0
+    return common.bench_main(__doc__, run, report, common.LEVELS)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ or the node image.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -74,6 +73,16 @@ def skipped(reason: str, quick: bool) -> dict[str, Any]:
 
 
 # --- the cluster and its environment ---------------------------------------------------------
+
+
+def down(cluster: str, kubeconfig: Path | None = None) -> None:
+    """`floxk down` the benchmark's cluster; a failure is noted, not raised (keeps the
+    benchmark's own error, if any, in view)."""
+    common.note(f"floxk down --name {cluster}")
+    try:
+        floxk("down", "--name", cluster, kubeconfig=kubeconfig)
+    except RuntimeError as e:
+        common.note(f"the cluster was not deleted: {e}")
 
 
 def floxk(*args: str, kubeconfig: Path | None = None, timeout: float = 1800) -> dict[str, Any]:
@@ -330,11 +339,7 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
             realized = node_realize_log(pushed["digest"])
         finally:
             if not keep:
-                common.note(f"floxk down --name {CLUSTER}")
-                try:
-                    floxk("down", "--name", CLUSTER)
-                except RuntimeError as e:  # keep the benchmark's own error, if any, in view
-                    common.note(f"the cluster was not deleted: {e}")
+                down(CLUSTER)
     return common.result(
         "kind",
         quick=quick,
@@ -382,17 +387,11 @@ def report(doc: dict) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help=f"{ROUNDS[True]} rounds")
-    ap.add_argument("--rounds", type=int, help=f"rounds (default {ROUNDS[False]})")
-    ap.add_argument("--keep", action="store_true", help=f"leave the cluster {CLUSTER} running")
-    ap.add_argument("--out", type=Path, help="write the JSON into this directory")
-    a = ap.parse_args()
-    doc = run(a.quick, a.rounds, a.keep)
-    report(doc)
-    if a.out:
-        print(f"wrote {common.write_json(doc, a.out)}")
-    return 0 if doc.get("skipped") or checks_hold(doc) else 1
+    keep = ("--keep", {"action": "store_true", "help": f"leave the cluster {CLUSTER} running"})
+    return common.bench_main(
+        __doc__, run, report, common.rounds_option(ROUNDS), keep,
+        checks=checks_hold, quick_help=f"{ROUNDS[True]} rounds", out=None,
+    )  # fmt: skip
 
 
 def checks_hold(doc: dict) -> bool:

@@ -13,7 +13,6 @@ Rounds interleave the three.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -84,15 +83,7 @@ def report(doc: dict) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--runs", type=int)
-    ap.add_argument("--out", type=Path, default=common.RESULTS)
-    a = ap.parse_args()
-    doc = run(a.quick, a.runs)
-    report(doc)
-    print(f"wrote {common.write_json(doc, a.out)}")
-    return 0
+    return common.bench_main(__doc__, run, report, ("--runs", {"type": int}))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ part. The figure: median flox / median image (target <= 1.05).
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
@@ -202,19 +201,10 @@ def report(doc: dict) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--repeats", type=int)
-    ap.add_argument("--out", type=Path, default=common.RESULTS)
-    ap.add_argument(
-        "--baseline-rev",
-        help="also run pods on a flox runtime built from shim/ at this git revision (before/after)",
-    )
-    a = ap.parse_args()
-    doc = run(a.quick, a.repeats, a.baseline_rev)
-    report(doc)
-    print(f"wrote {common.write_json(doc, a.out)}")
-    return 0
+    baseline = ("--baseline-rev", {
+        "help": "also run pods on a flox runtime built from shim/ at this git revision (before/after)"
+    })  # fmt: skip
+    return common.bench_main(__doc__, run, report, common.REPEATS, baseline)
 
 
 if __name__ == "__main__":

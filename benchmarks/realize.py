@@ -14,7 +14,6 @@ Needs Nix (Debian nix-bin) and a static busybox; run as root on a bare Nix insta
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -153,18 +152,15 @@ def report(doc: dict) -> None:
     )
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--repeats", type=int)
-    ap.add_argument("--out", type=Path, default=common.RESULTS)
-    a = ap.parse_args()
-    doc = run(a.quick, a.repeats)
-    report(doc)
-    print(f"wrote {common.write_json(doc, a.out)}")
+def checks_hold(doc: dict) -> bool:
+    """One substitution per store path and one tree under concurrent creates, none failed."""
     conc = doc["concurrent"]
     ok = conc["max_substitutions_per_path"] == 1 and conc["trees"] == 1
-    return 0 if ok and not any(conc["exit_codes"]) else 1
+    return ok and not any(conc["exit_codes"])
+
+
+def main() -> int:
+    return common.bench_main(__doc__, run, report, common.REPEATS, checks=checks_hold)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Process start and the hub lookups are the same with and without the view
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -125,17 +124,8 @@ def report(doc: dict) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--repeats", type=int)
-    ap.add_argument("--sizes", help="closure sizes, comma-separated (default 1,50,200)")
-    ap.add_argument("--out", type=Path, default=common.RESULTS)
-    a = ap.parse_args()
-    sizes = [int(x) for x in a.sizes.split(",")] if a.sizes else None
-    doc = run(a.quick, a.repeats, sizes)
-    report(doc)
-    print(f"wrote {common.write_json(doc, a.out)}")
-    return 0
+    sizes = ("--sizes", {"type": common.int_list, "help": "closure sizes (default 1,50,200)"})
+    return common.bench_main(__doc__, run, report, common.REPEATS, sizes)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,21 @@ def write_node_toml(path: Path, **values) -> Path:
     return path
 
 
+def hub_node_config(directory: Path, hub_url: str, cache_url: str, key: str, **values):
+    """The shim.core.node.NodeConfig of a node of one hub (its URL, its cache's URL and its
+    public key), with its state and store under `directory`; `values`: further settings."""
+    from shim.core.node import NodeConfig
+
+    settings = dict(
+        hubs=[hub_url],
+        substituters=[cache_url],
+        trusted_public_keys=[key],
+        state_dir=str(directory / "state"),
+        store_root=str(directory / "store"),
+    )
+    return NodeConfig(**{**settings, **values})
+
+
 def hub_node_toml(directory: Path, hub_url: str, key: str, **values) -> Path:
     """directory/node.toml for a node of one hub (its URL and public key), with its state
     and store under `directory`; `values`: further keys (policy=, runc=, ...)."""

@@ -68,27 +68,15 @@ def order(objects: list[Any], kind_of: Callable[[Any], str]) -> list[Any]:
 
 
 @dataclass
-class Planned:
+class Planned(pods.Named):
     doc: Document
     body: dict[str, Any]  # filled in, namespace set
     namespaced: bool
     flox: bool  # a pod template filled in for the flox runtime
 
     @property
-    def kind(self) -> str:
-        return self.body["kind"]
-
-    @property
-    def name(self) -> str:
-        return self.body["metadata"]["name"]
-
-    @property
     def namespace(self) -> str | None:
         return self.body["metadata"].get("namespace") if self.namespaced else None
-
-    @property
-    def identity(self) -> str:
-        return f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
 
 
 @dataclass
@@ -226,7 +214,7 @@ class Applied:
 
     @property
     def identity(self) -> str:
-        return f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
+        return pods.identity(self.kind, self.namespace, self.name)
 
 
 def apply(
@@ -782,7 +770,7 @@ class Deleted:
 
     @property
     def identity(self) -> str:
-        return f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
+        return pods.identity(self.kind, self.namespace, self.name)
 
 
 def delete(

@@ -54,17 +54,15 @@ class ObjectFileError(FloxkError):
     """A Kubernetes manifest file that cannot be read, or an object in it that is not valid."""
 
 
-@dataclass
-class Document:
-    """One Kubernetes object read from a file, and where it came from (for messages)."""
+def identity(kind: str, namespace: str | None, name: str) -> str:
+    """How messages name an object: "Deployment team/web", "Namespace team"."""
+    return f"{kind} {namespace + '/' if namespace else ''}{name}"
+
+
+class Named:
+    """kind, name and identity of an object from its body (`self.body`)."""
 
     body: dict[str, Any]
-    source: str  # the file, or "-" for stdin
-    line: int  # 1-based line where the document starts
-
-    @property
-    def where(self) -> str:
-        return f"{self.source}:{self.line}"
 
     @property
     def kind(self) -> str:
@@ -75,9 +73,25 @@ class Document:
         return self.body["metadata"]["name"]
 
     @property
+    def namespace(self) -> str | None:
+        return self.body["metadata"].get("namespace")
+
+    @property
     def identity(self) -> str:
-        ns = self.body["metadata"].get("namespace")
-        return f"{self.kind} {ns + '/' if ns else ''}{self.name}"
+        return identity(self.kind, self.namespace, self.name)
+
+
+@dataclass
+class Document(Named):
+    """One Kubernetes object read from a file, and where it came from (for messages)."""
+
+    body: dict[str, Any]
+    source: str  # the file, or "-" for stdin
+    line: int  # 1-based line where the document starts
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
 
 
 def manifest_files(paths: Sequence[str | Path]) -> list[str]:

@@ -23,11 +23,10 @@ import grpc
 import pytest
 
 from shim import server
-from shim.front import write_front, write_shim_front
-from testkit import harness
 from testkit.images import STUB_IMAGE
-from testkit.oci import publish_test_hub, write_node_toml
+from testkit.oci import publish_test_hub
 from tests import attacker
+from tests.cri.conftest import checked_cri
 
 pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
 
@@ -52,31 +51,13 @@ def _push_generations(hub, work: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def node(containerd_line, runc_line, cri_images, tmp_path_factory):
+def node(start_flox_node, containerd_line, tmp_path_factory):
     work = tmp_path_factory.mktemp("server-node")
     hub = publish_test_hub(work / "hub")
     moving = _push_generations(hub, work)
     state = work / "state"
-    cfg = write_node_toml(
-        work / "node.toml",
-        hubs=[hub.url],
-        trusted_public_keys=[hub.key],
-        state_dir=str(state),
-        store_root=str(work / "store"),
-    )
     srv = server.server_dir(state)
-    front = write_front(work / "bin" / "floxk-runc", str(runc_line.path), server=srv)
-    runc_v2 = str(containerd_line.bin_dir / "containerd-shim-runc-v2")
-    shim = str(write_shim_front(work / "bin" / "containerd-shim-flox-v2", runc_v2, server=srv))
-    daemon = harness.Containerd(
-        line=containerd_line,
-        images=cri_images,
-        flox_shim=shim,
-        flox_runc=str(front),
-        runc=str(runc_line.path),
-        env={"FLOXK_NODE_CONFIG": str(cfg)},
-    )
-    daemon.start()
+    daemon = start_flox_node(work, server=srv, hubs=[hub.url], trusted_public_keys=[hub.key])
     no_wrapper = containerd_line.version.startswith("1.6")
     yield {"daemon": daemon, "cri": daemon.cri, "state": state, "hub": hub,
            "moving": moving, "no_wrapper": no_wrapper}  # fmt: skip
@@ -86,14 +67,7 @@ def node(containerd_line, runc_line, cri_images, tmp_path_factory):
 
 @pytest.fixture
 def cri(request, node):
-    yield node["cri"]
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(node["daemon"].log_tail(60))
-        log = node["state"] / "floxk.log"
-        print(log.read_text()[-3000:] if log.exists() else "(no node log)")
-    node["cri"].remove_all()
-    node["cri"].assert_node_clean()
+    yield from checked_cri(request, node)
 
 
 def creates(node) -> list[dict]:

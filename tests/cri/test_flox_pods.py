@@ -14,52 +14,26 @@ import time
 import grpc
 import pytest
 
-from shim.front import write_front, write_shim_front
-from testkit import harness
 from testkit.images import PLAIN_IMAGE, STUB_IMAGE
-from testkit.oci import publish_test_hub, write_node_toml
+from testkit.oci import publish_test_hub
+from tests.cri.conftest import checked_cri
 
 pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
 
 
 @pytest.fixture(scope="module")
-def node(containerd_line, runc_line, cri_images, tmp_path_factory):
+def node(start_flox_node, tmp_path_factory):
     work = tmp_path_factory.mktemp("flox-node")
     hub = publish_test_hub(work / "hub")
     state = work / "state"
-    cfg = write_node_toml(
-        work / "node.toml",
-        hubs=[hub.url],
-        trusted_public_keys=[hub.key],
-        state_dir=str(state),
-        store_root=str(work / "store"),
-    )
-    front = write_front(work / "bin" / "floxk-runc", str(runc_line.path))
-    runc_v2 = str(containerd_line.bin_dir / "containerd-shim-runc-v2")
-    shim = str(write_shim_front(work / "bin" / "containerd-shim-flox-v2", runc_v2))
-    daemon = harness.Containerd(
-        line=containerd_line,
-        images=cri_images,
-        flox_shim=shim,
-        flox_runc=str(front),
-        runc=str(runc_line.path),
-        env={"FLOXK_NODE_CONFIG": str(cfg)},
-    )
-    daemon.start()
+    daemon = start_flox_node(work, hubs=[hub.url], trusted_public_keys=[hub.key])
     yield {"daemon": daemon, "cri": daemon.cri, "state": state, "hub": hub}
     daemon.stop()
 
 
 @pytest.fixture
 def cri(request, node):
-    yield node["cri"]
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(node["daemon"].log_tail(60))
-    node["cri"].remove_all()
-    node["cri"].assert_node_clean()
-    uses = sorted(p.name for p in (node["state"] / "uses").glob("*/*"))
-    assert uses == [], f"uses left after every pod is gone: {uses}"
+    yield from checked_cri(request, node, no_uses_left=True)
 
 
 def run(cri, ref, command, *, name="app", image=STUB_IMAGE, pod_annotations=None):

@@ -25,6 +25,7 @@ from shim.installer.layout import GC_SERVICE, GC_TIMER
 from shim.installer.uninstall import uninstall
 from testkit import lines
 from testkit.images import STUB_IMAGE
+from tests.cri.conftest import assert_released
 from tests.cri.test_install import daemon, flox_node  # noqa: F401 - fixtures
 from tests.install import nodeconf
 
@@ -113,9 +114,7 @@ def test_containerd_restart_keeps_flox_pods_running_exec_logs_and_stop_work(
     assert cri.status(cid).state == 2  # CONTAINER_EXITED
     cri.remove_pod(pod)
     cri.remove_pod(pod2)
-    cri.assert_node_clean()
-    uses = sorted(p.name for p in (flox_node["node_toml"].parent / "state" / "uses").glob("*/*"))
-    assert uses == []
+    assert_released(cri, flox_node["node_toml"].parent / "state")
 
 
 def test_uninstall_refuses_while_flox_pods_run_and_lists_them(

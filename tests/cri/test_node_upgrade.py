@@ -19,6 +19,7 @@ import pytest
 from floxk._shimbuild import SHIM_DIR, build_zipapps
 from shim.installer.install import install
 from shim.installer.layout import FRONT_NAME, SHIM_FRONT_NAME
+from tests.cri.conftest import assert_released
 from tests.cri.test_install import daemon, flox_node  # noqa: F401 - fixtures
 from tests.cri.test_node_lifecycle import _installed, _last_tick, _restart, _runc, _ticking_pod
 
@@ -83,6 +84,4 @@ def test_shim_upgrade_with_pods_running(daemon, flox_node, cri_images, tmp_path)
         assert cri.status(cid).state == 2  # CONTAINER_EXITED
     cri.remove_pod(old_pod)
     cri.remove_pod(new_pod)
-    cri.assert_node_clean()
-    uses = sorted(p.name for p in (flox_node["node_toml"].parent / "state" / "uses").glob("*/*"))
-    assert uses == []
+    assert_released(cri, flox_node["node_toml"].parent / "state")

@@ -14,44 +14,28 @@ import pytest
 from cri_api.v1 import api_pb2 as pb
 
 from shim.core.auth import SECRET_DIR
-from shim.front import write_front, write_shim_front
-from testkit import harness
 from testkit.images import STUB_IMAGE
-from testkit.oci import write_node_toml
 from tests import privatehub
+from tests.cri.conftest import checked_cri
 
 pytestmark = [pytest.mark.cri, pytest.mark.root, pytest.mark.nix]
 
 
 @pytest.fixture(scope="module")
-def node(containerd_line, runc_line, cri_images, tmp_path_factory):
+def node(start_flox_node, tmp_path_factory):
     work = tmp_path_factory.mktemp("private-node")
     with privatehub.served_hub(work) as (published, server):
-        yield from _node(work, published, server, containerd_line, runc_line, cri_images)
+        yield from _node(work, published, server, start_flox_node)
 
 
-def _node(work, published, server, containerd_line, runc_line, cri_images):
+def _node(work, published, server, start_flox_node):
     state = work / "state"
-    cfg = write_node_toml(
-        work / "node.toml",
+    daemon = start_flox_node(
+        work,
         hubs=[server.url],
         trusted_public_keys=[published.key],
-        state_dir=str(state),
-        store_root=str(work / "store"),
         credentials=[{"url": server.url, "auth": "pod-token"}],
     )
-    front = write_front(work / "bin" / "floxk-runc", str(runc_line.path))
-    runc_v2 = str(containerd_line.bin_dir / "containerd-shim-runc-v2")
-    shim = str(write_shim_front(work / "bin" / "containerd-shim-flox-v2", runc_v2))
-    daemon = harness.Containerd(
-        line=containerd_line,
-        images=cri_images,
-        flox_shim=shim,
-        flox_runc=str(front),
-        runc=str(runc_line.path),
-        env={"FLOXK_NODE_CONFIG": str(cfg)},
-    )
-    daemon.start()
     try:
         yield {"daemon": daemon, "cri": daemon.cri, "state": state, "work": work, "server": server}
     finally:
@@ -60,12 +44,7 @@ def _node(work, published, server, containerd_line, runc_line, cri_images):
 
 @pytest.fixture
 def cri(request, node):
-    yield node["cri"]
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(node["daemon"].log_tail(60))
-    node["cri"].remove_all()
-    node["cri"].assert_node_clean()
+    yield from checked_cri(request, node)
 
 
 def start_pod(cri, node, token: str | None, *, mount: bool = True, name: str = "private"):

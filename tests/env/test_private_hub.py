@@ -21,6 +21,7 @@ from shim.core.errors import AccessError, ConfigError
 from shim.core.node import Credential, NodeConfig
 from shim.core.service import fetch_for, realize_record
 from testkit.nix import run_with_store
+from testkit.oci import hub_node_config
 from tests import privatehub
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
@@ -33,16 +34,10 @@ def served(tmp_path_factory):
 
 
 def node(tmp_path, server, published, **overrides) -> NodeConfig:
-    values = dict(
-        hubs=[server.url],
-        substituters=[server.url],
-        trusted_public_keys=[published.key],
-        state_dir=str(tmp_path / "state"),
-        store_root=str(tmp_path / "store"),
-        credentials=[Credential(url=server.url, auth="pod-token")],
+    credentials = [Credential(url=server.url, auth="pod-token")]
+    return hub_node_config(
+        tmp_path, server.url, server.url, published.key, **{"credentials": credentials, **overrides}
     )
-    values.update(overrides)
-    return NodeConfig(**values)
 
 
 def pod_spec(tmp_path, token: str | None, *, mount: bool = True) -> dict:

@@ -26,7 +26,7 @@ from shim.core.realize import _substitute, realize
 from shim.core.service import fetch_for, realize_for, trust_of
 from shim.core.tree import build_tree, tree_link
 from testkit.nix import make_key_pair, run_with_store
-from testkit.oci import hub_node_toml
+from testkit.oci import hub_node_config, hub_node_toml
 from tests import attacker
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
@@ -35,15 +35,8 @@ PLAIN = 'version = 1\n[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "b
 
 
 def node(tmp_path, signed_cache, **overrides) -> NodeConfig:
-    values = dict(
-        hubs=[signed_cache.hub_url],
-        substituters=[signed_cache.url],
-        trusted_public_keys=[signed_cache.public_key],
-        state_dir=str(tmp_path / "state"),
-        store_root=str(tmp_path / "store"),
-    )
-    values.update(overrides)
-    return NodeConfig(**values)
+    c = signed_cache
+    return hub_node_config(tmp_path, c.hub_url, c.url, c.public_key, **overrides)
 
 
 def ref(text: str) -> EnvRef:

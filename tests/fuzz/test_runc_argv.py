@@ -23,22 +23,21 @@ from hypothesis import strategies as st
 from shim import front, runc
 from shim.core import node
 from tests.fuzz import strategies as S
+from tests.fuzz.rig import ENV, TYPE, spec, write_bundles, write_stand_in
 
-ENV = "flox.dev/environment"
-TYPE = "io.kubernetes.cri.container-type"
 # Decisive bundles: both sides can tell at once whether the create is floxk's.
 SPECS = {
-    "flox": {"annotations": {ENV: "alice/hello", TYPE: "container"}},
-    "sandbox": {"annotations": {ENV: "alice/hello", TYPE: "sandbox"}},
-    "plain": {"annotations": {TYPE: "container"}},
+    "flox": spec("container", "alice/hello"),
+    "sandbox": spec("sandbox", "alice/hello"),
+    "plain": spec("container"),
 }
 # In doubt for the front (it sends these to Python, which decides from the parsed spec).
 DOUBTFUL = {
-    "mention": {"annotations": {"flox.dev/skip-containers": "app", TYPE: "container"}},
+    "mention": spec("container", **{"flox.dev/skip-containers": "app"}),
     "broken": '{"annotations": {"flox.dev/environment": ',
     "missing": None,
 }
-STAND_IN = '#!/bin/sh\nprintf %s {name}\nfor a do printf "\\0%s" "$a"; done\n'
+STAND_IN = 'printf %s {name}\nfor a do printf "\\0%s" "$a"; done\n'
 
 
 class Routed(BaseException):  # not an Exception: main() turns those into runc log lines
@@ -49,23 +48,12 @@ class Routed(BaseException):  # not an Exception: main() turns those into runc l
 def rig(tmp_path_factory):
     """(front script, {bundle kind: absolute dir}) in a temp dir."""
     root = tmp_path_factory.mktemp("runc-argv")
-    programs = {}
-    for name in ("runc", "python"):
-        p = root / f"stand-in-{name}"
-        p.write_text(STAND_IN.format(name=name))
-        p.chmod(0o755)
-        programs[name] = str(p)
+    programs = {
+        name: write_stand_in(root / f"stand-in-{name}", STAND_IN.format(name=name))
+        for name in ("runc", "python")
+    }
     script = front.write_front(root / "floxk-runc", programs["runc"], [programs["python"]])
-    bundles = {}
-    for kind, spec in {**SPECS, **DOUBTFUL}.items():
-        d = root / kind
-        d.mkdir()
-        if isinstance(spec, dict):
-            (d / "config.json").write_text(json.dumps(spec))
-        elif isinstance(spec, str):
-            (d / "config.json").write_text(spec)
-        bundles[kind] = str(d)
-    return str(script), bundles
+    return str(script), write_bundles(root, {**SPECS, **DOUBTFUL})
 
 
 def front_route(script: str, argv: list[str], cwd: str) -> str:

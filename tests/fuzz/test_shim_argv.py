@@ -11,7 +11,6 @@ runs in the background) before looking for the marker.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -22,13 +21,12 @@ from hypothesis import strategies as st
 
 from shim import front, wrapper
 from tests.fuzz import strategies as S
+from tests.fuzz.rig import spec, write_bundles, write_stand_in
 
-ENV = "flox.dev/environment"
-TYPE = "io.kubernetes.cri.container-type"
 SPECS = {
-    "flox-sandbox": {"annotations": {ENV: "alice/hello", TYPE: "sandbox"}},
-    "flox-container": {"annotations": {ENV: "alice/hello", TYPE: "container"}},
-    "plain-sandbox": {"annotations": {TYPE: "sandbox"}},
+    "flox-sandbox": spec("sandbox", "alice/hello"),
+    "flox-container": spec("container", "alice/hello"),
+    "plain-sandbox": spec("sandbox"),
 }
 ACTIONS = ["start", "delete", "-info", "Start", "", "-", "--", "x"]
 FLAGS = sorted(wrapper.VALUE_FLAGS) + ["debug", "v", "x"]
@@ -38,19 +36,12 @@ TOKEN = S.TEXT.filter(lambda t: "\0" not in t)
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
     root = tmp_path_factory.mktemp("shim-argv")
-    runc_v2 = root / "stand-in-runc-v2"
-    runc_v2.write_text('#!/bin/sh\nprintf runc-v2\nfor a do printf "\\0%s" "$a"; done\n')
-    prefetch = root / "stand-in-prefetch"
-    prefetch.write_text('#!/bin/sh\n: > "$FUZZ_MARKER"\n')
-    for p in (runc_v2, prefetch):
-        p.chmod(0o755)
-    script = front.write_shim_front(root / "containerd-shim-flox-v2", str(runc_v2), [str(prefetch)])
-    bundles = {}
-    for kind, spec in SPECS.items():
-        (root / kind).mkdir()
-        (root / kind / "config.json").write_text(json.dumps(spec))
-        bundles[kind] = str(root / kind)
-    return str(script), bundles, root
+    runc_v2 = write_stand_in(
+        root / "stand-in-runc-v2", 'printf runc-v2\nfor a do printf "\\0%s" "$a"; done\n'
+    )
+    prefetch = write_stand_in(root / "stand-in-prefetch", ': > "$FUZZ_MARKER"\n')
+    script = front.write_shim_front(root / "containerd-shim-flox-v2", runc_v2, [prefetch])
+    return str(script), write_bundles(root, SPECS), root
 
 
 def front_prefetches(script: str, argv: list[str], cwd: str, marker: str) -> bool:

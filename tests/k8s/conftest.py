@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from floxk._cluster.kindimage import offline_tag
 from floxk._cluster.spec import DEFAULT_K8S_VERSION
+from testkit.nix import make_key_pair
 
 # floxk's offline kind build (`task kind:image`); upstream kindest/node cannot be pulled here.
 BASE_IMAGE = os.environ.get("FLOXK_E2E_BASE_IMAGE", offline_tag(DEFAULT_K8S_VERSION))
+# A manifest installing hello and busybox (for sh); more [install] lines or tables may follow.
+HELLO_MANIFEST = 'version = 1\n[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
 
 
 def require_kind_base() -> None:
@@ -43,3 +49,108 @@ def run_floxk(
     )
     print(f"$ floxk {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}", file=sys.stderr)
     return r
+
+
+def lock_and_push(directory, manifest: str, catalog_flake, *push_args: str, floxk=run_floxk, **kw):
+    """Write `manifest` to directory/manifest.toml, `floxk env lock` it on the test catalog
+    and `floxk env push` it with PUSH_ARGS (through `floxk`, a runner like run_floxk, given
+    `kw`); asserts both worked; the push's result."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "manifest.toml").write_text(manifest)
+    r = floxk("env", "lock", str(directory), "--catalog", f"path:{catalog_flake}", **kw)
+    assert r.returncode == 0, r.stderr
+    r = floxk("env", "push", str(directory), *push_args, **kw)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def floxk_up_fresh(*args: str, floxk=run_floxk, timeout: float = 1800) -> dict:
+    """`floxk up ARGS` on the offline base, recreating the cluster (through `floxk`, a runner
+    like run_floxk); asserts it worked; its JSON result."""
+    r = floxk("up", *args, "--base-image", BASE_IMAGE, "--timeout", "600", "--recreate",
+              "-o", "json", timeout=timeout)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@contextlib.contextmanager
+def fresh_cluster(*up_args: str, floxk=run_floxk, timeout: float = 1800):
+    """Skip unless kind can run here; floxk_up_fresh(UP_ARGS); yields its JSON result; then
+    `floxk down` (asserted) unless FLOXK_E2E_KEEP=1."""
+    require_kind_base()
+    result = floxk_up_fresh(*up_args, floxk=floxk, timeout=timeout)
+    yield result
+    if os.environ.get("FLOXK_E2E_KEEP") != "1":
+        r = floxk("down", "--name", result["name"])
+        assert r.returncode == 0, r.stderr
+
+
+def run_kubectl(
+    context: str,
+    *args: str,
+    check: bool = True,
+    stdin: str | None = None,
+    env=None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """`kubectl --context CONTEXT ARGS`; with `check`, a failure fails the test with its stderr."""
+    r = subprocess.run(
+        ["kubectl", "--context", context, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        env=env,
+    )
+    if check:
+        assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr}"
+    return r
+
+
+def sh(*argv: str, env=None, timeout: float = 900, check: bool = True, input=None):
+    """Run a program; the call and its output's tail go to stderr; with `check`, a failure
+    fails the test."""
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, input=input)
+    print(
+        f"$ {' '.join(argv)} -> {r.returncode}\n{r.stdout[-3000:]}{r.stderr[-3000:]}",
+        file=sys.stderr,
+    )
+    if check:
+        assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+@contextlib.contextmanager
+def hub_kind_cluster(name: str, work, key_name: str):
+    """A one-node kind cluster `name` (labelled flox.dev/install=true) with an empty hub
+    dir work/hub mounted read-only at the same path and a signing key pair for it; yields
+    {"env" (with its KUBECONFIG), "hub", "public", "secret", "work"}; deleted afterwards
+    unless FLOXK_E2E_KEEP=1."""
+    require_kind_base()
+    hub = work / "hub"
+    hub.mkdir()
+    public, secret = make_key_pair(work / "keys", key_name)
+    config = {
+        "kind": "Cluster",
+        "apiVersion": "kind.x-k8s.io/v1alpha4",
+        "nodes": [
+            {
+                "role": "control-plane",
+                "labels": {"flox.dev/install": "true"},
+                "extraMounts": [
+                    {"hostPath": str(hub), "containerPath": str(hub), "readOnly": True}
+                ],
+            }
+        ],
+    }
+    (work / "kind.yaml").write_text(yaml.safe_dump(config))
+    kubeconfig = work / "kubeconfig"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    sh("kind", "delete", "cluster", "--name", name, check=False)  # a leftover of ours only
+    sh("kind", "create", "cluster", "--name", name, "--image", BASE_IMAGE,
+       "--config", str(work / "kind.yaml"), "--kubeconfig", str(kubeconfig), "--wait", "300s")  # fmt: skip
+    try:
+        yield {"env": env, "hub": hub, "public": public, "secret": secret, "work": work}
+    finally:
+        if os.environ.get("FLOXK_E2E_KEEP") != "1":
+            sh("kind", "delete", "cluster", "--name", name, check=False)

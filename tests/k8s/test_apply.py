@@ -13,15 +13,13 @@ import json
 import os
 import secrets
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base
+from tests.k8s.conftest import HELLO_MANIFEST, fresh_cluster, lock_and_push, run_floxk, run_kubectl
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -49,30 +47,11 @@ def _environ() -> dict[str, str]:
 
 
 def floxk(*args: str, stdin: str | None = None, timeout: float = 900, env=None):
-    r = subprocess.run(
-        [sys.executable, "-m", "floxk", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        input=stdin,
-        env=env or _environ(),
-    )
-    print(f"$ floxk {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}", file=sys.stderr)
-    return r
+    return run_floxk(*args, stdin=stdin, timeout=timeout, env=env or _environ())
 
 
 def kubectl(*args: str, check: bool = True, stdin: str | None = None, env=None):
-    r = subprocess.run(
-        ["kubectl", "--context", CONTEXT, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        input=stdin,
-        env=env or _environ(),
-    )
-    if check:
-        assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr}"
-    return r
+    return run_kubectl(CONTEXT, *args, check=check, stdin=stdin, env=env or _environ())
 
 
 def _free_port() -> int:
@@ -84,7 +63,6 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> str:
     """`floxk up --config`: Flox's kind demo shape (a worker, a port mapping, a label)."""
-    require_kind_base()
     tmp = tmp_path_factory.mktemp("apply")
     E.kubeconfig = tmp / "kubeconfig"
     E.host_port = _free_port()
@@ -99,37 +77,16 @@ def cluster(tmp_path_factory) -> str:
         "  - role: worker\n"
         "    labels: {tier: apps}\n"
     )
-    r = floxk(
-        "up",
-        "--config",
-        str(config),
-        "--base-image",
-        BASE_IMAGE,
-        "--timeout",
-        "600",
-        "--recreate",
-        "-o",
-        "json",
-        timeout=1800,
-    )
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["name"] == NAME
-    yield CONTEXT
-    if os.environ.get("FLOXK_E2E_KEEP") != "1":
-        assert floxk("down", "--name", NAME).returncode == 0
+    with fresh_cluster("--config", str(config), floxk=floxk) as up:
+        assert up["name"] == NAME
+        yield CONTEXT
 
 
 @pytest.fixture(scope="module")
 def tools(cluster, catalog_flake, tmp_path_factory) -> str:
+    manifest = HELLO_MANIFEST + 'web.pkg-path = "web"\n[vars]\nFROM_ENV = "the environment"\n'
     directory = tmp_path_factory.mktemp("tools-env")
-    (directory / "manifest.toml").write_text(
-        'version = 1\n[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
-        'web.pkg-path = "web"\n[vars]\nFROM_ENV = "the environment"\n'
-    )
-    r = floxk("env", "lock", str(directory), "--catalog", f"path:{catalog_flake}")
-    assert r.returncode == 0, r.stderr
-    r = floxk("env", "push", str(directory), "--name", ENV)
-    assert r.returncode == 0, r.stderr
+    lock_and_push(directory, manifest, catalog_flake, "--name", ENV, floxk=floxk)
     return ENV
 
 

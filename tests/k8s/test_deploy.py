@@ -10,31 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
-import yaml
 
-from testkit.nix import make_key_pair
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base
+from tests.k8s.conftest import hub_kind_cluster, lock_and_push, run_floxk, sh
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
 NAME = os.environ.get("FLOXK_DEPLOY_CLUSTER", "floxk-deploy")
 NODE = f"{NAME}-control-plane"
-
-
-def sh(*argv: str, env=None, timeout: float = 900, check: bool = True, input=None):
-    """Run argv; its output goes to the test's log; assert it worked unless check=False."""
-    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, input=input)
-    print(
-        f"$ {' '.join(argv)} -> {r.returncode}\n{r.stdout[-3000:]}{r.stderr[-3000:]}",
-        file=sys.stderr,
-    )
-    if check:
-        assert r.returncode == 0, r.stderr[-2000:]
-    return r
 
 
 def node_file(path: str) -> str | None:
@@ -45,39 +29,12 @@ def node_file(path: str) -> str | None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A plain kind cluster; yields (env for subprocesses with its KUBECONFIG, hub dir, keys)."""
-    require_kind_base()
-    work = tmp_path_factory.mktemp("deploy")
-    hub = work / "hub"
-    hub.mkdir()
-    public, secret = make_key_pair(work / "keys", "floxk-deploy-test-1")
-    config = {
-        "kind": "Cluster",
-        "apiVersion": "kind.x-k8s.io/v1alpha4",
-        "nodes": [
-            {
-                "role": "control-plane",
-                "labels": {"flox.dev/install": "true"},
-                "extraMounts": [
-                    {"hostPath": str(hub), "containerPath": str(hub), "readOnly": True}
-                ],
-            }
-        ],
-    }
-    (work / "kind.yaml").write_text(yaml.safe_dump(config))
-    kubeconfig = work / "kubeconfig"
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    sh("kind", "delete", "cluster", "--name", NAME, check=False)  # a leftover of ours only
-    sh("kind", "create", "cluster", "--name", NAME, "--image", BASE_IMAGE,
-       "--config", str(work / "kind.yaml"), "--kubeconfig", str(kubeconfig), "--wait", "300s")  # fmt: skip
-    try:
-        yield {"env": env, "hub": hub, "public": public, "secret": secret, "work": work}
-    finally:
-        if os.environ.get("FLOXK_E2E_KEEP") != "1":
-            sh("kind", "delete", "cluster", "--name", NAME, check=False)
+    with hub_kind_cluster(NAME, tmp_path_factory.mktemp("deploy"), "floxk-deploy-test-1") as c:
+        yield c
 
 
 def floxk(*args: str, env, timeout: float = 900):
-    return sh(sys.executable, "-m", "floxk", *args, env=env, timeout=timeout, check=False)
+    return run_floxk(*args, env=env, timeout=timeout)
 
 
 def test_deploy_run_undeploy(cluster, catalog_flake):
@@ -109,17 +66,9 @@ def test_deploy_run_undeploy(cluster, catalog_flake):
     assert json.loads(r.stdout)["image_built"] is False
 
     # A flox pod from an environment pushed to the node's hub.
-    envdir = work / "env"
-    envdir.mkdir()
-    (envdir / "manifest.toml").write_text(
-        'version = 1\n[install]\nhello.pkg-path = "hello"\n[vars]\nGREETING = "deployed"\n'
-    )
-    assert (
-        floxk("env", "lock", str(envdir), "--catalog", f"path:{catalog_flake}", env=env).returncode
-        == 0
-    )
-    r = floxk("env", "push", str(envdir), "--name", "deploy/hello", "--to", f"file://{hub}",
-              "--signing-key", str(cluster["secret"]), env=env)  # fmt: skip
+    manifest = 'version = 1\n[install]\nhello.pkg-path = "hello"\n[vars]\nGREETING = "deployed"\n'
+    r = lock_and_push(work / "env", manifest, catalog_flake, "--name", "deploy/hello",
+                 "--to", f"file://{hub}", "--signing-key", str(cluster["secret"]), env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr
     r = floxk("run", "pod", "deploy-hello", "--env", "deploy/hello", "--replace",
               "--context", f"kind-{NAME}", "--", "hello", env=env)  # fmt: skip

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base
+from tests.k8s.conftest import BASE_IMAGE, require_kind_base, run_floxk, run_kubectl
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -64,28 +64,11 @@ def _environ() -> dict[str, str]:
 
 
 def floxk(*args: str, timeout: float = 1800):
-    r = subprocess.run(
-        [sys.executable, "-m", "floxk", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=_environ(),
-    )
-    print(f"$ floxk {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}", file=sys.stderr)
-    return r
+    return run_floxk(*args, timeout=timeout, env=_environ())
 
 
 def kubectl(*args: str, check: bool = True):
-    r = subprocess.run(
-        ["kubectl", "--context", CONTEXT, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_environ(),
-    )
-    if check:
-        assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr}"
-    return r
+    return run_kubectl(CONTEXT, *args, check=check, env=_environ(), timeout=120)
 
 
 @pytest.fixture(scope="module")

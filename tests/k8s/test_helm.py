@@ -31,8 +31,7 @@ import pytest
 import yaml
 
 from testkit.nix import make_key_pair
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base
-from tests.k8s.test_deploy import sh
+from tests.k8s.conftest import BASE_IMAGE, lock_and_push, require_kind_base, sh
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -206,15 +205,13 @@ def flox_pod(name: str, node: str, env_ref: str) -> str:
 
 def push_env(cluster, catalog_flake, hub: str, name: str, greeting: str) -> None:
     env, work = cluster["env"], cluster["work"]
-    envdir = work / f"env-{hub}-{name.replace('/', '-')}"
-    envdir.mkdir()
-    (envdir / "manifest.toml").write_text(
+    manifest = (
         'version = 1\n[install]\nbusybox.pkg-path = "busybox"\nhello.pkg-path = "hello"\n'
         f'[vars]\nGREETING = "{greeting}"\n'
     )
-    floxk("env", "lock", str(envdir), "--catalog", f"path:{catalog_flake}", env=env)
-    floxk("env", "push", str(envdir), "--name", name, "--to", f"file://{cluster['hubs'][hub]}",
-          "--signing-key", str(cluster["secret"]), env=env)  # fmt: skip
+    lock_and_push(work / f"env-{hub}-{name.replace('/', '-')}", manifest, catalog_flake,
+                  "--name", name, "--to", f"file://{cluster['hubs'][hub]}",
+                  "--signing-key", str(cluster["secret"]), floxk=floxk, env=env)  # fmt: skip
 
 
 def pod_running(env, name: str, timeout: float = 300) -> dict:

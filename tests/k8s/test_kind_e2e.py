@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base
+from tests.k8s.conftest import BASE_IMAGE, HELLO_MANIFEST, fresh_cluster, lock_and_push, run_floxk
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -21,52 +20,24 @@ CONTEXT = f"kind-{NAME}"
 
 
 def floxk(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    r = subprocess.run(
-        [sys.executable, "-m", "floxk", *args], capture_output=True, text=True, timeout=timeout
-    )
-    print(f"$ floxk {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}", file=sys.stderr)
-    return r
+    return run_floxk(*args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def cluster() -> str:
-    require_kind_base()
-    r = floxk(
-        "up",
-        "--provider",
-        "kind",
-        "--name",
-        NAME,
-        "--base-image",
-        BASE_IMAGE,
-        "--timeout",
-        "600",
-        "--recreate",
-        "-o",
-        "json",
-        timeout=1200,
-    )
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["created"] is True
-    yield CONTEXT
-    if os.environ.get("FLOXK_E2E_KEEP") != "1":
-        r = floxk("down", "--name", NAME)
-        assert r.returncode == 0, r.stderr
+    with fresh_cluster("--provider", "kind", "--name", NAME, timeout=1200) as up:
+        assert up["created"] is True
+        yield CONTEXT
 
 
 @pytest.fixture(scope="module")
 def hello_env(cluster, catalog_flake, tmp_path_factory) -> str:
     """An environment (hello, busybox for sh, a var) pushed with `floxk env push` to the cluster's dev hub."""
+    manifest = HELLO_MANIFEST + '[vars]\nGREETING = "hi from the environment"\n'
     directory = tmp_path_factory.mktemp("e2e-env")
-    (directory / "manifest.toml").write_text(
-        'version = 1\n[install]\nhello.pkg-path = "hello"\nbusybox.pkg-path = "busybox"\n'
-        '[vars]\nGREETING = "hi from the environment"\n'
-    )
-    assert (
-        floxk("env", "lock", str(directory), "--catalog", f"path:{catalog_flake}").returncode == 0
-    )
-    r = floxk("env", "push", str(directory), "--name", "e2e/hello", "-o", "json")  # no --to
-    assert r.returncode == 0, r.stderr
+    r = lock_and_push(
+        directory, manifest, catalog_flake, "--name", "e2e/hello", "-o", "json"
+    )  # no --to
     pushed = json.loads(r.stdout)
     assert pushed["signed"] and f"clusters/{cluster}/hub" in pushed["cache_url"]
     return "e2e/hello"

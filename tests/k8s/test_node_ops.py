@@ -18,11 +18,8 @@ import sys
 import time
 
 import pytest
-import yaml
 
-from testkit.nix import make_key_pair
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base
-from tests.k8s.test_deploy import sh
+from tests.k8s.conftest import hub_kind_cluster, lock_and_push, sh
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -35,35 +32,8 @@ TICKER = ["sh", "-c", 'echo started; i=0; while true; do i=$((i+1)); echo "tick 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    require_kind_base()
-    work = tmp_path_factory.mktemp("nodes")
-    hub = work / "hub"
-    hub.mkdir()
-    public, secret = make_key_pair(work / "keys", "floxk-nodes-test-1")
-    config = {
-        "kind": "Cluster",
-        "apiVersion": "kind.x-k8s.io/v1alpha4",
-        "nodes": [
-            {
-                "role": "control-plane",
-                "labels": {"flox.dev/install": "true"},
-                "extraMounts": [
-                    {"hostPath": str(hub), "containerPath": str(hub), "readOnly": True}
-                ],
-            }
-        ],
-    }
-    (work / "kind.yaml").write_text(yaml.safe_dump(config))
-    kubeconfig = work / "kubeconfig"
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    sh("kind", "delete", "cluster", "--name", NAME, check=False)  # a leftover of ours only
-    sh("kind", "create", "cluster", "--name", NAME, "--image", BASE_IMAGE,
-       "--config", str(work / "kind.yaml"), "--kubeconfig", str(kubeconfig), "--wait", "300s")  # fmt: skip
-    try:
-        yield {"env": env, "hub": hub, "public": public, "secret": secret, "work": work}
-    finally:
-        if os.environ.get("FLOXK_E2E_KEEP") != "1":
-            sh("kind", "delete", "cluster", "--name", NAME, check=False)
+    with hub_kind_cluster(NAME, tmp_path_factory.mktemp("nodes"), "floxk-nodes-test-1") as c:
+        yield c
 
 
 def floxk(*args, env, timeout: float = 900):
@@ -92,15 +62,9 @@ def deploy(cluster, *, env=None):
 
 def push(cluster, catalog_flake, name: str, install: str) -> None:
     env, work = cluster["env"], cluster["work"]
-    d = work / name.replace("/", "-")
-    d.mkdir()
-    (d / "manifest.toml").write_text(f"version = 1\n[install]\n{install}")
-    assert (
-        floxk("env", "lock", str(d), "--catalog", f"path:{catalog_flake}", env=env).returncode == 0
-    )
-    r = floxk("env", "push", str(d), "--name", name, "--to", f"file://{cluster['hub']}",
-              "--signing-key", str(cluster["secret"]), env=env)  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    lock_and_push(work / name.replace("/", "-"), f"version = 1\n[install]\n{install}", catalog_flake,
+             "--name", name, "--to", f"file://{cluster['hub']}",
+             "--signing-key", str(cluster["secret"]), floxk=floxk, env=env)  # fmt: skip
 
 
 def pod_state(name: str, env) -> dict:

@@ -16,14 +16,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
 from floxk._cluster.constants import STUB_IMAGE
 from tests import privatehub
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base
+from tests.k8s.conftest import fresh_cluster, run_floxk, run_kubectl
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -33,21 +32,11 @@ NODE = f"{NAME}-control-plane"
 
 
 def floxk(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    r = subprocess.run(
-        [sys.executable, "-m", "floxk", *args], capture_output=True, text=True, timeout=timeout
-    )
-    print(f"$ floxk {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}", file=sys.stderr)
-    return r
+    return run_floxk(*args, timeout=timeout)
 
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True):
-    r = subprocess.run(
-        ["kubectl", "--context", CONTEXT, *args],
-        capture_output=True, text=True, timeout=300, input=stdin,
-    )  # fmt: skip
-    if check:
-        assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr}"
-    return r
+    return run_kubectl(CONTEXT, *args, stdin=stdin, check=check)
 
 
 def _gateway() -> str:
@@ -64,16 +53,9 @@ def _gateway() -> str:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """floxk up, a private hub on the kind network, node.toml pointing at it."""
-    require_kind_base()
-    r = floxk(
-        "up", "--provider", "kind", "--name", NAME, "--base-image", BASE_IMAGE,
-        "--timeout", "600", "--recreate", "-o", "json", timeout=1800,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    with privatehub.served_hub(tmp_path_factory.mktemp("private-kind"), _gateway()) as served:
-        yield from _configured(*served)
-    if os.environ.get("FLOXK_E2E_KEEP") != "1":
-        assert floxk("down", "--name", NAME).returncode == 0
+    with fresh_cluster("--provider", "kind", "--name", NAME):
+        with privatehub.served_hub(tmp_path_factory.mktemp("private-kind"), _gateway()) as served:
+            yield from _configured(*served)
 
 
 def _configured(published, server):

@@ -12,13 +12,12 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import time
 
 import pytest
 
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base
+from tests.k8s.conftest import BASE_IMAGE, floxk_up_fresh, require_kind_base, run_floxk, run_kubectl
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -29,20 +28,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def floxk(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    r = subprocess.run(
-        [sys.executable, "-m", "floxk", *args], capture_output=True, text=True, timeout=timeout
-    )
-    print(f"$ floxk {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}", file=sys.stderr)
-    return r
+    return run_floxk(*args, timeout=timeout)
 
 
 def kubectl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(
-        ["kubectl", "--context", CONTEXT, *args], capture_output=True, text=True, timeout=300
-    )
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
+    return run_kubectl(CONTEXT, *args, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +49,7 @@ def cluster():
         ours = False
     except docker.errors.NotFound:
         ours = True
-    r = floxk("up", "--name", NAME, "--base-image", BASE_IMAGE, "--registry", "--recreate",
-              "--timeout", "600", "-o", "json", timeout=1200)  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    result = json.loads(r.stdout)
+    result = floxk_up_fresh("--name", NAME, "--registry", timeout=1200)
     assert result["registry"]["push"] == "localhost:5001"
     yield client
     floxk("down", "--name", NAME)

@@ -27,12 +27,16 @@ def hub(tmp_path_factory):
     return publish_test_hub(tmp_path_factory.mktemp("hub"))
 
 
-@pytest.fixture
-def node(tmp_path, hub):
-    cfg = hub_node_toml(tmp_path, hub.url, hub.key)
+def front_node(tmp_path: Path, cfg: Path) -> dict:
+    """A node whose runc is the floxk-runc front over the real runc, reading node.toml `cfg`."""
     front = write_front(tmp_path / "bin" / "floxk-runc", os.path.realpath(runc_path()))
     env = {**os.environ, "FLOXK_NODE_CONFIG": str(cfg)}
     return {"front": str(front), "env": env, "root": str(tmp_path / "runc"), "tmp": tmp_path}
+
+
+@pytest.fixture
+def node(tmp_path, hub):
+    return front_node(tmp_path, hub_node_toml(tmp_path, hub.url, hub.key))
 
 
 def _ann(ref, name="app"):
@@ -74,6 +78,44 @@ def _start_and_wait(node, cid, bundle):
             break
         time.sleep(0.05)
     return (bundle / "out").read_text(), (bundle / "err").read_text()
+
+
+def create_logged(node, cid, args, annotations, *, mounts=()) -> tuple[Path, int, str]:
+    """create `cid` through the front, runc's log as JSON in bundle/log.json, stdio to files;
+    `mounts` appended to the spec first; (bundle, exit code, config.json as written)."""
+    bundle = make_bundle(node["tmp"] / cid, args, annotations=annotations)
+    if mounts:
+        spec = json.loads((bundle / "config.json").read_text())
+        spec["mounts"] += mounts
+        (bundle / "config.json").write_text(json.dumps(spec, indent=2))
+    written = (bundle / "config.json").read_text()
+    with open(bundle / "out", "w") as out, open(bundle / "err", "w") as err:
+        r = _runc(
+            node, "--log", str(bundle / "log.json"), "--log-format", "json",
+            "create", "--bundle", str(bundle), cid,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+        )  # fmt: skip
+    return bundle, r.returncode, written
+
+
+def run_created(node, cid, bundle, code) -> str:
+    """Assert the create worked, start the container, wait for it, delete it; its output."""
+    assert code == 0, (bundle / "err").read_text()
+    out, err = _start_and_wait(node, cid, bundle)
+    _runc(node, "delete", cid, capture_output=True)
+    return out + err
+
+
+def assert_refused(node, cid, bundle, code, written) -> str:
+    """Assert the create was refused cleanly: exit 1, a floxk error as runc's last log line
+    (what reaches the pod's events), config.json as containerd wrote it, no container; that
+    error line."""
+    assert code == 1
+    last = json.loads((bundle / "log.json").read_text().splitlines()[-1])
+    assert last["level"] == "error" and last["msg"].startswith("floxk: ")
+    assert (bundle / "config.json").read_text() == written  # as containerd wrote it
+    assert _runc(node, "state", cid, capture_output=True).returncode != 0  # no container
+    return last["msg"]
 
 
 def _uses(node):

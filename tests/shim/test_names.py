@@ -120,23 +120,20 @@ def test_hub_ref_grammar_is_the_annotation_grammar():
 
 
 def test_gc_id_and_digest_checks_unchanged(tmp_path):
+    checks = [
+        (gc._check_id, GC_NAME, "invalid container id"),
+        (gc._check_digest, GC_DIGEST, "invalid digest"),
+    ]
     for value in SAMPLES:
-        ok = bool(GC_NAME.match(value))
-        try:
-            gc._check_id(value)
-        except RealizeError as e:
-            assert not ok, value
-            assert str(e.message) == f"invalid container id: {value!r}"
-        else:
-            assert ok, value
-        ok = bool(GC_DIGEST.match(value))
-        try:
-            gc._check_digest(value)
-        except RealizeError as e:
-            assert not ok, value
-            assert str(e.message) == f"invalid digest: {value!r}"
-        else:
-            assert ok, value
+        for check, pattern, message in checks:
+            ok = bool(pattern.match(value))
+            try:
+                check(value)
+            except RealizeError as e:
+                assert not ok, value
+                assert str(e.message) == f"{message}: {value!r}"
+            else:
+                assert ok, value
 
 
 @pytest.mark.parametrize(

@@ -10,17 +10,14 @@ containerd wrote it; the token is in no log, no state file and no event.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import uuid
 
 import pytest
 
-from shim.front import write_front
-from testkit.oci import make_bundle, runc_path, write_node_toml
+from testkit.oci import write_node_toml
 from tests import privatehub
-from tests.shim.test_create_e2e import _ann, _runc, _start_and_wait
+from tests.shim.test_create_e2e import _ann, assert_refused, create_logged, front_node, run_created
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 
@@ -42,9 +39,7 @@ def node(tmp_path, served):
         store_root=str(tmp_path / "store"),
         credentials=[{"url": server.url, "auth": "pod-token"}],
     )
-    front = write_front(tmp_path / "bin" / "floxk-runc", os.path.realpath(runc_path()))
-    env = {**os.environ, "FLOXK_NODE_CONFIG": str(cfg)}
-    return {"front": str(front), "env": env, "root": str(tmp_path / "runc"), "tmp": tmp_path}
+    return front_node(tmp_path, cfg)
 
 
 def create(node, token: str | None, args, *, mount=True, source=None, name="app"):
@@ -53,42 +48,25 @@ def create(node, token: str | None, args, *, mount=True, source=None, name="app"
     uid = uuid.uuid4().hex
     cid = f"{name}-{uid[:8]}"
     annotations = {**_ann("acme/private", name), "io.kubernetes.cri.sandbox-uid": uid}
-    bundle = make_bundle(node["tmp"] / cid, args, annotations=annotations)
+    mounts = []
     if mount:
         if source is None:
             source = privatehub.secret_volume(node["tmp"] / "volumes" / uid, uid, token)
-        spec = json.loads((bundle / "config.json").read_text())
-        spec["mounts"].append(privatehub.token_mount(source))
-        (bundle / "config.json").write_text(json.dumps(spec, indent=2))
-    written = (bundle / "config.json").read_text()
-    with open(bundle / "out", "w") as out, open(bundle / "err", "w") as err:
-        r = _runc(
-            node, "--log", str(bundle / "log.json"), "--log-format", "json",
-            "create", "--bundle", str(bundle), cid,
-            stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-        )  # fmt: skip
-    return cid, bundle, r.returncode, written
+        mounts.append(privatehub.token_mount(source))
+    return cid, *create_logged(node, cid, args, annotations, mounts=mounts)
 
 
 def run(node, token, args, **kw) -> str:
-    cid, bundle, code, _ = create(node, token, args, **kw)
-    assert code == 0, (bundle / "err").read_text()
-    out, err = _start_and_wait(node, cid, bundle)
-    _runc(node, "delete", cid, capture_output=True)
-    return out + err
+    return run_created(node, *create(node, token, args, **kw)[:3])
 
 
 def refused(node, token, **kw) -> str:
     cid, bundle, code, written = create(node, token, ["hello"], **kw)
-    assert code == 1
-    last = json.loads((bundle / "log.json").read_text().splitlines()[-1])
-    assert last["level"] == "error" and last["msg"].startswith("floxk: ")
-    assert (bundle / "config.json").read_text() == written  # as containerd wrote it
-    assert _runc(node, "state", cid, capture_output=True).returncode != 0  # no container
+    msg = assert_refused(node, cid, bundle, code, written)
     for secret in (privatehub.TOKEN, privatehub.WRONG):
         assert secret not in (bundle / "log.json").read_text()
         assert secret not in (bundle / "err").read_text()
-    return last["msg"]
+    return msg
 
 
 def _trees(node) -> list[str]:

@@ -17,10 +17,9 @@ import pytest
 
 from shim.core import nix
 from shim.core.tree import tree_link
-from shim.front import write_front
-from testkit.oci import hub_node_toml, make_bundle, runc_path
+from testkit.oci import hub_node_toml
 from tests import attacker
-from tests.shim.test_create_e2e import _ann, _runc, _start_and_wait
+from tests.shim.test_create_e2e import _ann, assert_refused, create_logged, front_node, run_created
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 
@@ -33,52 +32,28 @@ def hub(tmp_path_factory):
 @pytest.fixture
 def node(tmp_path, hub):
     cfg = hub_node_toml(tmp_path, hub.url, hub.key, policy={"allowed_owners": attacker.OWNERS})
-    front = write_front(tmp_path / "bin" / "floxk-runc", os.path.realpath(runc_path()))
-    env = {**os.environ, "FLOXK_NODE_CONFIG": str(cfg)}
-    return {"front": str(front), "env": env, "root": str(tmp_path / "runc"), "tmp": tmp_path}
+    return front_node(tmp_path, cfg)
 
 
 def create(node, ref, args, *, mounts=None, name="app"):
     """create through the front; (cid, bundle, exit code, config.json as written)."""
-    import subprocess
     import uuid
 
     cid = f"{name}-{uuid.uuid4().hex[:8]}"
-    bundle = make_bundle(node["tmp"] / cid, args, annotations=_ann(ref, name))
-    if mounts:
-        spec = json.loads((bundle / "config.json").read_text())
-        spec["mounts"] += mounts
-        (bundle / "config.json").write_text(json.dumps(spec, indent=2))
-    written = (bundle / "config.json").read_text()
-    with open(bundle / "out", "w") as out, open(bundle / "err", "w") as err:
-        r = _runc(
-            node, "--log", str(bundle / "log.json"), "--log-format", "json",
-            "create", "--bundle", str(bundle), cid,
-            stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-        )  # fmt: skip
-    return cid, bundle, r.returncode, written
+    return cid, *create_logged(node, cid, args, _ann(ref, name), mounts=mounts or ())
 
 
 def run(node, ref, args, **kw) -> str:
-    cid, bundle, code, _ = create(node, ref, args, **kw)
-    assert code == 0, (bundle / "err").read_text()
-    out, err = _start_and_wait(node, cid, bundle)
-    _runc(node, "delete", cid, capture_output=True)
-    return out + err
+    return run_created(node, *create(node, ref, args, **kw)[:3])
 
 
 def refused(node, ref, args=("hello",), *, genuine_record=False, **kw) -> str:
     """Assert the create is refused cleanly; the error line that reaches the pod.
     genuine_record: the record itself is signed by the trusted key (only what it names is
     refused), so it may be remembered as verified."""
-    cid, bundle, code, written = create(node, ref, list(args), **kw)
-    assert code == 1
-    last = json.loads((bundle / "log.json").read_text().splitlines()[-1])
-    assert last["level"] == "error" and last["msg"].startswith("floxk: ")
-    assert (bundle / "config.json").read_text() == written  # as containerd wrote it
-    assert _runc(node, "state", cid, capture_output=True).returncode != 0  # no container
+    msg = assert_refused(node, *create(node, ref, list(args), **kw))
     assert_nothing_usable(node, keep_records=genuine_record)
-    return last["msg"]
+    return msg
 
 
 def assert_nothing_usable(node, keep_records: bool = False) -> None:

@@ -173,16 +173,6 @@ def test_sh_front_passes_argv_stdout_and_exit_code_through(tmp_path, argv):
     assert _without_shim_logs(via.stderr) == _without_shim_logs(direct.stderr)
 
 
-def _without_shim_logs(stderr: bytes) -> list[bytes]:
-    """stderr's own lines: runc-v2 may or may not get its asynchronous `time=... level=info
-    msg="starting signal loop"` log out before it exits, even glued to the previous line."""
-    import re
-
-    return [
-        ln for ln in re.sub(rb'time="[^"]*" level=\w+ msg=[^\n]*', b"", stderr).splitlines() if ln
-    ]
-
-
 @needs_runc_v2
 def test_sh_front_prefetches_for_flox_sandboxes_only(tmp_path):
     """The front starts the Python prefetch (here it fails: no hub, and says so in the
