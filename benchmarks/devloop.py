@@ -203,7 +203,7 @@ class ImageSide:
         nodeimage.docker_client().images.build(
             fileobj=ctx, custom_context=True, tag=APP_IMAGE, rm=True
         )
-        kind_cluster.load_image(CLUSTER, APP_IMAGE)
+        kind_cluster.PROVIDER.load_image(CLUSTER, APP_IMAGE)
 
     def edit(self, greeting: str) -> float:
         from kubernetes import client

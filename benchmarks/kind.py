@@ -133,7 +133,7 @@ def app_image(
     """The image side: the environment realized on the host from the same dev hub (into a
     chroot store), its closure at /nix/store and its tree at /, `docker import`ed and
     loaded into the node. Returns the tag."""
-    from benchmarks.crinode import env_layer
+    from benchmarks.crinode import store_image_layers
     from floxk._cluster import kind, nodeimage
     from floxk._cluster.spec import cluster_files
     from shim.core import hub
@@ -154,7 +154,7 @@ def app_image(
     tag = f"{repo}:{env.digest[:12]}"
     repo, version = tag.rsplit(":", 1)
     nodeimage.docker_client().api.import_image_from_data(
-        env_layer(store, env), repository=repo, tag=version, changes=["ENV PATH=/bin:/sbin"]
+        store_image_layers(store, env)[0], repository=repo, tag=version, changes=["ENV PATH=/bin:/sbin"]
     )
     kind.PROVIDER.load_image(cluster, tag)
     return tag
