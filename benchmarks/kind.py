@@ -154,7 +154,10 @@ def app_image(
     tag = f"{repo}:{env.digest[:12]}"
     repo, version = tag.rsplit(":", 1)
     nodeimage.docker_client().api.import_image_from_data(
-        store_image_layers(store, env)[0], repository=repo, tag=version, changes=["ENV PATH=/bin:/sbin"]
+        store_image_layers(store, env)[0],
+        repository=repo,
+        tag=version,
+        changes=["ENV PATH=/bin:/sbin"],
     )
     kind.PROVIDER.load_image(cluster, tag)
     return tag
