@@ -213,6 +213,12 @@ def install(
             and c.path not in record["created"]
         ):
             record["created"].append(c.path)
+    if (
+        before is not None
+        and not strip_block(before)[1]
+        and str(target) not in record["preexisting"]
+    ):
+        record["preexisting"].append(str(target))  # the operator's: uninstall keeps the file
     new_dir = str(target.parent)
     if mode == "dropin" and not target.parent.exists() and new_dir not in record["created_dirs"]:
         record["created_dirs"].append(new_dir)
