@@ -234,6 +234,26 @@ exit 0
 """
 
 
+# An upgrade ($1 = configure, $2 = the version replaced) of a node where `floxk-node install`
+# ran: the package's files just replaced the fronts install may have rendered differently
+# (another python, state_dir), and the shim's front is install's own; `install --as-before`
+# renders both with the new version for the node as it was set up (writing nothing when
+# nothing differs; containerd is not restarted). A failure leaves the new programs in place
+# and says what to run: an upgrade with pods running must not leave dpkg half-configured.
+# A first install runs nothing.
+_POSTINST = f"""\
+#!/bin/sh
+set -e
+if [ "$1" = configure ] && [ -n "$2" ] && [ -z "$DPKG_ROOT" ] \\
+   && [ -e {DEFAULT_BIN_DIR}/{RECORD_NAME} ]; then
+  {{python}} -I -S {DEFAULT_BIN_DIR}/{NODE_NAME} install --as-before --bin-dir {DEFAULT_BIN_DIR} \\
+    || echo "floxk-shim: re-rendering the fronts failed (see above): run" \\
+            "floxk-node install with your options again" >&2
+fi
+exit 0
+"""
+
+
 @dataclass(frozen=True)
 class PackageResult:
     path: Path
@@ -273,6 +293,7 @@ def build_deb(
         (debian / "control").write_text(_CONTROL.format(package=DEB_PACKAGE, version=version))
         (debian / "conffiles").write_text("/etc/floxk/node.toml\n")
         _write_atomic(debian / "prerm", _PRERM.format(python=python).encode(), 0o755)
+        _write_atomic(debian / "postinst", _POSTINST.format(python=python).encode(), 0o755)
         files = sorted(
             "/" + p.relative_to(root).as_posix()
             for p in root.rglob("*")

@@ -26,6 +26,7 @@ import pytest
 from floxk._cluster.constants import STUB_IMAGE
 from floxk._cluster.nodeimage import assets_dir
 from floxk._shimbuild import build_deb
+from shim.installer.layout import FRONT_NAME, SHIM_FRONT_NAME
 from tests.cri.test_node_upgrade import NEW_VERSION, _new_build
 from tests.k8s.conftest import hub_kind_cluster, lock_and_push, sh
 from tests.k8s.test_node_ops import TICKER, until
@@ -35,6 +36,8 @@ pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 NAME = os.environ.get("FLOXK_DEB_CLUSTER", "floxk-deb")
 NODE = f"{NAME}-control-plane"
 LIB = "/usr/lib/floxk"
+PYTHON = "/usr/bin/python3.13"  # trixie's python3
+FRONTS = (FRONT_NAME, SHIM_FRONT_NAME)
 RUNTIME_CLASS = (
     "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n  name: flox\nhandler: flox\n"
 )
@@ -80,9 +83,14 @@ def node_prerequisites(work) -> None:
     sh("docker", "cp", str(assets_dir() / "nix.conf"), f"{NODE}:/etc/nix/nix.conf")
 
 
-def dpkg_install(deb) -> None:
+def dpkg_install(deb) -> str:
     sh("docker", "cp", str(deb), f"{NODE}:/root/{deb.name}")
-    on_node("dpkg", "-i", f"/root/{deb.name}")
+    r = on_node("dpkg", "-i", f"/root/{deb.name}")
+    return r.stdout + r.stderr
+
+
+def front(name: str) -> str:
+    return on_node("cat", f"{LIB}/{name}").stdout
 
 
 def flox_runtime() -> dict | None:
@@ -141,7 +149,9 @@ def test_deb_upgrade_with_pods_running(cluster, catalog_flake, tmp_path):
         f'hubs = ["file://{cluster["hub"]}"]\ntrusted_public_keys = ["{cluster["public"]}"]\n'
     )
     sh("docker", "cp", str(work / "node.toml"), f"{NODE}:/etc/floxk/node.toml")
-    on_node("floxk-node", "install", "--restart")
+    # Another python than the package's fronts name (/usr/bin/python3): install renders the
+    # front the package shipped again, and the upgrade must not undo that.
+    on_node("floxk-node", "install", "--python", PYTHON, "--restart")
     until("containerd back", lambda: on_node("ctr", "version", check=False).returncode == 0)
     sh("kind", "load", "docker-image", STUB_IMAGE, "--name", NAME)
     sh("kubectl", "apply", "-f", "-", env=env, input=RUNTIME_CLASS)
@@ -158,10 +168,17 @@ def test_deb_upgrade_with_pods_running(cluster, catalog_flake, tmp_path):
     # The upgrade: dpkg replaces the files at the same paths; nothing else changes.
     config_before = flox_runtime()
     assert config_before
-    dpkg_install(new.path)
+    fronts = {name: front(name) for name in FRONTS}
+    assert all(PYTHON in text for text in fronts.values()), fronts
+    containerd = on_node("pgrep", "-x", "containerd").stdout
+    out = dpkg_install(new.path)
+    assert "re-rendering the fronts failed" not in out, out
+    assert f"wrote {LIB}/{FRONT_NAME} (front)" in out, out  # dpkg's copy named python3
     assert on_node("dpkg-query", "-W", "-f", "${Version}", "floxk-shim").stdout == new.version
     assert zipapp_version() == new.version
     assert flox_runtime() == config_before
+    assert {name: front(name) for name in FRONTS} == fronts  # postinst rendered them again
+    assert on_node("pgrep", "-x", "containerd").stdout == containerd  # not restarted
     assert pod_state("keeper", env) == keeper
     assert shims <= set(on_node("pgrep", "-f", "containerd-shim-runc-v2").stdout.split())
     assert hello("keeper", env) == "hello from floxk\n"

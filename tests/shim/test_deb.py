@@ -39,7 +39,7 @@ def deb(tmp_path_factory):
 def test_contents_conffile_and_no_restart(deb, tmp_path):
     info = _sh("dpkg-deb", "--info", str(deb))
     assert "Package: floxk-shim" in info and "Depends: python3 (>= 3.11)" in info
-    assert "postinst" not in info and "preinst" not in info  # installing runs nothing
+    assert "preinst" not in info
     members = _sh("dpkg-deb", "--contents", str(deb))
     for path in ("containerd-shim-flox-v2", "floxk-runc", "floxk-node", "floxk-runc-front"):
         assert f".{LIB}/{path}" in members
@@ -47,6 +47,11 @@ def test_contents_conffile_and_no_restart(deb, tmp_path):
     ctl = tmp_path / "ctl"
     _sh("dpkg-deb", "--control", str(deb), str(ctl))
     assert (ctl / "conffiles").read_text() == "/etc/floxk/node.toml\n"
+    # A first install runs nothing; an upgrade of an installed node renders the fronts again
+    # (install --as-before) and restarts nothing.
+    postinst = (ctl / "postinst").read_text()
+    assert '[ "$1" = configure ] && [ -n "$2" ]' in postinst and "--restart" not in postinst
+    assert "install --as-before" in postinst and "--restart" not in (ctl / "prerm").read_text()
     x = tmp_path / "x"
     _sh("dpkg-deb", "-x", str(deb), str(x))
     assert (x / f"{LIB.lstrip('/')}/floxk-runc-front").read_text() == render_node_front(
