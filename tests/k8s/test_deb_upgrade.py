@@ -29,7 +29,7 @@ from floxk._shimbuild import build_deb
 from shim.installer.layout import FRONT_NAME, SHIM_FRONT_NAME
 from tests.cri.test_node_upgrade import NEW_VERSION, _new_build
 from tests.k8s.conftest import hub_kind_cluster, lock_and_push, sh
-from tests.k8s.test_node_ops import TICKER, until
+from tests.k8s.test_node_ops import TICKER, floxk, kubectl, pod_state, until
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -49,16 +49,8 @@ def cluster(tmp_path_factory):
         yield c
 
 
-def floxk(*args, env, timeout: float = 900):
-    return sh(sys.executable, "-P", "-m", "floxk", *args, env=env, timeout=timeout, check=False)
-
-
 def on_node(*argv: str, check: bool = True):
     return sh("docker", "exec", NODE, *argv, check=check)
-
-
-def kubectl(*args: str, env, check: bool = True):
-    return sh("kubectl", *args, env=env, check=check)
 
 
 def node_prerequisites(work) -> None:
@@ -105,13 +97,6 @@ def flox_runtime() -> dict | None:
 def zipapp_version() -> str:
     out = on_node("/usr/bin/python3", "-I", "-S", f"{LIB}/floxk-runc", "--floxk-version").stdout
     return out.split()[1]
-
-
-def pod_state(name: str, env) -> dict:
-    pod = json.loads(kubectl("get", "pod", name, "-o", "json", env=env).stdout)
-    (status,) = pod["status"]["containerStatuses"]
-    return {"id": status.get("containerID"), "restarts": status["restartCount"],
-            "running": "running" in status["state"]}  # fmt: skip
 
 
 def creates() -> dict[str, str]:

@@ -27,6 +27,18 @@ def _sh(*argv, **kw):
     return subprocess.run(argv, capture_output=True, text=True, check=True, **kw).stdout
 
 
+def _dpkg_root(tmp_path):
+    """An empty root with its own dpkg database: (root, admin dir, dpkg argv for it)."""
+    root = tmp_path / "root"
+    admin = root / "var/lib/dpkg"
+    for d in ("info", "updates", "triggers"):
+        (admin / d).mkdir(parents=True)
+    (admin / "status").write_text("")
+    dpkg = ["dpkg", f"--root={root}", "--force-script-chrootless", "--force-depends",
+            "--force-not-root", "--log=/dev/null"]  # fmt: skip
+    return root, admin, dpkg
+
+
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory):
     out = tmp_path_factory.mktemp("deb")
@@ -68,13 +80,7 @@ def test_reproducible(deb, tmp_path):
 
 
 def test_dpkg_install_remove_purge_in_a_throwaway_root(deb, tmp_path):
-    root = tmp_path / "root"
-    admin = root / "var/lib/dpkg"
-    for d in ("info", "updates", "triggers"):
-        (admin / d).mkdir(parents=True)
-    (admin / "status").write_text("")
-    dpkg = ["dpkg", f"--root={root}", "--force-script-chrootless", "--force-depends",
-            "--force-not-root", "--log=/dev/null"]  # fmt: skip
+    root, admin, dpkg = _dpkg_root(tmp_path)
     _sh(*dpkg, "-i", str(deb))
     assert "ii  floxk-shim" in _sh("dpkg-query", f"--admindir={admin}", "-l", "floxk-shim")
     app = root / LIB.lstrip("/") / "floxk-node"
@@ -102,13 +108,7 @@ def test_dpkg_upgrade_keeps_what_install_added(deb, tmp_path):
 
     newer = build_deb(tmp_path / "new", shim_dir=_new_build(tmp_path))
     assert newer.version == NEW_VERSION and newer.path.name == f"floxk-shim_{NEW_VERSION}_all.deb"
-    root = tmp_path / "root"
-    admin = root / "var/lib/dpkg"
-    for d in ("info", "updates", "triggers"):
-        (admin / d).mkdir(parents=True)
-    (admin / "status").write_text("")
-    dpkg = ["dpkg", f"--root={root}", "--force-script-chrootless", "--force-depends",
-            "--force-not-root", "--log=/dev/null"]  # fmt: skip
+    root, admin, dpkg = _dpkg_root(tmp_path)
     _sh(*dpkg, "-i", str(deb))
     lib = root / LIB.lstrip("/")
     os.symlink("/usr/sbin/runc", lib / "real-runc")
