@@ -27,6 +27,9 @@ What install adds, and uninstall removes:
   * k3s/RKE2: their template (`config-v3.toml.tmpl` for containerd 2.x, `config.toml.tmpl`
     for 1.x) extended after `{{ template "base" . }}`; k3s renders it when it starts;
 - `<file>.floxk-orig`: the original bytes of a file the block was appended to.
+- `bin_dir/.floxk-install.json`, the record: the files install created, the block targets
+  that were there before it (uninstall keeps those), and the options it was given
+  (`install --as-before`, which the .deb's postinst runs on an upgrade, repeats them).
 
 A second install with the same inputs writes nothing. After writing, the node's own
 `containerd config dump` must show the runtime, or every file is put back as it was.
