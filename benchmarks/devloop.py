@@ -79,21 +79,6 @@ def deployment(name: str, *, image: str | None) -> dict[str, Any]:
     }
 
 
-def cluster_up(kubeconfig: Path) -> dict[str, Any]:
-    """`floxk up` into a private kubeconfig (a kept cluster's context exported first: up
-    leaves an existing cluster alone and writes no context for it)."""
-    clusters = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True)
-    if CLUSTER in clusters.stdout.split():
-        subprocess.run(
-            ["kind", "export", "kubeconfig", "--name", CLUSTER, "--kubeconfig", str(kubeconfig)],
-            capture_output=True,
-            check=True,
-        )
-    return kind.floxk(
-        "up", "--name", CLUSTER, "--base-image", kind.BASE_IMAGE, kubeconfig=kubeconfig
-    )
-
-
 def live_pods(api, app: str) -> list:
     from kubernetes import client
 
@@ -239,7 +224,7 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
         work = Path(tmp)
         common.note(f"floxk up --name {CLUSTER} (node image from {kind.BASE_IMAGE})")
         kubeconfig = work / "kubeconfig"
-        up = cluster_up(kubeconfig)
+        up = kind.up(CLUSTER, kubeconfig)
         old_kubeconfig = os.environ.get("KUBECONFIG")
         try:
             os.environ["KUBECONFIG"] = str(kubeconfig)
