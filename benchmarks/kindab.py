@@ -358,9 +358,11 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
                 kind.down(CLUSTER, kubeconfig)
                 if not registry_was_there:
                     remove_registry_container()
+    runtimes = {n["container_runtime"] for n in nodes}
     return common.result(
         "kindab",
         quick=quick,
+        containerd=", ".join(sorted(r.removeprefix("containerd://") for r in runtimes)),
         cluster={
             "name": CLUSTER,
             "node_image": up.get("node_image"),
