@@ -59,24 +59,10 @@ MANIFEST = (
 
 def deployment(name: str, *, image: str | None) -> dict[str, Any]:
     container: dict[str, Any] = {"name": "web", "command": ["web-serve"]}
-    meta: dict[str, Any] = {"labels": {"app": name}}
     if image:
         container.update(image=image, imagePullPolicy="Never")
-    else:
-        meta["annotations"] = {"flox.dev/environment": ENV_NAME}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "replicas": REPLICAS,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": meta,
-                "spec": {"terminationGracePeriodSeconds": 1, "containers": [container]},
-            },
-        },
-    }
+    annotations = None if image else {"flox.dev/environment": ENV_NAME}
+    return kind.deployment(name, container, replicas=REPLICAS, annotations=annotations)
 
 
 def live_pods(api, app: str) -> list:

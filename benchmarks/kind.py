@@ -202,6 +202,28 @@ def _pod(name: str, *, image: str | None) -> dict[str, Any]:
     }
 
 
+def deployment(
+    name: str, container: dict[str, Any], *, replicas: int, annotations: dict | None = None
+) -> dict[str, Any]:
+    """A Deployment of `replicas` pods labelled app=NAME running `container`."""
+    meta: dict[str, Any] = {"labels": {"app": name}}
+    if annotations:
+        meta["annotations"] = annotations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": meta,
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [container]},
+            },
+        },
+    }
+
+
 def is_ready(pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 

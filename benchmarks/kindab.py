@@ -58,7 +58,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common, kind  # noqa: E402
-from benchmarks.cold import SHAPES  # noqa: E402
+from benchmarks.cold import SHAPES, log_times  # noqa: E402
 from benchmarks.cold import TARGET_RATIO as COLD_TARGET  # noqa: E402
 from benchmarks.devloop import live_pods  # noqa: E402
 from benchmarks.update import REPLICAS, SHAPES_BY_MODE  # noqa: E402
@@ -158,6 +158,16 @@ def substitutions(digest: str, since: float) -> dict[str, int]:
     return out
 
 
+def node_log_times(scratch: Path) -> dict[str, float]:
+    """benchmarks.cold.log_times of the node's realize.log (copied into `scratch`): when the
+    last store path was substituted and when the tree was built (epoch seconds)."""
+    scratch.mkdir(exist_ok=True)
+    (scratch / "realize.log").write_text(
+        node_exec("cat", "/var/lib/floxk/realize.log", check=False)
+    )
+    return log_times(scratch)
+
+
 # --- objects ----------------------------------------------------------------------------------
 
 
@@ -191,22 +201,10 @@ def deployment(
     from floxk import _dev
     from floxk._cluster import pod as pods
 
-    meta: dict[str, Any] = {"labels": {"app": name}}
+    annotations = None
     if generation is not None:
-        meta["annotations"] = {pods.ENV_ANNOTATION: f"{UPDATE_ENV}:{generation}"}
-    body = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "replicas": REPLICAS,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": meta,
-                "spec": {"terminationGracePeriodSeconds": 1, "containers": [container(app, image)]},
-            },
-        },
-    }
+        annotations = {pods.ENV_ANNOTATION: f"{UPDATE_ENV}:{generation}"}
+    body = kind.deployment(name, container(app, image), replicas=REPLICAS, annotations=annotations)
     if generation is None:
         return body
     body = pods.fill_object(body)
@@ -404,6 +402,7 @@ def figure_a(work, api, app, flake, files, server, builder, rounds: int) -> dict
     problems: list[str] = []
     fetched: dict[str, list[float]] = {"flox": [], **{s: [] for s in SHAPES}}
     resets: list[dict[str, Any]] = []
+    flox_phases: dict[str, list[float]] = {}
     count = 0
 
     def one(manifest: dict, pulled: str | None) -> float:
@@ -430,9 +429,11 @@ def figure_a(work, api, app, flake, files, server, builder, rounds: int) -> dict
         resets.append(reset)
         if reset["left"]:
             problems.append(f"floxk-node gc left {len(reset['left'])} closure paths")
-        before = server.bytes_sent
+        before, wall = server.bytes_sent, time.time()
         seconds = one(pod(f"cold-flox-{count}", app, ref=pushed.ref), None)
         fetched["flox"].append(float(server.bytes_sent - before))
+        for event, at in node_log_times(work / "node-log").items():  # when the node's work ended
+            flox_phases.setdefault(event, []).append(at - wall)
         return seconds
 
     def image(shape: str) -> float:
@@ -448,7 +449,7 @@ def figure_a(work, api, app, flake, files, server, builder, rounds: int) -> dict
     common.note("figure a: the node's first flox sandbox and first pulls (untimed)")
     since = time.time()
     first = {name: case() for name, case in cases.items()}
-    for v in fetched.values():
+    for v in [*fetched.values(), *flox_phases.values()]:
         v.clear()
     common.note(f"figure a: {rounds} interleaved rounds of cold pods")
     samples = common.interleaved(cases, rounds)
@@ -473,6 +474,7 @@ def figure_a(work, api, app, flake, files, server, builder, rounds: int) -> dict
         **{s: common.summary(samples[s]) for s in SHAPES},
         "ratio": {s: common.ratio(samples["flox"], samples[s]) for s in SHAPES},
         "bytes_fetched": {k: common.summary(v) for k, v in fetched.items()},
+        "flox_node_work": {k: common.summary(v) for k, v in flox_phases.items()},
         "node_gc": {
             "store_paths_deleted": common.summary([float(r["deleted"]) for r in resets]),
             "closure_paths_left": max((len(r["left"]) for r in resets), default=0),
@@ -598,34 +600,31 @@ def report(doc: dict) -> None:
     ]  # fmt: skip
     for s in SHAPES:
         rows.append(common.cell(f"a. image pulled from the registry, {s}", a[s]))
-    for s in SHAPES:
-        rows.append(
-            (
-                f"a. flox / {s}",
-                f"{a['ratio'][s]['median_ratio']:.2f} (target <= {a['target_ratio']})",
-            )
-        )
+    rows += ratio_rows("a.", a)
     for k, v in a["bytes_fetched"].items():
         rows.append((f"a. bytes the node fetched, {k}", f"{v['median'] / 2**20:.1f} MiB"))
+    for k, v in a.get("flox_node_work", {}).items():
+        rows.append(common.cell(f"a.   flox: {k} after the apply", v))
     shapes = list(b["ratio"])
     rows.append(common.cell("b. flox: lock + push + roll 2 replicas", b["flox"]))
     for s in shapes:
         rows.append(common.cell(f"b. {s} image: build + push + roll (pull)", b[s]))
     for k, by in b["phases"].items():
         rows += [common.cell(f"b.   {k} {p}", v) for p, v in by.items()]
-    for s in shapes:
-        rows.append(
-            (
-                f"b. flox / {s}",
-                f"{b['ratio'][s]['median_ratio']:.2f} (target <= {b['target_ratio']})",
-            )
-        )
+    rows += ratio_rows("b.", b)
     for k, v in b["bytes_fetched"].items():
         rows.append((f"b. bytes the node fetched, {k}", f"{v['median'] / 2**20:.2f} MiB"))
     rows.append(("every check held", str(checks_hold(doc))))
     common.print_table(rows)
     for problem in a["problems"] + b["problems"]:
         print(f"  check: {problem}")
+
+
+def ratio_rows(prefix: str, figure: dict) -> list[tuple[str, str]]:
+    return [
+        (f"{prefix} flox / {s}", f"{r['median_ratio']:.2f} (target <= {figure['target_ratio']})")
+        for s, r in figure["ratio"].items()
+    ]
 
 
 def checks_hold(doc: dict) -> bool:

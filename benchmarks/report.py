@@ -790,6 +790,18 @@ layer.
     )
 
 
+def _kind_flox_work(a: dict) -> str:
+    work = a.get("flox_node_work", {})
+    if "substituted" not in work or "tree_built" not in work:
+        return ""
+    return (
+        f" Where the flox pod's time goes (the node's realize.log): the last store path was"
+        f" substituted {_sec(work['substituted']['median'])} after the apply, the tree built"
+        f" at {_sec(work['tree_built']['median'])}; the rest is the app container's create"
+        " and start and kubelet's status update."
+    )
+
+
 def kindab(doc: dict) -> tuple[str, str]:
     """Figures a and b in kind (benchmarks/kindab.py): one cluster, both figures."""
     if doc.get("skipped"):
@@ -870,7 +882,7 @@ sides; one untimed pod of each kind ran first. {a["rounds"]} rounds, interleaved
 | --- | --- | --- | --- |
 {a_rows}
 
-Target flox / image <= {a["target_ratio"]}: **{"met" if a_met else "missed"}**.
+Target flox / image <= {a["target_ratio"]}: **{"met" if a_met else "missed"}**.{_kind_flox_work(a)}
 
 ### b. Update in kind: one package changes, a 2-replica Deployment rolls
 
