@@ -26,7 +26,9 @@ a. cold first pod, rounds interleaved (flox, single, layered):
   image   `crictl rmi` of the image on the node (containerd's synchronous GC drops its
           content and snapshots), then a pod with imagePullPolicy IfNotPresent: kubelet
           pulls it from the registry (checked in the pod's events).
-  One untimed pod of each kind first (the node's first flox sandbox, the first pull).
+  One untimed pod of each kind first (the node's first flox sandbox, the first pull); once
+  after the rounds, Nix alone: `nix copy` of the closure from the hub into an empty store
+  on the node.
 
 b. update: three Deployments of 2 replicas (flox, and an image Deployment per shape).
   Round r moves the catalog's app revision r -> r+1 (pyapp0's path changes, the runtime's
@@ -129,6 +131,23 @@ def reset_flox(closure: list[str]) -> dict[str, Any]:
         "sh", "-c", 'for p; do [ -e "$p" ] && echo "$p"; done; true', "sh", *closure
     ).split()
     return {"deleted": len(collected["store_paths_deleted"]), "left": left}
+
+
+def raw_nix_copy(hub_url: str, key: str, closure: list[str]) -> float:
+    """Seconds of Nix alone on the node: `nix copy` of `closure` from the hub into an empty
+    scratch store, signatures checked as the node checks them (what a flox cold pod cannot
+    do faster)."""
+    scratch = "/tmp/floxk-bench-raw-store"
+    node_exec("rm", "-rf", scratch)
+    t = time.perf_counter()
+    node_exec(
+        "nix", "copy", "--from", hub_url, "--to", scratch,
+        "--option", "trusted-public-keys", key, "--option", "narinfo-cache-positive-ttl", "0",
+        *closure,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t
+    node_exec("sh", "-c", f"chmod -R u+w {scratch}; rm -rf {scratch}")
+    return seconds
 
 
 def remove_sandboxes(pod_name: str) -> None:
@@ -454,6 +473,7 @@ def figure_a(work, api, app, flake, files, server, builder, rounds: int) -> dict
     common.note(f"figure a: {rounds} interleaved rounds of cold pods")
     samples = common.interleaved(cases, rounds)
     per_path = substitutions(pushed.digest, since)
+    raw = raw_nix_copy(server.url, files.public_key.read_text().strip(), closure)
     flox_pods = rounds + 1
     if set(per_path) != set(closure) or set(per_path.values()) != {flox_pods}:
         problems.append(
@@ -475,6 +495,7 @@ def figure_a(work, api, app, flake, files, server, builder, rounds: int) -> dict
         "ratio": {s: common.ratio(samples["flox"], samples[s]) for s in SHAPES},
         "bytes_fetched": {k: common.summary(v) for k, v in fetched.items()},
         "flox_node_work": {k: common.summary(v) for k, v in flox_phases.items()},
+        "raw_nix_copy_seconds": raw,
         "node_gc": {
             "store_paths_deleted": common.summary([float(r["deleted"]) for r in resets]),
             "closure_paths_left": max((len(r["left"]) for r in resets), default=0),
@@ -605,6 +626,10 @@ def report(doc: dict) -> None:
         rows.append((f"a. bytes the node fetched, {k}", f"{v['median'] / 2**20:.1f} MiB"))
     for k, v in a.get("flox_node_work", {}).items():
         rows.append(common.cell(f"a.   flox: {k} after the apply", v))
+    if "raw_nix_copy_seconds" in a:
+        rows.append(
+            ("a.   Nix alone: nix copy of the closure", common.ms(a["raw_nix_copy_seconds"]))
+        )
     shapes = list(b["ratio"])
     rows.append(common.cell("b. flox: lock + push + roll 2 replicas", b["flox"]))
     for s in shapes:

@@ -799,6 +799,12 @@ def _kind_flox_work(a: dict) -> str:
         f" substituted {_sec(work['substituted']['median'])} after the apply, the tree built"
         f" at {_sec(work['tree_built']['median'])}; the rest is the app container's create"
         " and start and kubelet's status update."
+        + (
+            f" Nix alone on the node (`nix copy` of the closure from the same hub into an empty"
+            f" store, signatures checked, once): {_sec(a['raw_nix_copy_seconds'])}."
+            if "raw_nix_copy_seconds" in a
+            else ""
+        )
     )
 
 
