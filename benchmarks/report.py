@@ -907,7 +907,12 @@ fetched: what the hub served during the round; the new image's blobs the old one
 | --- | --- | --- | --- | --- | --- |
 {b_rows}
 
-Target flox / image <= {b["target_ratio"]}: **{"met" if b_met else "missed"}**.
+Target flox / image <= {b["target_ratio"]}: **{"met" if b_met else "missed"}**.{
+        f" Of the flox publish, `lock` took {_cell(b['phases']['flox']['lock'], _sec)} (see"
+        " figure b: Nix evaluates the `path:` catalog anew)."
+        if "lock" in b["phases"]["flox"]
+        else ""
+    }
 
 ![a and b in kind]({png})
 
