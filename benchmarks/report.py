@@ -827,6 +827,7 @@ Not measured in this run: {doc["skipped"]}.
         tick_labels=["flox (http hub)", *(f"image, {s}" for s in cold_shapes)],
     )
     ax1.set_ylabel("apply -> Ready (s)")
+    ax1.set_ylim(bottom=0)
     ax1.set_title("a. cold first pod", fontsize=9)
     kinds = ["flox", *roll_shapes]
     pub = [b["phases"][k]["publish"]["median"] for k in kinds]
