@@ -368,6 +368,7 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
             cold = figure_a(work, api, app, flakes[1], files, server, builder, cold_rounds)
             update = figure_b(work, api, app, flakes, files, server, builder, update_rounds)
             nodes = kube.node_summaries(api)
+            node_nix = common._version_in(node_exec("nix", "--version"))  # the node's, not ours
         finally:
             if server is not None:
                 server.close()
@@ -387,6 +388,7 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
             "registry": up.get("registry"),
             "up_seconds": up_seconds,
             "nodes": nodes,
+            "node_nix": node_nix,
             "kept": keep,
         },
         application=app.describe(),

@@ -918,7 +918,8 @@ Target flox / image <= {b["target_ratio"]}: **{"met" if b_met else "missed"}**.{
 ![a and b in kind]({png})
 
 Every check held: **{not problems}**{"" if not problems else ": " + "; ".join(problems[:5])}.
-Cluster: {nodes}; `floxk up --registry` took {c["up_seconds"]:.0f} s; the cluster was
+Cluster: {nodes}, Nix {c.get("node_nix")} on the node; `floxk up --registry` took {
+        c["up_seconds"]:.0f} s; the cluster was
 {"kept" if c["kept"] else "deleted at the end"}.
 
 {_versions(doc)}
