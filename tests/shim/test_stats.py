@@ -114,6 +114,8 @@ def test_log_rotates_past_its_size(tmp_path, monkeypatch):
     log = str(tmp_path / "node" / "floxk.log")
     for i in range(40):
         stats.emit(log, "create", n=i)
-    assert os.path.getsize(log) <= 1000 and os.path.getsize(log + ".1") <= 1100
+    # The last write may be the one that rotated: then there is no live file until the next.
+    live = os.path.getsize(log) if os.path.exists(log) else 0
+    assert live <= 1000 and os.path.getsize(log + ".1") <= 1100
     seen = [e["n"] for e in stats.events(log)]
     assert seen == sorted(seen) and seen[-1] == 39 and len(seen) < 40
