@@ -18,7 +18,7 @@ import pytest
 from floxk.cli import main as floxk_main
 from shim.core import hub, nix
 from shim.core.annotations import EnvRef
-from shim.core.errors import LockError, RealizeError, TrustError
+from shim.core.errors import LockError, NixError, RealizeError, TrustError
 from shim.core.lockfile import load_lock, lock_from_dict
 from shim.core.model import current_system
 from shim.core.node import NodeConfig, Policy
@@ -234,7 +234,8 @@ def test_lock_naming_a_drv_or_a_non_store_path_is_refused_when_parsed(tmp_path):
 
 
 def test_the_node_never_builds_even_a_drv_it_is_handed(tmp_path, signed_cache):
-    """Behind the lock parser: substitution itself runs with max-jobs 0 and no builders."""
+    """Behind the lock parser: substitution itself refuses derivations (and Nix could not
+    build one: see the next test)."""
     drv, output = _unsigned_drv(tmp_path, signed_cache.root)
     store = tmp_path / "store"
     with pytest.raises(RealizeError, match="nodes never build"):
@@ -242,6 +243,30 @@ def test_the_node_never_builds_even_a_drv_it_is_handed(tmp_path, signed_cache):
             [drv], substituters=[signed_cache.url], trusted_keys=[signed_cache.public_key],
             check_signatures=True, store_root=store, state_dir=tmp_path / "state", digest="x",
         )  # fmt: skip
+    assert nix.invalid_paths([output], store_root=store) == [output]
+
+
+def test_the_parallel_substitution_cannot_build_either(tmp_path, signed_cache):
+    """substitute() raises max-jobs (Nix 2.8 fetches one path at a time under max-jobs 0):
+    a derivation, or a derivation's output in Nix's `drv!out` syntax, never reaches Nix;
+    and handed to Nix with the same options anyway, Nix cannot build it on this machine."""
+    drv, output = _unsigned_drv(tmp_path, signed_cache.root)
+    store = tmp_path / "store"
+    for handed in (drv, f"{drv}!out", f"{output}/../{drv.rsplit('/', 1)[1]}"):
+        with pytest.raises(NixError, match="nodes never build"):
+            nix.substitute(
+                [handed], substituters=[signed_cache.url],
+                trusted_keys=[signed_cache.public_key], store_root=store, what="substituting",
+            )  # fmt: skip
+    proc = subprocess.run(
+        ["nix-store", *nix.base_options(),
+         *nix.node_options(substitution_jobs=nix.SUBSTITUTION_JOBS), "--store", str(store),
+         *nix.substitution_options([signed_cache.url], [signed_cache.public_key]),
+         "--realise", drv],
+        env=nix.node_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "is required to build" in proc.stderr, proc.stderr
     assert nix.invalid_paths([output], store_root=store) == [output]
 
 
