@@ -420,8 +420,13 @@ def _remote_signatures(path: str, substituters: Sequence[str], access=None) -> l
 def path_infos(
     paths: Sequence[str], *, store_root: str | Path | None, env: Mapping[str, str] | None = None
 ) -> dict[str, dict]:
-    """`nix path-info --json --sigs --recursive`: {path: info} for the closure of `paths`
-    (Nix < 2.19 prints a list of infos with a "path" key, later versions an object)."""
+    """{path: info} for the closure of `paths`: narHash, narSize, references, signatures,
+    what `nix path-info --json --sigs --recursive` prints. Read from the store's database
+    when it can (one Nix process fewer on every cold realization and record), else from
+    Nix (< 2.19 prints a list of infos with a "path" key, later versions an object)."""
+    found = _path_infos_from_db(sorted(set(paths)), store_root)
+    if found is not None:
+        return found
     out = run_nix(
         [
             "nix",
@@ -447,6 +452,52 @@ def path_infos(
     missing = set(paths) - set(infos)
     if missing:
         raise NixError(f"not in the store after substitution: {', '.join(sorted(missing))}")
+    return infos
+
+
+# The closure's ids, then each path's info and its references (Nix's schema since 1.x; hash
+# is "sha256:<base16>", sigs space-separated).
+_INFOS_SQL = (
+    _CLOSURE_SQL.replace("SELECT path FROM", "SELECT id, path, hash, narSize, sigs FROM"),
+    "SELECT Refs.referrer, ValidPaths.path FROM Refs JOIN ValidPaths"
+    " ON ValidPaths.id = Refs.reference WHERE Refs.referrer IN ({ids})",
+)
+
+
+def _path_infos_from_db(paths: list[str], store_root: str | Path | None) -> dict[str, dict] | None:
+    """path_infos() from the store's SQLite database (read-only); None when it cannot tell
+    (no database, a path not valid, an info without its NAR size): then Nix is asked."""
+    if not paths:
+        return {}
+    root = Path(store_root) if store_root is not None else Path("/")
+    db = root / "nix" / "var" / "nix" / "db" / "db.sqlite"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+            con.execute("PRAGMA busy_timeout = 5000")
+            with con:  # one read transaction: the infos and references agree
+                rows = con.execute(
+                    _INFOS_SQL[0].format(marks=",".join("?" * len(paths))), paths
+                ).fetchall()
+                ids = {row[0]: row[1] for row in rows}
+                refs = con.execute(
+                    _INFOS_SQL[1].format(ids=",".join("?" * len(ids))), list(ids)
+                ).fetchall()
+    except sqlite3.Error:
+        return None
+    infos: dict[str, dict] = {}
+    for _, path, nar_hash, nar_size, sigs in rows:
+        if not nar_hash or nar_size is None or not is_store_path(path):
+            return None
+        infos[path] = {
+            "path": path, "narHash": nar_hash, "narSize": nar_size, "references": [],
+            "signatures": (sigs or "").split(),
+        }  # fmt: skip
+    for referrer, reference in refs:
+        infos[ids[referrer]]["references"].append(reference)
+    if not set(paths) <= set(infos):
+        return None
+    for info in infos.values():
+        info["references"].sort()
     return infos
 
 

@@ -270,6 +270,37 @@ def test_the_parallel_substitution_cannot_build_either(tmp_path, signed_cache):
     assert nix.invalid_paths([output], store_root=store) == [output]
 
 
+def test_path_infos_read_from_the_store_database_are_what_nix_says(
+    tmp_path, publish_env, signed_cache, monkeypatch
+):
+    """verified_closure() checks the infos path_infos() reads from the store's database
+    (one Nix process fewer): the same paths, hashes, sizes, references and signatures
+    `nix path-info` gives."""
+    import base64
+
+    ref = publish_env("db-infos", 'version = 1\n[install]\nhello.pkg-path = "hello"\n')
+    store = tmp_path / "store"
+    env = realize(
+        hub.peek(ref, [signed_cache.url]).lock, system=current_system(),
+        substituters=[signed_cache.url], trusted_keys=[signed_cache.public_key],
+        store_root=store, state_dir=tmp_path / "state",
+    )  # fmt: skip
+    paths = env.activation["packages"]
+    from_db = nix._path_infos_from_db(sorted(paths), store)
+    monkeypatch.setattr(nix, "_path_infos_from_db", lambda *a: None)
+    from_nix = nix.path_infos(paths, store_root=store)
+    assert from_db is not None
+    assert sorted(from_db) == sorted(from_nix) == env.activation["closure"]
+    for path, info in from_nix.items():
+        mine = from_db[path]
+        algo, _, b64 = info["narHash"].partition("-")
+        assert mine["narHash"] == f"{algo}:{base64.b64decode(b64).hex()}"
+        assert mine["narSize"] == info["narSize"]
+        assert mine["references"] == sorted(info["references"])
+        assert sorted(mine["signatures"]) == sorted(info.get("signatures") or [])
+        assert mine["signatures"], "every path of a pushed environment is signed"
+
+
 def test_host_nix_conf_cannot_widen_trust(tmp_path, signed_cache, monkeypatch):
     """NIX_CONFIG (like nix.conf) naming the attacker's key and `require-sigs = false` is
     not read by the node's Nix calls."""
