@@ -296,10 +296,16 @@ def _closure_from_db(paths: list[str], store_root: Path | None) -> list[str] | N
 
 
 def invalid_paths(paths: Iterable[str], *, store_root: Path | None) -> list[str]:
-    """The subset of `paths` that is not valid (present and registered) in the store."""
+    """The subset of `paths` that is not valid (present and registered) in the store.
+
+    Read from the store's database when it can (push and lock ask on every call), else
+    from `nix-store --check-validity`."""
     paths = list(paths)
     if not paths:
         return []
+    valid = _valid_in_db(sorted(set(paths)), store_root)
+    if valid is not None:
+        return [p for p in paths if p not in valid]
     out = run_nix(
         [
             "nix-store",
@@ -312,6 +318,23 @@ def invalid_paths(paths: Iterable[str], *, store_root: Path | None) -> list[str]
         what="checking store paths",
     )
     return [line for line in out.splitlines() if line]
+
+
+def _valid_in_db(paths: list[str], store_root: Path | None) -> set[str] | None:
+    """Which of `paths` have a row in the store's ValidPaths (what makes a path valid to
+    Nix); None when the database cannot be read."""
+    db = (store_root or Path("/")) / "nix" / "var" / "nix" / "db" / "db.sqlite"
+    if not all(is_store_path(p) for p in paths):
+        return None  # let Nix say what is wrong with it
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+            con.execute("PRAGMA busy_timeout = 5000")
+            rows = con.execute(
+                f"SELECT path FROM ValidPaths WHERE path IN ({','.join('?' * len(paths))})", paths
+            ).fetchall()
+    except sqlite3.Error:
+        return None
+    return {row[0] for row in rows}
 
 
 def gcroots_dir(store_root: Path | None) -> Path:
