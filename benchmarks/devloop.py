@@ -59,39 +59,10 @@ MANIFEST = (
 
 def deployment(name: str, *, image: str | None) -> dict[str, Any]:
     container: dict[str, Any] = {"name": "web", "command": ["web-serve"]}
-    meta: dict[str, Any] = {"labels": {"app": name}}
     if image:
         container.update(image=image, imagePullPolicy="Never")
-    else:
-        meta["annotations"] = {"flox.dev/environment": ENV_NAME}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "replicas": REPLICAS,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": meta,
-                "spec": {"terminationGracePeriodSeconds": 1, "containers": [container]},
-            },
-        },
-    }
-
-
-def cluster_up(kubeconfig: Path) -> dict[str, Any]:
-    """`floxk up` into a private kubeconfig (a kept cluster's context exported first: up
-    leaves an existing cluster alone and writes no context for it)."""
-    clusters = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True)
-    if CLUSTER in clusters.stdout.split():
-        subprocess.run(
-            ["kind", "export", "kubeconfig", "--name", CLUSTER, "--kubeconfig", str(kubeconfig)],
-            capture_output=True,
-            check=True,
-        )
-    return kind.floxk(
-        "up", "--name", CLUSTER, "--base-image", kind.BASE_IMAGE, kubeconfig=kubeconfig
-    )
+    annotations = None if image else {"flox.dev/environment": ENV_NAME}
+    return kind.deployment(name, container, replicas=REPLICAS, annotations=annotations)
 
 
 def live_pods(api, app: str) -> list:
@@ -239,7 +210,7 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
         work = Path(tmp)
         common.note(f"floxk up --name {CLUSTER} (node image from {kind.BASE_IMAGE})")
         kubeconfig = work / "kubeconfig"
-        up = cluster_up(kubeconfig)
+        up = kind.up(CLUSTER, kubeconfig)
         old_kubeconfig = os.environ.get("KUBECONFIG")
         try:
             os.environ["KUBECONFIG"] = str(kubeconfig)

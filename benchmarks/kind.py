@@ -100,6 +100,20 @@ def floxk(*args: str, kubeconfig: Path | None = None, timeout: float = 1800) -> 
     return json.loads(proc.stdout)
 
 
+def up(cluster: str, kubeconfig: Path, *args: str) -> dict[str, Any]:
+    """`floxk up --name CLUSTER ARGS` (the offline node image) into a private kubeconfig (a
+    kept cluster's context exported first: up leaves an existing cluster alone and writes no
+    context for it)."""
+    clusters = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True)
+    if cluster in clusters.stdout.split():
+        subprocess.run(
+            ["kind", "export", "kubeconfig", "--name", cluster, "--kubeconfig", str(kubeconfig)],
+            capture_output=True,
+            check=True,
+        )
+    return floxk("up", "--name", cluster, "--base-image", BASE_IMAGE, *args, kubeconfig=kubeconfig)
+
+
 def private_kubeconfig(dest: Path) -> Path:
     """This cluster's kubeconfig alone, current context set: other work on the machine may
     switch the shared kubeconfig's current context while the benchmark runs."""
@@ -185,6 +199,28 @@ def _pod(name: str, *, image: str | None) -> dict[str, Any]:
         "kind": "Pod",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"floxk.dev/bench": "kind"}},
         "spec": {"terminationGracePeriodSeconds": 1, "containers": [container]},
+    }
+
+
+def deployment(
+    name: str, container: dict[str, Any], *, replicas: int, annotations: dict | None = None
+) -> dict[str, Any]:
+    """A Deployment of `replicas` pods labelled app=NAME running `container`."""
+    meta: dict[str, Any] = {"labels": {"app": name}}
+    if annotations:
+        meta["annotations"] = annotations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": meta,
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [container]},
+            },
+        },
     }
 
 

@@ -793,9 +793,156 @@ layer.
     )
 
 
+def _kind_flox_work(a: dict) -> str:
+    work = a.get("flox_node_work", {})
+    if "substituted" not in work or "tree_built" not in work:
+        return ""
+    return (
+        f" Where the flox pod's time goes (the node's realize.log): the last store path was"
+        f" substituted {_sec(work['substituted']['median'])} after the apply, the tree built"
+        f" at {_sec(work['tree_built']['median'])}; the rest is the app container's create"
+        " and start and kubelet's status update."
+        + (
+            f" Nix alone on the node (`nix copy` of the closure from the same hub into an empty"
+            f" store, signatures checked, once): {_sec(a['raw_nix_copy_seconds'])}."
+            if "raw_nix_copy_seconds" in a
+            else ""
+        )
+    )
+
+
+def kindab(doc: dict) -> tuple[str, str]:
+    """Figures a and b in kind (benchmarks/kindab.py): one cluster, both figures."""
+    if doc.get("skipped"):
+        text = f"""## a and b in kind: cold first pod, 2-replica roll
+
+Not measured in this run: {doc["skipped"]}.
+
+    python3 -m benchmarks.kindab
+"""
+        return text, "a and b in kind: not measured (see that section)"
+    a, b, c = doc["cold"], doc["update"], doc["cluster"]
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    cold_shapes, roll_shapes = list(a["ratio"]), list(b["ratio"])
+    ax1.boxplot(
+        [a["flox"]["samples"], *(a[s]["samples"] for s in cold_shapes)],
+        tick_labels=["flox (http hub)", *(f"image, {s}" for s in cold_shapes)],
+    )
+    ax1.set_ylabel("apply -> Ready (s)")
+    ax1.set_ylim(bottom=0)
+    ax1.set_title("a. cold first pod", fontsize=9)
+    kinds = ["flox", *roll_shapes]
+    pub = [b["phases"][k]["publish"]["median"] for k in kinds]
+    ax2.bar(kinds, pub, label="publish (lock + push / build + push)")
+    ax2.bar(kinds, [b["phases"][k]["rollout"]["median"] for k in kinds], bottom=pub,
+            label="rollout of 2 replicas (pull)")  # fmt: skip
+    ax2.set_ylabel("median (s)")
+    ax2.set_title("b. update, 2 replicas rolled", fontsize=9)
+    ax2.legend(fontsize=7)
+    png = _save(fig, "kindab.png")
+    ab, bb = a["bytes_fetched"], b["bytes_fetched"]
+    a_rows = "\n".join(
+        [f"| flox, environment from the http hub | {_cell(a['flox'], _sec)} | {_bytes(ab['flox']['median'])} | |"]
+        + [
+            f"| image pulled, {s} | {_cell(a[s], _sec)} | {_bytes(ab[s]['median'])} |"
+            f" **{a['ratio'][s]['median_ratio']:.2f}** |"
+            for s in cold_shapes
+        ]
+    )  # fmt: skip
+    b_rows = "\n".join(
+        f"| {k} | {_cell(b[k], _sec)} | {_cell(b['phases'][k]['publish'], _sec)} |"
+        f" {_cell(b['phases'][k]['rollout'], _sec)} | {_bytes(bb[k]['median'])} |"
+        + (f" **{b['ratio'][k]['median_ratio']:.2f}** |" if k in b["ratio"] else " |")
+        for k in kinds
+    )
+    a_met = max(a["ratio"][s]["median_ratio"] for s in cold_shapes) <= a["target_ratio"]
+    b_met = max(b["ratio"][s]["median_ratio"] for s in roll_shapes) <= b["target_ratio"]
+    problems = a["problems"] + b["problems"]
+    nodes = ", ".join(f"{n['name']} (kubelet {n['kubelet']}, {n['container_runtime']})"
+                      for n in c["nodes"]) or c["name"]  # fmt: skip
+    text = f"""## a and b in kind: cold first pod, 2-replica roll, images from the cluster's registry
+
+For a user: the same two questions as figures a and b, asked of a real cluster: kubelet,
+the scheduler and a Deployment controller in the loop, images pulled from the registry
+`floxk up --registry` gives the cluster (the CNCF distribution registry in a container on
+the kind network; the node's containerd reads it from certs.d), the environment from the
+cluster's dev hub served over http on the kind network's gateway (node.toml names only
+that URL). One cluster, `{c["name"]}`, for both figures; the application of figures a and b
+({doc["application"]}: {a["closure_paths"]} store paths, {a["closure_files"]} files,
+{_mib(a["closure_bytes"])}). Every pod runs `sh -c 'APP && exec sleep 3600'`; outside the
+timed part its log must show the app's revision.
+
+    python3 -m benchmarks.kindab          # --quick: busybox app, 1 round; --keep: keep the cluster
+
+### a. Cold first pod on a node, in kind
+
+A sample runs from the apply until the watch sees the pod Ready. **flox**: before each pod
+the node's own `floxk-node gc` frees the environment's tree and deletes its closure from the
+node's /nix/store (the counterpart of `crictl rmi`; checked: no path of the closure is left,
+and every path was substituted once per flox pod, from the http hub), so the pod finds
+nothing of its environment on the node; **image**: `crictl rmi` on the node, then a pod with
+`imagePullPolicy: IfNotPresent` that kubelet pulls (checked in its events), a
+**single**-layer image and one with a layer per store path (**layered**). Before each reset
+the previous pod's sandbox is removed from the node, so no container holds the tree or the
+image's snapshots. containerd, kubelet and the node's create server stay warm for both
+sides; one untimed pod of each kind ran first. {a["rounds"]} rounds, interleaved.
+
+| kind | apply -> Ready | bytes the node fetched | flox / this |
+| --- | --- | --- | --- |
+{a_rows}
+
+Target flox / image <= {a["target_ratio"]}: **{"met" if a_met else "missed"}**.{_kind_flox_work(a)}
+
+### b. Update in kind: one package changes, a 2-replica Deployment rolls
+
+Three Deployments of {b["replicas"]} replicas (flox, and one per image shape). Each round the
+catalog's app revision moves on (pyapp0's store path changes, the runtime's do not; the new
+pyapp0 is built before the round for both sides). **flox**: `lock` + `push` (a new generation
+to the dev hub), the template stamped with `floxk.dev/generation` as `floxk dev` does;
+**image**: the new image built from a builder store that keeps the previous revision (tar +
+gzip, compressed layers reused) and pushed to the cluster's registry (blobs it has are
+skipped), the template's image set. Then `floxk apply`'s follow until the rollout is
+complete (every new pod Ready, no old one left; the default surge of one). Bytes the node
+fetched: what the hub served during the round; the new image's blobs the old one lacked.
+{b["rounds"]} round(s), interleaved; {b["generations_pushed"]} generations pushed.
+
+| kind | total | publish | rollout | bytes the node fetched | flox / this |
+| --- | --- | --- | --- | --- | --- |
+{b_rows}
+
+Target flox / image <= {b["target_ratio"]}: **{"met" if b_met else "missed"}**.{
+        f" Of the flox publish, `lock` took {_cell(b['phases']['flox']['lock'], _sec)} (see"
+        " figure b: Nix evaluates the `path:` catalog anew)."
+        if "lock" in b["phases"]["flox"]
+        else ""
+    }
+
+![a and b in kind]({png})
+
+Every check held: **{not problems}**{"" if not problems else ": " + "; ".join(problems[:5])}.
+Cluster: {nodes}, Nix {c.get("node_nix")} on the node; `floxk up --registry` took {
+        c["up_seconds"]:.0f} s; the cluster was
+{"kept" if c["kept"] else "deleted at the end"}.
+
+{_versions(doc)}
+"""
+    return text, (
+        "a in kind (cold first pod), flox / image pulled from the cluster's registry: "
+        + ", ".join(f"{a['ratio'][s]['median_ratio']:.2f} ({s})" for s in cold_shapes)
+        + f" (target <= {a['target_ratio']}: {'met' if a_met else 'missed'});"
+        " b in kind (publish + roll 2 replicas): "
+        + ", ".join(f"{b['ratio'][s]['median_ratio']:.2f} ({s})" for s in roll_shapes)
+        + f"; bytes the node fetched: flox {_bytes(bb['flox']['median'])}, "
+        + ", ".join(f"{s} {_bytes(bb[s]['median'])}" for s in roll_shapes)
+        + f" (target <= {b['target_ratio']}: {'met' if b_met else 'missed'})"
+    )
+
+
 SECTIONS = {
     "cold": cold,
     "update": update,
+    "kindab": kindab,
     "disk": disk,
     "burst": burst,
     "podstart": podstart,
@@ -805,6 +952,18 @@ SECTIONS = {
     "kind": kind,
     "devloop": devloop,
 }
+
+
+def kind_ab_note(results: Path) -> str:
+    """The closing note's word on figures a and b in kind, when this run lacks them."""
+    path = results / "kindab.json"
+    if path.exists() and not json.loads(path.read_text()).get("skipped"):
+        return ""
+    return (
+        "Not in this run: figures a and b in kind (a cold pod and a rolled 2-replica"
+        " Deployment against an image from `floxk up --registry`, `python3 -m"
+        " benchmarks.kindab`); figure 6 above compares against a `kind load`ed image. "
+    )
 
 
 def write_docs(results: Path = common.RESULTS) -> Path:
@@ -876,10 +1035,7 @@ that has them.
 
 {chr(10).join(f"- {r}" for r in ratios)}
 
-Not in this run: figures a and b in kind (a cold pod and a rolled 2-replica Deployment
-against an image from `floxk up --registry`); figure 6 above still compares against a
-`kind load`ed image. `floxk up --registry` itself is tested on kind
-(`tests/k8s/test_registry.py`). Issue 15's small trees (4) and warm creates without an
+{kind_ab_note(results)}Issue 15's small trees (4) and warm creates without an
 interpreter (5) were not in main when this page was generated: figures c, d and e measure
 the create path and trees before them.
 """

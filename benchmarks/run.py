@@ -26,7 +26,7 @@ from benchmarks import common  # noqa: E402
 
 # In the order of the docs: issue 15's figures a-e (cold first pod, update, node disk, N pods
 # at once, warm pod start), then issue 8's pass-through, create-path profile, realization and
-# kind figures and figure 7 (floxk dev's edit loop).
+# kind figures and figure 7 (floxk dev's edit loop), then figures a and b in kind (kindab).
 BENCHMARKS = (
     "cold",
     "update",
@@ -38,10 +38,13 @@ BENCHMARKS = (
     "realize",
     "kind",
     "devloop",
+    "kindab",
 )
-# Figures 6 and 7 create a kind cluster (minutes): only the full run measures them.
+# The benchmarks that create a kind cluster.
+KIND_BENCHMARKS = ("kind", "devloop", "kindab")
+# Figures 6 and 7 and kindab create a kind cluster (minutes): only the full run measures them.
 KIND_QUICK_SKIP = (
-    "quick mode does not create the kind cluster of figures 6 and 7 (minutes);"
+    "quick mode does not create the kind clusters of figures 6, 7 and a/b in kind (minutes);"
     " `task bench` or `python3 -m benchmarks.{name} --quick` measures it"
 )
 QUICK_OUT = common.REPO / "build" / "bench-quick"
@@ -53,7 +56,7 @@ def checks_hold(doc: dict) -> bool:
     name = doc.get("benchmark")
     if name == "podstart":
         return doc.get("trees_built") == 1
-    if name in ("burst", "realize", "kind", "devloop"):
+    if name in ("burst", "realize", *KIND_BENCHMARKS):
         return importlib.import_module(f"benchmarks.{name}").checks_hold(doc)
     return True
 
@@ -102,7 +105,7 @@ def main() -> int:
     started = time.perf_counter()
     for name in names:
         t = time.perf_counter()
-        if name in ("kind", "devloop") and a.quick:
+        if name in KIND_BENCHMARKS and a.quick:
             doc = common.result(name, quick=True, skipped=KIND_QUICK_SKIP.format(name=name))
             print(f"\n== {name}: skipped: {doc['skipped']}", flush=True)
             common.write_json(doc, out)

@@ -31,6 +31,7 @@ import importlib.util
 import io
 import marshal
 import os
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from pathlib import Path
 import shim
 from floxk._proc import call
 from shim.core.atomic import write_atomic
+from shim.core.errors import ConfigError
 from shim.installer.layout import (
     DEFAULT_BIN_DIR,
     FRONT_NAME,
@@ -126,8 +128,9 @@ def bytecode(arcname: str, source: bytes) -> bytes:
 def zipapp_bytes(name: str, module: str, sources: list[tuple[str, bytes]]) -> bytes:
     """One zipapp, byte for byte determined by its arguments (and the interpreter version)."""
     main = _MAIN.format(
-        name=name, version=shim.__version__, digest=source_digest(sources)[:16], module=module
-    )
+        name=name, version=sources_version(sources), digest=source_digest(sources)[:16],
+        module=module,
+    )  # fmt: skip
     files = []
     for arcname, data in [("__main__.py", main.encode()), *sources]:
         files += [(arcname, data), (arcname.removesuffix(".py") + ".pyc", bytecode(arcname, data))]
@@ -152,7 +155,16 @@ def build_zipapps(out: Path, *, shim_dir: Path = SHIM_DIR) -> BuildResult:
         path = out / name
         _write_atomic(path, data, 0o755)
         artifacts.append(Artifact(name, path, hashlib.sha256(data).hexdigest(), len(data)))
-    return BuildResult(shim.__version__, source_digest(sources), artifacts)
+    return BuildResult(sources_version(sources), source_digest(sources), artifacts)
+
+
+def sources_version(sources: list[tuple[str, bytes]]) -> str:
+    """The `__version__` that shim/__init__.py of `sources` sets (what the zipapps report)."""
+    init = dict(sources).get("shim/__init__.py", b"").decode()
+    m = re.search(r'^__version__ = "([^"]+)"$', init, flags=re.M)
+    if m is None:
+        raise ConfigError("shim/__init__.py of the sources sets no __version__")
+    return m.group(1)
 
 
 # --- Debian package -----------------------------------------------------------------------
@@ -196,19 +208,48 @@ Description: floxk runtime for containerd: pods run in Nix environments, not ima
  `floxk-node install` (and restart containerd) to enable the flox runtime.
 """
 
-# Removal leaves no trace of what `floxk-node install` put next to the packaged files
-# (prerm: before dpkg removes the files, so the directory is empty when it tries rmdir).
-# $DPKG_ROOT is set when dpkg runs the script for another root (--force-script-chrootless).
+# Removal first takes the flox runtime out of containerd's config (`floxk-node uninstall`,
+# which also stops the create server) when `floxk-node install` put it there: refused while
+# flox containers run, so `dpkg -r` fails with their list and the package stays (drain the
+# node, or `floxk-node uninstall --force` first). Then it removes what install left next to
+# the packaged files (before dpkg removes those, so the directory is empty when it tries
+# rmdir). An upgrade ($1 = upgrade) runs neither: the new files replace the old ones at the
+# same paths, and running pods keep their fronts.
+# $DPKG_ROOT is set when dpkg runs the script for another root (--force-script-chrootless):
+# no containerd of that root runs here, so only the files go.
 _PRERM = f"""\
 #!/bin/sh
 set -e
 case "$1" in
   remove)
+    if [ -z "$DPKG_ROOT" ] && [ -e {DEFAULT_BIN_DIR}/{RECORD_NAME} ]; then
+      {{python}} -I -S {DEFAULT_BIN_DIR}/{NODE_NAME} uninstall --bin-dir {DEFAULT_BIN_DIR}
+    fi
     rm -f "$DPKG_ROOT{DEFAULT_BIN_DIR}/{REAL_RUNC_LINK}" \\
           "$DPKG_ROOT{DEFAULT_BIN_DIR}/{SHIM_FRONT_NAME}" \\
           "$DPKG_ROOT{DEFAULT_BIN_DIR}/{RECORD_NAME}"
     ;;
 esac
+exit 0
+"""
+
+
+# An upgrade ($1 = configure, $2 = the version replaced) of a node where `floxk-node install`
+# ran: the package's files just replaced the fronts install may have rendered differently
+# (another python, state_dir), and the shim's front is install's own; `install --as-before`
+# renders both with the new version for the node as it was set up (writing nothing when
+# nothing differs; containerd is not restarted). A failure leaves the new programs in place
+# and says what to run: an upgrade with pods running must not leave dpkg half-configured.
+# A first install runs nothing.
+_POSTINST = f"""\
+#!/bin/sh
+set -e
+if [ "$1" = configure ] && [ -n "$2" ] && [ -z "$DPKG_ROOT" ] \\
+   && [ -e {DEFAULT_BIN_DIR}/{RECORD_NAME} ]; then
+  {{python}} -I -S {DEFAULT_BIN_DIR}/{NODE_NAME} install --as-before --bin-dir {DEFAULT_BIN_DIR} \\
+    || echo "floxk-shim: re-rendering the fronts failed (see above): run" \\
+            "floxk-node install with your options again" >&2
+fi
 exit 0
 """
 
@@ -222,14 +263,20 @@ class PackageResult:
     files: list[str]
 
 
-def build_deb(out: Path, *, python: str = "/usr/bin/python3") -> PackageResult:
-    """Build floxk-shim_<version>_all.deb in `out` with dpkg-deb; return what it holds."""
+def build_deb(
+    out: Path, *, python: str = "/usr/bin/python3", shim_dir: Path = SHIM_DIR
+) -> PackageResult:
+    """Build floxk-shim_<version>_all.deb in `out` with dpkg-deb; return what it holds.
+
+    shim_dir: the shim sources to package (default: this checkout's); the package takes
+    its version from their `__version__`."""
     out.mkdir(parents=True, exist_ok=True)
     bin_dir = DEFAULT_BIN_DIR
+    version = shim_version(shim_dir)
     with tempfile.TemporaryDirectory(prefix="floxk-deb-") as tmp:
         root = Path(tmp) / "root"
         lib = root / bin_dir.lstrip("/")
-        build_zipapps(lib)
+        build_zipapps(lib, shim_dir=shim_dir)
         _write_atomic(
             lib / FRONT_NAME,
             render_node_front(bin_dir, python).encode(),
@@ -243,18 +290,17 @@ def build_deb(out: Path, *, python: str = "/usr/bin/python3") -> PackageResult:
         (etc / "node.toml").write_text(DEFAULT_NODE_TOML)
         debian = root / "DEBIAN"
         debian.mkdir()
-        (debian / "control").write_text(
-            _CONTROL.format(package=DEB_PACKAGE, version=shim.__version__)
-        )
+        (debian / "control").write_text(_CONTROL.format(package=DEB_PACKAGE, version=version))
         (debian / "conffiles").write_text("/etc/floxk/node.toml\n")
-        _write_atomic(debian / "prerm", _PRERM.encode(), 0o755)
+        _write_atomic(debian / "prerm", _PRERM.format(python=python).encode(), 0o755)
+        _write_atomic(debian / "postinst", _POSTINST.format(python=python).encode(), 0o755)
         files = sorted(
             "/" + p.relative_to(root).as_posix()
             for p in root.rglob("*")
             if "DEBIAN" not in p.parts and not p.is_dir()
         )
         _normalize_tree(root)
-        deb = out / f"{DEB_PACKAGE}_{shim.__version__}_all.deb"
+        deb = out / f"{DEB_PACKAGE}_{version}_all.deb"
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH)}
         call(
             ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(deb)],
@@ -262,7 +308,12 @@ def build_deb(out: Path, *, python: str = "/usr/bin/python3") -> PackageResult:
             hint="dpkg-deb comes with dpkg (Debian/Ubuntu); install dpkg elsewhere",
         )
     digest = hashlib.sha256(deb.read_bytes()).hexdigest()
-    return PackageResult(deb, DEB_PACKAGE, shim.__version__, digest, files)
+    return PackageResult(deb, DEB_PACKAGE, version, digest, files)
+
+
+def shim_version(shim_dir: Path = SHIM_DIR) -> str:
+    """The `__version__` of the shim sources in shim_dir (this checkout's: shim.__version__)."""
+    return sources_version([("shim/__init__.py", (shim_dir / "__init__.py").read_bytes())])
 
 
 def _normalize_tree(root: Path) -> None:

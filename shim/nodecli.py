@@ -10,7 +10,7 @@ from typing import Any
 from shim.core.errors import FloxkError
 from shim.core.node import load_node_config
 from shim.installer.files import summary
-from shim.installer.install import install
+from shim.installer.install import install, install_as_before
 from shim.installer.layout import DEFAULT_BIN_DIR
 from shim.installer.uninstall import uninstall
 
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
                            " /etc/systemd/system when systemd runs the node)")  # fmt: skip
             p.add_argument("--no-gc-timer", action="store_true",
                            help="no GC timer (the deployer's DaemonSet runs the periodic GC)")  # fmt: skip
+            p.add_argument("--as-before", action="store_true",
+                           help="with the options the last install recorded (what the"
+                           " package runs after an upgrade); other options are ignored")  # fmt: skip
         else:
             p.add_argument("--force", action="store_true",
                            help="even while flox containers run (they lose exec and stop)")  # fmt: skip
@@ -66,7 +69,9 @@ def _run_command(a: argparse.Namespace) -> Any:
     if a.command in ("install", "uninstall"):
         kwargs = {"config": a.config, "containerd": a.containerd, "bin_dir": a.bin_dir,
                   "restart": a.restart, "dry_run": a.dry_run}  # fmt: skip
-        if a.command == "install":
+        if a.command == "install" and a.as_before:
+            result = install_as_before(bin_dir=a.bin_dir, restart=a.restart, dry_run=a.dry_run)
+        elif a.command == "install":
             result = install(**kwargs, runc=a.runc, python=a.python, systemd_dir=a.systemd_dir,
                              gc_timer=not a.no_gc_timer)  # fmt: skip
         else:

@@ -1,4 +1,4 @@
-"""A directory served over plain HTTP on localhost, counting what it sends: an http:// hub.
+"""A directory served over plain HTTP (localhost by default), counting what it sends: an http:// hub.
 
 A hub is a static layout next to a Nix binary cache (docs/hub.md), so any static file server
 serves one; this one runs in a thread of the calling process and counts the bytes of every
@@ -38,14 +38,15 @@ class _Counting(http.server.SimpleHTTPRequestHandler):
 
 
 class StaticServer(http.server.ThreadingHTTPServer):
-    """Serve `directory` on 127.0.0.1 (a free port) until close(); `bytes_sent` counts
-    response bodies, `requests` the requests answered."""
+    """Serve `directory` on `address` (default 127.0.0.1; a kind network's gateway for its
+    nodes), a free port, until close(); `bytes_sent` counts response bodies, `requests` the
+    requests answered."""
 
     daemon_threads = True
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, address: str = "127.0.0.1") -> None:
         handler = functools.partial(_Counting, directory=str(directory))
-        super().__init__(("127.0.0.1", 0), handler)
+        super().__init__((address, 0), handler)
         self.lock = threading.Lock()
         self.bytes_sent = 0
         self.requests = 0
@@ -54,7 +55,8 @@ class StaticServer(http.server.ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
 
     def close(self) -> None:
         self.shutdown()

@@ -83,13 +83,15 @@ def make_bundle(
 
 
 def write_node_toml(path: Path, **values) -> Path:
-    lines, policy = [], values.pop("policy", {})
+    """node.toml from keyword values: a dict is a table ([policy], [gc]), `credentials` a
+    list of [[credentials]] tables."""
     credentials = values.pop("credentials", [])
-    for k, v in values.items():
-        lines.append(f"{k} = {json.dumps(v)}")
-    if policy:
-        lines.append("[policy]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in policy.items()]
+    tables = {k: values.pop(k) for k in [k for k, v in values.items() if isinstance(v, dict)]}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    for name, table in tables.items():
+        if table:
+            lines.append(f"[{name}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
     for table in credentials:
         lines.append("[[credentials]]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]

@@ -29,6 +29,7 @@ Standard library only; imported only on nodes that configure credentials.
 from __future__ import annotations
 
 import os
+import stat
 
 from shim.core.errors import AccessError, ConfigError, FloxkError
 
@@ -417,8 +418,9 @@ class netrc_options:  # noqa: N801 -- used like a function: `with netrc_options(
         import tempfile
 
         shm = "/dev/shm"  # tmpfs: the token never reaches a disk
-        base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-        self.directory = tempfile.mkdtemp(prefix="floxk-netrc-", dir=base)  # 0700
+        base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+        sweep_netrc_dirs(base)
+        self.directory = tempfile.mkdtemp(prefix=_netrc_prefix(os.getpid()), dir=base)  # 0700
         path = os.path.join(self.directory, "netrc")
         text = "".join(
             f"machine {host} login {NETRC_LOGIN} password {token}\n"
@@ -435,6 +437,47 @@ class netrc_options:  # noqa: N801 -- used like a function: `with netrc_options(
 
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
+
+
+NETRC_PREFIX = "floxk-netrc-"
+
+
+def _netrc_prefix(pid: int) -> str:
+    """floxk-netrc-PID.STARTTIME-: whose directory it is, even after the pid is reused."""
+    from shim.server import start_time
+
+    return f"{NETRC_PREFIX}{pid}.{start_time(pid)}-"
+
+
+def sweep_netrc_dirs(base: str) -> list[str]:
+    """Remove the netrc directories in `base` whose process is gone (a floxk-runc killed
+    with SIGKILL never runs __exit__); only ours (same owner), never a live process's.
+    Returns the paths removed."""
+    import shutil
+
+    from shim.server import start_time
+
+    removed = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return removed
+    for name in names:
+        owner, dot, since = name.removeprefix(NETRC_PREFIX).partition("-")[0].partition(".")
+        if not name.startswith(NETRC_PREFIX) or not dot or not owner.isdigit():
+            continue
+        if start_time(int(owner)) == since:
+            continue  # its process still runs
+        path = os.path.join(base, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def hosts_conflict(credentials: Sequence[Credential]) -> Iterator[str]:

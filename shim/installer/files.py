@@ -126,6 +126,7 @@ def _read_record(bin_dir: str) -> dict[str, Any]:
     record = json.loads(text) if text else {}
     record.setdefault("created", [])
     record.setdefault("created_dirs", [])
+    record.setdefault("preexisting", [])  # block targets that were there before install
     return record
 
 

@@ -27,6 +27,9 @@ What install adds, and uninstall removes:
   * k3s/RKE2: their template (`config-v3.toml.tmpl` for containerd 2.x, `config.toml.tmpl`
     for 1.x) extended after `{{ template "base" . }}`; k3s renders it when it starts;
 - `<file>.floxk-orig`: the original bytes of a file the block was appended to.
+- `bin_dir/.floxk-install.json`, the record: the files install created, the block targets
+  that were there before it (uninstall keeps those), and the options it was given
+  (`install --as-before`, which the .deb's postinst runs on an upgrade, repeats them).
 
 A second install with the same inputs writes nothing. After writing, the node's own
 `containerd config dump` must show the runtime, or every file is put back as it was.
@@ -118,7 +121,7 @@ def install(
                 hint="install the floxk-shim package, or copy the zipapps from `floxk shim build`"
                 " there (or pass --bin-dir)",
             )
-    python = python or _default_python()
+    python_arg, python = python, python or _default_python()
     real_runc = find_real_runc(node.effective, runc)
     front_path = f"{bin_dir}/{FRONT_NAME}"
     runc_v2 = find_runc_v2_shim(node)
@@ -213,16 +216,30 @@ def install(
             and c.path not in record["created"]
         ):
             record["created"].append(c.path)
+    if (
+        before is not None
+        and not strip_block(before)[1]
+        and str(target) not in record["preexisting"]
+    ):
+        record["preexisting"].append(str(target))  # the operator's: uninstall keeps the file
     new_dir = str(target.parent)
     if mode == "dropin" and not target.parent.exists() and new_dir not in record["created_dirs"]:
         record["created_dirs"].append(new_dir)
+    # How this install was asked for: what `install --as-before` (the package's postinst on
+    # an upgrade) repeats. Options as given (None: found again on the node).
+    record["options"] = {
+        "config": os.path.abspath(config) if config is not None else None,
+        "containerd": containerd, "python": python_arg, "runc": runc,
+        "systemd_dir": systemd_dir, "gc_timer": gc_timer,
+    }  # fmt: skip
+    record_before = _read_text(Path(bin_dir, RECORD_NAME))
+    record_text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     if result.changed:
-        record_change = FileChange(
-            f"{bin_dir}/{RECORD_NAME}", "record", _read_text(Path(bin_dir, RECORD_NAME)),
-            json.dumps(record, indent=2, sort_keys=True) + "\n",
-        )  # fmt: skip
-        changes.append(record_change)
+        changes.append(FileChange(f"{bin_dir}/{RECORD_NAME}", "record", record_before, record_text))
     applied = _apply(changes)
+    if not result.changed and record_text != record_before:
+        # Only the recorded options moved: bookkeeping, not a change to the node.
+        _apply([FileChange(f"{bin_dir}/{RECORD_NAME}", "record", record_before, record_text)])
     if mode == "template":
         result.notes.append(f"{node.kind} renders {target.name} into config.toml when it starts")
     else:
@@ -236,9 +253,25 @@ def install(
         result.notes.append(_reload_systemd(systemd_dir, start=True))
     if restart:
         result.restarted = restart_containerd(node)
-    elif result.changed:
+    elif any(c.changed and c.path == str(target) for c in changes):
         result.notes.append("containerd was not restarted: it reads the change when it restarts")
     return result
+
+
+def install_as_before(
+    *, bin_dir: str = DEFAULT_BIN_DIR, restart: bool = False, dry_run: bool = False
+) -> Result:
+    """install() again with the options the last install of bin_dir recorded: after new
+    zipapps landed (a package upgrade), the fronts are rendered by the new version for the
+    node as it was set up. Nothing else changes when nothing else did."""
+    bin_dir = os.path.abspath(bin_dir)
+    options = _read_record(bin_dir).get("options")
+    if options is None:
+        raise ConfigError(
+            f"no install of {bin_dir} recorded its options",
+            hint="run `floxk-node install` with the options you installed with once more",
+        )
+    return install(bin_dir=bin_dir, restart=restart, dry_run=dry_run, **options)
 
 
 def _builtin_runtimes(node: Node, before: str | None) -> dict[str, Any]:

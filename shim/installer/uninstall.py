@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shim.core.errors import InUseError
+from shim.core.errors import FloxkError, InUseError
 from shim.installer.detect import _block_owner, _file_role, detect_node, live_flox_tasks
 from shim.installer.files import FileChange, Result, _apply, _read_link, _read_record, _read_text
 from shim.installer.layout import (
@@ -44,6 +44,7 @@ def uninstall(
             "stop and delete then fail, and their workloads keep running unseen",
         )
     owner = _block_owner(node)
+    record = _read_record(bin_dir)
     result = Result(
         "uninstall", node.kind, str(node.config), node.version, node.config_version,
         owner[0] if owner else None, str(owner[1]) if owner else None, dry_run,
@@ -57,14 +58,13 @@ def uninstall(
         after: str | None = stripped
         if original is not None and original in (stripped, stripped[:-1]):
             after = original  # untouched since install: the original bytes, exactly
-        elif original is None and stripped == "":
+        elif original is None and stripped == "" and str(target) not in record["preexisting"]:
             after = None  # install created the file
         elif original is not None:
             result.notes.append(f"{target} changed since install: kept those edits, left {backup}")
         result.changes.append(FileChange(str(target), _file_role(mode), before, after))
         if original is not None and after == original:
             result.changes.append(FileChange(str(backup), "backup", original, None))
-    record = _read_record(bin_dir)
     link = f"{bin_dir}/{REAL_RUNC_LINK}"
     result.changes.append(FileChange(link, "link", _read_link(bin_dir), None))
     for path in record["created"]:
@@ -87,6 +87,21 @@ def uninstall(
             os.rmdir(d)
         except OSError:
             pass
+    _stop_create_server(result)
     if restart and owner is not None:
         result.restarted = restart_containerd(node)
     return result
+
+
+def _stop_create_server(result: Result) -> None:
+    """The create server runs the zipapps' code; with the runtime gone it must not stay."""
+    from shim import server
+    from shim.core.node import load_node_config
+
+    try:
+        state_dir = load_node_config().state_dir
+    except FloxkError as e:  # uninstall still goes on; the server leaves when its code does
+        result.notes.append(f"create server not stopped: {e.message}")
+        return
+    if server.stop(state_dir):
+        result.notes.append(f"stopped the create server of {state_dir}")

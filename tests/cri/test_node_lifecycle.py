@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from shim import server
 from shim.core import containerd as ctrd
 from shim.core.errors import InUseError
 from shim.installer.detect import detect_node, live_flox_tasks
@@ -121,6 +122,7 @@ def test_uninstall_refuses_while_flox_pods_run_and_lists_them(
     daemon,  # noqa: F811
     flox_node,  # noqa: F811
     cri_images,
+    monkeypatch,
 ):
     units = daemon.etc / "systemd"
     kw = _installed(daemon, flox_node, cri_images, systemd_dir=str(units))
@@ -170,7 +172,14 @@ def test_uninstall_refuses_while_flox_pods_run_and_lists_them(
     while live_flox_tasks(node, kw["bin_dir"]) and time.monotonic() < end:
         time.sleep(0.2)
     assert live_flox_tasks(node, kw["bin_dir"]) == []
-    uninstall(**kw)
+    # The flox sandboxes' prefetch left the node's create server running; uninstall stops
+    # it (it runs the zipapps' code, whose runtime is gone).
+    state = flox_node["node_toml"].parent / "state"
+    assert server.running(state), "no create server ran: nothing to check"
+    monkeypatch.setenv("FLOXK_NODE_CONFIG", str(flox_node["node_toml"]))
+    done = uninstall(**kw)
+    assert server.running(state) is None
+    assert any("stopped the create server" in n for n in done.notes), done.notes
     assert "floxk-runc-front" not in {p.name for p in flox_node["bin"].iterdir()}
     left = sorted(p.name for p in units.rglob("*") if not p.is_dir())
     assert left == ["node.toml"]

@@ -231,11 +231,11 @@ def test_found_k3s_render_with_tables_of_the_wrong_type(tmp_path, bin_dir, rende
     install_or_refuse(tmp_path, etc / "config.toml", bin_dir)
 
 
-@pytest.mark.xfail(strict=True, reason="found, not fixed here (shim/installer/ is the installer)")
 def test_found_empty_dropin_of_the_operator(tmp_path, bin_dir):
-    """A conf.d/floxk.toml the operator had (empty) is deleted by uninstall: install appends
-    its block there without a backup (drop-ins get none), and uninstall removes a drop-in
-    that is empty without the block, taking it for one install created."""
+    """A conf.d/floxk.toml the operator had (empty) was deleted by uninstall: install appends
+    its block there without a backup (drop-ins get none), and uninstall removed a drop-in
+    that is empty without the block, taking it for one install created. Install now records
+    the files that were there before it (`preexisting`), and uninstall keeps those."""
     line = _line((2, 1), (2, 2))  # config version 3, importing conf.d/*.toml
     _layout(tmp_path, line, {"floxk.toml": ""})
     before = tree(tmp_path)

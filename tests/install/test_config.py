@@ -23,7 +23,7 @@ from floxk._shimbuild import build_zipapps
 from shim.core import containerd as ctrd
 from shim.core.errors import ConfigError
 from shim.installer.detect import cri_table, runtimes
-from shim.installer.install import install
+from shim.installer.install import install, install_as_before
 from shim.installer.uninstall import uninstall
 from testkit.lines import DEBIAN_RUNC, installed_lines
 from tests.install import nodeconf
@@ -170,6 +170,32 @@ def test_installed_fronts_and_backup(tmp_path, bin_dir, line):
     shim_front = (bin_dir / "containerd-shim-flox-v2-front").read_text()
     assert f"exec {runc_v2} " in shim_front and f"{bin_dir}/containerd-shim-flox-v2" in shim_front
     assert (tmp_path / "config.toml.floxk-orig").read_text() == original
+
+
+def test_install_as_before_renders_what_a_package_upgrade_replaced(tmp_path, bin_dir):
+    """A package upgrade puts its own floxk-runc-front (rendered for /usr/bin/python3) over
+    the one install rendered for the node; `floxk-node install --as-before` (the package's
+    postinst) renders it again with the options install recorded, and changes nothing else."""
+    line = LINES[-1]
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    config = etc / "config.toml"
+    config.write_text(nodeconf.default_config(line.containerd, etc))
+    with pytest.raises(ConfigError, match="recorded its options"):
+        install_as_before(bin_dir=str(bin_dir))  # nothing installed yet
+    python = os.path.realpath("/usr/bin/python3")  # another spelling than the package's
+    _install(line, config, bin_dir, python=python, systemd_dir=str(tmp_path / "units"))
+    front = bin_dir / "floxk-runc-front"
+    installed, etc_installed = front.read_text(), _tree(etc)
+    assert f"{python} " in installed
+    front.write_text(installed.replace(f"{python} ", "/usr/bin/python3 "))  # dpkg's copy
+
+    again = install_as_before(bin_dir=str(bin_dir))
+    assert [c.path for c in again.changes if c.changed] == [str(front)]
+    assert again.verified and front.read_text() == installed and _tree(etc) == etc_installed
+    assert not any("not restarted" in n for n in again.notes)  # a front needs no restart
+    assert not install_as_before(bin_dir=str(bin_dir)).changed
+    _uninstall(line, config, bin_dir)
 
 
 @pytest.mark.parametrize(("old", "new"), UPGRADES, ids=lambda x: x.version)

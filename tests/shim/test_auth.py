@@ -4,13 +4,18 @@ way through Nix and nginx is tested in tests/env/test_private_hub.py)."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
+import sys
 
 import pytest
 
 from shim.core import auth
 from shim.core.errors import ConfigError
 from shim.core.node import Credential, NodeConfig, parse_node_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_credentials_are_parsed():
@@ -86,6 +91,58 @@ def test_the_netrc_file_is_private_and_removed(tmp_path):
     assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
     with auth.netrc_options(access, ["file:///x"]) as options:
         assert options == []
+
+
+_HOLD_NETRC = """
+import sys, time
+from shim.core import auth
+from shim.core.node import Credential, NodeConfig
+cfg = NodeConfig(state_dir=sys.argv[1],
+                 credentials=[Credential("https://h.example/c", "node-token", sys.argv[2])])
+with auth.netrc_options(auth.access_for(cfg, None), ["https://h.example/c"]) as options:
+    print(options[2], flush=True)
+    time.sleep(600)
+"""
+
+
+def _holding_netrc(tmp_path) -> tuple[subprocess.Popen, str]:
+    """A process inside netrc_options (as a realization's Nix call is); its netrc path."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_NETRC, str(tmp_path), str(tmp_path / "t")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": REPO},
+    )  # fmt: skip
+    return proc, proc.stdout.readline().strip()
+
+
+def test_netrc_dirs_of_killed_processes_are_swept(tmp_path):
+    """floxk-runc SIGKILLed (containerd giving up on a create) never leaves the block: the
+    next netrc_options removes that directory, and keeps a live process's and another
+    user's."""
+    (tmp_path / "t").write_text("tok-1\n")
+    (tmp_path / "t").chmod(0o600)
+    killed, killed_path = _holding_netrc(tmp_path)
+    live, live_path = _holding_netrc(tmp_path)
+    base = os.path.dirname(os.path.dirname(killed_path))
+    others = os.path.join(base, f"{auth.NETRC_PREFIX}{killed.pid}.0-other")
+    try:
+        os.mkdir(others, 0o700)
+        if os.geteuid() == 0:
+            os.chown(others, 65534, 65534)
+        killed.kill()
+        killed.wait()
+        assert os.path.exists(killed_path)  # what a SIGKILL leaves
+        cfg = NodeConfig(state_dir=str(tmp_path), credentials=[
+            Credential("https://h.example/c", "node-token", str(tmp_path / "t"))])  # fmt: skip
+        with auth.netrc_options(auth.access_for(cfg, None), ["https://h.example/c"]) as options:
+            assert os.path.exists(options[2])
+        assert not os.path.exists(os.path.dirname(killed_path))
+        assert os.path.exists(live_path)
+        assert os.path.isdir(others) == (os.geteuid() == 0)  # root could chown it away
+    finally:
+        live.kill()
+        live.wait()
+        shutil.rmtree(others, ignore_errors=True)
+    assert os.path.dirname(live_path) in auth.sweep_netrc_dirs(base)
 
 
 def test_a_node_token_file_others_can_read_is_refused(tmp_path):
