@@ -35,6 +35,7 @@ if __package__ in (None, ""):
 from cri_api.v1 import api_pb2 as pb  # noqa: E402
 
 from benchmarks import common, crinode  # noqa: E402
+from shim import server as create_server  # noqa: E402
 from testkit.httpserve import StaticServer  # noqa: E402
 from testkit.images import STUB_IMAGE  # noqa: E402
 
@@ -116,6 +117,8 @@ def run(quick: bool, rounds: int | None = None) -> dict:
                 fetched["flox"].append(server.bytes_sent - before)
                 for event, at in log_times(state).items():  # when the node's work ended
                     flox_phases.setdefault(event, []).append(at - wall)
+                # The round's create server (its state dir's) writes into it: gone first.
+                create_server.stop(state)
                 wipe(store, state)
                 return seconds
 

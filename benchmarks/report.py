@@ -654,7 +654,9 @@ def cold(doc: dict) -> tuple[str, str]:
         where = (
             f" Where the flox pod's time goes: the last store path was substituted"
             f" {_sec(work['substituted']['median'])} after RunPodSandbox began (Nix fetches a"
-            " narinfo and a NAR per path and checks every signature),"
+            " narinfo and a NAR per path, up to 8 paths at once, and checks every signature;"
+            " a path is unpacked only after the paths it references, so the interpreter's"
+            " thousands of files come late and alone),"
             f" the tree was built at {_sec(work['tree_built']['median'])}; the rest is the"
             " app container's create and start."
         )
@@ -729,9 +731,10 @@ def update(doc: dict) -> tuple[str, str]:
     )
     lock = doc["phases"]["flox"].get("lock")
     lock_note = (
-        f" Of the flox publish, `lock` took {_cell(lock, _sec)}: the test catalog is a `path:`"
-        " flake holding the whole runtime's sources, which Nix copies and hashes on every"
-        " evaluation."
+        f" Of the flox publish, `lock` took {_cell(lock, _sec)} (evaluating the catalog and"
+        " checking its outputs are built: the test catalog names the runtime's sources as a"
+        " path locked by its NAR hash, as a real catalog names nixpkgs, so Nix finds them in"
+        " the store instead of copying and hashing them again)."
         if lock
         else ""
     )

@@ -66,7 +66,8 @@ def run(quick: bool, rounds: int | None = None) -> dict:
     from floxk._lock import lock_environment
     from floxk._push import push_environment
     from shim.core import hub
-    from shim.core.model import current_system, load_lock
+    from shim.core.lockfile import load_lock
+    from shim.core.model import current_system
     from shim.core.realize import realize
 
     rounds = rounds or ROUNDS[quick]

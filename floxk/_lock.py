@@ -64,31 +64,45 @@ def lock_environment(
             flakes[url] = _metadata(url, is_catalog=url == (catalog or DEFAULT_CATALOG))
         return flakes[url]
 
-    packages: list[dict[str, Any]] = []
-    for system in systems:
-        wanted = {
+    # What each flake is asked for: {url: {system: {install_id: candidate attr paths}}}, so
+    # every flake is evaluated once (Nix's parse of nixpkgs is shared by all packages and
+    # systems in one evaluation), however many packages and systems the manifest has.
+    wanted_by_system = {
+        system: {
             d.install_id: d
             for d in manifest.install.values()
             if d.systems is None or system in d.systems
         }
-        catalog_ids = [i for i, d in wanted.items() if d.kind == "catalog"]
-        if catalog_ids:
-            source = flake(catalog or DEFAULT_CATALOG)
-            found = _evaluate(
-                source,
-                system,
-                {i: _catalog_candidates(_pkg_path(wanted[i]), system) for i in catalog_ids},
-            )
-            for install_id in catalog_ids:
-                packages.append(
-                    _catalog_entry(wanted[install_id], found[install_id], source, system, warnings)
+        for system in systems
+    }
+    asks: dict[str, dict[str, dict[str, list[list[str]]]]] = {}
+    for system, wanted in wanted_by_system.items():
+        for install_id, d in wanted.items():
+            if d.kind == "catalog":
+                url, candidates = (
+                    catalog or DEFAULT_CATALOG,
+                    _catalog_candidates(_pkg_path(d), system),
                 )
+            elif d.kind == "flake":
+                url, _, fragment = _flake_ref(d).partition("#")
+                candidates = _flake_candidates(fragment, system)
+            else:
+                continue
+            asks.setdefault(url, {}).setdefault(system, {})[install_id] = candidates
+    found = {url: _evaluate(flake(url), by_system) for url, by_system in asks.items()}
+
+    packages: list[dict[str, Any]] = []
+    for system, wanted in wanted_by_system.items():
+        for install_id, descriptor in wanted.items():
+            if descriptor.kind == "catalog":
+                source = flake(catalog or DEFAULT_CATALOG)
+                info = found[source.url][system][install_id]
+                packages.append(_catalog_entry(descriptor, info, source, system, warnings))
         for install_id, descriptor in wanted.items():
             if descriptor.kind == "flake":
-                url, _, fragment = _flake_ref(descriptor).partition("#")
-                source = flake(url)
-                found = _evaluate(source, system, {install_id: _flake_candidates(fragment, system)})
-                packages.append(_flake_entry(descriptor, found[install_id], source, system))
+                source = flake(_flake_ref(descriptor).partition("#")[0])
+                info = found[source.url][system][install_id]
+                packages.append(_flake_entry(descriptor, info, source, system))
             elif descriptor.kind == "store-path":
                 packages.append(
                     {
@@ -137,7 +151,7 @@ def _metadata(url: str, *, is_catalog: bool) -> _Flake:
     return _Flake(url=url, locked_url=metadata["url"], metadata=metadata)
 
 
-# Evaluates to {install_id: null | info} for one system. Attribute paths are tried in order.
+# Evaluates to {system: {install_id: null | info}}. Attribute paths are tried in order.
 _EVAL = """
 let
   flake = builtins.getFlake %(url)s;
@@ -175,20 +189,26 @@ in
 
 
 def _evaluate(
-    source: _Flake, system: str, candidates: dict[str, list[list[str]]]
-) -> dict[str, dict | None]:
+    source: _Flake, candidates: dict[str, dict[str, list[list[str]]]]
+) -> dict[str, dict[str, dict | None]]:
+    """One `nix eval` of `source` for {system: {install_id: candidates}}."""
     picks = (
         "{\n"
         + "".join(
-            f"  {nix.nix_string(install_id)} = pick {_nix_list(paths)};\n"
-            for install_id, paths in candidates.items()
+            f"  {nix.nix_string(system)} = {{\n"
+            + "".join(
+                f"    {nix.nix_string(install_id)} = pick {_nix_list(paths)};\n"
+                for install_id, paths in by_id.items()
+            )
+            + "  };\n"
+            for system, by_id in candidates.items()
         )
         + "}"
     )
     expr = _EVAL % {"url": nix.nix_string(source.locked_url), "picks": picks}
     out = nix.run_nix(
         ["nix", *nix.base_options(), "eval", "--json", "--expr", expr],
-        what=f"evaluating packages for {system} in {source.url}",
+        what=f"evaluating packages for {', '.join(candidates)} in {source.url}",
         hint="check the pkg-path / flake attribute names in [install]",
     )
     return json.loads(out)

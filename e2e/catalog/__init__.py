@@ -10,13 +10,16 @@ Packages (legacyPackages.<system>.* and packages.<system>.*):
             the host's python3 as ~20 store paths, and small applications sharing it
 
 The flake needs the static busybox binary beside it (static/busybox), which is not in git:
-prepare() copies the flake and the host's busybox into a directory usable as a `path:` flake.
+prepare() copies the flake and the host's busybox into a directory usable as a `path:` flake
+(a runtime is not copied: runtime.json names it as a locked input).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from shim.core.errors import MissingDependencyError
@@ -25,6 +28,38 @@ HERE = Path(__file__).resolve().parent
 FILES = ("flake.nix", "packages.nix")
 PACKAGES = ("busybox", "hello", "greeting", "web")
 DEFAULT_BUSYBOX = "/bin/busybox"
+RUNTIME_FILE = "runtime.json"  # where prepare() names the runtime (packages.nix reads it)
+
+
+def runtime_source(runtime: Path) -> dict[str, str]:
+    """{"path", "narHash"} of `runtime` for the catalog's `builtins.fetchTree` (a locked
+    input of type path), its copy in the host's store made once (Nix's name for it:
+    "source"). Computed once per directory and kept beside it (`<dir>.source.json`),
+    checked against the store on every call: a garbage-collected copy is added again."""
+    runtime = Path(runtime).resolve()
+    memo = runtime.with_name(runtime.name + ".source.json")
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if known.get("path") == str(runtime) and known.get("storePath"):
+        valid = subprocess.run(
+            ["nix-store", "--check-validity", known["storePath"]], capture_output=True
+        )
+        if valid.returncode == 0:
+            return {"path": known["path"], "narHash": known["narHash"]}
+    nix = ["nix", "--extra-experimental-features", "nix-command"]
+    nar_hash = _out([*nix, "hash", "path", str(runtime)])
+    store_path = _out([*nix, "store", "add-path", "--name", "source", str(runtime)])
+    known = {"path": str(runtime), "narHash": nar_hash, "storePath": store_path}
+    tmp = memo.with_name(f"{memo.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(known) + "\n")
+    tmp.rename(memo)
+    return {"path": known["path"], "narHash": nar_hash}
+
+
+def _out(argv: list[str]) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def prepare(
@@ -38,7 +73,10 @@ def prepare(
 
     `busybox` must be a statically linked busybox (Debian: busybox-static), because its
     outputs run on an empty root filesystem. `runtime`: a directory from
-    testkit.closures.gather_python_runtime, linked in as the python3 packages' sources;
+    testkit.closures.gather_python_runtime, the python3 packages' sources: named in
+    runtime.json by its NAR hash and added to the store once (runtime_source), the way a
+    real catalog names nixpkgs in its flake.lock, so evaluating the catalog finds it in
+    the store instead of copying and hashing tens of MB of sources every time;
     `app_revision` changes the app<i> and pyapp<i> packages' code (an application update).
     """
     source = Path(busybox)
@@ -60,7 +98,7 @@ def prepare(
     shutil.copyfile(source, dest / "static" / "busybox")
     os.chmod(dest / "static" / "busybox", 0o555)
     if runtime is not None:
-        shutil.copytree(runtime, dest / "runtime", symlinks=True, dirs_exist_ok=True)
+        (dest / RUNTIME_FILE).write_text(json.dumps(runtime_source(runtime)) + "\n")
     if app_revision is not None:
         (dest / "app-revision").write_text(app_revision + "\n")
     return f"path:{dest.resolve()}"

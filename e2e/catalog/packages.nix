@@ -105,9 +105,14 @@ let
   # A runtime of real size and shape, when prepare() was given one (testkit/closures.py
   # gathers the host's python3): one store path per shared-library package, the
   # interpreter with its standard library, and PYAPPS small applications on it.
-  hasRuntime = builtins.pathExists ./runtime;
+  # The runtime's sources are not in this flake: runtime.json names a directory by its NAR
+  # hash (prepare() adds it to the store once), a locked input as nixpkgs is to a real
+  # catalog, so evaluation finds it in the store instead of copying and hashing it again.
+  hasRuntime = builtins.pathExists ./runtime.json;
+  runtimeInfo = builtins.fromJSON (builtins.readFile ./runtime.json);
+  runtimeSrc = builtins.fetchTree { type = "path"; inherit (runtimeInfo) path narHash; };
   runtimeLibs =
-    if hasRuntime then builtins.attrNames (builtins.readDir ./runtime/libs) else [ ];
+    if hasRuntime then builtins.attrNames (builtins.readDir "${runtimeSrc}/libs") else [ ];
   copyOf = pname: src: derivation {
     inherit system pname;
     version = "host";
@@ -116,8 +121,8 @@ let
     args = [ "-ec" "mkdir -p $out && cp -a ${src}/. $out/" ];
     PATH = "${busybox}/bin";
   };
-  libs = builtins.listToAttrs (map (n: { name = n; value = copyOf "rt-${n}" (./runtime/libs + "/${n}"); }) runtimeLibs);
-  pyVersion = builtins.replaceStrings [ "\n" ] [ "" ] (builtins.readFile ./runtime/python-version);
+  libs = builtins.listToAttrs (map (n: { name = n; value = copyOf "rt-${n}" "${runtimeSrc}/libs/${n}"; }) runtimeLibs);
+  pyVersion = builtins.replaceStrings [ "\n" ] [ "" ] (builtins.readFile "${runtimeSrc}/python-version");
   libPath = builtins.concatStringsSep ":" (map (n: "${libs.${n}}/lib") runtimeLibs);
   python3 = mkPackage {
     pname = "python3";
@@ -125,7 +130,7 @@ let
     description = "The host's python3 with its standard library and shared libraries";
     script = ''
       mkdir -p $out/bin
-      cp -a ${./runtime/python}/. $out/
+      cp -a ${runtimeSrc}/python/. $out/
       chmod u+w $out/bin
       printf '#!%s\nPYTHONHOME=%s exec %s --library-path %s %s "$@"\n' \
         ${busybox}/bin/sh $out ${libs.glibc}/lib/ld-linux-x86-64.so.2 ${libPath} \

@@ -38,18 +38,11 @@ def _fetch_and_verify_record(store_path: str, trust: Trust) -> None:
     store_root = trust.store_root
     try:
         with nix.credentials(trust.access, trust.substituters) as auth_options:
-            argv = [
-                "nix-store", *nix.base_options(), *nix.node_options(),
-                *nix.store_args(store_root),
-                *nix.substitution_options(
-                    trust.substituters, trust.trusted_keys,
-                    check_signatures=trust.check_signatures,
-                ),
-                *auth_options, "--realise", store_path,
-            ]  # fmt: skip
-            _, progress = nix.run_nix_with_log(
-                argv, what=f"fetching the record {store_path}", env=nix.node_env()
-            )
+            progress = nix.substitute(
+                [store_path], substituters=trust.substituters, trusted_keys=trust.trusted_keys,
+                check_signatures=trust.check_signatures, store_root=store_root,
+                extra=auth_options, what=f"fetching the record {store_path}",
+            )  # fmt: skip
     except NixError as e:
         raise TrustError(
             e.message,

@@ -55,19 +55,28 @@ def store_args(store_root: str | Path | None) -> list[str]:
 
 
 def substitution_options(
-    substituters: Sequence[str], trusted_keys: Sequence[str], *, check_signatures: bool = True
+    substituters: Sequence[str],
+    trusted_keys: Sequence[str],
+    *,
+    check_signatures: bool = True,
+    private_cache: bool = False,
 ) -> list[str]:
     """Use exactly these caches and keys, nothing from nix.conf, and no stale narinfo cache.
 
     Nix remembers narinfo lookups (missing ones for an hour by default) in ~/.cache; a path
-    pushed a minute ago must not look missing, so both TTLs are 0 here.
+    pushed a minute ago must not look missing, and one signed again since must not keep
+    its old signatures, so both TTLs are 0 here. The positive TTL also bounds Nix's
+    in-memory cache: at 0 one `nix-store --realise` asks for every narinfo five times
+    (serially, for the most part). `private_cache`: the call's ~/.cache is its own
+    (substitute() gives it a temporary XDG_CACHE_HOME), so found narinfos are kept for the
+    call and gone after it.
     """
     return [
         *option("substituters", " ".join(substituters)),
         *option("trusted-public-keys", " ".join(trusted_keys)),
         *option("require-sigs", "true" if check_signatures else "false"),
         *option("narinfo-cache-negative-ttl", "0"),
-        *option("narinfo-cache-positive-ttl", "0"),
+        *option("narinfo-cache-positive-ttl", "3600" if private_cache else "0"),
         *option("connect-timeout", "15"),
     ]
 
@@ -83,20 +92,82 @@ def credentials(access, substituters: Sequence[str]):
     return netrc_options(access, substituters)
 
 
-def node_options() -> list[str]:
+def node_options(*, substitution_jobs: int = 0) -> list[str]:
     """What every Nix call of a node's realization adds: the node never builds.
 
     max-jobs 0 and no builders make a derivation that reaches the node an error instead
     of a build (as root, possibly unsandboxed); no fallback to building when a
     substitution fails; no secret key files (Nix would trust their public halves).
+
+    `substitution_jobs`: for substitute() only. Nix 2.8 counts substitutions against
+    max-jobs (max-jobs 0 fetches one path at a time; max-substitution-jobs came later), so
+    that call raises max-jobs, and no derivation can reach it: substitute() takes plain
+    store paths only (nix-store --realise builds nothing else), and `system` names no
+    platform, so a derivation that got there anyway could not build on this machine.
     """
+    jobs = [*option("max-jobs", "0")]
+    if substitution_jobs:
+        jobs = [
+            *option("max-jobs", str(substitution_jobs)),
+            *option("system", "floxk-nodes-never-build"),
+            *option("extra-platforms", ""),
+        ]
     return [
-        *option("max-jobs", "0"),
+        *jobs,
         *option("builders", ""),
         *option("fallback", "false"),
         *option("secret-key-files", ""),
         *option("experimental-features", "nix-command"),
     ]
+
+
+# Paths one substitution call fetches at once (downloads and unpacks, as containerd pulls
+# an image's layers a few at a time).
+SUBSTITUTION_JOBS = 8
+# A store path as Nix names one: 32 characters of Nix's base32, a dash, a name of
+# [A-Za-z0-9+-._?=]. Anything else (a "drv!out" output syntax) is not substituted.
+_PLAIN_STORE_PATH = re.compile(r"/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+")
+
+
+def substitute(
+    paths: Sequence[str],
+    *,
+    substituters: Sequence[str],
+    trusted_keys: Sequence[str],
+    check_signatures: bool = True,
+    store_root: str | Path | None,
+    extra: Sequence[str] = (),
+    what: str,
+) -> str:
+    """Fetch `paths` and their closures from `substituters` into the store (Nix checks the
+    signatures of input-addressed paths; content-addressed ones: verified_closure()), up to
+    SUBSTITUTION_JOBS paths at once. Returns Nix's progress (stderr: copied_from() reads
+    it). `extra`: more options (a private cache's netrc). NixError when it fails; a
+    derivation or anything but a plain store path is refused before Nix runs: nodes never
+    build."""
+    import tempfile
+
+    for path in paths:
+        if not _PLAIN_STORE_PATH.fullmatch(path) or path.endswith(".drv"):
+            raise NixError(
+                f"{what} failed: {path} is not an output store path "
+                "(a derivation, or not a store path): nodes never build",
+                hint="lock and push the environment again (`floxk env push` uploads built outputs)",
+            )
+    with tempfile.TemporaryDirectory(prefix="floxk-nix-cache-") as cache:
+        env = node_env()
+        env["XDG_CACHE_HOME"] = cache  # narinfos Nix finds stay with this call
+        argv = [
+            "nix-store", *base_options(),
+            *node_options(substitution_jobs=SUBSTITUTION_JOBS), *store_args(store_root),
+            *substitution_options(
+                substituters, trusted_keys, check_signatures=check_signatures,
+                private_cache=True,
+            ),
+            *extra, "--realise", *paths,
+        ]  # fmt: skip
+        _, progress = run_nix_with_log(argv, what=what, env=env)
+    return progress
 
 
 def node_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -225,10 +296,16 @@ def _closure_from_db(paths: list[str], store_root: Path | None) -> list[str] | N
 
 
 def invalid_paths(paths: Iterable[str], *, store_root: Path | None) -> list[str]:
-    """The subset of `paths` that is not valid (present and registered) in the store."""
+    """The subset of `paths` that is not valid (present and registered) in the store.
+
+    Read from the store's database when it can (push and lock ask on every call), else
+    from `nix-store --check-validity`."""
     paths = list(paths)
     if not paths:
         return []
+    valid = _valid_in_db(sorted(set(paths)), store_root)
+    if valid is not None:
+        return [p for p in paths if p not in valid]
     out = run_nix(
         [
             "nix-store",
@@ -241,6 +318,23 @@ def invalid_paths(paths: Iterable[str], *, store_root: Path | None) -> list[str]
         what="checking store paths",
     )
     return [line for line in out.splitlines() if line]
+
+
+def _valid_in_db(paths: list[str], store_root: Path | None) -> set[str] | None:
+    """Which of `paths` have a row in the store's ValidPaths (what makes a path valid to
+    Nix); None when the database cannot be read."""
+    db = (store_root or Path("/")) / "nix" / "var" / "nix" / "db" / "db.sqlite"
+    if not all(is_store_path(p) for p in paths):
+        return None  # let Nix say what is wrong with it
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+            con.execute("PRAGMA busy_timeout = 5000")
+            rows = con.execute(
+                f"SELECT path FROM ValidPaths WHERE path IN ({','.join('?' * len(paths))})", paths
+            ).fetchall()
+    except sqlite3.Error:
+        return None
+    return {row[0] for row in rows}
 
 
 def gcroots_dir(store_root: Path | None) -> Path:
@@ -349,8 +443,13 @@ def _remote_signatures(path: str, substituters: Sequence[str], access=None) -> l
 def path_infos(
     paths: Sequence[str], *, store_root: str | Path | None, env: Mapping[str, str] | None = None
 ) -> dict[str, dict]:
-    """`nix path-info --json --sigs --recursive`: {path: info} for the closure of `paths`
-    (Nix < 2.19 prints a list of infos with a "path" key, later versions an object)."""
+    """{path: info} for the closure of `paths`: narHash, narSize, references, signatures,
+    what `nix path-info --json --sigs --recursive` prints. Read from the store's database
+    when it can (one Nix process fewer on every cold realization and record), else from
+    Nix (< 2.19 prints a list of infos with a "path" key, later versions an object)."""
+    found = _path_infos_from_db(sorted(set(paths)), store_root)
+    if found is not None:
+        return found
     out = run_nix(
         [
             "nix",
@@ -376,6 +475,52 @@ def path_infos(
     missing = set(paths) - set(infos)
     if missing:
         raise NixError(f"not in the store after substitution: {', '.join(sorted(missing))}")
+    return infos
+
+
+# The closure's ids, then each path's info and its references (Nix's schema since 1.x; hash
+# is "sha256:<base16>", sigs space-separated).
+_INFOS_SQL = (
+    _CLOSURE_SQL.replace("SELECT path FROM", "SELECT id, path, hash, narSize, sigs FROM"),
+    "SELECT Refs.referrer, ValidPaths.path FROM Refs JOIN ValidPaths"
+    " ON ValidPaths.id = Refs.reference WHERE Refs.referrer IN ({ids})",
+)
+
+
+def _path_infos_from_db(paths: list[str], store_root: str | Path | None) -> dict[str, dict] | None:
+    """path_infos() from the store's SQLite database (read-only); None when it cannot tell
+    (no database, a path not valid, an info without its NAR size): then Nix is asked."""
+    if not paths:
+        return {}
+    root = Path(store_root) if store_root is not None else Path("/")
+    db = root / "nix" / "var" / "nix" / "db" / "db.sqlite"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+            con.execute("PRAGMA busy_timeout = 5000")
+            with con:  # one read transaction: the infos and references agree
+                rows = con.execute(
+                    _INFOS_SQL[0].format(marks=",".join("?" * len(paths))), paths
+                ).fetchall()
+                ids = {row[0]: row[1] for row in rows}
+                refs = con.execute(
+                    _INFOS_SQL[1].format(ids=",".join("?" * len(ids))), list(ids)
+                ).fetchall()
+    except sqlite3.Error:
+        return None
+    infos: dict[str, dict] = {}
+    for _, path, nar_hash, nar_size, sigs in rows:
+        if not nar_hash or nar_size is None or not is_store_path(path):
+            return None
+        infos[path] = {
+            "path": path, "narHash": nar_hash, "narSize": nar_size, "references": [],
+            "signatures": (sigs or "").split(),
+        }  # fmt: skip
+    for referrer, reference in refs:
+        infos[ids[referrer]]["references"].append(reference)
+    if not set(paths) <= set(infos):
+        return None
+    for info in infos.values():
+        info["references"].sort()
     return infos
 
 

@@ -9,7 +9,8 @@
       realize.log             one line per substituted path, refused path and tree built
       records/, seen/         verified records and generations used (shim.core.hub)
 
-Nothing is built: Nix runs with max-jobs 0 and no nix.conf (shim.core.nix.node_options), and
+Nothing is built: Nix runs with no nix.conf and no way to build (shim.core.nix.node_options;
+substitution takes plain output paths only, shim.core.nix.substitute), and
 after substitution every path of the closure, content-addressed or not, must carry a
 signature by a trusted key (shim.core.nix.verified_closure) before a tree is built from it.
 
@@ -282,8 +283,8 @@ def _substitute(
     digest: str,
     access=None,
 ) -> set[str]:
-    """Fetch the closure of `paths` into the store from the substituters (Nix checks the
-    signatures of input-addressed paths); the paths it copied in."""
+    """Fetch the closure of `paths` into the store from the substituters (shim.core.nix.
+    substitute); the paths it copied in."""
     if not paths:
         return set()
     from shim.core import nix
@@ -292,23 +293,15 @@ def _substitute(
         os.makedirs(store_root, exist_ok=True)
     try:
         with nix.credentials(access, substituters) as auth_options:
-            argv = [
-                "nix-store",
-                *nix.base_options(),
-                *nix.node_options(),
-                *nix.store_args(store_root),
-                *nix.substitution_options(
-                    substituters, trusted_keys, check_signatures=check_signatures
-                ),
-                *auth_options,
-                "--realise",
-                *paths,
-            ]
-            _, progress = nix.run_nix_with_log(
-                argv,
+            progress = nix.substitute(
+                paths,
+                substituters=substituters,
+                trusted_keys=trusted_keys,
+                check_signatures=check_signatures,
+                store_root=store_root,
+                extra=auth_options,
                 what="fetching the environment's closure from "
                 f"{', '.join(substituters) or '(none)'}",
-                env=nix.node_env(),
             )
     except NixError as e:
         raise RealizeError(e.message, hint=_why_not_substituted(e.message)) from None
@@ -352,7 +345,11 @@ def _why_not_substituted(output: str) -> str:
             "a cache has the path but not signed by a trusted key: check trusted_public_keys "
             "and that the environment was pushed with --signing-key"
         )
-    if "unable to start any build" in output or "--max-jobs" in output:
+    if any(
+        sign in output
+        for sign in ("unable to start any build", "--max-jobs", "is required to build",
+                     "nodes never build")
+    ):  # fmt: skip
         return (
             "the lock names something only a build can make, and nodes never build: "
             "lock and push the environment again (`floxk env push` uploads built outputs)"

@@ -68,6 +68,40 @@ def test_lock_other_systems_are_evaluated_not_built(tmp_path, catalog_flake):
     assert any(other in w for w in result.warnings)
 
 
+def test_each_flake_is_evaluated_once_for_every_package_and_system(
+    tmp_path, catalog_flake, monkeypatch
+):
+    """Catalog and flake packages of one flake, for two systems: one `nix eval` (a catalog
+    like nixpkgs is parsed once), the same lock entries as separate evaluations gave."""
+    from shim.core import nix
+
+    other = "aarch64-linux" if current_system() != "aarch64-linux" else "x86_64-linux"
+    catalog = f"path:{catalog_flake}"
+    text = HELLO + f'web.pkg-path = "web"\nhi.flake = "{catalog}#greeting"\n'
+    evaluations = []
+    real = nix.run_nix
+
+    def counting(argv, **kw):
+        if "eval" in argv:
+            evaluations.append(argv)
+        return real(argv, **kw)
+
+    monkeypatch.setattr(nix, "run_nix", counting)
+    result = lock_environment(
+        write_env(tmp_path, text), catalog=catalog, systems=[current_system(), other]
+    )
+    assert len(evaluations) == 1
+    got = {(p.install_id, p.system): p.raw.get("attr_path") for p in result.lock.packages}
+    assert got == {
+        (i, s): path
+        for s in (current_system(), other)
+        for i, path in (("hello", "hello"), ("web", "web"), ("hi", None))
+    }
+    hi = result.lock.packages_for(current_system())
+    (hi,) = [p for p in hi if p.install_id == "hi"]
+    assert hi.raw["locked-flake-attr-path"] == f"packages.{current_system()}.greeting"
+
+
 def test_flake_and_store_path_descriptors(tmp_path, catalog_flake):
     catalog = lock_environment(write_env(tmp_path, HELLO, "c"), catalog=f"path:{catalog_flake}")
     hello_out = catalog.lock.packages[0].outputs["out"]

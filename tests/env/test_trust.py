@@ -18,7 +18,7 @@ import pytest
 from floxk.cli import main as floxk_main
 from shim.core import hub, nix
 from shim.core.annotations import EnvRef
-from shim.core.errors import LockError, RealizeError, TrustError
+from shim.core.errors import LockError, NixError, RealizeError, TrustError
 from shim.core.lockfile import load_lock, lock_from_dict
 from shim.core.model import current_system
 from shim.core.node import NodeConfig, Policy
@@ -234,7 +234,8 @@ def test_lock_naming_a_drv_or_a_non_store_path_is_refused_when_parsed(tmp_path):
 
 
 def test_the_node_never_builds_even_a_drv_it_is_handed(tmp_path, signed_cache):
-    """Behind the lock parser: substitution itself runs with max-jobs 0 and no builders."""
+    """Behind the lock parser: substitution itself refuses derivations (and Nix could not
+    build one: see the next test)."""
     drv, output = _unsigned_drv(tmp_path, signed_cache.root)
     store = tmp_path / "store"
     with pytest.raises(RealizeError, match="nodes never build"):
@@ -243,6 +244,61 @@ def test_the_node_never_builds_even_a_drv_it_is_handed(tmp_path, signed_cache):
             check_signatures=True, store_root=store, state_dir=tmp_path / "state", digest="x",
         )  # fmt: skip
     assert nix.invalid_paths([output], store_root=store) == [output]
+
+
+def test_the_parallel_substitution_cannot_build_either(tmp_path, signed_cache):
+    """substitute() raises max-jobs (Nix 2.8 fetches one path at a time under max-jobs 0):
+    a derivation, or a derivation's output in Nix's `drv!out` syntax, never reaches Nix;
+    and handed to Nix with the same options anyway, Nix cannot build it on this machine."""
+    drv, output = _unsigned_drv(tmp_path, signed_cache.root)
+    store = tmp_path / "store"
+    for handed in (drv, f"{drv}!out", f"{output}/../{drv.rsplit('/', 1)[1]}"):
+        with pytest.raises(NixError, match="nodes never build"):
+            nix.substitute(
+                [handed], substituters=[signed_cache.url],
+                trusted_keys=[signed_cache.public_key], store_root=store, what="substituting",
+            )  # fmt: skip
+    proc = subprocess.run(
+        ["nix-store", *nix.base_options(),
+         *nix.node_options(substitution_jobs=nix.SUBSTITUTION_JOBS), "--store", str(store),
+         *nix.substitution_options([signed_cache.url], [signed_cache.public_key]),
+         "--realise", drv],
+        env=nix.node_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "is required to build" in proc.stderr, proc.stderr
+    assert nix.invalid_paths([output], store_root=store) == [output]
+
+
+def test_path_infos_read_from_the_store_database_are_what_nix_says(
+    tmp_path, publish_env, signed_cache, monkeypatch
+):
+    """verified_closure() checks the infos path_infos() reads from the store's database
+    (one Nix process fewer): the same paths, hashes, sizes, references and signatures
+    `nix path-info` gives."""
+    import base64
+
+    ref = publish_env("db-infos", 'version = 1\n[install]\nhello.pkg-path = "hello"\n')
+    store = tmp_path / "store"
+    env = realize(
+        hub.peek(ref, [signed_cache.url]).lock, system=current_system(),
+        substituters=[signed_cache.url], trusted_keys=[signed_cache.public_key],
+        store_root=store, state_dir=tmp_path / "state",
+    )  # fmt: skip
+    paths = env.activation["packages"]
+    from_db = nix._path_infos_from_db(sorted(paths), store)
+    monkeypatch.setattr(nix, "_path_infos_from_db", lambda *a: None)
+    from_nix = nix.path_infos(paths, store_root=store)
+    assert from_db is not None
+    assert sorted(from_db) == sorted(from_nix) == env.activation["closure"]
+    for path, info in from_nix.items():
+        mine = from_db[path]
+        algo, _, b64 = info["narHash"].partition("-")
+        assert mine["narHash"] == f"{algo}:{base64.b64decode(b64).hex()}"
+        assert mine["narSize"] == info["narSize"]
+        assert mine["references"] == sorted(info["references"])
+        assert sorted(mine["signatures"]) == sorted(info.get("signatures") or [])
+        assert mine["signatures"], "every path of a pushed environment is signed"
 
 
 def test_host_nix_conf_cannot_widen_trust(tmp_path, signed_cache, monkeypatch):
