@@ -104,6 +104,18 @@ def test_a_served_create_rewrites_the_spec_as_the_python_side_does(node, running
     assert not list(Path(server.server_dir(node["state"])).glob("reply.*"))
 
 
+def test_the_warm_worker_serves_again_after_a_quiet_second(node, running):
+    """The second create goes to the worker the first one left waiting, after the
+    server's once-a-second housekeeping ran in between."""
+    before = served(node)
+    assert create(node, "acme/hello")[0] == 0
+    time.sleep(1.5)
+    code, err, spec, _ = create(node, "acme/hello")
+    assert code == 0, err
+    assert served(node) == before + 2 and _env(spec)["COLOR"] == "blue"
+    assert running.poll() is None
+
+
 def test_a_refusal_is_logged_for_runc_and_printed(node, running):
     code, err, spec, log = create(node, "acme/absent")
     assert code == 1
@@ -122,8 +134,28 @@ def test_changed_code_falls_back_to_python_and_the_server_leaves(node, running):
     assert code == 0, err
     assert served(node) == before  # the Python side created it
     assert _env(spec)["FLOX_ENV"] == "/run/floxk/env"
-    running.wait(timeout=15)
+    assert running.wait(timeout=15) == 0  # it left as it should, not by an error
     assert server.running(node["state"]) is None
+
+
+def _start_front(node, ref="acme/plain", *, wait=True):
+    cid = f"app-{uuid.uuid4().hex[:8]}"
+    annotations = {
+        "flox.dev/environment": ref,
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.container-name": "app",
+    }
+    bundle = make_bundle(node["tmp"] / cid, ["hello"], annotations=annotations)
+    front = subprocess.Popen(
+        [str(node["front"]), "create", "--bundle", str(bundle), cid], env=node["env"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    reply = Path(server.server_dir(node["state"])) / f"reply.{front.pid}"
+    deadline = time.monotonic() + 10
+    while wait and not reply.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert reply.exists() or not wait
+    return front, reply, bundle
 
 
 def test_a_killed_child_fails_the_create_without_python_running_on_it(node, running):
@@ -132,29 +164,62 @@ def test_a_killed_child_fails_the_create_without_python_running_on_it(node, runn
     import signal
 
     # The server is paused, so the request waits in its FIFO; the test then plays a child
-    # that dies without answering (it opens the front's reply FIFO and closes it).
+    # that dies without answering: it holds the server's `alive` FIFO as a child does
+    # (inherited from the server), opens the front's reply FIFO and unlinks it (as a
+    # child does), then closes both.
     os.kill(running.pid, signal.SIGSTOP)
-    proc_env = node["env"]
-    cid = f"app-{uuid.uuid4().hex[:8]}"
-    annotations = {
-        "flox.dev/environment": "acme/plain",
-        "io.kubernetes.cri.container-type": "container",
-        "io.kubernetes.cri.container-name": "app",
-    }
-    bundle = make_bundle(node["tmp"] / cid, ["hello"], annotations=annotations)
-    front = subprocess.Popen(
-        [str(node["front"]), "create", "--bundle", str(bundle), cid], env=proc_env,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    reply = Path(server.server_dir(node["state"])) / f"reply.{front.pid}"
-    deadline = time.monotonic() + 10
-    while not reply.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert reply.exists()
+    alive = os.open(Path(server.server_dir(node["state"])) / server.ALIVE, os.O_RDWR)
+    front, reply, _ = _start_front(node)
     os.kill(running.pid, signal.SIGKILL)
+    running.wait(timeout=10)
     fd = os.open(reply, os.O_WRONLY)
+    reply.unlink()
     os.close(fd)
+    os.close(alive)
     _, err = front.communicate(timeout=30)
     assert front.returncode == 1
     assert "ended without an answer" in err
+
+
+def test_a_server_killed_with_a_request_queued_falls_back_to_python(node, running):
+    """kill -9 of the server while a create waits in its FIFO: the create does not hang,
+    the Python side runs it (the spec was untouched: no child took the request)."""
+    import signal
+
+    assert create(node, "acme/plain")[0] == 0  # served: a warm worker now waits for more
+    os.kill(running.pid, signal.SIGSTOP)  # the request stays queued
+    before = served(node)
+    front, reply, bundle = _start_front(node, "acme/hello")
+    time.sleep(0.3)
+    assert front.poll() is None  # waiting for the (stopped) server
+    os.kill(running.pid, signal.SIGKILL)
     running.wait(timeout=10)
+    _, err = front.communicate(timeout=30)
+    assert front.returncode == 0, err
+    spec = json.loads((bundle / "config.json").read_text())
+    assert _env(spec)["COLOR"] == "blue" and _env(spec)["FLOX_ENV"] == "/run/floxk/env"
+    assert served(node) == before  # the Python side created it
+    assert not reply.exists()
+
+
+def test_a_server_killed_while_its_child_works_still_answers(node, running):
+    """kill -9 of the server after it forked the child: the child answers (ok), the
+    watcher does not also answer, and the spec is rewritten once."""
+    import signal
+
+    before = served(node)
+    # A slow hub record read would be needed to kill the server mid-child reliably; a
+    # burst of creates with the server killed right after the first is taken does it.
+    fronts = [_start_front(node, "acme/hello", wait=False) for _ in range(3)]
+    time.sleep(0.01)
+    os.kill(running.pid, signal.SIGKILL)
+    running.wait(timeout=10)
+    for front, _, bundle in fronts:
+        _, err = front.communicate(timeout=30)
+        assert front.returncode == 0, err
+        spec = json.loads((bundle / "config.json").read_text())
+        assert _env(spec)["FLOX_ENV"] == "/run/floxk/env"
+        # Rewritten once: one /run/floxk/env mount, the hook not wrapped twice.
+        assert [m["destination"] for m in spec["mounts"]].count("/run/floxk/env") == 1
+        assert spec["process"]["args"].count("/run/floxk/env/bin/sh") == 1
+    assert served(node) >= before  # some were served, the rest fell back
