@@ -102,30 +102,29 @@ alive() {{
 }}
 """
 
-# A flox app create through the server: the answer comes on a FIFO of this front's own
-# ($$), which only the server's owner can open; `ok` -> exec the real runc (this front's, never
-# a path from the answer), `fail MSG` (already in runc's log) -> exit 1, `fallback` -> the
-# Python side. No answer (the child died) fails the create: config.json may already be
-# rewritten, so the Python side must not run on it.
-# A request the server never took (killed with SIGKILL, or it left right after the check)
-# must not leave the create waiting: a watcher (a subshell, no exec) reads the server's
-# `alive` FIFO, which only the server and its create children hold open for writing, so
-# it sees EOF once none of them is left; with no child working on this request, the
-# Python side takes it (`fallback`; the rare path, so rm may exec). fd 3 (read-write) makes the read-only open return at
-# once, even with no server left; closing it leaves the server's ends as the only writers.
-_SERVER_CLIENT = """  if [ "$found" ] && alive && mkfifo -m 600 "$srv/reply.$$" 2>/dev/null; then
-    printf 'create %s %s\\n' $$ $# 2>/dev/null 1<>"$srv/requests"
-    { exec 3<>"$srv/alive" 4<"$srv/alive" 3>&-; read -r _ <&4
-      [ -p "$srv/reply.$$" ] && [ -d "/proc/$$" ] &&
-        { rm -f "$srv/reply.$$"; echo fallback; } >"$srv/reply.$$"
-    } </dev/null >/dev/null 2>&1 &
-    watch=$!
-    st= msg=
-    { read -r st msg; } <"$srv/reply.$$"
-    kill "$watch" 2>/dev/null
-    case $st in
+# A flox app create through the server: the answer comes on a pipe of this front's own,
+# the stdout of a waiter subshell (no exec, no FIFO to make) that sends the request with
+# its own pid; the worker taking it opens the pipe through /proc/<waiter>/fd/9 (a copy of
+# that stdout: fd 1 itself is the requests FIFO while printf writes; only the server's
+# owner can open it) and kills the waiter, so its answer, or EOF if it dies, is what the
+# front reads. `ok` -> exec the real runc (this front's, never a path from the answer),
+# `fail MSG` (already in runc's log) -> exit 1, `fallback` -> the Python side. No answer
+# (the worker died) fails the create: config.json may already be rewritten, so the Python
+# side must not run on it.
+# A request no worker took (the server killed with SIGKILL, or leaving right after the
+# check) must not leave the create waiting: the waiter blocks reading the server's
+# `alive` FIFO, which only the server and its workers hold open for writing, so it sees
+# EOF once none of them is left and answers `fallback` itself. Its fd 3 (read-write)
+# makes the read-only open return at once, even with no server left; closing it leaves
+# the server's ends as the only writers.
+_SERVER_CLIENT = """  if [ "$found" ] && alive; then
+    reply=$(exec 2>/dev/null 9>&1 3<>"$srv/alive" 4<"$srv/alive" 3>&-
+      read -r me _ </proc/self/stat
+      printf 'create %s %s %s\\n' $$ $# "$me" 1<>"$srv/requests"
+      read -r _ <&4; echo fallback)
+    case $reply in
       ok) exec {runc} "$@" ;;
-      fail) printf '%s\\n' "$msg" >&2; exit 1 ;;
+      fail\\ *) printf '%s\\n' "${reply#fail }" >&2; exit 1 ;;
       fallback) ;;
       *) echo "floxk: the node's create server ended without an answer (see the node log)" >&2
         exit 1 ;;

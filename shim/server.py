@@ -7,7 +7,9 @@ it costs ~15 ms of CPU per container, serialized on a loaded node. The sandbox's
 no server runs on the node, it stays as the server. From then on
 
 - the floxk-runc sh front (shim/front.py) sends each flox app create to the server
-  instead of starting Python, and waits for the answer on a FIFO of its own;
+  instead of starting Python, and waits for the answer on a pipe of its own: the stdout
+  of a waiter subshell, which the worker opens through /proc/<waiter>/fd/9 (no FIFO to
+  make: mkfifo would be one more exec per create);
 - the server hands each request to a warm worker, a fork of itself (modules already
   imported: no interpreter start, no imports) that answers creates one at a time and is
   kept for the next (a fresh fork pays for copying the pages it touches, ~3 ms; a warm one
@@ -22,13 +24,14 @@ tree as the Python side does, so a moving `latest`, a tree removed by GC or a ch
 node.toml give the same result either way. The server is only a way of running that code.
 
 Where it lives: state_dir/server/ (mode 0700, owned by the user floxk runs as):
-  requests  FIFO (0600): one line per request, `create PID ARGC` or `prefetch BUNDLE`
+  requests  FIFO (0600): one line per request, `create PID ARGC WAITER` (the front, its
+            argument count, its waiter subshell) or `prefetch BUNDLE`
   alive     FIFO (0600), new for each server: only the server and its create workers
-            hold it open for writing, so a front's watcher reading it sees EOF once none
+            hold it open for writing, so a front's waiter reading it sees EOF once none
             of them is left (a request nobody will answer: the front falls back)
   pid       `PID STARTTIME` of the live server (written once its FIFOs are open)
-  reply.PID FIFO (0600) created by the waiting front PID; the worker opens it, unlinks it,
-            answers, closes it
+  reply.PID FIFO (0600) of a front rendered before the waiter's pipe (`create PID ARGC`,
+            during an upgrade): the worker opens it, unlinks it, answers, closes it
   lock      flock held by the live server: one per state dir
 
 Trust: only the owner of state_dir/server can write a request or a reply, and both
@@ -44,7 +47,7 @@ without requests, when its code changes (an upgrade: the next prefetch starts th
 or when its directory goes; it removes its pid file first and still serves what arrives
 within DRAIN_SECONDS. A request sent to a server that is killed (SIGKILL) before a worker
 took it, or that left right after the front looked, is not lost either: the front's
-watcher sees the `alive` FIFO's writers gone and answers `fallback` itself (the Python side
+waiter sees the `alive` FIFO's writers gone and answers `fallback` itself (the Python side
 runs it). A worker that had taken it still answers, or fails the create if it dies.
 
 Standard library only (runs on nodes).
@@ -68,6 +71,7 @@ REPLY_PREFIX = "reply."
 IDLE_SECONDS = 300.0
 DRAIN_SECONDS = 1.0
 REPLY_WAIT_SECONDS = 5.0  # how long a child waits for its front to open the reply FIFO
+WAITER_FD = 9  # the front's waiter keeps its stdout (the front's answer pipe) there too
 IDLE_WORKERS = 2  # warm create workers kept waiting for the next request
 WORKER_REQUESTS = 500  # then a worker leaves and a fresh fork takes its place
 
@@ -319,12 +323,12 @@ class _Server:
     def _dispatch(self, line: str) -> None:
         kind, _, rest = line.partition(" ")
         if kind == "create":
-            pid, _, argc = rest.partition(" ")
-            if not (pid.isdigit() and argc.isdigit()):
+            fields = rest.split(" ")
+            if not (2 <= len(fields) <= 3 and all(f.isdigit() for f in fields)):
                 return
             worker = self.spare.pop() if self.spare else self._spawn_worker()
             try:
-                os.write(worker.to, f"{pid} {argc}\n".encode())
+                os.write(worker.to, f"{rest}\n".encode())
             except OSError:  # it just left: a fresh one takes this request
                 os.close(worker.to)
                 os.close(worker.done)
@@ -361,13 +365,15 @@ class _Server:
                     return  # the server closed it (leaving) or died
                 buffered += chunk
             line, _, buffered = buffered.partition(b"\n")
-            front, _, argc = line.decode().partition(" ")
             try:
-                self._create(int(front), int(argc))
+                self._create(*(int(f) for f in line.split(b" ")))
             except Exception as e:  # this front fails (no answer); the worker goes on
                 _note(self.node, f"create server worker: {type(e).__name__}: {e}")
             os.chdir("/")
-            os.write(done, b".")
+            try:
+                os.write(done, b".")
+            except OSError:
+                return  # the server is gone: so is the reason to wait for more
 
     def _fork(self, work, *, answers: bool) -> int:
         """Run `work` in a child. `answers`: it answers fronts, so it keeps the `alive`
@@ -393,8 +399,11 @@ class _Server:
         finally:
             os._exit(code)
 
-    def _create(self, front: int, argc: int) -> None:
-        reply = _open_reply(os.path.join(self.dir, f"{REPLY_PREFIX}{front}"))
+    def _create(self, front: int, argc: int, waiter: int | None = None) -> None:
+        if waiter is not None:
+            reply = _take_pipe(front, waiter)
+        else:  # a front rendered before the waiter's pipe (an upgrade in progress)
+            reply = _open_reply(os.path.join(self.dir, f"{REPLY_PREFIX}{front}"))
         if reply is None:
             return  # the front is gone
         with os.fdopen(reply, "w") as out:
@@ -453,6 +462,62 @@ def _node_config_of(environ: list[bytes]) -> str | None:
 
 class _ReplyTimeout(Exception):
     pass
+
+
+def _take_pipe(front: int, waiter: int) -> int | None:
+    """The write end of the pipe front `front` reads its answer from: the stdout of its
+    `waiter` (a subshell of it, blocked on the `alive` FIFO), opened through /proc (its copy
+    on WAITER_FD: fd 1 is the requests FIFO while it sends the request); then the waiter is
+    killed (_quiet_kill), so this worker holds the only write end: the front reads our
+    answer, or EOF if we die. None when `waiter` is not such a child of `front`."""
+    import signal
+
+    pidfd = -1
+    try:
+        if hasattr(os, "pidfd_open"):
+            pidfd = os.pidfd_open(waiter)  # the kill below reaches this process, no other
+        st = os.stat(f"/proc/{waiter}")
+        with open(f"/proc/{waiter}/stat", "rb") as f:
+            ppid = f.read().rpartition(b")")[2].split()[1]
+        if st.st_uid != os.geteuid() or ppid != str(front).encode():
+            return None
+        fd = os.open(f"/proc/{waiter}/fd/{WAITER_FD}", os.O_WRONLY | os.O_CLOEXEC)
+    except (OSError, IndexError):
+        if pidfd >= 0:
+            os.close(pidfd)
+        return None
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        how = _quiet_kill(waiter)
+        if pidfd >= 0:
+            signal.pidfd_send_signal(pidfd, how)
+        else:
+            os.kill(waiter, how)
+    except OSError:
+        pass  # it is gone already
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+    return fd
+
+
+def _quiet_kill(waiter: int) -> int:
+    """SIGPIPE, the one death sh does not report on the front's stderr (runc's, which
+    containerd logs) -- unless the waiter ignores it (inherited): then SIGKILL."""
+    import signal
+
+    try:
+        with open(f"/proc/{waiter}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"SigIgn:"):
+                    if int(line.split()[1], 16) & (1 << (signal.SIGPIPE - 1)):
+                        return signal.SIGKILL
+                    break
+    except (OSError, ValueError, IndexError):
+        return signal.SIGKILL
+    return signal.SIGPIPE
 
 
 def _reply_timeout(signum, frame) -> None:

@@ -48,7 +48,7 @@ def node(tmp_path_factory):
     server.stop(state)
 
 
-def create(node, ref, *, name="app"):
+def create(node, ref, *, name="app", restore_signals=True):
     cid = f"{name}-{uuid.uuid4().hex[:8]}"
     annotations = {
         "flox.dev/environment": ref,
@@ -61,6 +61,7 @@ def create(node, ref, *, name="app"):
         [str(node["front"]), "--log", str(log), "--log-format", "json", "create", "--bundle",
          str(bundle), cid],
         env=node["env"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        restore_signals=restore_signals,
     )  # fmt: skip
     spec = json.loads((bundle / "config.json").read_text())
     return r.returncode, r.stderr, spec, log
@@ -95,6 +96,7 @@ def test_a_served_create_rewrites_the_spec_as_the_python_side_does(node, running
     before = served(node)
     code, err, spec, _ = create(node, "acme/hello")
     assert code == 0, err
+    assert err == ""  # nothing of the hand-off reaches runc's stderr (containerd's log)
     assert served(node) == before + 1
     env = _env(spec)
     assert env["COLOR"] == "blue" and env["FLOX_ENV"] == "/run/floxk/env"
@@ -102,6 +104,16 @@ def test_a_served_create_rewrites_the_spec_as_the_python_side_does(node, running
     assert {m["destination"] for m in spec["mounts"]} >= {"/nix/store", "/run/floxk/env"}
     assert spec["process"]["args"][:2] == ["/run/floxk/env/bin/sh", "-c"]  # the hook
     assert not list(Path(server.server_dir(node["state"])).glob("reply.*"))
+
+
+def test_a_front_that_ignores_sigpipe_is_still_answered(node, running):
+    """The worker ends the front's waiter with SIGPIPE (sh reports no such death); a
+    front started with SIGPIPE ignored (as Python leaves it without restore_signals)
+    gets SIGKILL instead: the create must still be answered, not wait."""
+    before = served(node)
+    code, err, spec, _ = create(node, "acme/hello", restore_signals=False)
+    assert code == 0, err
+    assert served(node) == before + 1 and _env(spec)["COLOR"] == "blue"
 
 
 def test_the_warm_worker_serves_again_after_a_quiet_second(node, running):
@@ -150,12 +162,21 @@ def _start_front(node, ref="acme/plain", *, wait=True):
         [str(node["front"]), "create", "--bundle", str(bundle), cid], env=node["env"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    reply = Path(server.server_dir(node["state"])) / f"reply.{front.pid}"
+    # The front's waiter: the subshell whose stdout the answer comes on.
+    children = Path(f"/proc/{front.pid}/task/{front.pid}/children")
     deadline = time.monotonic() + 10
-    while wait and not reply.exists() and time.monotonic() < deadline:
+    waiter = None
+    alive = os.path.join(server.server_dir(node["state"]), server.ALIVE)
+    while wait and waiter is None and time.monotonic() < deadline:
+        for child in children.read_text().split() if children.exists() else []:
+            try:  # not the grep before it: the one reading the `alive` FIFO on fd 4
+                if os.readlink(f"/proc/{child}/fd/4") == alive:
+                    waiter = int(child)
+            except OSError:
+                pass
         time.sleep(0.02)
-    assert reply.exists() or not wait
-    return front, reply, bundle
+    assert waiter is not None or not wait
+    return front, waiter, bundle
 
 
 def test_a_killed_child_fails_the_create_without_python_running_on_it(node, running):
@@ -164,16 +185,17 @@ def test_a_killed_child_fails_the_create_without_python_running_on_it(node, runn
     import signal
 
     # The server is paused, so the request waits in its FIFO; the test then plays a child
-    # that dies without answering: it holds the server's `alive` FIFO as a child does
-    # (inherited from the server), opens the front's reply FIFO and unlinks it (as a
-    # child does), then closes both.
+    # that dies without answering: it holds the server's `alive` FIFO as a worker does
+    # (inherited from the server), takes the front's pipe from its waiter as a worker
+    # does (opens /proc/<waiter>/fd/1, kills the waiter), then closes both.
     os.kill(running.pid, signal.SIGSTOP)
     alive = os.open(Path(server.server_dir(node["state"])) / server.ALIVE, os.O_RDWR)
-    front, reply, _ = _start_front(node)
+    front, waiter, _ = _start_front(node)
+    time.sleep(0.2)  # the waiter has sent its request
     os.kill(running.pid, signal.SIGKILL)
     running.wait(timeout=10)
-    fd = os.open(reply, os.O_WRONLY)
-    reply.unlink()
+    fd = server._take_pipe(front.pid, waiter)
+    assert fd is not None
     os.close(fd)
     os.close(alive)
     _, err = front.communicate(timeout=30)
@@ -189,7 +211,7 @@ def test_a_server_killed_with_a_request_queued_falls_back_to_python(node, runnin
     assert create(node, "acme/plain")[0] == 0  # served: a warm worker now waits for more
     os.kill(running.pid, signal.SIGSTOP)  # the request stays queued
     before = served(node)
-    front, reply, bundle = _start_front(node, "acme/hello")
+    front, waiter, bundle = _start_front(node, "acme/hello")
     time.sleep(0.3)
     assert front.poll() is None  # waiting for the (stopped) server
     os.kill(running.pid, signal.SIGKILL)
@@ -199,7 +221,7 @@ def test_a_server_killed_with_a_request_queued_falls_back_to_python(node, runnin
     spec = json.loads((bundle / "config.json").read_text())
     assert _env(spec)["COLOR"] == "blue" and _env(spec)["FLOX_ENV"] == "/run/floxk/env"
     assert served(node) == before  # the Python side created it
-    assert not reply.exists()
+    assert not Path(f"/proc/{waiter}").exists()  # the waiter answered and left
 
 
 def test_a_server_killed_while_its_child_works_still_answers(node, running):
