@@ -338,7 +338,7 @@ class _Server:
         elif kind == "prefetch" and rest.startswith("/"):
             self._fork(lambda: _prefetch(rest, self.node), answers=False)
 
-    def _spawn_worker(self) -> _Worker | None:
+    def _spawn_worker(self) -> _Worker:
         """A create worker: a fork of the server that answers creates one at a time, each
         request on its pipe, `done` on the other. Kept for the next ones: a fork's first
         request pays for copying the pages it touches, later ones find them copied."""
@@ -358,7 +358,7 @@ class _Server:
         for fd in server_ends:
             os.close(fd)
         buffered = b""
-        for _ in range(WORKER_REQUESTS):
+        for served in range(1, WORKER_REQUESTS + 1):
             while b"\n" not in buffered:
                 chunk = os.read(requests, 4096)
                 if not chunk:
@@ -370,6 +370,8 @@ class _Server:
             except Exception as e:  # this front fails (no answer); the worker goes on
                 _note(self.node, f"create server worker: {type(e).__name__}: {e}")
             os.chdir("/")
+            if served == WORKER_REQUESTS:
+                return  # leaving: EOF rather than `.`, or the server would send it more
             try:
                 os.write(done, b".")
             except OSError:

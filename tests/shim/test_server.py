@@ -37,6 +37,13 @@ def node(tmp_path_factory):
     )  # fmt: skip
     code = tmp / "code"
     shutil.copytree(REPO / "shim", code / "shim", ignore=shutil.ignore_patterns("__pycache__"))
+    # Workers leave after 2 creates here, so every test also crosses a worker's turnover.
+    source = code / "shim" / "server.py"
+    text = source.read_text()
+    assert f"WORKER_REQUESTS = {server.WORKER_REQUESTS}" in text
+    source.write_text(
+        text.replace(f"WORKER_REQUESTS = {server.WORKER_REQUESTS}", "WORKER_REQUESTS = 2")
+    )
     front = write_front(
         tmp / "bin" / "floxk-runc", "/bin/true", python_argv(path=code),
         server.server_dir(state),
@@ -104,6 +111,21 @@ def test_a_served_create_rewrites_the_spec_as_the_python_side_does(node, running
     assert {m["destination"] for m in spec["mounts"]} >= {"/nix/store", "/run/floxk/env"}
     assert spec["process"]["args"][:2] == ["/run/floxk/env/bin/sh", "-c"]  # the hook
     assert not list(Path(server.server_dir(node["state"])).glob("reply.*"))
+
+
+def test_creates_go_on_across_workers_leaving(node, running):
+    """A worker leaves after WORKER_REQUESTS creates (2 in this copy): the server must
+    never hand a request to one that is leaving (its front would wait forever). Bursts
+    of creates at once, so requests arrive while workers leave."""
+    before = served(node)
+    for _ in range(3):
+        fronts = [_start_front(node, "acme/hello", wait=False) for _ in range(6)]
+        for front, _, bundle in fronts:
+            _, err = front.communicate(timeout=30)
+            assert front.returncode == 0, err
+            assert _env(json.loads((bundle / "config.json").read_text()))["COLOR"] == "blue"
+    assert served(node) == before + 18
+    assert running.poll() is None
 
 
 def test_a_front_that_ignores_sigpipe_is_still_answered(node, running):
