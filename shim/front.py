@@ -95,7 +95,8 @@ exec {runc} "$@"
 # output is containerd's bootstrap answer).
 _SERVER_ALIVE = """srv={server_dir}
 alive() {{
-  [ -O "$srv" ] && [ -p "$srv/requests" ] && [ -p "$srv/alive" ] && read -r _pid _start 2>/dev/null <"$srv/pid" &&
+  [ -O "$srv" ] && [ -p "$srv/requests" ] && [ -p "$srv/alive" ] &&
+    read -r _pid _start 2>/dev/null <"$srv/pid" &&
     read -r _stat 2>/dev/null <"/proc/$_pid/stat" || return 1
   set -- $_stat
   [ "${{22}}" = "$_start" ]
@@ -120,7 +121,7 @@ alive() {{
 _SERVER_CLIENT = """  if [ "$found" ] && alive; then
     reply=$(exec 2>/dev/null 9>&1 3<>"$srv/alive" 4<"$srv/alive" 3>&-
       read -r me _ </proc/self/stat
-      printf 'create %s %s %s\\n' $$ $# "$me" 1<>"$srv/requests"
+      printf 'create %s %s %s\\n' $$ $# "$me" 1<>"$srv/requests" || { echo fallback; exit; }
       read -r _ <&4; echo fallback)
     case $reply in
       ok) exec {runc} "$@" ;;
