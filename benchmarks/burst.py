@@ -12,6 +12,7 @@ For each level N, interleaved per round:
   warm   N flox pods on the environment realized at setup (the figure: warm / image,
          target <= 1.10);
 The environment is the python3 runtime of the test catalog with pyapp0 and busybox.
+--warm-only leaves the cold kind out (figure d alone, quicker).
 Total time = until the last of the N containers runs. After each cold burst, realize.log
 must show exactly one substitution per store path and one tree built.
 """
@@ -59,7 +60,12 @@ def burst(cri, n: int, *, flox_ref: str | None, image: str) -> float:
     return elapsed
 
 
-def run(quick: bool, levels: list[int] | None = None, repeats: int | None = None) -> dict:
+def run(
+    quick: bool,
+    levels: list[int] | None = None,
+    repeats: int | None = None,
+    warm_only: bool = False,
+) -> dict:
     levels = levels or ([1, 4] if quick else [1, 4, 16, 32])
     repeats = repeats or (1 if quick else 3)
     line = crinode.containerd_line()
@@ -101,30 +107,39 @@ def run(quick: bool, levels: list[int] | None = None, repeats: int | None = None
                     return burst(cri, n, flox_ref=None, image=store_image)
 
                 common.note(f"{n} pods at once, {repeats} round(s)")
-                samples = common.interleaved({"cold": cold, "warm": warm, "image": image}, repeats)
+                kinds = {"warm": warm, "image": image}
+                if not warm_only:
+                    kinds = {"cold": cold, **kinds}
+                samples = common.interleaved(kinds, repeats)
                 out[str(n)] = {
-                    "cold": common.summary(samples["cold"]),
                     "warm": common.summary(samples["warm"]),
                     "image": common.summary(samples["image"]),
-                    "ratio": common.ratio(samples["cold"], samples["image"]),
                     "warm_ratio": common.ratio(samples["warm"], samples["image"]),
-                    "trees_built": [c["trees"] for c in checks],
-                    "max_substitutions_per_path": max(
-                        c["max_substitutions_per_path"] for c in checks
-                    ),
-                    "paths_substituted": [c["paths_substituted"] for c in checks],
                 }
+                if not warm_only:
+                    out[str(n)] |= {
+                        "cold": common.summary(samples["cold"]),
+                        "ratio": common.ratio(samples["cold"], samples["image"]),
+                        "trees_built": [c["trees"] for c in checks],
+                        "max_substitutions_per_path": max(
+                            c["max_substitutions_per_path"] for c in checks
+                        ),
+                        "paths_substituted": [c["paths_substituted"] for c in checks],
+                    }
             cri.assert_node_clean()
         finally:
             node.stop()
     ok = all(
-        v["max_substitutions_per_path"] == 1 and set(v["trees_built"]) == {1} for v in out.values()
+        v["max_substitutions_per_path"] == 1 and set(v["trees_built"]) == {1}
+        for v in out.values()
+        if "cold" in v
     )
     return common.result(
         "burst",
         quick=quick,
         containerd=line.version,
         repeats=repeats,
+        warm_only=warm_only,
         closure_paths=len(env.activation["closure"]),
         application=app.describe(),
         image_pulled=pushed.ref,
@@ -137,6 +152,11 @@ def run(quick: bool, levels: list[int] | None = None, repeats: int | None = None
 def report(doc: dict) -> None:
     rows = []
     for n, v in doc["levels"].items():
+        if "cold" not in v:  # --warm-only
+            rows.append(common.cell(f"{n:>2} pods, warm env (flox)", v["warm"]))
+            rows.append(common.cell(f"{n:>2} pods, image", v["image"]))
+            rows.append(("   warm/image", f"{v['warm_ratio']['median_ratio']:.2f}"))
+            continue
         rows.append(common.cell(f"{n:>2} pods, cold env (flox)", v["cold"]))
         rows.append(common.cell(f"{n:>2} pods, warm env (flox)", v["warm"]))
         rows.append(common.cell(f"{n:>2} pods, image", v["image"]))
@@ -158,8 +178,12 @@ def checks_hold(doc: dict) -> bool:
 
 
 def main() -> int:
+    warm_only = ("--warm-only", {
+        "action": "store_true",
+        "help": "only the warm and image kinds (figure d), no cold bursts",
+    })  # fmt: skip
     return common.bench_main(
-        __doc__, run, report, common.LEVELS, common.REPEATS, checks=checks_hold
+        __doc__, run, report, common.LEVELS, common.REPEATS, warm_only, checks=checks_hold
     )
 
 

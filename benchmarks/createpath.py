@@ -159,7 +159,7 @@ def run(quick: bool, repeats: int | None = None) -> dict:
         server_pid = create_server.running(node.state)
         server_before = _process_cpu_ms(server_pid)
         samples = common.interleaved(timed_cases, repeats)
-        time.sleep(1.5)  # the server reaps its children within a second
+        time.sleep(1.5)  # the server reaps its prefetch children within a second
         server_ms = (_process_cpu_ms(server_pid) - server_before) / repeats
         cpu_ms = {name: common.summary([v / 1000 for v in values]) for name, values in cpu.items()}
         restore()
@@ -195,14 +195,25 @@ def _with_cpu(name: str, fn, into: dict[str, list[float]]):
 
 
 def _process_cpu_ms(pid: int | None) -> float:
-    """utime + stime + cutime + cstime of `pid` (its reaped children included), in ms."""
+    """utime + stime + cutime + cstime of `pid` and of its live descendants (the server's
+    warm workers live across requests), in ms."""
     if pid is None:
         return 0.0
     import os
 
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return sum(int(x) for x in fields[11:15]) * 1000 / os.sysconf("SC_CLK_TCK")
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0  # it just left: its CPU is in its parent's cutime now
+    total = sum(int(x) for x in fields[11:15]) * 1000 / os.sysconf("SC_CLK_TCK")
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                total += sum(_process_cpu_ms(int(c)) for c in f.read().split())
+        except OSError:
+            pass
+    return total
 
 
 def report(doc: dict) -> None:

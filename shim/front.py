@@ -4,7 +4,7 @@ floxk-runc front (runc-v2's BinaryName). runc is called for every state, kill, s
 events... of every container, and `create` for every pod's sandbox too. Python would add
 tens of ms to each; the front execs the real runc at once for all of them. A create/run
 goes to Python (shim.runc) only when its bundle's config.json mentions flox.dev and is not
-a pod sandbox (two greps, ~2 ms); exec and delete always go to Python. In doubt (no
+a pod sandbox (one grep, ~2 ms); exec and delete always go to Python. In doubt (no
 config.json, grep missing: grep's status is not 1) it goes to Python, which decides from
 the parsed spec: a flox app container is never passed on untouched.
 
@@ -78,10 +78,11 @@ for a do
   fi
 done
 if [ -n "$sub" ]; then
-  spec=${{bundle:-.}}/config.json
-  grep -qE {sandbox_re} "$spec" 2>/dev/null && exec {runc} "$@"
-  grep -qF flox.dev "$spec" 2>/dev/null
-  [ $? = 1 ] && exec {runc} "$@"
+  # One grep: a sandbox's container-type, or flox.dev anywhere (status 1: neither).
+  found=$(grep -oE {decide_re} "${{bundle:-.}}/config.json" 2>/dev/null)
+  case $?:$found in
+    0:*container-type*|1:*) exec {runc} "$@" ;;
+  esac
 {server_client}  exec {python} "$@"
 fi
 exec {runc} "$@"
@@ -94,25 +95,37 @@ exec {runc} "$@"
 # output is containerd's bootstrap answer).
 _SERVER_ALIVE = """srv={server_dir}
 alive() {{
-  [ -O "$srv" ] && [ -p "$srv/requests" ] && read -r _pid _start 2>/dev/null <"$srv/pid" &&
+  [ -O "$srv" ] && [ -p "$srv/requests" ] && [ -p "$srv/alive" ] &&
+    read -r _pid _start 2>/dev/null <"$srv/pid" &&
     read -r _stat 2>/dev/null <"/proc/$_pid/stat" || return 1
   set -- $_stat
   [ "${{22}}" = "$_start" ]
 }}
 """
 
-# A flox app create through the server: the answer comes on a FIFO of this front's own
-# ($$), which only the server's owner can open; `ok` -> exec the real runc (this front's, never
-# a path from the answer), `fail MSG` (already in runc's log) -> exit 1, `fallback` -> the
-# Python side. No answer (the child died) fails the
-# create: config.json may already be rewritten, so the Python side must not run on it.
-_SERVER_CLIENT = """  if alive && mkfifo -m 600 "$srv/reply.$$" 2>/dev/null; then
-    printf 'create %s %s\\n' $$ $# 2>/dev/null 1<>"$srv/requests"
-    st= msg=
-    { read -r st msg; } <"$srv/reply.$$"
-    case $st in
+# A flox app create through the server: the answer comes on a pipe of this front's own,
+# the stdout of a waiter subshell (no exec, no FIFO to make) that sends the request with
+# its own pid; the worker taking it opens the pipe through /proc/<waiter>/fd/9 (a copy of
+# that stdout: fd 1 itself is the requests FIFO while printf writes; only the server's
+# owner can open it) and kills the waiter, so its answer, or EOF if it dies, is what the
+# front reads. `ok` -> exec the real runc (this front's, never a path from the answer),
+# `fail MSG` (already in runc's log) -> exit 1, `fallback` -> the Python side. No answer
+# (the worker died) fails the create: config.json may already be rewritten, so the Python
+# side must not run on it.
+# A request no worker took (the server killed with SIGKILL, or leaving right after the
+# check) must not leave the create waiting: the waiter blocks reading the server's
+# `alive` FIFO, which only the server and its workers hold open for writing, so it sees
+# EOF once none of them is left and answers `fallback` itself. Its fd 3 (read-write)
+# makes the read-only open return at once, even with no server left; closing it leaves
+# the server's ends as the only writers.
+_SERVER_CLIENT = """  if [ "$found" ] && alive; then
+    reply=$(exec 2>/dev/null 9>&1 3<>"$srv/alive" 4<"$srv/alive" 3>&-
+      read -r me _ </proc/self/stat
+      printf 'create %s %s %s\\n' $$ $# "$me" 1<>"$srv/requests" || { echo fallback; exit; }
+      read -r _ <&4; echo fallback)
+    case $reply in
       ok) exec {runc} "$@" ;;
-      fail) printf '%s\\n' "$msg" >&2; exit 1 ;;
+      fail\\ *) printf '%s\\n' "${reply#fail }" >&2; exit 1 ;;
       fallback) ;;
       *) echo "floxk: the node's create server ended without an answer (see the node log)" >&2
         exit 1 ;;
@@ -133,10 +146,10 @@ for a do
     -) break ;;
     -*) ;;
     start)
-      if grep -qF flox.dev/environment config.json 2>/dev/null &&
-        grep -qE {sandbox_re} config.json; then
-        {prefetch}
-      fi
+      case $(grep -oE {start_re} config.json 2>/dev/null) in
+        *flox.dev/environment*container-type*|*container-type*flox.dev/environment*)
+          {prefetch} ;;
+      esac
       break ;;
     *) break ;;
   esac
@@ -205,7 +218,7 @@ def render_front(
         bundle_flags=_alternatives(_BUNDLE_FLAGS),
         bundle_eq=_alternatives(_BUNDLE_FLAGS, suffix="=*"),
         sub_value_flags=_alternatives(SUB_VALUE_FLAGS - set(_BUNDLE_FLAGS)),
-        sandbox_re=shlex.quote(_SANDBOX_RE),
+        decide_re=shlex.quote(_SANDBOX_RE + r"|flox\.dev"),
         python=_command(slow_path or python_argv()),
         runc=shlex.quote(runc),
     )
@@ -248,7 +261,7 @@ def render_shim_front(
         marker=SHIM_FRONT_MARKER,
         version=answer,
         value_flags=_alternatives(SHIM_VALUE_FLAGS),
-        sandbox_re=shlex.quote(_SANDBOX_RE),
+        start_re=shlex.quote(r"flox\.dev/environment|" + _SANDBOX_RE),
         prefetch=prefetch_line,
         runc_v2=shlex.quote(runc_v2_shim),
     )

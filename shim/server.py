@@ -7,9 +7,13 @@ it costs ~15 ms of CPU per container, serialized on a loaded node. The sandbox's
 no server runs on the node, it stays as the server. From then on
 
 - the floxk-runc sh front (shim/front.py) sends each flox app create to the server
-  instead of starting Python, and waits for the answer on a FIFO of its own;
-- the server forks a child of itself per request (modules already imported: no interpreter
-  start, no imports), which runs the same shim.runc.act() the Python side runs, with the
+  instead of starting Python, and waits for the answer on a pipe of its own: the stdout
+  of a waiter subshell, which the worker opens through /proc/<waiter>/fd/9 (no FIFO to
+  make: mkfifo would be one more exec per create);
+- the server hands each request to a warm worker, a fork of itself (modules already
+  imported: no interpreter start, no imports) that answers creates one at a time and is
+  kept for the next (a fresh fork pays for copying the pages it touches, ~3 ms; a warm one
+  has them); it runs the same shim.runc.act() the Python side runs, with the
   front's own argv and working directory (read from /proc/<front>/), and answers
   `ok` (the front execs its own runc), `fail MESSAGE` (already in runc's log) or
   `fallback` (run the Python side);
@@ -20,10 +24,14 @@ tree as the Python side does, so a moving `latest`, a tree removed by GC or a ch
 node.toml give the same result either way. The server is only a way of running that code.
 
 Where it lives: state_dir/server/ (mode 0700, owned by the user floxk runs as):
-  requests  FIFO (0600): one line per request, `create PID ARGC` or `prefetch BUNDLE`
-  pid       `PID STARTTIME` of the live server (written once its FIFO is open)
-  reply.PID FIFO (0600) created by the waiting front PID; the child opens it, unlinks it,
-            answers, closes it
+  requests  FIFO (0600): one line per request, `create PID ARGC WAITER` (the front, its
+            argument count, its waiter subshell) or `prefetch BUNDLE`
+  alive     FIFO (0600), new for each server: only the server and its create workers
+            hold it open for writing, so a front's waiter reading it sees EOF once none
+            of them is left (a request nobody will answer: the front falls back)
+  pid       `PID STARTTIME` of the live server (written once its FIFOs are open)
+  reply.PID FIFO (0600) of a front rendered before the waiter's pipe (`create PID ARGC`,
+            during an upgrade): the worker opens it, unlinks it, answers, closes it
   lock      flock held by the live server: one per state dir
 
 Trust: only the owner of state_dir/server can write a request or a reply, and both
@@ -37,8 +45,10 @@ Liveness: the fronts check the pid file against /proc/PID/stat's start time befo
 (a dead server or a reused pid means the Python side). The server leaves after IDLE_SECONDS
 without requests, when its code changes (an upgrade: the next prefetch starts the new one)
 or when its directory goes; it removes its pid file first and still serves what arrives
-within DRAIN_SECONDS. A request already sent to a server that is killed (SIGKILL) waits for
-the next server (the next flox sandbox's prefetch) or until containerd gives up on it.
+within DRAIN_SECONDS. A request sent to a server that is killed (SIGKILL) before a worker
+took it, or that left right after the front looked, is not lost either: the front's
+waiter sees the `alive` FIFO's writers gone and answers `fallback` itself (the Python side
+runs it). A worker that had taken it still answers, or fails the create if it dies.
 
 Standard library only (runs on nodes).
 """
@@ -55,11 +65,15 @@ import time
 DIR_NAME = "server"
 REQUESTS = "requests"
 PID_FILE = "pid"
+ALIVE = "alive"
 LOCK = "lock"
 REPLY_PREFIX = "reply."
 IDLE_SECONDS = 300.0
 DRAIN_SECONDS = 1.0
 REPLY_WAIT_SECONDS = 5.0  # how long a child waits for its front to open the reply FIFO
+WAITER_FD = 9  # the front's waiter keeps its stdout (the front's answer pipe) there too
+IDLE_WORKERS = 2  # warm create workers kept waiting for the next request
+WORKER_REQUESTS = 500  # then a worker leaves and a fresh fork takes its place
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -167,6 +181,9 @@ class _Server:
         self.children: set[int] = set()
         self.stamp = _code_stamp()
         self.held: list[int] = []  # the lock and the FIFO: not for the children to keep
+        self.alive = -1  # the `alive` FIFO's write end: kept by create workers only
+        self.spare: list[_Worker] = []  # create workers waiting for a request
+        self.busy: dict[int, _Worker] = {}  # by the fd they say `done` on
 
     def run(self) -> bool:
         os.makedirs(self.node.state_dir, exist_ok=True)
@@ -182,6 +199,7 @@ class _Server:
         # O_RDWR: never an EOF when no front has it open, and opening never blocks.
         fd = os.open(requests, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         self.held = [lock, fd]
+        self.alive = _fresh_alive(os.path.join(self.dir, ALIVE))
         self._clean_replies()
         _preload()
         from shim.core.atomic import write_atomic
@@ -197,6 +215,8 @@ class _Server:
             while True:
                 self._reap()
                 ready = self._wait(fd, 1.0)
+                if ready is None:
+                    continue
                 if ready:
                     buffered = self._take(fd, buffered)
                     last = time.monotonic()
@@ -212,18 +232,39 @@ class _Server:
                 self._reap()
         finally:
             self._unpublish(pid)
+            for worker in [*self.spare, *self.busy.values()]:
+                os.close(worker.to)  # it leaves once its request (if any) is answered
             while self.children:
                 self._reap(block=True)
             os.close(fd)
             os.close(lock)
+            os.close(self.alive)  # the last writer: fronts still waiting fall back
         _note(self.node, f"create server {pid} left")
         return True
 
-    def _wait(self, fd: int, timeout: float) -> bool:
+    def _wait(self, fd: int, timeout: float) -> bool | None:
+        """Whether a request is readable on `fd` within `timeout`; None: a busy worker
+        said it was done (or died) instead."""
         try:
-            return bool(select.select([fd], [], [], timeout)[0])
+            ready = select.select([fd, *self.busy], [], [], timeout)[0]
         except InterruptedError:
             return False
+        for done in ready:
+            if done != fd:
+                self._worker_done(done)
+        return fd in ready if fd in ready or not ready else None
+
+    def _worker_done(self, done: int) -> None:
+        worker = self.busy.pop(done)
+        try:
+            alive = os.read(done, 64) != b""
+        except OSError:
+            alive = False
+        if alive and len(self.spare) < IDLE_WORKERS:
+            self.spare.append(worker)
+        else:  # it left (its request count, a crash) or there are enough waiting
+            os.close(worker.to)
+            os.close(worker.done)
 
     def _take(self, fd: int, buffered: bytes) -> bytes:
         try:
@@ -282,20 +323,72 @@ class _Server:
     def _dispatch(self, line: str) -> None:
         kind, _, rest = line.partition(" ")
         if kind == "create":
-            pid, _, argc = rest.partition(" ")
-            if not (pid.isdigit() and argc.isdigit()):
+            fields = rest.split(" ")
+            if not (2 <= len(fields) <= 3 and all(f.isdigit() for f in fields)):
                 return
-            self._fork(lambda: self._create(int(pid), int(argc)))
+            worker = self.spare.pop() if self.spare else self._spawn_worker()
+            try:
+                os.write(worker.to, f"{rest}\n".encode())
+            except OSError:  # it just left: a fresh one takes this request
+                os.close(worker.to)
+                os.close(worker.done)
+                self._dispatch(line)
+                return
+            self.busy[worker.done] = worker
         elif kind == "prefetch" and rest.startswith("/"):
-            self._fork(lambda: _prefetch(rest, self.node))
+            self._fork(lambda: _prefetch(rest, self.node), answers=False)
 
-    def _fork(self, work) -> None:
+    def _spawn_worker(self) -> _Worker:
+        """A create worker: a fork of the server that answers creates one at a time, each
+        request on its pipe, `done` on the other. Kept for the next ones: a fork's first
+        request pays for copying the pages it touches, later ones find them copied."""
+        to_read, to_write = os.pipe2(os.O_CLOEXEC)
+        done_read, done_write = os.pipe2(os.O_CLOEXEC)
+        worker = _Worker(to_write, done_read)
+        try:
+            worker.pid = self._fork(
+                lambda: self._work(to_read, done_write, (to_write, done_read)), answers=True
+            )
+        finally:
+            os.close(to_read)
+            os.close(done_write)
+        return worker
+
+    def _work(self, requests: int, done: int, server_ends: tuple[int, int]) -> None:
+        for fd in server_ends:
+            os.close(fd)
+        buffered = b""
+        for served in range(1, WORKER_REQUESTS + 1):
+            while b"\n" not in buffered:
+                chunk = os.read(requests, 4096)
+                if not chunk:
+                    return  # the server closed it (leaving) or died
+                buffered += chunk
+            line, _, buffered = buffered.partition(b"\n")
+            try:
+                self._create(*(int(f) for f in line.split(b" ")))
+            except Exception as e:  # this front fails (no answer); the worker goes on
+                _note(self.node, f"create server worker: {type(e).__name__}: {e}")
+            os.chdir("/")
+            if served == WORKER_REQUESTS:
+                return  # leaving: EOF rather than `.`, or the server would send it more
+            try:
+                os.write(done, b".")
+            except OSError:
+                return  # the server is gone: so is the reason to wait for more
+
+    def _fork(self, work, *, answers: bool) -> int:
+        """Run `work` in a child. `answers`: it answers fronts, so it keeps the `alive`
+        FIFO open (their watchers wait for it); a prefetch closes it with the rest."""
         child = os.fork()
         if child:
             self.children.add(child)
-            return
+            return child
         code = 0
-        for fd in self.held:  # a long realization must not keep the next server out
+        # A long realization must not keep the next server out, nor keep fronts waiting;
+        # nor may a child keep another worker's pipes open (its EOF is how it learns to go).
+        others = [fd for w in [*self.spare, *self.busy.values()] for fd in (w.to, w.done)]
+        for fd in [*self.held, *others] if answers else [*self.held, self.alive, *others]:
             os.close(fd)
         try:
             import signal
@@ -308,8 +401,11 @@ class _Server:
         finally:
             os._exit(code)
 
-    def _create(self, front: int, argc: int) -> None:
-        reply = _open_reply(os.path.join(self.dir, f"{REPLY_PREFIX}{front}"))
+    def _create(self, front: int, argc: int, waiter: int | None = None) -> None:
+        if waiter is not None:
+            reply = _take_pipe(front, waiter)
+        else:  # a front rendered before the waiter's pipe (an upgrade in progress)
+            reply = _open_reply(os.path.join(self.dir, f"{REPLY_PREFIX}{front}"))
         if reply is None:
             return  # the front is gone
         with os.fdopen(reply, "w") as out:
@@ -338,6 +434,27 @@ class _Server:
         return runc.served_create(args)
 
 
+class _Worker:
+    __slots__ = ("to", "done", "pid")
+
+    def __init__(self, to: int, done: int) -> None:
+        self.to, self.done, self.pid = to, done, 0
+
+
+def _fresh_alive(path: str) -> int:
+    """A new `alive` FIFO at `path` (temp + rename: the path never goes missing, and a
+    previous server's watchers keep the old one, whose writers are gone), open for writing.
+    O_RDWR: opening never blocks; O_CLOEXEC: what a child execs (nix) does not hold it."""
+    temp = f"{path}.{os.getpid()}"
+    try:
+        os.unlink(temp)
+    except FileNotFoundError:
+        pass
+    os.mkfifo(temp, 0o600)
+    os.rename(temp, path)
+    return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
 def _node_config_of(environ: list[bytes]) -> str | None:
     for item in environ:
         if item.startswith(b"FLOXK_NODE_CONFIG="):
@@ -347,6 +464,62 @@ def _node_config_of(environ: list[bytes]) -> str | None:
 
 class _ReplyTimeout(Exception):
     pass
+
+
+def _take_pipe(front: int, waiter: int) -> int | None:
+    """The write end of the pipe front `front` reads its answer from: the stdout of its
+    `waiter` (a subshell of it, blocked on the `alive` FIFO), opened through /proc (its copy
+    on WAITER_FD: fd 1 is the requests FIFO while it sends the request); then the waiter is
+    killed (_quiet_kill), so this worker holds the only write end: the front reads our
+    answer, or EOF if we die. None when `waiter` is not such a child of `front`."""
+    import signal
+
+    pidfd = -1
+    try:
+        if hasattr(os, "pidfd_open"):
+            pidfd = os.pidfd_open(waiter)  # the kill below reaches this process, no other
+        st = os.stat(f"/proc/{waiter}")
+        with open(f"/proc/{waiter}/stat", "rb") as f:
+            ppid = f.read().rpartition(b")")[2].split()[1]
+        if st.st_uid != os.geteuid() or ppid != str(front).encode():
+            return None
+        fd = os.open(f"/proc/{waiter}/fd/{WAITER_FD}", os.O_WRONLY | os.O_CLOEXEC)
+    except (OSError, IndexError):
+        if pidfd >= 0:
+            os.close(pidfd)
+        return None
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        how = _quiet_kill(waiter)
+        if pidfd >= 0:
+            signal.pidfd_send_signal(pidfd, how)
+        else:
+            os.kill(waiter, how)
+    except OSError:
+        pass  # it is gone already
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+    return fd
+
+
+def _quiet_kill(waiter: int) -> int:
+    """SIGPIPE, the one death sh does not report on the front's stderr (runc's, which
+    containerd logs) -- unless the waiter ignores it (inherited): then SIGKILL."""
+    import signal
+
+    try:
+        with open(f"/proc/{waiter}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"SigIgn:"):
+                    if int(line.split()[1], 16) & (1 << (signal.SIGPIPE - 1)):
+                        return signal.SIGKILL
+                    break
+    except (OSError, ValueError, IndexError):
+        return signal.SIGKILL
+    return signal.SIGPIPE
 
 
 def _reply_timeout(signum, frame) -> None:

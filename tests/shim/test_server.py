@@ -37,6 +37,13 @@ def node(tmp_path_factory):
     )  # fmt: skip
     code = tmp / "code"
     shutil.copytree(REPO / "shim", code / "shim", ignore=shutil.ignore_patterns("__pycache__"))
+    # Workers leave after 2 creates here, so every test also crosses a worker's turnover.
+    source = code / "shim" / "server.py"
+    text = source.read_text()
+    assert f"WORKER_REQUESTS = {server.WORKER_REQUESTS}" in text
+    source.write_text(
+        text.replace(f"WORKER_REQUESTS = {server.WORKER_REQUESTS}", "WORKER_REQUESTS = 2")
+    )
     front = write_front(
         tmp / "bin" / "floxk-runc", "/bin/true", python_argv(path=code),
         server.server_dir(state),
@@ -48,7 +55,7 @@ def node(tmp_path_factory):
     server.stop(state)
 
 
-def create(node, ref, *, name="app"):
+def create(node, ref, *, name="app", restore_signals=True):
     cid = f"{name}-{uuid.uuid4().hex[:8]}"
     annotations = {
         "flox.dev/environment": ref,
@@ -61,6 +68,7 @@ def create(node, ref, *, name="app"):
         [str(node["front"]), "--log", str(log), "--log-format", "json", "create", "--bundle",
          str(bundle), cid],
         env=node["env"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        restore_signals=restore_signals,
     )  # fmt: skip
     spec = json.loads((bundle / "config.json").read_text())
     return r.returncode, r.stderr, spec, log
@@ -95,6 +103,7 @@ def test_a_served_create_rewrites_the_spec_as_the_python_side_does(node, running
     before = served(node)
     code, err, spec, _ = create(node, "acme/hello")
     assert code == 0, err
+    assert err == ""  # nothing of the hand-off reaches runc's stderr (containerd's log)
     assert served(node) == before + 1
     env = _env(spec)
     assert env["COLOR"] == "blue" and env["FLOX_ENV"] == "/run/floxk/env"
@@ -102,6 +111,43 @@ def test_a_served_create_rewrites_the_spec_as_the_python_side_does(node, running
     assert {m["destination"] for m in spec["mounts"]} >= {"/nix/store", "/run/floxk/env"}
     assert spec["process"]["args"][:2] == ["/run/floxk/env/bin/sh", "-c"]  # the hook
     assert not list(Path(server.server_dir(node["state"])).glob("reply.*"))
+
+
+def test_creates_go_on_across_workers_leaving(node, running):
+    """A worker leaves after WORKER_REQUESTS creates (2 in this copy): the server must
+    never hand a request to one that is leaving (its front would wait forever). Bursts
+    of creates at once, so requests arrive while workers leave."""
+    before = served(node)
+    for _ in range(3):
+        fronts = [_start_front(node, "acme/hello", wait=False) for _ in range(6)]
+        for front, _, bundle in fronts:
+            _, err = front.communicate(timeout=30)
+            assert front.returncode == 0, err
+            assert _env(json.loads((bundle / "config.json").read_text()))["COLOR"] == "blue"
+    assert served(node) == before + 18
+    assert running.poll() is None
+
+
+def test_a_front_that_ignores_sigpipe_is_still_answered(node, running):
+    """The worker ends the front's waiter with SIGPIPE (sh reports no such death); a
+    front started with SIGPIPE ignored (as Python leaves it without restore_signals)
+    gets SIGKILL instead: the create must still be answered, not wait."""
+    before = served(node)
+    code, err, spec, _ = create(node, "acme/hello", restore_signals=False)
+    assert code == 0, err
+    assert served(node) == before + 1 and _env(spec)["COLOR"] == "blue"
+
+
+def test_the_warm_worker_serves_again_after_a_quiet_second(node, running):
+    """The second create goes to the worker the first one left waiting, after the
+    server's once-a-second housekeeping ran in between."""
+    before = served(node)
+    assert create(node, "acme/hello")[0] == 0
+    time.sleep(1.5)
+    code, err, spec, _ = create(node, "acme/hello")
+    assert code == 0, err
+    assert served(node) == before + 2 and _env(spec)["COLOR"] == "blue"
+    assert running.poll() is None
 
 
 def test_a_refusal_is_logged_for_runc_and_printed(node, running):
@@ -122,8 +168,37 @@ def test_changed_code_falls_back_to_python_and_the_server_leaves(node, running):
     assert code == 0, err
     assert served(node) == before  # the Python side created it
     assert _env(spec)["FLOX_ENV"] == "/run/floxk/env"
-    running.wait(timeout=15)
+    assert running.wait(timeout=15) == 0  # it left as it should, not by an error
     assert server.running(node["state"]) is None
+
+
+def _start_front(node, ref="acme/plain", *, wait=True):
+    cid = f"app-{uuid.uuid4().hex[:8]}"
+    annotations = {
+        "flox.dev/environment": ref,
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.container-name": "app",
+    }
+    bundle = make_bundle(node["tmp"] / cid, ["hello"], annotations=annotations)
+    front = subprocess.Popen(
+        [str(node["front"]), "create", "--bundle", str(bundle), cid], env=node["env"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    # The front's waiter: the subshell whose stdout the answer comes on.
+    children = Path(f"/proc/{front.pid}/task/{front.pid}/children")
+    deadline = time.monotonic() + 10
+    waiter = None
+    alive = os.path.join(server.server_dir(node["state"]), server.ALIVE)
+    while wait and waiter is None and time.monotonic() < deadline:
+        for child in children.read_text().split() if children.exists() else []:
+            try:  # not the grep before it: the one reading the `alive` FIFO on fd 4
+                if os.readlink(f"/proc/{child}/fd/4") == alive:
+                    waiter = int(child)
+            except OSError:
+                pass
+        time.sleep(0.02)
+    assert waiter is not None or not wait
+    return front, waiter, bundle
 
 
 def test_a_killed_child_fails_the_create_without_python_running_on_it(node, running):
@@ -132,29 +207,63 @@ def test_a_killed_child_fails_the_create_without_python_running_on_it(node, runn
     import signal
 
     # The server is paused, so the request waits in its FIFO; the test then plays a child
-    # that dies without answering (it opens the front's reply FIFO and closes it).
+    # that dies without answering: it holds the server's `alive` FIFO as a worker does
+    # (inherited from the server), takes the front's pipe from its waiter as a worker
+    # does (opens /proc/<waiter>/fd/1, kills the waiter), then closes both.
     os.kill(running.pid, signal.SIGSTOP)
-    proc_env = node["env"]
-    cid = f"app-{uuid.uuid4().hex[:8]}"
-    annotations = {
-        "flox.dev/environment": "acme/plain",
-        "io.kubernetes.cri.container-type": "container",
-        "io.kubernetes.cri.container-name": "app",
-    }
-    bundle = make_bundle(node["tmp"] / cid, ["hello"], annotations=annotations)
-    front = subprocess.Popen(
-        [str(node["front"]), "create", "--bundle", str(bundle), cid], env=proc_env,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    reply = Path(server.server_dir(node["state"])) / f"reply.{front.pid}"
-    deadline = time.monotonic() + 10
-    while not reply.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert reply.exists()
+    alive = os.open(Path(server.server_dir(node["state"])) / server.ALIVE, os.O_RDWR)
+    front, waiter, _ = _start_front(node)
+    time.sleep(0.2)  # the waiter has sent its request
     os.kill(running.pid, signal.SIGKILL)
-    fd = os.open(reply, os.O_WRONLY)
+    running.wait(timeout=10)
+    fd = server._take_pipe(front.pid, waiter)
+    assert fd is not None
     os.close(fd)
+    os.close(alive)
     _, err = front.communicate(timeout=30)
     assert front.returncode == 1
     assert "ended without an answer" in err
+
+
+def test_a_server_killed_with_a_request_queued_falls_back_to_python(node, running):
+    """kill -9 of the server while a create waits in its FIFO: the create does not hang,
+    the Python side runs it (the spec was untouched: no child took the request)."""
+    import signal
+
+    assert create(node, "acme/plain")[0] == 0  # served: a warm worker now waits for more
+    os.kill(running.pid, signal.SIGSTOP)  # the request stays queued
+    before = served(node)
+    front, waiter, bundle = _start_front(node, "acme/hello")
+    time.sleep(0.3)
+    assert front.poll() is None  # waiting for the (stopped) server
+    os.kill(running.pid, signal.SIGKILL)
     running.wait(timeout=10)
+    _, err = front.communicate(timeout=30)
+    assert front.returncode == 0, err
+    spec = json.loads((bundle / "config.json").read_text())
+    assert _env(spec)["COLOR"] == "blue" and _env(spec)["FLOX_ENV"] == "/run/floxk/env"
+    assert served(node) == before  # the Python side created it
+    assert not Path(f"/proc/{waiter}").exists()  # the waiter answered and left
+
+
+def test_a_server_killed_while_its_child_works_still_answers(node, running):
+    """kill -9 of the server after it forked the child: the child answers (ok), the
+    watcher does not also answer, and the spec is rewritten once."""
+    import signal
+
+    before = served(node)
+    # A slow hub record read would be needed to kill the server mid-child reliably; a
+    # burst of creates with the server killed right after the first is taken does it.
+    fronts = [_start_front(node, "acme/hello", wait=False) for _ in range(3)]
+    time.sleep(0.01)
+    os.kill(running.pid, signal.SIGKILL)
+    running.wait(timeout=10)
+    for front, _, bundle in fronts:
+        _, err = front.communicate(timeout=30)
+        assert front.returncode == 0, err
+        spec = json.loads((bundle / "config.json").read_text())
+        assert _env(spec)["FLOX_ENV"] == "/run/floxk/env"
+        # Rewritten once: one /run/floxk/env mount, the hook not wrapped twice.
+        assert [m["destination"] for m in spec["mounts"]].count("/run/floxk/env") == 1
+        assert spec["process"]["args"].count("/run/floxk/env/bin/sh") == 1
+    assert served(node) >= before  # some were served, the rest fell back
