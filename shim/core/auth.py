@@ -457,7 +457,7 @@ def sweep_netrc_dirs(base: str) -> list[str]:
 
     from shim.server import start_time
 
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(base)
     except OSError:
