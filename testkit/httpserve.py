@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import socket
 import threading
 from pathlib import Path
 
@@ -43,6 +44,11 @@ class StaticServer(http.server.ThreadingHTTPServer):
     requests answered."""
 
     daemon_threads = True
+    # The kernel's listen backlog, as Go's net.Listen (the registry) and nginx take it, not
+    # socketserver's 5: Nix opens up to 25 connections at once (its narinfo lookups), and
+    # a connection the full accept queue drops is retried by the client's TCP after 1 s,
+    # which made most cold realizations over this server a second or more slower.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, directory: Path, address: str = "127.0.0.1") -> None:
         handler = functools.partial(_Counting, directory=str(directory))
