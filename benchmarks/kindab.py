@@ -123,14 +123,22 @@ def reset_flox(closure: list[str]) -> dict[str, Any]:
     """`floxk-node gc` on the node, then the paths of `closure` still in its store (must be
     none: the next flox pod finds nothing of the environment)."""
     import json
+    import time
 
     from floxk._cluster.nodecheck import NODE_APP
 
-    collected = json.loads(node_exec("python3", "-I", "-S", NODE_APP, "gc"))
-    left = node_exec(
-        "sh", "-c", 'for p; do [ -e "$p" ] && echo "$p"; done; true', "sh", *closure
-    ).split()
-    return {"deleted": len(collected["store_paths_deleted"]), "left": left}
+    # Nix counts a running process that uses a path as a GC root: the previous pod's
+    # processes may still be exiting (crictl rmp returns first), so collect again, briefly.
+    deleted, deadline = 0, time.monotonic() + 15
+    while True:
+        collected = json.loads(node_exec("python3", "-I", "-S", NODE_APP, "gc"))
+        deleted += len(collected["store_paths_deleted"])
+        left = node_exec(
+            "sh", "-c", 'for p; do [ -e "$p" ] && echo "$p"; done; true', "sh", *closure
+        ).split()
+        if not left or time.monotonic() > deadline:
+            return {"deleted": deleted, "left": left}
+        time.sleep(0.5)
 
 
 def raw_nix_copy(hub_url: str, key: str, closure: list[str]) -> float:
