@@ -197,14 +197,15 @@ Where the time goes (median per CRI call):
 {baseline}
 {verdict} Where the flox pod's extra time goes now: RunPodSandbox carries the wrapper
 shim's sh front (it execs `containerd-shim-runc-v2`; for a flox sandbox it first greps
-config.json and starts the prefetch in the background, a Python process at nice 19 that
-finds the tree ready) and the sandbox's `runc create` through floxk-runc's sh front (a
-grep, then runc): neither waits for Python. StartContainer carries the app container's
-`runc create`: the sh front, then one Python process (interpreter start, a few small
-imports, the hub record, the tree's activation.json, the spec rewrite; section 2b).
-That one Python start per flox container, plus the background prefetch's CPU on a 2-CPU
-machine shared with other work, is what separates the two kinds; the work itself is a few
-milliseconds.
+config.json and hands the prefetch to the node's create server, which finds the tree
+ready) and the sandbox's `runc create` through floxk-runc's sh front (one grep, then runc).
+StartContainer carries the app container's `runc create`: the sh front (one grep, a
+waiter subshell), a request to the create server, whose warm worker does the create's
+work (the hub record, the tree's activation.json, the spec rewrite: about 2 ms) and
+answers on the waiter's pipe, then runc with the environment's read-only bind mounts (one
+per closure path, the store view). No Python starts per container (docs/runtime.md, the
+create server); what is left is a few execs of sh and grep and the extra mounts, on a
+2-CPU machine where they compete with containerd and runc.
 
 {_versions(doc)}
 """
@@ -212,9 +213,9 @@ milliseconds.
         f"e. warm pod start through CRI, flox / image: **{r['median_ratio']:.2f}**"
         f" (target <= {doc['target_ratio']}: {'met' if met else 'missed'}"
         + (
-            "; StartContainer carries the app container's runc create, which starts one"
-            " Python process through floxk-runc's front, and the sandbox's background"
-            " prefetch competes for the same 2 CPUs"
+            "; StartContainer carries the app container's runc create: the sh front's"
+            " execs, the create server's answer (no Python start) and one read-only bind"
+            " mount per closure path"
             if not met
             else ""
         )
@@ -369,8 +370,9 @@ tree.
 
 One substitution per path at every level: **{doc["one_substitution_per_path"]}**.
 Target warm / image <= {target} at every N: **{"met" if met else "missed"}** (worst
-{worst_warm:.2f}). The warm column is the per-pod create-path cost of figure e multiplied by
-N on 2 CPUs; the image side's per-pod work is runc alone.
+{worst_warm:.2f}). The warm column is the per-pod create-path cost of figure e (the fronts'
+execs, the create server's answer, the store view's bind mounts) multiplied by N on 2 CPUs;
+the image side's per-pod work is runc alone.
 
 ![burst]({png})
 
@@ -382,8 +384,8 @@ N on 2 CPUs; the image side's per-pod work is runc alone.
         + ", ".join(f"{v['warm_ratio']['median_ratio']:.2f}" for v in doc["levels"].values())
         + f" (target <= {target}: {'met' if met else 'missed'}"
         + (
-            "; every flox container's create starts a Python process on the node, N of them"
-            " on 2 CPUs, where an image container's is runc alone"
+            "; each flox container's create adds the sh front's execs, a request to the"
+            " create server and the store view's bind mounts to runc, N of them on 2 CPUs"
             if not met
             else ""
         )
@@ -687,7 +689,7 @@ layers. {doc["rounds"]} rounds.
 Target flox / image <= {doc["target_ratio"]}: **{"met" if met else "missed"}**. Both sides
 fetch compressed archives over loopback and unpack them; the hub's NARs (zstd) are smaller
 than the registry's gzip layers, and Nix unpacks each path once while containerd unpacks
-each layer into a snapshot.{where} The kind variant of this figure is not in this run.
+each layer into a snapshot.{where} The same figure in kind: section a in kind, below.
 
 {_versions(doc)}
 """
@@ -912,8 +914,11 @@ fetched: what the hub served during the round; the new image's blobs the old one
 {b_rows}
 
 Target flox / image <= {b["target_ratio"]}: **{"met" if b_met else "missed"}**.{
-        f" Of the flox publish, `lock` took {_cell(b['phases']['flox']['lock'], _sec)} (see"
-        " figure b: Nix evaluates the `path:` catalog anew)."
+        f" Of the flox publish, `lock` took {_cell(b['phases']['flox']['lock'], _sec)}."
+        " Both totals are mostly the rollout: kubelet starting two new pods one after the"
+        " other and waiting for each to be Ready, the same work on both sides apart from"
+        " the pull, which a layered image keeps to one small layer, so flox's lead comes"
+        " from the publish and the pull it does not need."
         if "lock" in b["phases"]["flox"]
         else ""
     }
