@@ -231,21 +231,45 @@ def file_layer(files: dict[str, bytes]) -> bytes:
 
 
 def dependency_order(store: Path, paths: list[str]) -> list[str]:
-    """`paths` with dependencies before what depends on them (`nix-store --query
-    --requisites` order), so an image's app-specific layers come last and images sharing a
-    runtime share the lower layers' chain ids (unpacked snapshots) too, as
-    buildLayeredImage's popularity order does."""
-    import subprocess
+    """`paths` with dependencies before what depends on them and, among the paths ready, the
+    most depended-on first (buildLayeredImage's popularity order), so what images share (a
+    runtime) comes before what one app adds: images sharing a runtime then share the lower
+    layers' chain ids (unpacked snapshots) too, whatever the store hashes are."""
+    import heapq
 
-    from shim.core.nix import base_options
+    from shim.core.nix import path_infos
 
-    out = subprocess.run(
-        ["nix-store", *base_options(), "--store", str(store), "--query", "--requisites"]
-        + sorted(paths),
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
     wanted = set(paths)
-    return [p for p in out if p in wanted] + sorted(wanted - set(out))
+    infos = path_infos(sorted(wanted), store_root=store)
+    refs = {p: set(infos[p]["references"]) & wanted - {p} for p in wanted}
+    closures: dict[str, set[str]] = {}
+
+    def closure(p: str) -> set[str]:
+        if p not in closures:
+            closures[p] = {p}.union(*(closure(r) for r in refs[p]))
+        return closures[p]
+
+    popularity = {p: sum(p in closure(q) for q in wanted) for p in wanted}
+    waiting = {p: set(refs[p]) for p in wanted}
+    referrers: dict[str, set[str]] = {p: set() for p in wanted}
+    for p, rs in refs.items():
+        for r in rs:
+            referrers[r].add(p)
+
+    def key(p: str) -> tuple:
+        return (-popularity[p], p.partition("-")[2], p)
+
+    ready = [key(p) for p, rs in waiting.items() if not rs]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        p = heapq.heappop(ready)[2]
+        order.append(p)
+        for q in referrers[p]:
+            waiting[q].discard(p)
+            if not waiting[q]:
+                heapq.heappush(ready, key(q))
+    return order
 
 
 def env_image_layers(store: Path, closure: list[str], tree: Path, shape: str) -> list[bytes]:
