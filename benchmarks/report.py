@@ -967,7 +967,7 @@ def kind_ab_note(results: Path) -> str:
     return (
         "Not in this run: figures a and b in kind (a cold pod and a rolled 2-replica"
         " Deployment against an image from `floxk up --registry`, `python3 -m"
-        " benchmarks.kindab`); figure 6 above compares against a `kind load`ed image. "
+        " benchmarks.kindab`); figure 6 above compares against a `kind load`ed image.\n"
     )
 
 
@@ -1040,10 +1040,7 @@ that has them.
 
 {chr(10).join(f"- {r}" for r in ratios)}
 
-{kind_ab_note(results)}Issue 15's small trees (4) and warm creates without an
-interpreter (5) were not in main when this page was generated: figures c, d and e measure
-the create path and trees before them.
-"""
+{kind_ab_note(results)}"""
     out = DOCS / "benchmarks.md"
     out.write_text(page)
     return out
