@@ -122,6 +122,7 @@ def test_uninstall_refuses_while_flox_pods_run_and_lists_them(
     daemon,  # noqa: F811
     flox_node,  # noqa: F811
     cri_images,
+    containerd_line,
     monkeypatch,
 ):
     units = daemon.etc / "systemd"
@@ -173,13 +174,15 @@ def test_uninstall_refuses_while_flox_pods_run_and_lists_them(
         time.sleep(0.2)
     assert live_flox_tasks(node, kw["bin_dir"]) == []
     # The flox sandboxes' prefetch left the node's create server running; uninstall stops
-    # it (it runs the zipapps' code, whose runtime is gone).
+    # it (it runs the zipapps' code, whose runtime is gone). containerd 1.6 never runs the
+    # wrapper shim, so no prefetch and no server there.
     state = flox_node["node_toml"].parent / "state"
-    assert server.running(state), "no create server ran: nothing to check"
+    has_server = not containerd_line.version.startswith("1.6")
+    assert bool(server.running(state)) == has_server, "create server running on 1.6, or none"
     monkeypatch.setenv("FLOXK_NODE_CONFIG", str(flox_node["node_toml"]))
     done = uninstall(**kw)
     assert server.running(state) is None
-    assert any("stopped the create server" in n for n in done.notes), done.notes
+    assert any("stopped the create server" in n for n in done.notes) == has_server, done.notes
     assert "floxk-runc-front" not in {p.name for p in flox_node["bin"].iterdir()}
     left = sorted(p.name for p in units.rglob("*") if not p.is_dir())
     assert left == ["node.toml"]
