@@ -6,6 +6,7 @@
 - `lines`: which containerd and runc lines are installed and pinned;
 - `oci`: runc bundles, node.toml files, a signed test hub, env trees for the runc tests;
 - `nix`: signing keys and running a program against a chroot store.
+- `net`: a free port for a server to start on (or to name one that is not there).
 
 tests/ wraps these in pytest fixtures (tests/conftest.py, tests/cri/conftest.py);
 benchmarks/ calls them directly.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from testkit.images import OciImage
 from testkit.lines import REPO, cache_dir
+from testkit.net import free_port
 
 BUILD_SCRIPT = REPO / "clusters" / "helm" / "build-tools.sh"
 MANIFEST_MEDIA = "application/vnd.oci.image.manifest.v1+json"
@@ -43,12 +43,6 @@ def registry_version(binary: Path) -> str:
     out = subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout
     words = [w for w in out.split() if w.startswith("v") and w[1:2].isdigit()]
     return words[-1] if words else out.strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

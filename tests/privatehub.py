@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import pytest
 
 from shim.core.auth import NETRC_LOGIN, SECRET_DIR, TOKEN_KEY
+from testkit.net import free_port
 
 TOKEN = "floxhub-test-token.c29tZSB0b2tlbg-A1"  # what a pod's Secret holds
 WRONG = "floxhub-wrong-token.bm90IGl0-B2"
@@ -36,12 +37,6 @@ def nginx_path() -> str:
     if found is None:
         pytest.skip("needs nginx: run scripts/install-system.sh")
     return found
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 _CONFIG = """\

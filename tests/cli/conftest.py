@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -13,6 +12,7 @@ import pytest
 import yaml
 
 from floxk import _deploy
+from testkit.net import free_port
 
 
 def _registry_binary() -> str | None:
@@ -35,9 +35,7 @@ def registry(tmp_path):
     binary = _registry_binary()
     if binary is None:
         pytest.skip("registry not built: bash clusters/helm/build-tools.sh")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = tmp_path / "registry.yml"
     config.write_text(yaml.safe_dump({
         "version": 0.1,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from floxk._cluster import apply as applying
 from floxk._cluster import kube
 from floxk._cluster import pod as pods
 from shim.core.errors import FloxkError, NotFoundError
+from testkit.net import free_port
 
 DEPLOYMENT = """\
 apiVersion: apps/v1
@@ -543,19 +543,13 @@ def test_other_exceptions_are_not_translated():
             raise KeyError("mine")
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def refused_kubeconfig(tmp_path):
     """A kubeconfig for an API server that is not there: connections are refused."""
     path = tmp_path / "kubeconfig"
     path.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: gone\n"
-        f"clusters: [{{name: gone, cluster: {{server: 'https://127.0.0.1:{_closed_port()}', "
+        f"clusters: [{{name: gone, cluster: {{server: 'https://127.0.0.1:{free_port()}', "
         "insecure-skip-tls-verify: true}}]\n"
         "users: [{name: u, user: {token: t}}]\n"
         "contexts: [{name: gone, context: {cluster: gone, user: u, namespace: team}}]\n"
@@ -618,7 +612,7 @@ def test_a_kubeconfig_whose_credentials_cannot_be_had(tmp_path):
     path = tmp_path / "kubeconfig"
     path.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: cloud\n"
-        f"clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{_closed_port()}'}}}}]\n"
+        f"clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{free_port()}'}}}}]\n"
         "users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1, "
         "command: 'false', interactiveMode: Never}}}]\n"
         "contexts: [{name: cloud, context: {cluster: c, user: u}}]\n"
@@ -634,7 +628,7 @@ def test_a_kubeconfig_whose_certificate_file_is_gone(tmp_path):
     path = tmp_path / "kubeconfig"
     path.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: cert\n"
-        f"clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{_closed_port()}'}}}}]\n"
+        f"clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{free_port()}'}}}}]\n"
         f"users: [{{name: u, user: {{client-certificate: {tmp_path}/gone.pem, "
         f"client-key: {tmp_path}/gone.key}}}}]\n"
         "contexts: [{name: cert, context: {cluster: c, user: u}}]\n"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from floxk._cluster.spec import cache_dir
+from testkit.net import free_port
 
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {k: v1}\n"
 DEPLOYMENT = """\
@@ -53,12 +53,6 @@ def _binary(pattern: str) -> Path | None:
         if p.is_file() and not any(part.endswith((".tmp", ".partial")) for part in p.parts)
     )
     return found[-1] if found else None
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ApiServer:
@@ -101,7 +95,7 @@ def apiserver(tmp_path_factory):
     subprocess.run(["openssl", "rsa", "-in", root / "sa.key", "-pubout", "-out", root / "sa.pub"],
                    check=True, capture_output=True)  # fmt: skip
     (root / "tokens.csv").write_text('admintoken,admin,1,"system:masters"\nlimitedtoken,dev,2\n')
-    etcd, peer, api = _port(), _port(), _port()
+    etcd, peer, api = free_port(), free_port(), free_port()
     server.start(
         [str(etcd_bin), "--data-dir", str(root / "etcd"),
          "--listen-client-urls", f"http://127.0.0.1:{etcd}",

@@ -8,13 +8,13 @@ the registry's own API then serves the manifest under the digest push_image repo
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 
 import pytest
 
 from floxk import _deploy
 from shim.core.errors import ConfigError
+from testkit.net import free_port
 
 
 def test_push_lands_in_the_registry_under_its_digest(docker_client, registry):
@@ -44,9 +44,7 @@ def test_push_refuses_a_ref_without_registry_and_says_when_it_fails(docker_clien
     local = up.ensure_stub_image(docker_client)
     with pytest.raises(ConfigError, match="names no registry"):
         _deploy.push_image(local, "installer:1", client=docker_client)
-    with socket.socket() as s:  # a port nobody serves
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody serves
     ref = f"localhost:{port}/floxk/push-test:1"
     try:
         with pytest.raises(ConfigError, match="pushing .* failed") as e:

@@ -12,7 +12,6 @@ out (a tiny image), never the 15-minute offline build.
 from __future__ import annotations
 
 import io
-import socket
 import tarfile
 import uuid
 
@@ -20,6 +19,7 @@ import pytest
 
 from floxk._cluster import kindimage, nodeimage
 from shim.core.errors import ConfigError, NotFoundError
+from testkit.net import free_port
 
 
 @pytest.fixture
@@ -65,16 +65,10 @@ def upstream_repo(monkeypatch):
     return repo
 
 
-def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def unpullable(monkeypatch):
     """Upstream's repository on a registry port nobody serves: "cannot be pulled"."""
-    repo = f"localhost:{_dead_port()}/kindest/node"
+    repo = f"localhost:{free_port()}/kindest/node"
     monkeypatch.setenv(kindimage.REPO_ENV, repo)
     return repo
 
@@ -182,7 +176,7 @@ def test_given_base_image(docker_client, images, version):
     given = images(f"floxk-test.local/my-kind:{version}")
     choice = kindimage.decide(docker_client, version, given=given)
     assert (choice.action, choice.image, choice.source) == ("use", given, "given")
-    missing = f"localhost:{_dead_port()}/my/kind:{version}"
+    missing = f"localhost:{free_port()}/my/kind:{version}"
     with pytest.raises(NotFoundError, match="cannot be pulled"):
         kindimage.decide(docker_client, version, given=missing)
     with pytest.raises(ConfigError, match="both say where the base comes from"):

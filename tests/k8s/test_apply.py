@@ -12,13 +12,13 @@ import base64
 import json
 import os
 import secrets
-import socket
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from testkit.net import free_port
 from tests.k8s.conftest import HELLO_MANIFEST, fresh_cluster, lock_and_push, run_floxk, run_kubectl
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
@@ -54,18 +54,12 @@ def kubectl(*args: str, check: bool = True, stdin: str | None = None, env=None):
     return run_kubectl(CONTEXT, *args, check=check, stdin=stdin, env=env or _environ())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> str:
     """`floxk up --config`: Flox's kind demo shape (a worker, a port mapping, a label)."""
     tmp = tmp_path_factory.mktemp("apply")
     E.kubeconfig = tmp / "kubeconfig"
-    E.host_port = _free_port()
+    E.host_port = free_port()
     config = tmp / "kind.yaml"
     config.write_text(
         "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\n"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import tomllib
 import pytest
 import yaml
 
+from testkit.net import free_port
 from testkit.nix import make_key_pair
 from tests.k8s.conftest import BASE_IMAGE, lock_and_push, require_kind_base, sh
 
@@ -51,12 +51,6 @@ def on_node(node: str, script: str, check: bool = True):
 def node_file(node: str, path: str) -> str | None:
     r = sh("docker", "exec", node, "cat", path, check=False)
     return r.stdout if r.returncode == 0 else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Registries:
