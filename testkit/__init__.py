@@ -7,6 +7,7 @@
 - `oci`: runc bundles, node.toml files, a signed test hub, env trees for the runc tests;
 - `nix`: signing keys and running a program against a chroot store.
 - `net`: a free port for a server to start on (or to name one that is not there).
+- `layout`: `Below`, named paths below an object's directory.
 
 tests/ wraps these in pytest fixtures (tests/conftest.py, tests/cri/conftest.py);
 benchmarks/ calls them directly.

@@ -36,6 +36,7 @@ from cri_api.v1.api_pb2_grpc import ImageServiceStub, RuntimeServiceStub
 
 from shim.core import containerd as ctrd
 from testkit.images import Image
+from testkit.layout import Below
 from testkit.lines import Line, installed_lines, runc_under_test
 
 __all__ = ["CRI", "Containerd", "Line", "installed_lines"]
@@ -87,29 +88,12 @@ class Containerd:
     cri: CRI = field(init=False)
 
     # --- layout -------------------------------------------------------------------------
-    @property
-    def socket(self) -> Path:
-        return self.dir / "containerd.sock"
-
-    @property
-    def root(self) -> Path:
-        return self.dir / "root"
-
-    @property
-    def state(self) -> Path:
-        return self.dir / "state"
-
-    @property
-    def pod_logs(self) -> Path:
-        return self.dir / "pods"
-
-    @property
-    def config_path(self) -> Path:
-        return self.dir / "config.toml"
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "containerd.log"
+    socket = Below("dir", "containerd.sock")
+    root = Below("dir", "root")
+    state = Below("dir", "state")
+    pod_logs = Below("dir", "pods")
+    config_path = Below("dir", "config.toml")
+    log_path = Below("dir", "containerd.log")
 
     # --- config -------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 
 from shim.core import containerd as ctrd
+from testkit.layout import Below
 
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN_SCRIPT = REPO / "scripts" / "install-containerd.sh"
@@ -49,17 +50,9 @@ class Line:
     def major(self) -> int:
         return ctrd.parse_version(self.version)[0]
 
-    @property
-    def containerd(self) -> Path:
-        return self.bin_dir / "containerd"
-
-    @property
-    def ctr(self) -> Path:
-        return self.bin_dir / "ctr"
-
-    @property
-    def runc_shim(self) -> Path:
-        return self.bin_dir / "containerd-shim-runc-v2"
+    containerd = Below("bin_dir", "containerd")
+    ctr = Below("bin_dir", "ctr")
+    runc_shim = Below("bin_dir", "containerd-shim-runc-v2")
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ def _start_flox_node(
         **settings,
     )
     front = write_front(work / "bin" / "floxk-runc", str(runc_line.path), server=server)
-    runc_v2 = str(containerd_line.bin_dir / "containerd-shim-runc-v2")
+    runc_v2 = str(containerd_line.runc_shim)
     shim = write_shim_front(work / "bin" / "containerd-shim-flox-v2", runc_v2, server=server)
     daemon = harness.Containerd(
         line=containerd_line,
