@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -62,6 +63,15 @@ def lock_and_push(directory, manifest: str, catalog_flake, *push_args: str, flox
     r = floxk("env", "push", str(directory), *push_args, **kw)
     assert r.returncode == 0, r.stderr
     return r
+
+
+def run_pod(pod: str | Path, env: str, context: str, *flags: str, command=(), floxk=run_floxk,
+            **kw) -> subprocess.CompletedProcess:  # fmt: skip
+    """`floxk run pod POD --env ENV --context CONTEXT FLAGS [-- COMMAND]` through `floxk` (a
+    runner like run_floxk, given `kw`): POD a pod's name, or a Path to its manifest (-f)."""
+    target = ["-f", str(pod)] if isinstance(pod, Path) else [pod]
+    tail = ["--", *command] if command else []
+    return floxk("run", "pod", *target, "--env", env, "--context", context, *flags, *tail, **kw)
 
 
 def floxk_up_fresh(*args: str, floxk=run_floxk, timeout: float = 1800) -> dict:

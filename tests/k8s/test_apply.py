@@ -19,7 +19,14 @@ from pathlib import Path
 import pytest
 
 from testkit.net import free_port
-from tests.k8s.conftest import HELLO_MANIFEST, fresh_cluster, lock_and_push, run_floxk, run_kubectl
+from tests.k8s.conftest import (
+    HELLO_MANIFEST,
+    fresh_cluster,
+    lock_and_push,
+    run_floxk,
+    run_kubectl,
+    run_pod,
+)
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -337,35 +344,11 @@ def test_pod_in_a_namespace_that_does_not_exist_yet(tools, tmp_path):
         f"apiVersion: v1\nkind: Pod\nmetadata: {{name: lonely, namespace: {ns}}}\n"
         "spec:\n  restartPolicy: Never\n  containers:\n    - name: main\n      command: [hello]\n"
     )
-    r = floxk(
-        "run",
-        "pod",
-        "-f",
-        str(tmp_path / "pod.yaml"),
-        "--env",
-        tools,
-        "--logs",
-        "--context",
-        CONTEXT,
-        "--timeout",
-        "240",
-    )
+    r = run_pod(tmp_path / "pod.yaml", tools, CONTEXT, "--logs", "--timeout", "240", floxk=floxk)
     assert r.returncode == 0, r.stderr
     assert "hello from floxk" in r.stdout and "Traceback" not in r.stderr
-    r = floxk(
-        "run",
-        "pod",
-        "-f",
-        str(tmp_path / "pod.yaml"),
-        "--env",
-        tools,
-        "--replace",
-        "--context",
-        CONTEXT,
-        "-n",
-        f"{ns}-x",
-        "--no-create-namespace",
-    )
+    r = run_pod(tmp_path / "pod.yaml", tools, CONTEXT, "--replace", "-n", f"{ns}-x",
+                "--no-create-namespace", floxk=floxk)  # fmt: skip
     assert r.returncode == 3 and f"namespace {ns}-x does not exist" in r.stderr
     kubectl("delete", "namespace", ns, "--wait=false")
 

@@ -11,7 +11,14 @@ import subprocess
 
 import pytest
 
-from tests.k8s.conftest import BASE_IMAGE, HELLO_MANIFEST, fresh_cluster, lock_and_push, run_floxk
+from tests.k8s.conftest import (
+    BASE_IMAGE,
+    HELLO_MANIFEST,
+    fresh_cluster,
+    lock_and_push,
+    run_floxk,
+    run_pod,
+)
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -75,36 +82,15 @@ def test_kubectl_sees_ready_flox_nodes(cluster):
 
 
 def test_pod_runs_a_program_from_its_environment(cluster, hello_env):
-    r = floxk(
-        "run",
-        "pod",
-        "e2e-hello",
-        "--env",
-        hello_env,
-        "--replace",
-        "--context",
-        cluster,
-        "--",
-        "hello",
-    )
+    r = run_pod("e2e-hello", hello_env, cluster, "--replace", command=["hello"], floxk=floxk)
     assert r.returncode == 0, r.stderr
     assert "hello from floxk" in r.stdout
 
 
 def test_pod_sees_the_environment_vars_and_exit_code(cluster, hello_env):
-    r = floxk(
-        "run",
-        "pod",
-        "e2e-vars",
-        "--env",
-        hello_env,
-        "--replace",
-        "--context",
-        cluster,
-        "--",
-        "sh",
-        "-c",
-        'echo "$GREETING"; exit 7',
+    script = 'echo "$GREETING"; exit 7'
+    r = run_pod(
+        "e2e-vars", hello_env, cluster, "--replace", command=["sh", "-c", script], floxk=floxk
     )
     assert r.returncode == 7, r.stderr
     assert "hi from the environment" in r.stdout
@@ -117,18 +103,7 @@ def test_manifest_pod_is_filled_in_and_followed(cluster, hello_env, tmp_path):
         "spec:\n  restartPolicy: Never\n  containers:\n"
         "    - name: app\n      command: [sh, -c, 'hello; echo FLOX_ENV=$FLOX_ENV']\n"
     )
-    r = floxk(
-        "run",
-        "pod",
-        "-f",
-        str(tmp_path / "pod.yaml"),
-        "--env",
-        hello_env,
-        "--logs",
-        "--replace",
-        "--context",
-        cluster,
-    )
+    r = run_pod(tmp_path / "pod.yaml", hello_env, cluster, "--logs", "--replace", floxk=floxk)
     assert r.returncode == 0, r.stderr
     assert "hello from floxk" in r.stdout and "FLOX_ENV=/run/floxk/env" in r.stdout
     spec = json.loads(
@@ -145,20 +120,8 @@ def test_manifest_pod_is_filled_in_and_followed(cluster, hello_env, tmp_path):
 
 
 def test_unknown_environment_shows_the_runtime_message(cluster, hello_env):
-    r = floxk(
-        "run",
-        "pod",
-        "e2e-missing",
-        "--env",
-        "e2e/no-such-env",
-        "--replace",
-        "--context",
-        cluster,
-        "--timeout",
-        "180",
-        "--",
-        "hello",
-    )
+    r = run_pod("e2e-missing", "e2e/no-such-env", cluster, "--replace", "--timeout", "180",
+                command=["hello"], floxk=floxk)  # fmt: skip
     assert r.returncode == 1
     assert "events:" in r.stderr and "no-such-env" in r.stderr
 

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.k8s.conftest import hub_kind_cluster, lock_and_push, sh
+from tests.k8s.conftest import hub_kind_cluster, lock_and_push, run_pod, sh
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -104,12 +104,12 @@ def test_node_operations(cluster, catalog_flake, tmp_path):
     push(cluster, catalog_flake, "nodes/gone", 'greeting.pkg-path = "greeting"\n')
 
     # A pod that ran and is gone, and one that keeps running.
-    r = floxk("run", "pod", "gone", "--env", "nodes/gone", "--replace", "--context",
-              f"kind-{NAME}", "--", "greet", "bye", env=env)  # fmt: skip
+    r = run_pod("gone", "nodes/gone", f"kind-{NAME}", "--replace", command=["greet", "bye"],
+                floxk=floxk, env=env)  # fmt: skip
     assert r.returncode == 0 and "greet: bye" in r.stdout, r.stderr[-2000:]
     kubectl("delete", "pod", "gone", "--wait=true", env=env)
-    r = floxk("run", "pod", "keeper", "--env", "nodes/keep", "--no-wait", "--context",
-              f"kind-{NAME}", "--", *TICKER, env=env)  # fmt: skip
+    r = run_pod("keeper", "nodes/keep", f"kind-{NAME}", "--no-wait", command=TICKER, floxk=floxk,
+                env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     kubectl("wait", "--for=condition=Ready", "pod/keeper", "--timeout=180s", env=env)
     keeper = pod_state("keeper", env)
