@@ -1,4 +1,5 @@
-"""Fixtures of the CLI tests that need the local Docker Engine or a registry."""
+"""Fixtures of the CLI tests that need the local Docker Engine or a registry, and the cluster
+spec the rendering tests start from."""
 
 from __future__ import annotations
 
@@ -12,7 +13,23 @@ import pytest
 import yaml
 
 from floxk import _deploy
+from floxk._cluster.spec import ClusterFiles, ClusterSpec
+from floxk._cluster.up import build_spec
 from testkit.net import free_port
+
+
+def cluster_spec(files: ClusterFiles, **kw) -> ClusterSpec:
+    """`build_spec` of kind cluster "dev" (2 workers, Kubernetes v1.34.4, a fixed node image,
+    restrict_oom_score_adj on) with its host files in `files`; KW overrides any of them."""
+    args = dict(
+        provider="kind",
+        name="dev",
+        workers=2,
+        k8s_version="v1.34.4",
+        node_image="floxk.local/node:v1.34.4-abc",
+        restrict_oom_score_adj=True,
+    )
+    return build_spec(files=files, **{**args, **kw})
 
 
 def _registry_binary() -> str | None:

@@ -448,23 +448,17 @@ def test_statefulset_and_daemonset_outcomes():
     assert applying.daemonset_status(ds, []).done
 
 
+def _ended_pod(phase: str, exit_code: int, reason: str):
+    """A bare pod "once" (restartPolicy Never) whose one container ended with `exit_code`."""
+    terminated = k8s.V1ContainerStateTerminated(exit_code=exit_code, reason=reason)
+    pod = _pod("once", None, restart="Never", terminated=terminated)
+    pod.status.phase = phase
+    return pod
+
+
 def test_bare_pod_outcome_carries_its_exit_code():
-    ok = _pod(
-        "once",
-        None,
-        restart="Never",
-        terminated=k8s.V1ContainerStateTerminated(exit_code=0, reason="Completed"),
-    )
-    ok.status.phase = "Succeeded"
-    assert applying.pod_status(ok).done
-    bad = _pod(
-        "once",
-        None,
-        restart="Never",
-        terminated=k8s.V1ContainerStateTerminated(exit_code=3, reason="Error"),
-    )
-    bad.status.phase = "Failed"
-    s = applying.pod_status(bad)
+    assert applying.pod_status(_ended_pod("Succeeded", 0, "Completed")).done
+    s = applying.pod_status(_ended_pod("Failed", 3, "Error"))
     assert s.failed and s.exit_code == 3 and s.pod == "once"
 
 

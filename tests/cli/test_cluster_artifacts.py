@@ -14,11 +14,11 @@ from kubernetes import client as k8s
 
 from floxk._cluster import debs, k3d, kind, nodecheck, nodeimage, pod
 from floxk._cluster.spec import ClusterFiles, ClusterSpec, context_name, parse_context
-from floxk._cluster.up import build_spec
 from shim.core import containerd as ctrd
 from shim.core.errors import ConfigError, FloxkError
 from shim.core.node import parse_node_config
 from testkit import harness
+from tests.cli.conftest import cluster_spec
 
 # A kind node's containerd config as every kind release ships it: version 2.
 KIND_BASE_CONFIG = """\
@@ -110,18 +110,7 @@ def test_node_check_finds_no_runtime_in_a_plain_dump():
 
 
 def _spec(**kw) -> ClusterSpec:
-    files = ClusterFiles(Path("/home/dev/.local/share/floxk/clusters/kind-dev"))
-    args = dict(
-        provider="kind",
-        name="dev",
-        workers=2,
-        k8s_version="v1.34.4",
-        node_image="floxk.local/node:v1.34.4-abc",
-        files=files,
-        restrict_oom_score_adj=True,
-    )
-    args.update(kw)
-    return build_spec(**args)
+    return cluster_spec(ClusterFiles(Path("/home/dev/.local/share/floxk/clusters/kind-dev")), **kw)
 
 
 def test_kind_config_nodes_image_mounts_patch_labels():

@@ -15,8 +15,8 @@ import yaml
 
 from floxk._cluster import kind
 from floxk._cluster.spec import ClusterFiles
-from floxk._cluster.up import build_spec
 from shim.core.errors import ConfigError
+from tests.cli.conftest import cluster_spec
 
 # Flox's kind demo shape: a worker, a port mapping, a mount, labels, networking.
 USER_CONFIG = """\
@@ -60,13 +60,10 @@ def _write(tmp_path, text=USER_CONFIG):
 
 
 def _spec(tmp_path, data, name="demo"):
-    return build_spec(
-        provider="kind",
+    return cluster_spec(
+        ClusterFiles(tmp_path / "kind-demo"),
         name=name,
         workers=kind.node_counts(data)[1],
-        k8s_version="v1.34.4",
-        node_image="floxk.local/node:v1.34.4-abc",
-        files=ClusterFiles(tmp_path / "kind-demo"),
         restrict_oom_score_adj=False,
         kind_config=kind.canonical(data),
     )
@@ -101,14 +98,8 @@ def test_users_config_is_kept_and_every_node_gets_floxks_pieces(tmp_path):
 
 
 def test_without_a_config_the_rendered_cluster_and_digest_are_unchanged(tmp_path):
-    spec = build_spec(
-        provider="kind",
-        name="dev",
-        workers=1,
-        k8s_version="v1.34.4",
-        node_image="img",
-        files=ClusterFiles(tmp_path),
-        restrict_oom_score_adj=False,
+    spec = cluster_spec(
+        ClusterFiles(tmp_path), workers=1, node_image="img", restrict_oom_score_adj=False
     )
     assert "kind_config" not in spec.to_dict()  # digests of clusters made before --config
     assert [n["role"] for n in kind.render_config(spec)["nodes"]] == ["control-plane", "worker"]
