@@ -122,6 +122,11 @@ def flox_pod(
     return pods.fill_pod(manifest, env_ref=env)
 
 
+def image_container(name: str, image: str, command: list[str], **more: Any) -> dict[str, Any]:
+    """A container on `image`, a local image loaded into the nodes (never pulled)."""
+    return {"name": name, "image": image, "imagePullPolicy": "Never", "command": command, **more}
+
+
 @dataclass
 class Outcome:
     """Where a pod ended up, with what a failure message needs."""

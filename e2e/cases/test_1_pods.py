@@ -116,12 +116,7 @@ def test_skip_listed_sidecar_runs_unmodified(cluster, basic_env, toolbox):
         basic_env.ref,
         containers=[
             {"name": "app", "command": ["sh", "-c", f"{report}; hello"]},
-            {
-                "name": "sidecar",
-                "image": toolbox,
-                "imagePullPolicy": "Never",
-                "command": ["/bin/sh", "-c", report],
-            },
+            kit.image_container("sidecar", toolbox, ["/bin/sh", "-c", report]),
         ],
         annotations={kit.SKIP_CONTAINERS: "sidecar"},
     )
@@ -191,12 +186,7 @@ def test_pod_without_annotation_is_untouched(cluster, basic_env, toolbox):
         'echo "FLOX_ENV=[$FLOX_ENV]"; echo "PATH=$PATH"; '
         "grep -c ' /nix/store ' /proc/mounts || true"
     )
-    container = {
-        "name": "main",
-        "image": toolbox,
-        "imagePullPolicy": "Never",
-        "command": ["/bin/sh", "-c", report],
-    }
+    container = kit.image_container("main", toolbox, ["/bin/sh", "-c", report])
     plain = {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -38,12 +38,7 @@ def test_environment_on_top_of_a_real_image(cluster, basic_env, app_image):
         'echo "PATH=$PATH"; echo "FLOX_ENV=$FLOX_ENV"; hello; app-tool; '
         'echo "release: $(cat /etc/app-release)"'
     )
-    container = {
-        "name": "main",
-        "image": app_image,
-        "imagePullPolicy": "Never",
-        "command": ["/bin/sh", "-c", script],
-    }
+    container = kit.image_container("main", app_image, ["/bin/sh", "-c", script])
     o = kit.run_pod(cluster, kit.flox_pod("e2e-on-image", basic_env.ref, containers=[container]))
     assert o.state.phase == "Succeeded", o.why()
     seen = kit.env_of(o.log)

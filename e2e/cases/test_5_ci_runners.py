@@ -62,27 +62,16 @@ def job_pod(name: str, env_ref: str, helper_image: str, annotations: dict[str, s
     ]
     # The runner's shells: stdin open, no TTY (its attach strategy writes to stdin).
     shell = {"stdin": True, "tty": False, "volumeMounts": mounts}
-    init = {
-        "name": "init-permissions",
-        "image": helper_image,
-        "imagePullPolicy": "Never",
-        "command": ["/bin/sh", "-c",
-                    f'touch {LOG} && chmod 777 {LOGS} {LOG} {BUILDS} && '
-                    f'echo "init FLOX_ENV=[$FLOX_ENV]" > {LOGS}/init-permissions'],
-        "volumeMounts": mounts,
-    }  # fmt: skip
+    init = kit.image_container("init-permissions", helper_image, ["/bin/sh", "-c",
+                               f'touch {LOG} && chmod 777 {LOGS} {LOG} {BUILDS} && '
+                               f'echo "init FLOX_ENV=[$FLOX_ENV]" > {LOGS}/init-permissions'],
+                               volumeMounts=mounts)  # fmt: skip
     return kit.flox_pod(
         name,
         env_ref,
         containers=[
             {"name": "build", "command": ["sh"], **shell},  # the stub image: sh is the env's
-            {
-                "name": "helper",
-                "image": helper_image,
-                "imagePullPolicy": "Never",
-                "command": ["/bin/sh"],
-                **shell,
-            },
+            kit.image_container("helper", helper_image, ["/bin/sh"], **shell),
         ],  # fmt: skip
         annotations={**annotations},
         spec={
