@@ -117,6 +117,29 @@ def run_kubectl(
     return r
 
 
+class PrivateKube:
+    """floxk and kubectl runners for one cluster whose KUBECONFIG is a private file (the
+    cluster fixture sets `kubeconfig`): other clusters made on this machine meanwhile do not
+    move the current context under the tests."""
+
+    kubeconfig: Path
+
+    def __init__(self, context: str, *, floxk_timeout: float, kubectl_timeout: float) -> None:
+        self.context = context
+        self.floxk_timeout, self.kubectl_timeout = floxk_timeout, kubectl_timeout
+
+    def environ(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def floxk(self, *args: str, stdin: str | None = None, timeout: float | None = None, env=None):
+        return run_floxk(*args, stdin=stdin, timeout=timeout or self.floxk_timeout,
+                         env=env or self.environ())  # fmt: skip
+
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None, env=None):
+        return run_kubectl(self.context, *args, check=check, stdin=stdin,
+                           env=env or self.environ(), timeout=self.kubectl_timeout)  # fmt: skip
+
+
 def sh(*argv: str, env=None, timeout: float = 900, check: bool = True, input=None):
     """Run a program; the call and its output's tail go to stderr; with `check`, a failure
     fails the test."""

@@ -19,14 +19,7 @@ from pathlib import Path
 import pytest
 
 from testkit.net import free_port
-from tests.k8s.conftest import (
-    HELLO_MANIFEST,
-    fresh_cluster,
-    lock_and_push,
-    run_floxk,
-    run_kubectl,
-    run_pod,
-)
+from tests.k8s.conftest import HELLO_MANIFEST, PrivateKube, fresh_cluster, lock_and_push, run_pod
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -41,31 +34,20 @@ CONTROL_PLANE_TOLERATION = (
 
 
 class Env:
-    kubeconfig: Path
     host_port: int
     namespace: str
 
 
 E = Env()
-
-
-def _environ() -> dict[str, str]:
-    return {**os.environ, "KUBECONFIG": str(E.kubeconfig)}
-
-
-def floxk(*args: str, stdin: str | None = None, timeout: float = 900, env=None):
-    return run_floxk(*args, stdin=stdin, timeout=timeout, env=env or _environ())
-
-
-def kubectl(*args: str, check: bool = True, stdin: str | None = None, env=None):
-    return run_kubectl(CONTEXT, *args, check=check, stdin=stdin, env=env or _environ())
+K = PrivateKube(CONTEXT, floxk_timeout=900, kubectl_timeout=300)
+floxk, kubectl = K.floxk, K.kubectl
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> str:
     """`floxk up --config`: Flox's kind demo shape (a worker, a port mapping, a label)."""
     tmp = tmp_path_factory.mktemp("apply")
-    E.kubeconfig = tmp / "kubeconfig"
+    K.kubeconfig = tmp / "kubeconfig"
     E.host_port = free_port()
     config = tmp / "kind.yaml"
     config.write_text(
@@ -537,7 +519,7 @@ def test_403_and_401_keep_the_servers_message(bundle, tmp_path):
 def test_404_of_the_server_through_the_core(bundle):
     from floxk._cluster import kube
 
-    api = kube.api_client(CONTEXT, config_file=str(E.kubeconfig))
+    api = kube.api_client(CONTEXT, config_file=str(K.kubeconfig))
     with pytest.raises(kube.KubeError) as e:
         kube.apply(
             api,

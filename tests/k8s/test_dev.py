@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.conftest import BASE_IMAGE, require_kind_base, run_floxk, run_kubectl
+from tests.k8s.conftest import BASE_IMAGE, PrivateKube, require_kind_base
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -52,29 +52,14 @@ spec:
 """
 
 
-class Ctx:
-    kubeconfig: Path
-
-
-C = Ctx()
-
-
-def _environ() -> dict[str, str]:
-    return {**os.environ, "KUBECONFIG": str(C.kubeconfig)}
-
-
-def floxk(*args: str, timeout: float = 1800):
-    return run_floxk(*args, timeout=timeout, env=_environ())
-
-
-def kubectl(*args: str, check: bool = True):
-    return run_kubectl(CONTEXT, *args, check=check, env=_environ(), timeout=120)
+K = PrivateKube(CONTEXT, floxk_timeout=1800, kubectl_timeout=120)
+floxk, kubectl, _environ = K.floxk, K.kubectl, K.environ
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> str:
     require_kind_base()
-    C.kubeconfig = tmp_path_factory.mktemp("dev") / "kubeconfig"
+    K.kubeconfig = tmp_path_factory.mktemp("dev") / "kubeconfig"
     clusters = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True)
     if NAME in clusters.stdout.split():  # kept from a run with FLOXK_E2E_KEEP=1
         subprocess.run(["kind", "export", "kubeconfig", "--name", NAME], env=_environ(), check=True)
