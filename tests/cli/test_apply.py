@@ -21,27 +21,17 @@ from floxk._cluster import kube
 from floxk._cluster import pod as pods
 from shim.core.errors import FloxkError, NotFoundError
 from testkit.net import free_port
+from tests.manifests import workload
 
-DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      initContainers:
-        - name: init
-          command: [sh, -c, "echo init"]
-      containers:
-        - name: web
-          command: [web-serve]
-          envFrom: [{configMapRef: {name: web-config}}]
-"""
+DEPLOYMENT = workload("Deployment", "web", """\
+initContainers:
+  - name: init
+    command: [sh, -c, "echo init"]
+containers:
+  - name: web
+    command: [web-serve]
+    envFrom: [{configMapRef: {name: web-config}}]
+""", replicas=2)  # fmt: skip
 SERVICE = """\
 apiVersion: v1
 kind: Service
@@ -234,7 +224,7 @@ def test_a_workload_without_containers_or_environment_is_refused():
 
 
 def test_an_invalid_ref_in_one_of_several_documents_fails_them_all():
-    bad = DEPLOYMENT.replace("name: web\n", "name: web2\n", 1).replace(
+    bad = DEPLOYMENT.replace("{name: web}", "{name: web2}", 1).replace(
         "      labels: {app: web}\n",
         "      labels: {app: web}\n      annotations: {flox.dev/environment: 'no slash'}\n",
     )

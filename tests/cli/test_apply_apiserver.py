@@ -19,20 +19,12 @@ import pytest
 
 from floxk._cluster.spec import cache_dir
 from testkit.net import free_port
+from tests.manifests import workload
 
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {k: v1}\n"
-DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: web, command: [web-serve]}]
-"""
+DEPLOYMENT = workload(
+    "Deployment", "web", "containers: [{name: web, command: [web-serve]}]\n", replicas=1
+)
 JOB = """\
 apiVersion: batch/v1
 kind: Job

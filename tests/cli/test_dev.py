@@ -16,22 +16,11 @@ from floxk import _dev
 from floxk._cluster import pod as pods
 from shim.core import hub
 from shim.core.errors import FloxkError, LockError, ManifestError
+from tests.manifests import workload
 
 ENV = 'version = 1\n[install]\nbusybox.pkg-path = "busybox"\n[vars]\nGREETING = "one"\n'
-DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata:
-      labels: {app: web}
-      annotations: {flox.dev/environment: "%s"}
-    spec:
-      containers: [{name: web, command: [sleep, infinity]}]
-"""
+DEPLOYMENT = workload("Deployment", "web", "containers: [{name: web, command: [sleep, infinity]}]\n",
+                      replicas=2, annotations='{flox.dev/environment: "%s"}')  # fmt: skip
 
 
 def _save(path: Path, text: str) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from testkit.net import free_port
 from tests.k8s.conftest import HELLO_MANIFEST, PrivateKube, fresh_cluster, lock_and_push, run_pod
+from tests.manifests import workload
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -27,9 +28,9 @@ NAME = os.environ.get("FLOXK_APPLY_CLUSTER", "floxk-apply")
 CONTEXT = f"kind-{NAME}"
 ENV = "apply/tools"
 NODE_PORT = 30080
-CONTROL_PLANE_TOLERATION = (
-    "      tolerations:\n"
-    "        - {key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}\n"
+CONTROL_PLANE_TOLERATION = (  # a pod spec's lines
+    "tolerations:\n"
+    "  - {key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}\n"
 )
 
 
@@ -73,27 +74,31 @@ def tools(cluster, catalog_flake, tmp_path_factory) -> str:
     return ENV
 
 
+WEB = workload("Deployment", "web", "terminationGracePeriodSeconds: 1\n" + CONTROL_PLANE_TOLERATION + """\
+containers:
+  - name: web
+    command: [web-serve]
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+""", replicas=2)  # fmt: skip
+DB = workload("StatefulSet", "db", """\
+terminationGracePeriodSeconds: 1
+containers:
+  - name: db
+    command: [sh, -c, 'echo "db $HOSTNAME"; exec sleep 3600']
+""", replicas=1, head="  serviceName: db\n")  # fmt: skip
+AGENT = workload("DaemonSet", "agent", "hostNetwork: true\nterminationGracePeriodSeconds: 1\n"
+                 + CONTROL_PLANE_TOLERATION + """\
+containers:
+  - name: agent
+    command: [sh, -c, 'echo "agent on $(hostname)"; exec sleep 3600']
+""")  # fmt: skip
 BUNDLE = f"""\
 apiVersion: v1
 kind: ConfigMap
 metadata: {{name: app-config}}
 data: {{GREETING: from-configmap}}
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-{CONTROL_PLANE_TOLERATION}      containers:
-        - name: web
-          command: [web-serve]
-          readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
----
+{WEB}---
 apiVersion: v1
 kind: Service
 metadata: {{name: web}}
@@ -110,35 +115,8 @@ spec:
   selector: {{app: db}}
   ports: [{{port: 5432}}]
 ---
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {{name: db}}
-spec:
-  serviceName: db
-  replicas: 1
-  selector: {{matchLabels: {{app: db}}}}
-  template:
-    metadata: {{labels: {{app: db}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-        - name: db
-          command: [sh, -c, 'echo "db $HOSTNAME"; exec sleep 3600']
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {{name: agent}}
-spec:
-  selector: {{matchLabels: {{app: agent}}}}
-  template:
-    metadata: {{labels: {{app: agent}}}}
-    spec:
-      hostNetwork: true
-      terminationGracePeriodSeconds: 1
-{CONTROL_PLANE_TOLERATION}      containers:
-        - name: agent
-          command: [sh, -c, 'echo "agent on $(hostname)"; exec sleep 3600']
----
+{DB}---
+{AGENT}---
 apiVersion: batch/v1
 kind: Job
 metadata: {{name: once}}
@@ -390,15 +368,10 @@ def test_bad_input_applies_nothing(bundle, tools, tmp_path, text, expected, code
 def test_a_workload_whose_environment_does_not_exist_fails_with_the_runtimes_message(
     bundle, tmp_path
 ):
-    (tmp_path / "broken.yaml").write_text(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: broken}\n"
-        "spec:\n  selector: {matchLabels: {app: broken}}\n  template:\n"
-        "    metadata:\n      labels: {app: broken}\n"
-        "      annotations: {flox.dev/environment: apply/no-such-env}\n"
-        "    spec:\n"
-        + CONTROL_PLANE_TOLERATION
-        + "      containers: [{name: a, command: [hello]}]\n"
-    )
+    broken = workload("Deployment", "broken",
+                      CONTROL_PLANE_TOLERATION + "containers: [{name: a, command: [hello]}]\n",
+                      annotations="{flox.dev/environment: apply/no-such-env}")  # fmt: skip
+    (tmp_path / "broken.yaml").write_text(broken)
     r = floxk("apply", "-f", str(tmp_path / "broken.yaml"), "-n", E.namespace, "--timeout", "240")
     assert r.returncode == 1, r.stderr
     assert "Deployment" in r.stderr and "failed" in r.stderr

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.k8s.conftest import BASE_IMAGE, PrivateKube, require_kind_base
+from tests.manifests import workload
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -33,23 +34,12 @@ busybox.pkg-path = "busybox"
 [vars]
 GREETING = "%s"
 """
-DEPLOYMENT = f"""\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: app}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: devloop}}}}
-  template:
-    metadata:
-      labels: {{app: devloop}}
-      annotations: {{flox.dev/environment: {ENV}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-        - name: app
-          command: [sh, -c, 'echo "greeting=$GREETING"; exec sleep 3600']
-"""
+DEPLOYMENT = workload("Deployment", "app", """\
+terminationGracePeriodSeconds: 1
+containers:
+  - name: app
+    command: [sh, -c, 'echo "greeting=$GREETING"; exec sleep 3600']
+""", app="devloop", replicas=2, annotations=f"{{flox.dev/environment: {ENV}}}")  # fmt: skip
 
 
 K = PrivateKube(CONTEXT, floxk_timeout=1800, kubectl_timeout=120)
