@@ -21,3 +21,12 @@ def workload(kind: str, name: str, pod_spec: str, *, app: str | None = None,
         f"  template:\n    metadata:\n      labels: {{app: {app}}}\n{annotations_line}"
         "    spec:\n" + textwrap.indent(pod_spec, "      ")
     )
+
+
+def service(name: str, ports: str, *, spec: str = "") -> str:
+    """A v1 Service `name` selecting the pods labelled {app: NAME}. PORTS: flow YAML; SPEC:
+    more lines of its spec (e.g. a type)."""
+    return (
+        f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+        f"  selector: {{app: {name}}}\n  ports: {ports}\n"
+    )

@@ -21,7 +21,7 @@ from floxk._cluster import kube
 from floxk._cluster import pod as pods
 from shim.core.errors import FloxkError, NotFoundError
 from testkit.net import free_port
-from tests.manifests import workload
+from tests.manifests import service, workload
 
 DEPLOYMENT = workload("Deployment", "web", """\
 initContainers:
@@ -32,15 +32,7 @@ containers:
     command: [web-serve]
     envFrom: [{configMapRef: {name: web-config}}]
 """, replicas=2)  # fmt: skip
-SERVICE = """\
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-spec:
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
-"""
+SERVICE = service("web", "[{port: 80, targetPort: 8080}]")
 CONFIGMAP = """\
 apiVersion: v1
 kind: ConfigMap

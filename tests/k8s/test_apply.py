@@ -20,7 +20,7 @@ import pytest
 
 from testkit.net import free_port
 from tests.k8s.conftest import HELLO_MANIFEST, PrivateKube, fresh_cluster, lock_and_push, run_pod
-from tests.manifests import workload
+from tests.manifests import service, workload
 
 pytestmark = [pytest.mark.k8s, pytest.mark.nix, pytest.mark.root]
 
@@ -42,6 +42,11 @@ class Env:
 E = Env()
 K = PrivateKube(CONTEXT, floxk_timeout=900, kubectl_timeout=300)
 floxk, kubectl = K.floxk, K.kubectl
+
+
+def in_namespace(verb: str, path, *flags: str, **kw):
+    """`floxk VERB -f PATH -n <the test namespace> FLAGS` (VERB: apply or delete)."""
+    return floxk(verb, "-f", str(path), "-n", E.namespace, *flags, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +97,10 @@ containers:
   - name: agent
     command: [sh, -c, 'echo "agent on $(hostname)"; exec sleep 3600']
 """)  # fmt: skip
+WEB_SERVICE = service(
+    "web", f"[{{port: 80, targetPort: 8080, nodePort: {NODE_PORT}}}]", spec="  type: NodePort\n"
+)
+DB_SERVICE = service("db", "[{port: 5432}]", spec="  clusterIP: None\n")
 BUNDLE = f"""\
 apiVersion: v1
 kind: ConfigMap
@@ -99,22 +108,8 @@ metadata: {{name: app-config}}
 data: {{GREETING: from-configmap}}
 ---
 {WEB}---
-apiVersion: v1
-kind: Service
-metadata: {{name: web}}
-spec:
-  type: NodePort
-  selector: {{app: web}}
-  ports: [{{port: 80, targetPort: 8080, nodePort: {NODE_PORT}}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: db}}
-spec:
-  clusterIP: None
-  selector: {{app: db}}
-  ports: [{{port: 5432}}]
----
+{WEB_SERVICE}---
+{DB_SERVICE}---
 {DB}---
 {AGENT}---
 apiVersion: batch/v1
@@ -167,19 +162,7 @@ def bundle(cluster, tools, tmp_path_factory) -> dict:
     E.namespace = f"floxk-apply-{secrets.token_hex(3)}"
     path = tmp_path_factory.mktemp("bundle") / "bundle.yaml"
     path.write_text(BUNDLE)
-    r = floxk(
-        "apply",
-        "-f",
-        str(path),
-        "--env",
-        tools,
-        "-n",
-        E.namespace,
-        "--timeout",
-        "480",
-        "-o",
-        "json",
-    )
+    r = in_namespace("apply", path, "--env", tools, "--timeout", "480", "-o", "json")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     result["path"] = str(path)
@@ -279,19 +262,7 @@ def test_init_container_on_the_stub_image_and_env_from_a_configmap(bundle):
 
 
 def test_a_second_apply_changes_nothing(bundle, tools):
-    r = floxk(
-        "apply",
-        "-f",
-        bundle["path"],
-        "--env",
-        tools,
-        "-n",
-        E.namespace,
-        "-o",
-        "json",
-        "--timeout",
-        "240",
-    )
+    r = in_namespace("apply", bundle["path"], "--env", tools, "-o", "json", "--timeout", "240")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert {a["action"] for a in result["applied"]} == {"unchanged"}, result["applied"]
@@ -358,7 +329,7 @@ MARKER = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: must-not-exist}\n"
 def test_bad_input_applies_nothing(bundle, tools, tmp_path, text, expected, code):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    r = floxk("apply", "-f", str(path), "--env", tools, "-n", E.namespace, "--context", CONTEXT)
+    r = in_namespace("apply", path, "--env", tools, "--context", CONTEXT)
     assert r.returncode == code, r.stderr
     assert expected in r.stderr and "hint:" in r.stderr and "Traceback" not in r.stderr
     gone = kubectl("get", "configmap", "must-not-exist", "-n", E.namespace, check=False)
@@ -372,7 +343,7 @@ def test_a_workload_whose_environment_does_not_exist_fails_with_the_runtimes_mes
                       CONTROL_PLANE_TOLERATION + "containers: [{name: a, command: [hello]}]\n",
                       annotations="{flox.dev/environment: apply/no-such-env}")  # fmt: skip
     (tmp_path / "broken.yaml").write_text(broken)
-    r = floxk("apply", "-f", str(tmp_path / "broken.yaml"), "-n", E.namespace, "--timeout", "240")
+    r = in_namespace("apply", tmp_path / "broken.yaml", "--timeout", "240")
     assert r.returncode == 1, r.stderr
     assert "Deployment" in r.stderr and "failed" in r.stderr
     assert "events of pod broken-" in r.stderr and "floxk:" in r.stderr
@@ -387,17 +358,7 @@ def test_no_outcome_in_time_exits_5(bundle, tools, tmp_path):
         "      containers:\n        - name: a\n          command: [sleep, '3600']\n"
         "          readinessProbe: {exec: {command: ['false']}, periodSeconds: 1}\n"
     )
-    r = floxk(
-        "apply",
-        "-f",
-        str(tmp_path / "slow.yaml"),
-        "--env",
-        tools,
-        "-n",
-        E.namespace,
-        "--timeout",
-        "20",
-    )
+    r = in_namespace("apply", tmp_path / "slow.yaml", "--env", tools, "--timeout", "20")
     assert r.returncode == 5, r.stderr
     assert "no outcome after 20 s" in r.stderr and "Deployment" in r.stderr
 
@@ -418,10 +379,10 @@ def test_409_conflict_with_another_field_manager_then_force(bundle, tmp_path):
     (tmp_path / "cm.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shared}\ndata: {k: floxk}\n"
     )
-    r = floxk("apply", "-f", str(tmp_path / "cm.yaml"), "-n", E.namespace)
+    r = in_namespace("apply", tmp_path / "cm.yaml")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "conflict" in r.stderr.lower() and "--force-conflicts" in r.stderr
-    r = floxk("apply", "-f", str(tmp_path / "cm.yaml"), "-n", E.namespace, "--force-conflicts")
+    r = in_namespace("apply", tmp_path / "cm.yaml", "--force-conflicts")
     assert r.returncode == 0, r.stderr
     assert _get("configmap", "shared")["data"]["k"] == "floxk"
 
@@ -431,7 +392,7 @@ def test_422_immutable_field_is_caught_before_anything_changes(bundle, tools, tm
     changed = changed.replace("data: {GREETING: from-configmap}", "data: {GREETING: changed}")
     assert changed != BUNDLE
     (tmp_path / "changed.yaml").write_text(changed)
-    r = floxk("apply", "-f", str(tmp_path / "changed.yaml"), "--env", tools, "-n", E.namespace)
+    r = in_namespace("apply", tmp_path / "changed.yaml", "--env", tools)
     assert r.returncode == 1 and 'Job.batch "once" is invalid' in r.stderr
     assert "floxk delete -f" in r.stderr and "Traceback" not in r.stderr
     # The dry run failed, so the ConfigMap before the Job in the same file is unchanged.
@@ -469,7 +430,7 @@ def test_403_and_401_keep_the_servers_message(bundle, tmp_path):
     (tmp_path / "cm.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: nope}\ndata: {k: v}\n"
     )
-    r = floxk("apply", "-f", str(tmp_path / "cm.yaml"), "-n", E.namespace, env=env)
+    r = in_namespace("apply", tmp_path / "cm.yaml", env=env)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "forbidden" in r.stderr and "system:serviceaccount" in r.stderr
     assert "auth can-i" in r.stderr
@@ -477,7 +438,7 @@ def test_403_and_401_keep_the_servers_message(bundle, tmp_path):
     # what an expired kubeconfig gets.
     kubectl("delete", "serviceaccount", "-n", E.namespace, "nobody")
     for _ in range(20):
-        r = floxk("apply", "-f", str(tmp_path / "cm.yaml"), "-n", E.namespace, env=env)
+        r = in_namespace("apply", tmp_path / "cm.yaml", env=env)
         if "Unauthorized" in r.stderr:
             break
         time.sleep(1)
@@ -508,7 +469,7 @@ def test_404_of_the_server_through_the_core(bundle):
 
 
 def test_delete_is_the_inverse_and_idempotent(bundle):
-    r = floxk("delete", "-f", bundle["path"], "-n", E.namespace, "--timeout", "240", "-o", "json")
+    r = in_namespace("delete", bundle["path"], "--timeout", "240", "-o", "json")
     assert r.returncode == 0, r.stderr
     results = {(d["kind"], d["name"]): d["result"] for d in json.loads(r.stdout)}
     assert (
@@ -528,7 +489,7 @@ def test_delete_is_the_inverse_and_idempotent(bundle):
     ):
         assert gone not in names, names
     assert not [n for n in names if n.startswith("pod/web-") or n.startswith("pod/agent-")]
-    r = floxk("delete", "-f", bundle["path"], "-n", E.namespace, "-o", "json")
+    r = in_namespace("delete", bundle["path"], "-o", "json")
     assert r.returncode == 0, r.stderr
     assert {d["result"] for d in json.loads(r.stdout)} == {"not found"}
     kubectl("delete", "namespace", E.namespace, "--wait=false")
