@@ -61,6 +61,16 @@ def assert_nothing_usable(cfg: NodeConfig, store_path: str | None = None) -> Non
         assert nix.invalid_paths([store_path], store_root=Path(cfg.store_root)) == [store_path]
 
 
+def assert_forged_refused(tmp_path, signed_cache, reference: str, forged: str) -> NodeConfig:
+    """The node refuses REFERENCE, whose record is not signed by a key it trusts, and nothing
+    of it is usable (FORGED: the store path the record names); the node's config."""
+    cfg = node(tmp_path, signed_cache)
+    with pytest.raises(TrustError, match="not signed by a key this node trusts"):
+        realize_for(ref(reference), cfg)
+    assert_nothing_usable(cfg, forged)
+    return cfg
+
+
 def test_valid_environment_realizes_and_runs(tmp_path, signed_cache, publish_env):
     """The control: a test cannot pass by refusing everything."""
     published = publish_env("trust/valid", PLAIN)
@@ -97,10 +107,7 @@ def test_forged_record_with_hook_and_ld_preload_is_refused(tmp_path, signed_cach
     forged = attacker.forge_record(
         signed_cache.root, tmp_path / "attack", owner, name, gen, attacker.inject_hook
     )
-    cfg = node(tmp_path, signed_cache)
-    with pytest.raises(TrustError, match="not signed by a key this node trusts"):
-        realize_for(ref(f"{owner}/{name}"), cfg)
-    assert_nothing_usable(cfg, forged)
+    assert_forged_refused(tmp_path, signed_cache, f"{owner}/{name}", forged)
 
 
 def test_record_signed_by_an_untrusted_key_is_refused(tmp_path, signed_cache, publish_env):
@@ -110,10 +117,7 @@ def test_record_signed_by_an_untrusted_key_is_refused(tmp_path, signed_cache, pu
         signed_cache.root, tmp_path / "attack", owner, name, gen, attacker.inject_hook,
         secret_key=attacker_key,
     )  # fmt: skip
-    cfg = node(tmp_path, signed_cache)
-    with pytest.raises(TrustError, match="not signed by a key this node trusts"):
-        realize_for(ref(f"{owner}/{name}:{gen}"), cfg)
-    assert_nothing_usable(cfg, forged)
+    assert_forged_refused(tmp_path, signed_cache, f"{owner}/{name}:{gen}", forged)
 
 
 def test_record_of_another_ref_is_refused(tmp_path, signed_cache, publish_env):
@@ -179,10 +183,7 @@ def test_forged_record_naming_an_unsigned_ca_path_or_drv_is_refused(
         signed_cache.root, tmp_path / "attack", owner, name, gen,
         attacker.point_output_at("hello", target),
     )  # fmt: skip
-    cfg = node(tmp_path, signed_cache)
-    with pytest.raises(TrustError, match="not signed by a key this node trusts"):
-        realize_for(ref(f"{owner}/{name}"), cfg)
-    assert_nothing_usable(cfg, forged)
+    cfg = assert_forged_refused(tmp_path, signed_cache, f"{owner}/{name}", forged)
     assert nix.invalid_paths([never_valid], store_root=Path(cfg.store_root)) == [never_valid]
 
 
