@@ -327,8 +327,9 @@ def _preload() -> None:
     for name in (
         "shim.runc", "shim.wrapper", "shim.core.annotations", "shim.core.atomic",
         "shim.core.gc", "shim.core.hub", "shim.core.records", "shim.core.realize",
-        "shim.core.spec", "shim.core.stats", "shim.core.names", "shim.core.service", "shim.core.model",
-        "shim.core.nix", "shim.core.proc", "json", "subprocess", "tempfile", "shutil",
+        "shim.core.spec", "shim.core.stats", "shim.core.names", "shim.core.service",
+        "shim.core.model", "shim.core.nix", "shim.core.storedb", "shim.core.signatures",
+        "shim.core.proc", "json", "subprocess", "tempfile", "shutil",
     ):  # fmt: skip
         try:
             importlib.import_module(name)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from floxk.cli import main as floxk_main
-from shim.core import hub, nix
+from shim.core import hub, nix, signatures, storedb
 from shim.core.annotations import EnvRef
 from shim.core.errors import LockError, NixError, RealizeError, TrustError
 from shim.core.lockfile import load_lock, lock_from_dict
@@ -286,8 +286,8 @@ def test_path_infos_read_from_the_store_database_are_what_nix_says(
         store_root=store, state_dir=tmp_path / "state",
     )  # fmt: skip
     paths = env.activation["packages"]
-    from_db = nix._path_infos_from_db(sorted(paths), store)
-    monkeypatch.setattr(nix, "_path_infos_from_db", lambda *a: None)
+    from_db = storedb.path_infos(sorted(paths), store)
+    monkeypatch.setattr(storedb, "path_infos", lambda *a: None)
     from_nix = nix.path_infos(paths, store_root=store)
     assert from_db is not None
     assert sorted(from_db) == sorted(from_nix) == env.activation["closure"]
@@ -319,8 +319,8 @@ def test_host_nix_conf_cannot_widen_trust(tmp_path, signed_cache, monkeypatch):
         check=True, capture_output=True,
     )  # fmt: skip
     with pytest.raises(TrustError):
-        nix.verified_closure([ca], [signed_cache.public_key], store_root=store)
-    assert nix.verified_closure([ca], [attacker_public], store_root=store) == [ca]
+        signatures.verified_closure([ca], [signed_cache.public_key], store_root=store)
+    assert signatures.verified_closure([ca], [attacker_public], store_root=store) == [ca]
 
 
 # --- attack 4: a symlink out of the store -----------------------------------------------------
