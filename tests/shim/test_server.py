@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from shim import server
-from shim.server import _fronts, _loop
 from shim.front import python_argv, write_front
+from shim.server import _fronts, _loop
 from testkit.oci import make_bundle, publish_test_hub, write_node_toml
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
