@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
+import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 err_console = Console(stderr=True)
@@ -15,6 +18,30 @@ err_console = Console(stderr=True)
 class OutputFormat(StrEnum):
     text = "text"
     json = "json"
+
+
+# -o/--output of every command whose result is data (typer reads it as the default).
+OUTPUT = typer.Option(OutputFormat.text, "-o", "--output")
+
+
+def print_plain(text: str) -> None:
+    """A line of data on stdout as it is: no markup, no highlighting, no wrapping."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def warn(text: str) -> None:
+    """A warning on stderr (the text is escaped: never read as markup)."""
+    err_console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def progress_printer(quiet: bool) -> Callable[[str], None]:
+    """A core function's progress callback: one bullet line a step on stderr (-q: none)."""
+
+    def say(msg: str) -> None:
+        if not quiet:
+            err_console.print(f"[dim]•[/] {escape(msg)}", highlight=False, soft_wrap=True)
+
+    return say
 
 
 def print_json(data: Any) -> None:

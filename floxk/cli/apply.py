@@ -6,7 +6,14 @@ import typer
 from rich.markup import escape
 
 from floxk._exit import ExitStatus
-from floxk.cli._output import OutputFormat, console, err_console, print_json
+from floxk.cli._output import (
+    OUTPUT,
+    OutputFormat,
+    console,
+    err_console,
+    print_json,
+    progress_printer,
+)
 
 FILES = typer.Option(
     ..., "-f", "--filename", help="Manifest FILE, DIR (its *.yaml/*.yml/*.json) or - (stdin)."
@@ -20,14 +27,6 @@ APPLY_EXAMPLES = (
     "floxk apply -f k8s/ -n team --timeout 600   |   cat app.yaml | floxk apply -f - -o json"
 )
 DELETE_EXAMPLES = "Examples: floxk delete -f app.yaml   |   floxk delete -f k8s/ -n team"
-
-
-def _say(quiet: bool):
-    def say(msg: str) -> None:
-        if not quiet:
-            err_console.print(f"[dim]•[/] {escape(msg)}", highlight=False, soft_wrap=True)
-
-    return say
 
 
 def _status_table(statuses):
@@ -61,7 +60,7 @@ def apply(
     force_conflicts: bool = typer.Option(
         False, "--force-conflicts", help="Take over fields another field manager owns."
     ),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress on stderr."),
 ):
     """Apply manifests (server-side, dependency order, dry-run first), pod-bearing objects
@@ -213,7 +212,7 @@ def delete(
     grace_period: int | None = typer.Option(
         None, "--grace-period", min=0, help="Seconds pods get to stop (default: theirs)."
     ),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress on stderr."),
 ):
     """Delete what `floxk apply -f` applied from the same files (dependents first; objects
@@ -233,7 +232,7 @@ def delete(
         wait=wait,
         timeout=timeout,
         grace_period=grace_period,
-        progress=_say(quiet),
+        progress=progress_printer(quiet),
     )
     if output is OutputFormat.json:
         print_json(

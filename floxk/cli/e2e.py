@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from floxk._cluster.constants import DEFAULT_E2E_CLUSTER_NAME
-from floxk.cli._output import OutputFormat, console, err_console, print_json
+from floxk.cli._output import OUTPUT, OutputFormat, console, err_console, print_json
 
 STYLE = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow"}
 # pytest -v names a case, then (after any output of the fixtures it set up) its result.
@@ -72,7 +72,7 @@ def e2e(
         None, "--base-image", help="kind node image to build FROM (see floxk up)."
     ),
     timeout: int = typer.Option(600, "--timeout", help="Seconds for the cluster to come up."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress on stderr."),
     verbose: bool = typer.Option(
         False, "-v", "--verbose", help="All of pytest's output on stderr."

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from floxk._exit import ExitStatus
-from floxk.cli._output import OutputFormat, err_console, print_json
+from floxk.cli._output import OUTPUT, OutputFormat, err_console, print_json
 
 app = typer.Typer(help="Run workloads in environments.", no_args_is_help=True)
 
@@ -42,7 +42,7 @@ def pod(
         True, "--create-namespace/--no-create-namespace", help="Create a missing namespace."
     ),
     timeout: int = typer.Option(300, "--timeout", help="Seconds to wait for the pod."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No status on stderr."),
 ):
     """Fill in runtimeClassName, stub image and annotation, apply, follow, exit like the pod."""
