@@ -21,18 +21,8 @@ packages=(nix-bin busybox-static runc util-linux ca-certificates nginx)
 apt_ensure "${packages[@]}"
 
 # Nix as root without a daemon: the tests use the local store directly and
-# chroot stores under temp dirs. The commands we use need nix-command and flakes: added
-# with `extra-` (it adds to the machine's own setting, never replaces it), in a block
-# marked as ours, once.
-nix_conf=/etc/nix/nix.conf
-marker='# added by floxk (scripts/install-system.sh)'
-if dry_run && ! grep -qsF "$marker" "$nix_conf"; then
-  echo "would append to $nix_conf: extra-experimental-features = nix-command flakes" >&2
-elif ! grep -qsF "$marker" "$nix_conf"; then
-  echo "appending to $nix_conf: extra-experimental-features = nix-command flakes" >&2
-  mkdir -p /etc/nix
-  printf '%s\nextra-experimental-features = nix-command flakes\n' "$marker" >>"$nix_conf"
-fi
+# chroot stores under temp dirs (lib.sh's nix_conf_ensure: nix-command and flakes, added).
+nix_conf_ensure
 
 venv_ensure "$PWD" "[test]"
 

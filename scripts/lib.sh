@@ -19,6 +19,21 @@ apt_ensure() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# nix_conf_ensure [FILE]: the features floxk's commands need (nix-command, flakes) in
+# FILE (default /etc/nix/nix.conf), added with `extra-` so the machine's own setting is
+# kept, never replaced, in a block marked as ours, once. Nothing else in FILE is touched.
+nix_conf_ensure() {
+  local conf=${1:-/etc/nix/nix.conf} marker='# added by floxk (scripts/install-system.sh)'
+  grep -qsF "$marker" "$conf" && return 0
+  if dry_run; then
+    echo "would append to $conf: extra-experimental-features = nix-command flakes" >&2
+    return 0
+  fi
+  echo "appending to $conf: extra-experimental-features = nix-command flakes" >&2
+  mkdir -p "$(dirname "$conf")"
+  printf '%s\nextra-experimental-features = nix-command flakes\n' "$marker" >>"$conf"
+}
+
 # floxk's own virtual environment: floxk and its test extras live in .venv of the checkout
 # (FLOXK_VENV to move it), never in the system interpreter (Debian's python3 refuses pip
 # there, PEP 668). Scripts and tasks run floxk, pytest and task from its bin/.

@@ -6,7 +6,9 @@ Debian mirror, nothing but python3 and python3-venv added: Debian's python3 refu
 private mount namespace, `scripts/install-floxk.sh` installs floxk into the checkout's
 .venv and `floxk --version` runs from there; the system interpreter stays without floxk;
 a second run changes nothing; `scripts/install-system.sh --dry-run` says what it would
-install and write and writes nothing. The root filesystems are cached by suite (a
+install and write and writes nothing; its system steps (lib.sh's apt_ensure and
+nix_conf_ensure, as install-system.sh calls them) install Debian's Nix for real, keep the
+operator's own nix.conf settings and change nothing on a second run. The root filesystems are cached by suite (a
 tarball under the floxk cache); each test unpacks its own copy into its temp dir.
 """
 
@@ -151,3 +153,43 @@ def test_install_system_dry_run_says_what_it_would_change_and_changes_nothing(ro
     assert not (rootfs / "etc" / "nix").exists()
     assert not (rootfs / "src" / "floxk" / ".venv").exists()
     assert (rootfs / "var" / "lib" / "dpkg" / "status").read_bytes() == status
+
+
+# The system steps of install-system.sh, as it calls them (its Go builds of helm and the
+# containerd lines need a toolchain a stock system has not: the dry run above covers them).
+SYSTEM_STEPS = "source scripts/lib.sh && apt_ensure nix-bin busybox-static && nix_conf_ensure"
+NIX_CONFIG_SHOWN = "nix show-config 2>/dev/null || nix config show"
+
+
+def test_install_system_installs_nix_and_keeps_the_operators_nix_conf(rootfs):
+    conf = rootfs / "etc" / "nix" / "nix.conf"
+    conf.parent.mkdir(parents=True)
+    operators = b"# the operator's own\nmax-jobs = 3\nexperimental-features = nix-command\n"
+    conf.write_bytes(operators)
+
+    first = _in_rootfs(rootfs, SYSTEM_STEPS)
+    assert first.returncode == 0, first.stderr[-3000:]
+    said = first.stderr.splitlines()
+    assert "installing Debian packages (apt-get install): nix-bin busybox-static" in said
+    assert (
+        "appending to /etc/nix/nix.conf: extra-experimental-features = nix-command flakes" in said
+    )
+    written = conf.read_bytes()
+    assert written.startswith(operators), "the operator's lines are kept, byte for byte"
+    assert written.count(b"# added by floxk") == 1
+
+    shown = _in_rootfs(rootfs, NIX_CONFIG_SHOWN)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    settings = dict(
+        (k.strip(), v.strip())
+        for k, _, v in (line.partition("=") for line in shown.stdout.splitlines())
+    )
+    assert settings["max-jobs"] == "3"
+    assert {"nix-command", "flakes"} <= set(settings["experimental-features"].split())
+
+    again = _in_rootfs(rootfs, SYSTEM_STEPS)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not [
+        line for line in again.stderr.splitlines() if line.startswith(("installing", "appending"))
+    ]
+    assert conf.read_bytes() == written
