@@ -47,6 +47,7 @@ def _progress(quiet: bool, verbose: bool) -> Callable[[str], None]:
 
 
 def e2e(
+    ctx: typer.Context,
     provider: str = typer.Option(
         "kind",
         "--provider",
@@ -79,20 +80,10 @@ def e2e(
     ),
 ):
     """Verify a cluster end to end: environments built with Nix, pushed, run as pods."""
-    from floxk._e2e import run_suite
+    from floxk._e2e import Suite, run_suite
 
-    result = run_suite(
-        provider=provider,
-        name=name,
-        kubeconfig=kubeconfig,
-        keep=keep,
-        select=select,
-        junit=junit,
-        workers=workers,
-        base_image=base_image,
-        timeout=timeout,
-        progress=_progress(quiet, verbose),
-    )
+    # The options from --provider to --timeout are the Suite's fields, read by name.
+    result = run_suite(Suite.from_params(ctx.params), progress=_progress(quiet, verbose))
     if output is OutputFormat.json:
         print_json(result)
     else:
