@@ -124,16 +124,8 @@ def plan(
             resource = kube.resource_for(client, body["apiVersion"], body["kind"])
         except FloxkError as e:
             raise _at(doc, e) from None
-        meta = body["metadata"]
         if resource.namespaced:
-            own = meta.get("namespace")
-            if namespace and own and own != namespace:
-                raise ObjectFileError(
-                    f"{doc.where}: {body['kind']} {meta['name']} is in namespace {own!r}, "
-                    f"not {namespace!r} (-n)",
-                    hint=f"drop -n, or pass -n {own}",
-                )
-            meta["namespace"] = own or namespace or default_namespace
+            body["metadata"]["namespace"] = _namespace_of(doc, body, namespace, default_namespace)
         planned.append(Planned(doc=doc, body=body, namespaced=resource.namespaced, flox=flox))
     planned = order(planned, lambda p: p.kind)
     seen = set()
@@ -150,6 +142,19 @@ def plan(
     defined = [p.name for p in planned if p.kind == "Namespace"]
     absent = [ns for ns in named if not namespace_exists(api, ns)]
     return Plan(objects=planned, absent_namespaces=absent, defined_namespaces=defined)
+
+
+def _namespace_of(doc: Document, body: dict, namespace: str | None, default: str) -> str:
+    """A namespaced object's namespace: its own, else -n, else the context's (-n like
+    kubectl: a document naming another namespace is an error)."""
+    own = body["metadata"].get("namespace")
+    if namespace and own and own != namespace:
+        raise ObjectFileError(
+            f"{doc.where}: {body['kind']} {body['metadata']['name']} is in namespace {own!r}, "
+            f"not {namespace!r} (-n)",
+            hint=f"drop -n, or pass -n {own}",
+        )
+    return own or namespace or default
 
 
 def namespace_exists(api, name: str) -> bool:
@@ -398,6 +403,31 @@ def _waiting_detail(pods_: list) -> str:
     return ""
 
 
+def _status_of(kind: str, obj) -> WorkloadStatus:
+    return WorkloadStatus(kind, obj.metadata.namespace, obj.metadata.name)
+
+
+def _controller_behind(obj) -> bool:
+    """The controller has not yet seen the object's latest spec."""
+    return (obj.metadata.generation or 0) > (obj.status.observed_generation or 0)
+
+
+def _replicas(obj) -> int:
+    """spec.replicas, which defaults to 1."""
+    return 1 if obj.spec.replicas is None else obj.spec.replicas
+
+
+def _owned_pods(all_pods: list, owner) -> list:
+    return [p for p in all_pods if _live(p) and _owned_by(p, owner.metadata.uid)]
+
+
+def _in_progress(s: WorkloadStatus, mine: list, phase: str, *, in_job: bool = False):
+    """Failed when one of its pods will not run; else the phase and what a pod waits for."""
+    if not _fail_from(s, mine, in_job=in_job):
+        s.phase = phase + _waiting_detail(mine)
+    return s
+
+
 def _condition(obj, type_: str):
     return next(
         (c for c in (obj.status.conditions or []) if c.type == type_ and c.status == "True"),
@@ -406,9 +436,9 @@ def _condition(obj, type_: str):
 
 
 def deployment_status(dep, replica_sets: list, all_pods: list) -> WorkloadStatus:
-    s = WorkloadStatus("Deployment", dep.metadata.namespace, dep.metadata.name)
+    s = _status_of("Deployment", dep)
     st = dep.status
-    desired = 1 if dep.spec.replicas is None else dep.spec.replicas
+    desired = _replicas(dep)
     s.ready = f"{st.ready_replicas or 0}/{desired}"
     revision = (dep.metadata.annotations or {}).get("deployment.kubernetes.io/revision")
     current = [
@@ -420,7 +450,7 @@ def deployment_status(dep, replica_sets: list, all_pods: list) -> WorkloadStatus
     mine = [
         p for p in all_pods if _live(p) and any(_owned_by(p, rs.metadata.uid) for rs in current)
     ]
-    if (dep.metadata.generation or 0) > (st.observed_generation or 0):
+    if _controller_behind(dep):
         s.phase = "waiting for the controller"
         return s
     stuck = next(
@@ -458,24 +488,20 @@ def deployment_status(dep, replica_sets: list, all_pods: list) -> WorkloadStatus
 
 
 def statefulset_status(sts, all_pods: list) -> WorkloadStatus:
-    s = WorkloadStatus("StatefulSet", sts.metadata.namespace, sts.metadata.name)
+    s = _status_of("StatefulSet", sts)
     st = sts.status
-    desired = 1 if sts.spec.replicas is None else sts.spec.replicas
+    desired = _replicas(sts)
     ready = st.ready_replicas or 0
     s.ready = f"{ready}/{desired}"
-    if (sts.metadata.generation or 0) > (st.observed_generation or 0):
+    if _controller_behind(sts):
         s.phase = "waiting for the controller"
         return s
     strategy = sts.spec.update_strategy
     mine = [
         p
-        for p in all_pods
-        if _live(p)
-        and _owned_by(p, sts.metadata.uid)
-        and (
-            not st.update_revision
-            or (p.metadata.labels or {}).get("controller-revision-hash") == st.update_revision
-        )
+        for p in _owned_pods(all_pods, sts)
+        if not st.update_revision
+        or (p.metadata.labels or {}).get("controller-revision-hash") == st.update_revision
     ]
     partition = 0
     if strategy and strategy.rolling_update and strategy.rolling_update.partition:
@@ -490,57 +516,44 @@ def statefulset_status(sts, all_pods: list) -> WorkloadStatus:
         if not partition and st.update_revision == st.current_revision:
             s.done, s.phase = True, "ready"
             return s
-    if _fail_from(s, mine, in_job=False):
-        return s
-    s.phase = f"rolling out: {ready} of {desired} ready" + _waiting_detail(mine)
-    return s
+    return _in_progress(s, mine, f"rolling out: {ready} of {desired} ready")
 
 
 def daemonset_status(ds, all_pods: list) -> WorkloadStatus:
-    s = WorkloadStatus("DaemonSet", ds.metadata.namespace, ds.metadata.name)
+    s = _status_of("DaemonSet", ds)
     st = ds.status
     desired = st.desired_number_scheduled or 0
     s.ready = f"{st.number_ready or 0}/{desired}"
-    if (ds.metadata.generation or 0) > (st.observed_generation or 0):
+    if _controller_behind(ds):
         s.phase = "waiting for the controller"
         return s
     generation = str(ds.metadata.generation or "")
     mine = [
         p
-        for p in all_pods
-        if _live(p)
-        and _owned_by(p, ds.metadata.uid)
-        and (p.metadata.labels or {}).get("pod-template-generation", generation) == generation
+        for p in _owned_pods(all_pods, ds)
+        if (p.metadata.labels or {}).get("pod-template-generation", generation) == generation
     ]
     updated, available = st.updated_number_scheduled or 0, st.number_available or 0
     if updated >= desired and available >= desired:
         s.done, s.phase = True, "available" if desired else "available (no node matches)"
         return s
-    if _fail_from(s, mine, in_job=False):
-        return s
-    s.phase = f"rolling out: {available} of {desired} available" + _waiting_detail(mine)
-    return s
+    return _in_progress(s, mine, f"rolling out: {available} of {desired} available")
 
 
 def replicaset_status(rs, all_pods: list) -> WorkloadStatus:
-    s = WorkloadStatus("ReplicaSet", rs.metadata.namespace, rs.metadata.name)
+    s = _status_of("ReplicaSet", rs)
     st = rs.status
-    desired = 1 if rs.spec.replicas is None else rs.spec.replicas
+    desired = _replicas(rs)
     s.ready = f"{st.ready_replicas or 0}/{desired}"
-    mine = [p for p in all_pods if _live(p) and _owned_by(p, rs.metadata.uid)]
-    if (rs.metadata.generation or 0) <= (st.observed_generation or 0) and (
-        st.available_replicas or 0
-    ) >= desired:
+    available = st.available_replicas or 0
+    if not _controller_behind(rs) and available >= desired:
         s.done, s.phase = True, "available"
         return s
-    if _fail_from(s, mine, in_job=False):
-        return s
-    s.phase = f"{st.available_replicas or 0} of {desired} available" + _waiting_detail(mine)
-    return s
+    return _in_progress(s, _owned_pods(all_pods, rs), f"{available} of {desired} available")
 
 
 def job_status(job, all_pods: list) -> WorkloadStatus:
-    s = WorkloadStatus("Job", job.metadata.namespace, job.metadata.name)
+    s = _status_of("Job", job)
     st = job.status
     completions = job.spec.completions
     s.ready = f"{st.succeeded or 0}/{completions}" if completions else f"{st.succeeded or 0}"
@@ -560,15 +573,12 @@ def job_status(job, all_pods: list) -> WorkloadStatus:
     if job.spec.suspend:
         s.done, s.phase = True, "suspended"
         return s
-    mine = [p for p in all_pods if _live(p) and _owned_by(p, job.metadata.uid)]
-    if _fail_from(s, mine, in_job=True):
-        return s
-    s.phase = f"running: {st.active or 0} active, {st.failed or 0} failed" + _waiting_detail(mine)
-    return s
+    phase = f"running: {st.active or 0} active, {st.failed or 0} failed"
+    return _in_progress(s, _owned_pods(all_pods, job), phase, in_job=True)
 
 
 def cronjob_status(cj) -> WorkloadStatus:
-    s = WorkloadStatus("CronJob", cj.metadata.namespace, cj.metadata.name, done=True)
+    s = _status_of("CronJob", cj, done=True)
     s.phase = "suspended" if cj.spec.suspend else f"scheduled ({cj.spec.schedule})"
     return s
 
@@ -796,16 +806,7 @@ def delete(
             resource = kube.resource_for(client, body["apiVersion"], body["kind"])
         except FloxkError as e:
             raise _at(doc, e) from None
-        ns = None
-        if resource.namespaced:
-            own = body["metadata"].get("namespace")
-            if namespace and own and own != namespace:
-                raise ObjectFileError(
-                    f"{doc.where}: {body['kind']} {body['metadata']['name']} is in namespace "
-                    f"{own!r}, not {namespace!r} (-n)",
-                    hint=f"drop -n, or pass -n {own}",
-                )
-            ns = own or namespace or default_namespace
+        ns = _namespace_of(doc, body, namespace, default_namespace) if resource.namespaced else None
         targets.append((resource, body["kind"], body["metadata"]["name"], ns))
     targets = list(reversed(order(targets, lambda t: t[1])))
     out: list[Deleted] = []
