@@ -629,7 +629,7 @@ class _LogTail:
         self._lock = threading.Lock()
         self._selectors: list[tuple[str, dict[str, str] | None, str | None]] = []
         self._namespaces: set[str] = set()
-        self._streams = applying._Streams()
+        self._streams = applying.Streams()
         self._started: set[tuple[str, str, int]] = set()
         self._stop = threading.Event()
         threading.Thread(target=self._pump, name="floxk-dev-pods", daemon=True).start()
