@@ -44,5 +44,28 @@ def progress_printer(quiet: bool) -> Callable[[str], None]:
     return say
 
 
+def print_error(message: str, hint: str | None = None) -> None:
+    """An error and its hint on stderr, as floxk shows every FloxkError."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if hint:
+        print_hint(hint)
+
+
+def print_hint(hint: str) -> None:
+    err_console.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
+
+
+def print_events(title: str, events: list[dict[str, Any]]) -> None:
+    """A pod's events (type, reason, message) under a bold title, on stderr; none: nothing."""
+    if events:
+        err_console.print(f"[bold]{escape(title)}:[/]", highlight=False)
+    for e in events:
+        err_console.print(
+            f"  {escape(e['type'] or '')} {escape(e['reason'] or '')}: {escape(e['message'])}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))

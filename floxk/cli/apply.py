@@ -11,6 +11,9 @@ from floxk.cli._output import (
     OutputFormat,
     console,
     err_console,
+    print_error,
+    print_events,
+    print_hint,
     print_json,
     progress_printer,
 )
@@ -154,7 +157,7 @@ def _follow(api, workloads, *, timeout: int, quiet: bool):
         if live is not None:
             live.stop()
             live = None
-        _error(e.message, e.hint)
+        print_error(e.message, e.hint)
     finally:
         if live is not None:
             live.stop()
@@ -164,12 +167,6 @@ def _follow(api, workloads, *, timeout: int, quiet: bool):
     if failed:
         code = ExitStatus.FAILURE
     return statuses, code
-
-
-def _error(message: str, hint: str | None) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    if hint:
-        err_console.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
 
 
 def _show_failure(api, s) -> None:
@@ -184,14 +181,7 @@ def _show_failure(api, s) -> None:
     if s.message:
         err_console.print(escape(s.message.strip()), highlight=False, soft_wrap=True)
     evs = applying.failing_pod_events(api, s)
-    if evs:
-        err_console.print(f"[bold]events of pod {escape(s.pod)}:[/]", highlight=False)
-    for e in evs:
-        err_console.print(
-            f"  {escape(e['type'] or '')} {escape(e['reason'] or '')}: {escape(e['message'])}",
-            highlight=False,
-            soft_wrap=True,
-        )
+    print_events(f"events of pod {s.pod}", evs)
     runtime = any("floxk:" in e["message"] for e in evs) or "floxk:" in (s.message or "")
     hint = (
         "the runtime's `floxk:` message above says what is wrong with the environment: check "
@@ -200,7 +190,7 @@ def _show_failure(api, s) -> None:
         else f"kubectl describe {s.kind.lower()} -n {s.namespace} {s.name}; "
         + (f"kubectl logs -n {s.namespace} {s.pod}" if s.pod else "kubectl get events")
     )
-    err_console.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
+    print_hint(hint)
 
 
 def delete(

@@ -12,16 +12,9 @@ from shim.core.errors import FloxkError
 
 
 @dataclass
-class Applied:
-    kind: str
-    name: str
-    namespace: str | None
+class Applied(pods.ObjectRef):
     action: str  # created, configured, unchanged
     flox: bool = False
-
-    @property
-    def identity(self) -> str:
-        return pods.identity(self.kind, self.namespace, self.name)
 
 
 def apply(

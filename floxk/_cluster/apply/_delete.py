@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from floxk._cluster import kube
@@ -14,16 +14,9 @@ from shim.core.errors import FloxkError
 
 
 @dataclass
-class Deleted:
-    kind: str
-    name: str
-    namespace: str | None
+class Deleted(pods.ObjectRef):
     result: str  # deleted, not found
-    gone: bool = field(default=False)
-
-    @property
-    def identity(self) -> str:
-        return pods.identity(self.kind, self.namespace, self.name)
+    gone: bool = False
 
 
 def delete(
