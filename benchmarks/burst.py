@@ -74,10 +74,7 @@ def run(
         work = Path(tmp)
         common.note("publishing the environment and building images")
         app = common.App.for_mode(quick)
-        node = crinode.make_node(
-            work, app.manifest(), name="bench/burst", flake=app.catalog(work / "catalog")
-        )
-        env = node.realize()  # warm, and the files of the image
+        node, env = crinode.app_node(work, app, "bench/burst")
         pushed = crinode.push_env_image(node.registry, IMAGE_NAME, node.store, env)
         store_image = pushed.ref
         cri = node.start(line)
@@ -134,14 +131,14 @@ def run(
         for v in out.values()
         if "cold" in v
     )
-    return common.result(
+    return crinode.result(
         "burst",
         quick=quick,
-        containerd=line.version,
+        line=line,
+        app=app,
+        closure=env.activation["closure"],
         repeats=repeats,
         warm_only=warm_only,
-        closure_paths=len(env.activation["closure"]),
-        application=app.describe(),
         image_pulled=pushed.ref,
         target_ratio=TARGET_RATIO,
         levels=out,

@@ -90,10 +90,7 @@ def run(quick: bool, rounds: int | None = None) -> dict:
         work = Path(tmp)
         common.note("publishing the environment, building and pushing the images")
         app = common.App.for_mode(quick)
-        node = crinode.make_node(
-            work, app.manifest(), name="bench/cold", flake=app.catalog(work / "c")
-        )
-        env = node.realize()  # the image's files (the flox rounds use fresh stores)
+        node, env = crinode.app_node(work, app, "bench/cold")  # the flox rounds: fresh stores
         pushed = {
             shape: crinode.push_env_image(
                 node.registry, f"bench/cold-{shape}:1.0", node.store, env, shape
@@ -102,7 +99,7 @@ def run(quick: bool, rounds: int | None = None) -> dict:
         }
         server = StaticServer(node.env["cache"])
         cri = node.start(line)
-        fetched: dict[str, list[int]] = {"flox": [], **{s: [] for s in SHAPES}}
+        fetched: dict[str, list[float]] = {"flox": [], **{s: [] for s in SHAPES}}
         flox_phases: dict[str, list[float]] = {}
         count = 0
         try:
@@ -114,7 +111,7 @@ def run(quick: bool, rounds: int | None = None) -> dict:
                 node.point_at(store, state, hub=server.url)
                 before, wall = server.bytes_sent, time.time()
                 seconds = start_pod(cri, flox_ref=node.env["ref"], image=STUB_IMAGE, pull=False)
-                fetched["flox"].append(server.bytes_sent - before)
+                fetched["flox"].append(float(server.bytes_sent - before))
                 for event, at in log_times(state).items():  # when the node's work ended
                     flox_phases.setdefault(event, []).append(at - wall)
                 # The round's create server (its state dir's) writes into it: gone first.
@@ -127,7 +124,7 @@ def run(quick: bool, rounds: int | None = None) -> dict:
                 if cri.image_present(ref):
                     cri.remove_image(ref)
                 seconds = start_pod(cri, flox_ref=None, image=ref, pull=True)
-                fetched[shape].append(pushed[shape].size)
+                fetched[shape].append(float(pushed[shape].size))
                 return seconds
 
             cases = {"flox": flox, **{s: (lambda s=s: image(s)) for s in SHAPES}}
@@ -140,44 +137,35 @@ def run(quick: bool, rounds: int | None = None) -> dict:
         closure = env.activation["closure"]
         files, size = common.tree_stats(node.store, closure)
         checks = common.realize_log_counts(work / f"state-{count}") if count else {}
-    return common.result(
+    return crinode.result(
         "cold",
         quick=quick,
-        containerd=line.version,
+        line=line,
+        app=app,
+        closure=closure,
         rounds=rounds,
         target_ratio=TARGET_RATIO,
-        closure_paths=len(closure),
-        application=app.describe(),
         closure_files=files,
         closure_bytes=size,
         images={s: {"ref": p.ref, "bytes": p.size} for s, p in pushed.items()},
         hub_requests=server.requests,
-        flox=common.summary(samples["flox"]),
-        **{s: common.summary(samples[s]) for s in SHAPES},
-        ratio={s: common.ratio(samples["flox"], samples[s]) for s in SHAPES},
-        bytes_fetched={k: common.summary([float(b) for b in v]) for k, v in fetched.items()},
-        flox_node_work={k: common.summary(v) for k, v in flox_phases.items()},
+        **common.versus(samples, list(SHAPES)),
+        bytes_fetched=common.summaries(fetched),
+        flox_node_work=common.summaries(flox_phases),
         last_flox_round=checks,
     )
 
 
 def report(doc: dict) -> None:
     rows = [
-        ("closure", f"{doc['closure_paths']} store paths, {doc['closure_files']} files,"
-         f" {doc['closure_bytes'] / 2**20:.1f} MiB"),
+        common.closure_row("closure", doc),
         common.cell("flox, env from the http hub", doc["flox"]),
-    ]  # fmt: skip
-    for s in SHAPES:
-        rows.append(common.cell(f"image pulled, {s}", doc[s]))
-    for s in SHAPES:
-        r = doc["ratio"][s]
-        rows.append(
-            (f"flox / {s}", f"{r['median_ratio']:.2f} (target <= {TARGET_RATIO})"),
-        )
+        *(common.cell(f"image pulled, {s}", doc[s]) for s in SHAPES),
+        *common.ratio_rows(doc),
+    ]
     for k, v in doc.get("flox_node_work", {}).items():
         rows.append(common.cell(f"  flox: {k} after RunPodSandbox began", v))
-    for k, v in doc["bytes_fetched"].items():
-        rows.append((f"bytes fetched, {k}", f"{v['median'] / 2**20:.1f} MiB"))
+    rows += common.bytes_rows("bytes fetched", doc["bytes_fetched"])
     common.print_table(rows)
 
 

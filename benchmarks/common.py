@@ -71,6 +71,21 @@ def ratio(numerator: list[float], denominator: list[float]) -> dict[str, Any]:
     return out
 
 
+def summaries(series: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """summary() of each named series."""
+    return {name: summary(samples) for name, samples in series.items()}
+
+
+def versus(samples: dict[str, list[float]], others: list[str], base: str = "flox") -> dict:
+    """A figure's comparison: the summaries of `base` and of each of `others`, and under
+    "ratio" base / each of them (ratio())."""
+    return {
+        base: summary(samples[base]),
+        **{name: summary(samples[name]) for name in others},
+        "ratio": {name: ratio(samples[base], samples[name]) for name in others},
+    }
+
+
 def interleaved(cases: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
     """Run each case `repeats` times, alternating the order every round (A B, B A, ...).
 
@@ -171,6 +186,30 @@ def print_table(rows: list[tuple[str, str]]) -> None:
 def cell(label: str, s: dict[str, Any], unit: Callable[[float], str] = ms) -> tuple[str, str]:
     """One table row: median [q1 .. q3] (n=N)."""
     return (label, f"{unit(s['median'])}  [{unit(s['q1'])} .. {unit(s['q3'])}]  n={s['n']}")
+
+
+def closure_row(label: str, doc: dict[str, Any]) -> tuple[str, str]:
+    """The row naming a closure's size: closure_paths, closure_files, closure_bytes."""
+    return (
+        label,
+        f"{doc['closure_paths']} store paths, {doc['closure_files']} files,"
+        f" {doc['closure_bytes'] / 2**20:.1f} MiB",
+    )
+
+
+def ratio_rows(doc: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """One row a comparison in doc["ratio"] (versus()), against doc["target_ratio"]."""
+    return [
+        (f"{prefix}flox / {name}", f"{r['median_ratio']:.2f} (target <= {doc['target_ratio']})")
+        for name, r in doc["ratio"].items()
+    ]
+
+
+def bytes_rows(label: str, fetched: dict[str, dict], places: int = 1) -> list[tuple[str, str]]:
+    """One row a side: the median of its bytes (summaries()), in MiB."""
+    return [
+        (f"{label}, {name}", f"{s['median'] / 2**20:.{places}f} MiB") for name, s in fetched.items()
+    ]
 
 
 def note(msg: str) -> None:
@@ -330,6 +369,38 @@ def bench_main(
     if a["out"]:
         print(f"wrote {write_json(result_doc, a['out'])}")
     return 0 if checks is None or checks(result_doc) else 1
+
+
+def kind_main(
+    doc: str,
+    run: Callable,
+    report: Callable,
+    rounds: dict[bool, int],
+    cluster: str,
+    checks: Callable[[dict], bool],
+    quick_help: str | None = None,
+) -> int:
+    """bench_main for a benchmark that creates the kind cluster `cluster`: run(quick,
+    rounds, keep), --keep leaves the cluster running, the JSON only where --out is given;
+    a run that skipped (no kind, no Docker) says why instead of its table."""
+    keep = ("--keep", {"action": "store_true", "help": f"leave the cluster {cluster} running"})
+
+    def report_or_reason(result_doc: dict) -> None:
+        if result_doc.get("skipped"):
+            print(f"skipped: {result_doc['skipped']}")
+        else:
+            report(result_doc)
+
+    return bench_main(
+        doc,
+        run,
+        report_or_reason,
+        rounds_option(rounds),
+        keep,
+        checks=checks,
+        quick_help=quick_help or f"{rounds[True]} rounds",
+        out=None,
+    )
 
 
 def rounds_main(doc: str, run: Callable, report: Callable, rounds: dict[bool, int]) -> int:

@@ -171,7 +171,7 @@ def run(quick: bool, repeats: int | None = None) -> dict:
         "createpath",
         quick=quick,
         repeats=repeats,
-        cases={name: common.summary(v) for name, v in samples.items()},
+        cases=common.summaries(samples),
         # CPU of the front and what it started (getrusage of reaped children), and for
         # front+server the server's own CPU (its children included) per served create
         cpu=cpu_ms,

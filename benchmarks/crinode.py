@@ -177,6 +177,28 @@ def make_node(
     return node
 
 
+def app_node(work: Path, app: common.App, name: str = "bench/env") -> tuple[Node, RealizedEnv]:
+    """make_node for the figures' application (its catalog under work/catalog), the
+    environment realized on the node: warm for the pods, and the files of its images."""
+    node = make_node(work, app.manifest(), name=name, flake=app.catalog(work / "catalog"))
+    return node, node.realize()
+
+
+def result(
+    name: str, *, quick: bool, line: harness.Line, app: common.App, closure: list, **data: Any
+) -> dict:
+    """common.result of a CRI benchmark of the figures' application: the containerd line it
+    drove, the application and its closure's size, then `data`."""
+    return common.result(
+        name,
+        quick=quick,
+        containerd=line.version,
+        application=app.describe(),
+        closure_paths=len(closure),
+        **data,
+    )
+
+
 def store_image_layers(store: Path, env: RealizedEnv, shape: str = "single") -> list[bytes]:
     """The layers of an image holding the environment's files the way an image-based
     deployment ships them: its closure at /nix/store/... (copied from the chroot store at

@@ -23,6 +23,7 @@ the value just saved. N rounds interleaved. The cluster is deleted at the end un
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import queue
@@ -32,6 +33,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -243,25 +245,33 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
                     if greeting_in(kubeconfig, p.metadata.name) != greeting:
                         checks.append(f"image: {p.metadata.name} lacks GREETING={greeting}")
 
-            count = 0
+            greetings = (f"r{n}" for n in itertools.count(1))  # one sequence for both sides
 
-            def flox_round() -> float:
-                nonlocal count
-                count += 1
-                seconds = flox.edit(f"r{count}")
-                check_flox(f"r{count}")
-                common.note(f"flox: edit -> generation {flox.generation} Ready in {seconds:.2f} s")
-                return seconds
+            def edit_round(side, check, done: Callable[[float], str]) -> Callable[[], float]:
+                """One timed edit of `side` to the next greeting, then checked and said."""
 
-            def image_round() -> float:
-                nonlocal count
-                count += 1
-                seconds = image.edit(f"r{count}")
-                check_image(f"r{count}")
-                common.note(f"image: edit -> rebuilt, loaded, rolled out in {seconds:.2f} s")
-                return seconds
+                def one() -> float:
+                    greeting = next(greetings)
+                    seconds = side.edit(greeting)
+                    check(greeting)
+                    common.note(done(seconds))
+                    return seconds
 
-            samples = common.interleaved({"flox": flox_round, "image": image_round}, rounds)
+                return one
+
+            cases = {
+                "flox": edit_round(
+                    flox,
+                    check_flox,
+                    lambda s: f"flox: edit -> generation {flox.generation} Ready in {s:.2f} s",
+                ),
+                "image": edit_round(
+                    image,
+                    check_image,
+                    lambda s: f"image: edit -> rebuilt, loaded, rolled out in {s:.2f} s",
+                ),
+            }
+            samples = common.interleaved(cases, rounds)
             flox.close()
             nodes = kube.node_summaries(api)
         finally:
@@ -291,9 +301,6 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
 
 
 def report(doc: dict) -> None:
-    if doc.get("skipped"):
-        print(f"skipped: {doc['skipped']}")
-        return
     common.print_table(
         [
             common.cell("floxk dev: edit -> every pod Ready", doc["flox"], common.ms),
@@ -316,11 +323,7 @@ def report_with_failures(doc: dict) -> None:
 
 
 def main() -> int:
-    keep = ("--keep", {"action": "store_true", "help": f"leave the cluster {CLUSTER} running"})
-    return common.bench_main(
-        __doc__, run, report_with_failures, common.rounds_option(ROUNDS), keep,
-        checks=checks_hold, quick_help=f"{ROUNDS[True]} rounds", out=None,
-    )  # fmt: skip
+    return common.kind_main(__doc__, run, report_with_failures, ROUNDS, CLUSTER, checks_hold)
 
 
 if __name__ == "__main__":

@@ -407,9 +407,6 @@ def run(quick: bool, rounds: int | None = None, keep: bool = False) -> dict:
 
 
 def report(doc: dict) -> None:
-    if doc.get("skipped"):
-        print(f"skipped: {doc['skipped']}")
-        return
     common.print_table(
         [
             ("cold flox pod (first, realizes)", common.ms(doc["cold_flox"])),
@@ -426,11 +423,7 @@ def report(doc: dict) -> None:
 
 
 def main() -> int:
-    keep = ("--keep", {"action": "store_true", "help": f"leave the cluster {CLUSTER} running"})
-    return common.bench_main(
-        __doc__, run, report, common.rounds_option(ROUNDS), keep,
-        checks=checks_hold, quick_help=f"{ROUNDS[True]} rounds", out=None,
-    )  # fmt: skip
+    return common.kind_main(__doc__, run, report, ROUNDS, CLUSTER, checks_hold)
 
 
 def checks_hold(doc: dict) -> bool:

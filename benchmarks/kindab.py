@@ -500,11 +500,9 @@ def figure_a(work, api, app, flake, files, server, builder, rounds: int) -> dict
         "closure_bytes": size,
         "images": {s: {"ref": p.ref, "bytes": p.size} for s, p in images.items()},
         "first": first,
-        "flox": common.summary(samples["flox"]),
-        **{s: common.summary(samples[s]) for s in SHAPES},
-        "ratio": {s: common.ratio(samples["flox"], samples[s]) for s in SHAPES},
-        "bytes_fetched": {k: common.summary(v) for k, v in fetched.items()},
-        "flox_node_work": {k: common.summary(v) for k, v in flox_phases.items()},
+        **common.versus(samples, list(SHAPES)),
+        "bytes_fetched": common.summaries(fetched),
+        "flox_node_work": common.summaries(flox_phases),
         "raw_nix_copy_seconds": raw,
         "node_gc": {
             "store_paths_deleted": common.summary([float(r["deleted"]) for r in resets]),
@@ -610,30 +608,22 @@ def figure_b(work, api, app, flakes, files, server, builder, rounds: int) -> dic
         "replicas": REPLICAS,
         "target_ratio": UPDATE_TARGET,
         "generations_pushed": generation,
-        "flox": common.summary(samples["flox"]),
-        **{s: common.summary(samples[s]) for s in shapes},
-        "ratio": {s: common.ratio(samples["flox"], samples[s]) for s in shapes},
-        "phases": {k: {p: common.summary(v) for p, v in by.items()} for k, by in phases.items()},
-        "bytes_fetched": {k: common.summary(v) for k, v in fetched.items()},
+        **common.versus(samples, list(shapes)),
+        "phases": {k: common.summaries(by) for k, by in phases.items()},
+        "bytes_fetched": common.summaries(fetched),
         "problems": problems,
     }
 
 
 def report(doc: dict) -> None:
-    if doc.get("skipped"):
-        print(f"skipped: {doc['skipped']}")
-        return
     a, b = doc["cold"], doc["update"]
     rows = [
-        ("a. closure", f"{a['closure_paths']} store paths, {a['closure_files']} files,"
-         f" {a['closure_bytes'] / 2**20:.1f} MiB"),
+        common.closure_row("a. closure", a),
         common.cell("a. flox, env from the http hub", a["flox"]),
-    ]  # fmt: skip
-    for s in SHAPES:
-        rows.append(common.cell(f"a. image pulled from the registry, {s}", a[s]))
-    rows += ratio_rows("a.", a)
-    for k, v in a["bytes_fetched"].items():
-        rows.append((f"a. bytes the node fetched, {k}", f"{v['median'] / 2**20:.1f} MiB"))
+        *(common.cell(f"a. image pulled from the registry, {s}", a[s]) for s in SHAPES),
+        *common.ratio_rows(a, "a. "),
+        *common.bytes_rows("a. bytes the node fetched", a["bytes_fetched"]),
+    ]
     for k, v in a.get("flox_node_work", {}).items():
         rows.append(common.cell(f"a.   flox: {k} after the apply", v))
     if "raw_nix_copy_seconds" in a:
@@ -646,20 +636,12 @@ def report(doc: dict) -> None:
         rows.append(common.cell(f"b. {s} image: build + push + roll (pull)", b[s]))
     for k, by in b["phases"].items():
         rows += [common.cell(f"b.   {k} {p}", v) for p, v in by.items()]
-    rows += ratio_rows("b.", b)
-    for k, v in b["bytes_fetched"].items():
-        rows.append((f"b. bytes the node fetched, {k}", f"{v['median'] / 2**20:.2f} MiB"))
+    rows += common.ratio_rows(b, "b. ")
+    rows += common.bytes_rows("b. bytes the node fetched", b["bytes_fetched"], places=2)
     rows.append(("every check held", str(checks_hold(doc))))
     common.print_table(rows)
     for problem in a["problems"] + b["problems"]:
         print(f"  check: {problem}")
-
-
-def ratio_rows(prefix: str, figure: dict) -> list[tuple[str, str]]:
-    return [
-        (f"{prefix} flox / {s}", f"{r['median_ratio']:.2f} (target <= {figure['target_ratio']})")
-        for s, r in figure["ratio"].items()
-    ]
 
 
 def checks_hold(doc: dict) -> bool:
@@ -669,11 +651,9 @@ def checks_hold(doc: dict) -> bool:
 
 
 def main() -> int:
-    keep = ("--keep", {"action": "store_true", "help": f"leave the cluster {CLUSTER} running"})
-    return common.bench_main(
-        __doc__, run, report, common.rounds_option(ROUNDS), keep,
-        checks=checks_hold, quick_help="1 round each", out=None,
-    )  # fmt: skip
+    return common.kind_main(
+        __doc__, run, report, ROUNDS, CLUSTER, checks_hold, quick_help="1 round each"
+    )
 
 
 if __name__ == "__main__":

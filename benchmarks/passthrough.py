@@ -56,7 +56,7 @@ def run(quick: bool, runs: int | None = None) -> dict:
                 runs,
             )
             calls[name] = {
-                **{k: common.summary(v) for k, v in samples.items()},
+                **common.summaries(samples),
                 "front_over_runc": common.ratio(samples["front"], samples["runc"]),
                 "python_over_runc": common.ratio(samples["python"], samples["runc"]),
                 "front_overhead_s": common.summary(

@@ -99,8 +99,7 @@ def run(quick: bool, repeats: int | None = None, baseline_rev: str | None = None
         extra = {BASELINE: tree_at(baseline_rev, work / "rev")} if baseline_rev else {}
         common.note("publishing the environment and building images")
         app = common.App.for_mode(quick)
-        node = crinode.make_node(work, app.manifest(), flake=app.catalog(work / "catalog"))
-        env = node.realize()  # warm: what the pods below find
+        node, env = crinode.app_node(work, app)  # warm: what the pods below find
         pushed = crinode.push_env_image(node.registry, IMAGE_NAME, node.store, env)
         common.note(f"starting containerd {line.version}")
         cri = node.start(line, extra)
@@ -143,14 +142,14 @@ def run(quick: bool, repeats: int | None = None, baseline_rev: str | None = None
         finally:
             node.stop()
         trees = common.realize_log_counts(node.state)["trees"]
-    doc = common.result(
+    doc = crinode.result(
         "podstart",
         quick=quick,
-        containerd=line.version,
+        line=line,
+        app=app,
+        closure=env.activation["closure"],
         repeats=repeats,
         target_ratio=TARGET_RATIO,
-        closure_paths=len(env.activation["closure"]),
-        application=app.describe(),
         image_pulled=pushed.ref,
         trees_built=trees,
         flox=common.summary(samples["flox"]),
@@ -168,10 +167,7 @@ def run(quick: bool, repeats: int | None = None, baseline_rev: str | None = None
             if extra
             else {}
         ),
-        phases={
-            kind: {p: common.summary(v) for p, v in by_phase.items()}
-            for kind, by_phase in phases.items()
-        },
+        phases={kind: common.summaries(by_phase) for kind, by_phase in phases.items()},
     )
     return doc
 

@@ -59,6 +59,40 @@ def _save(fig, name: str) -> str:
     return f"bench/{name}"
 
 
+def _box_plot(
+    name: str,
+    series: dict[str, list[float]],
+    ylabel: str,
+    *,
+    figsize: tuple[float, float] = (6, 3.4),
+    from_zero: bool = False,
+    marks: tuple[tuple[int, float, str, str, str], ...] = (),
+) -> str:
+    """One box per labelled series, plus single measurements as marks: (box, y, marker,
+    colour, label). Returns the plot's path from docs/."""
+    fig, ax = _plt().subplots(figsize=figsize)
+    ax.boxplot(list(series.values()), tick_labels=list(series))
+    for x, y, marker, color, label in marks:
+        ax.scatter([x], [y], marker=marker, color=color, label=label)
+    ax.set_ylabel(ylabel)
+    if from_zero:
+        ax.set_ylim(bottom=0)
+    if marks:
+        ax.legend(fontsize=8)
+    return _save(fig, name)
+
+
+def _node_versions(cluster: dict) -> str:
+    """A kind cluster's nodes with their kubelet and runtime versions (its name if none)."""
+    return (
+        ", ".join(
+            f"{x['name']} (kubelet {x['kubelet']}, {x['container_runtime']})"
+            for x in cluster["nodes"]
+        )
+        or cluster["name"]
+    )
+
+
 def _bars(ax, labels: list[str], cells: list[dict], scale: float = 1000.0) -> None:
     """Median bars with q1..q3 whiskers."""
     med = [c["median"] * scale for c in cells]
@@ -283,14 +317,15 @@ What this shows:
 
 
 def realize(doc: dict) -> tuple[str, str]:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.boxplot(
-        [[x * 1000 for x in doc["raw"]["samples"]], [x * 1000 for x in doc["cold"]["samples"]]],
-        tick_labels=["raw nix copy", "cold realize"],
+    png = _box_plot(
+        "realize.png",
+        {
+            "raw nix copy": [x * 1000 for x in doc["raw"]["samples"]],
+            "cold realize": [x * 1000 for x in doc["cold"]["samples"]],
+        },
+        "ms",
+        figsize=(5, 3.2),
     )
-    ax.set_ylabel("ms")
-    png = _save(fig, "realize.png")
     c = doc["concurrent"]
     ratio = doc["cold_over_raw"]["median_ratio"]
     text = f"""## 3. Cold realization vs raw `nix copy`
@@ -466,33 +501,21 @@ with K on the flox side is one tree per environment.
 
 
 def kind(doc: dict) -> tuple[str, str]:
-    if doc.get("skipped"):
-        text = f"""## 6. Pod Ready latency in kind
-
-Not measured in this run: {doc["skipped"]}.
-
-    python3 -m benchmarks.kind
-"""
-        return text, "pod Ready latency in kind: not measured (see section 6)"
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    ax.boxplot(
-        [doc["flox"]["samples"], doc["image_pod"]["samples"]],
-        tick_labels=["flox (warm env)", "image (same files)"],
+    png = _box_plot(
+        "kind.png",
+        {
+            "flox (warm env)": doc["flox"]["samples"],
+            "image (same files)": doc["image_pod"]["samples"],
+        },
+        "apply -> Ready (s)",
+        from_zero=True,
+        marks=(
+            (1, doc["cold_flox"], "x", "#c44e52", "flox, cold (once)"),
+            (2, doc["image_first"], "+", "#55a868", "image, first (once)"),
+        ),
     )
-    ax.scatter([1], [doc["cold_flox"]], marker="x", color="#c44e52", label="flox, cold (once)")
-    ax.scatter([2], [doc["image_first"]], marker="+", color="#55a868", label="image, first (once)")
-    ax.set_ylabel("apply -> Ready (s)")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-    png = _save(fig, "kind.png")
     r, c, n = doc["ratio"], doc["cluster"], doc["node_realize"]
-    node_versions = (
-        ", ".join(
-            f"{x['name']} (kubelet {x['kubelet']}, {x['container_runtime']})" for x in c["nodes"]
-        )
-        or c["name"]
-    )
+    node_versions = _node_versions(c)
     text = f"""## 6. Pod Ready latency in kind
 
 A real cluster: `floxk up --name {c["name"]}` (kind, one node, node image
@@ -550,30 +573,17 @@ Cluster: {node_versions}; `floxk up` took {c["up_seconds"]:.0f} s
 
 
 def devloop(doc: dict) -> tuple[str, str]:
-    if doc.get("skipped"):
-        text = f"""## 7. Edit to Ready: `floxk dev` vs an image rebuild
-
-Not measured in this run: {doc["skipped"]}.
-
-    python3 -m benchmarks.devloop
-"""
-        return text, "floxk dev edit -> Ready: not measured (see section 7)"
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    ax.boxplot(
-        [doc["flox"]["samples"], doc["image"]["samples"]],
-        tick_labels=["floxk dev (lock, push, roll)", "image (build, kind load, restart)"],
+    png = _box_plot(
+        "devloop.png",
+        {
+            "floxk dev (lock, push, roll)": doc["flox"]["samples"],
+            "image (build, kind load, restart)": doc["image"]["samples"],
+        },
+        "edit -> every pod Ready (s)",
+        from_zero=True,
     )
-    ax.set_ylabel("edit -> every pod Ready (s)")
-    ax.set_ylim(bottom=0)
-    png = _save(fig, "devloop.png")
     r, c = doc["ratio"], doc["cluster"]
-    node_versions = (
-        ", ".join(
-            f"{x['name']} (kubelet {x['kubelet']}, {x['container_runtime']})" for x in c["nodes"]
-        )
-        or c["name"]
-    )
+    node_versions = _node_versions(c)
     text = f"""## 7. Edit to Ready: `floxk dev` vs an image rebuild
 
 A real cluster (`floxk up --name {c["name"]}`, node image `{c["node_image"]}`) and two
@@ -629,13 +639,15 @@ Cluster: {node_versions}; the cluster was {"kept" if c["kept"] else "deleted at 
 
 
 def cold(doc: dict) -> tuple[str, str]:
-    plt = _plt()
     shapes = list(doc["ratio"])
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    series = [doc["flox"]["samples"], *(doc[s]["samples"] for s in shapes)]
-    ax.boxplot(series, tick_labels=["flox (http hub)", *(f"image, {s}" for s in shapes)])
-    ax.set_ylabel("RunPodSandbox -> running (s)")
-    png = _save(fig, "cold.png")
+    png = _box_plot(
+        "cold.png",
+        {
+            "flox (http hub)": doc["flox"]["samples"],
+            **{f"image, {s}": doc[s]["samples"] for s in shapes},
+        },
+        "RunPodSandbox -> running (s)",
+    )
     sec = _sec
     b = doc["bytes_fetched"]
     rows = "\n".join(
@@ -815,14 +827,6 @@ def _kind_flox_work(a: dict) -> str:
 
 def kindab(doc: dict) -> tuple[str, str]:
     """Figures a and b in kind (benchmarks/kindab.py): one cluster, both figures."""
-    if doc.get("skipped"):
-        text = f"""## a and b in kind: cold first pod, 2-replica roll
-
-Not measured in this run: {doc["skipped"]}.
-
-    python3 -m benchmarks.kindab
-"""
-        return text, "a and b in kind: not measured (see that section)"
     a, b, c = doc["cold"], doc["update"], doc["cluster"]
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -959,6 +963,36 @@ SECTIONS = {
 }
 
 
+# The benchmarks that skip when what they need is missing (a kind cluster): the heading
+# their section keeps and their line in the closing note.
+NOT_MEASURED = {
+    "kindab": (
+        "a and b in kind: cold first pod, 2-replica roll",
+        "a and b in kind: not measured (see that section)",
+    ),
+    "kind": (
+        "6. Pod Ready latency in kind",
+        "pod Ready latency in kind: not measured (see section 6)",
+    ),
+    "devloop": (
+        "7. Edit to Ready: `floxk dev` vs an image rebuild",
+        "floxk dev edit -> Ready: not measured (see section 7)",
+    ),
+}
+
+
+def not_measured(name: str, doc: dict) -> tuple[str, str]:
+    """The section and closing-note line of a benchmark that skipped (NOT_MEASURED)."""
+    title, ratio = NOT_MEASURED[name]
+    text = f"""## {title}
+
+Not measured in this run: {doc["skipped"]}.
+
+    python3 -m benchmarks.{name}
+"""
+    return text, ratio
+
+
 def kind_ab_note(results: Path) -> str:
     """The closing note's word on figures a and b in kind, when this run lacks them."""
     path = results / "kindab.json"
@@ -985,7 +1019,8 @@ def write_docs(results: Path = common.RESULTS) -> Path:
                 f"## {name}\n\nNo results yet: `python3 -m benchmarks.run --only {name}`.\n"
             )
             continue
-        text, ratio = render(json.loads(path.read_text()))
+        doc = json.loads(path.read_text())
+        text, ratio = not_measured(name, doc) if doc.get("skipped") else render(doc)
         parts.append(text)
         if ratio:
             ratios.append(ratio)

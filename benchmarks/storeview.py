@@ -112,7 +112,7 @@ def run(quick: bool, repeats: int | None = None, sizes: list[int] | None = None)
         quick=quick,
         repeats=repeats,
         sizes=sizes,
-        cases={name: common.summary(v) for name, v in samples.items()},
+        cases=common.summaries(samples),
         ratios=ratios,
     )
 

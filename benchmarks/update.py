@@ -220,22 +220,19 @@ def run(quick: bool, rounds: int | None = None) -> dict:
         finally:
             server.close()
             node.stop()
-        closure = len(env1.activation["closure"])
-    return common.result(
+    return crinode.result(
         "update",
         quick=quick,
-        containerd=line.version,
+        line=line,
+        app=app,
+        closure=env1.activation["closure"],
         rounds=rounds,
         replicas=REPLICAS,
         target_ratio=TARGET_RATIO,
-        closure_paths=closure,
-        application=app.describe(),
         generations_pushed=generation,
-        flox=common.summary(samples["flox"]),
-        **{s: common.summary(samples[s]) for s in shapes},
-        ratio={s: common.ratio(samples["flox"], samples[s]) for s in shapes},
-        phases={k: {p: common.summary(v) for p, v in by.items()} for k, by in phases.items()},
-        bytes_fetched={k: common.summary(v) for k, v in fetched.items()},
+        **common.versus(samples, list(shapes)),
+        phases={k: common.summaries(by) for k, by in phases.items()},
+        bytes_fetched=common.summaries(fetched),
     )
 
 
@@ -247,12 +244,8 @@ def report(doc: dict) -> None:
     for k, by in doc["phases"].items():
         rows += [common.cell(f"  {k} {p}", by[p]) for p in by if p != "rollout"]
         rows.append(common.cell(f"  {k} rollout", by["rollout"]))
-    for s in shapes:
-        rows.append(
-            (f"flox / {s}", f"{doc['ratio'][s]['median_ratio']:.2f} (target <= {TARGET_RATIO})")
-        )
-    for k, v in doc["bytes_fetched"].items():
-        rows.append((f"bytes the node fetched, {k}", f"{v['median'] / 2**20:.2f} MiB"))
+    rows += common.ratio_rows(doc)
+    rows += common.bytes_rows("bytes the node fetched", doc["bytes_fetched"], places=2)
     common.print_table(rows)
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Writes the wrapper module that builds one Kubernetes release from the k8s.io/kubernetes
-# module on the Go module proxy: clusters/kind/k8s/<VERSION>/{go.mod,go.sum,tools.go}.
+# module on the Go module proxy: clusters/kind/k8s/<VERSION>/{go.mod,go.sum} and tools.go,
+# a link to the one clusters/kind/k8s/tools.go that names the commands.
 # k8s.io/kubernetes requires its staging modules at v0.0.0 and its own replace lines (to
 # ./staging) are ignored as a dependency, so the wrapper pins each staging module it names
 # to the published v0.<minor>.<patch> tag. Run once per new line, fill in its images.env,
@@ -36,23 +37,8 @@ mkdir -p "$dir.tmp"
   for m in $mods; do printf '\t%s => %s %s\n' "$m" "$m" "$staging"; done
   echo ")"
 } >"$dir.tmp/go.mod"
-cat >"$dir.tmp/tools.go" <<'GO'
-//go:build tools
-
-// Package k8s only pins the commands built from k8s.io/kubernetes, so that
-// `go mod tidy` records every module they need in go.sum.
-package k8s
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-proxy"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubeadm"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-	_ "k8s.io/kubernetes/cmd/kubelet"
-)
-GO
+# The commands to pin are the same for every line: one tools.go beside the lines, linked.
+ln -s ../tools.go "$dir.tmp/tools.go"
 (cd "$dir.tmp" && go mod tidy) || die "go mod tidy for Kubernetes $v failed"
 if [[ -f $dir/images.env ]]; then
   cp "$dir/images.env" "$dir.tmp/"
