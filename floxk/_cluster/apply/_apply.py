@@ -72,14 +72,8 @@ def _apply_one(api, client, o: Planned, *, force: bool, say: Progress) -> Applie
 def _current(client, o: Planned) -> str | None:
     """The object's resourceVersion on the server, None when it does not exist."""
     resource = kube.resource_for(client, o.body["apiVersion"], o.kind)
-    try:
-        with kube.calls(f"reading {o.identity}"):
-            obj = client.get(resource, name=o.name, namespace=o.namespace)
-    except kube.KubeError as e:
-        if e.status == 404:
-            return None
-        raise
-    return obj.metadata.resourceVersion
+    obj = kube.get_or_none(client, resource, o.name, o.namespace, what=o.identity)
+    return None if obj is None else obj.metadata.resourceVersion
 
 
 def wait_default_service_account(api, ns: str, timeout: float = 60) -> None:

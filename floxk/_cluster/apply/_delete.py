@@ -78,14 +78,10 @@ def _wait_gone(client, resource, entry: Deleted, deadline: float) -> None:
     from kubernetes import watch
 
     while True:
-        try:
-            with kube.calls(f"reading {entry.identity}"):
-                obj = client.get(resource, name=entry.name, namespace=entry.namespace)
-        except kube.KubeError as e:
-            if e.status == 404:
-                entry.gone = True
-                return
-            raise
+        obj = kube.get_or_none(client, resource, entry.name, entry.namespace, what=entry.identity)
+        if obj is None:
+            entry.gone = True
+            return
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise kube.WaitTimeout(
