@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, NoReturn
 
+    from shim.core.annotations import EnvRef, FloxAnnotations
     from shim.core.node import NodeConfig
 
 # The two annotation keys that decide whether a create is ours (shim.core.annotations.ENVIRONMENT
@@ -185,20 +186,15 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
     """Rewrite B/config.json for a flox container; leave it alone for everything else.
 
     `spec`: config.json as main() already read it (read here when None)."""
-    from shim.core import annotations as ann
-
     config = os.path.join(call.bundle, "config.json")
     if spec is None:
         spec = read_spec(call)
         if spec is None:
             return  # not ours to judge: runc reports a missing or broken spec itself
-    annotations = spec.get("annotations") or {}
-    if not _is_flox_container(annotations):
+    flox = _flox_annotations(spec, exec_=False)
+    if flox is None:
         return
-    parsed = ann.parse_annotations(annotations)
-    assert parsed.environment is not None  # _is_flox_container(): the annotation is there
-    if annotations.get(ann.CRI_CONTAINER_NAME) in parsed.skip_containers:
-        return
+    parsed, ref = flox
     if parsed.ignored:
         _log_line(call, "warning", f"floxk: ignored annotations (not on the allow-list): "
                   f"{', '.join(parsed.ignored)}")  # fmt: skip
@@ -217,8 +213,8 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
         access = access_for(node, spec)
     cid = call.container_id or ""
     start = monotonic()
-    with realize_deadline(parsed.environment, node) as limit:
-        found = fetch_for(parsed.environment, node, access=access)
+    with realize_deadline(ref, node) as limit:
+        found = fetch_for(ref, node, access=access)
         limit.digest(found.digest)
         resolved = monotonic()
         # Mark the use before realizing (shim.core.gc's contract): gc never frees a tree between
@@ -250,7 +246,7 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
     from shim import __version__
 
     served = {"served": True} if _SERVED else {}  # by the node's create server
-    stats.emit(node.log_path, "create", env=str(parsed.environment), digest=found.digest,
+    stats.emit(node.log_path, "create", env=str(ref), digest=found.digest,
                container=cid, cold=cold, ms=ms, floxk=__version__, **served)  # fmt: skip
 
 
@@ -258,17 +254,12 @@ def prepare_exec(call: RuncCall, node: NodeConfig) -> None:
     """Give an exec'd process (process.json) the environment its container was created with."""
     if not call.process_file or not call.container_id:
         return  # args on the command line: runc takes the env from config.json (rewritten)
-    from shim.core import annotations as ann
-
     bundle = _container_bundle(call, node)
     spec = fastjson.loads((bundle / "config.json").read_bytes())
-    annotations = spec.get("annotations") or {}
-    if not _is_flox_container(annotations):
+    flox = _flox_annotations(spec, exec_=True)
+    if flox is None:
         return
-    parsed = ann.parse_annotations(annotations)
-    assert parsed.environment is not None  # _is_flox_container(): the annotation is there
-    if annotations.get(ann.CRI_CONTAINER_NAME) in parsed.skip_containers_exec:
-        return
+    parsed, ref = flox
     tree = _mounted_env_tree(spec, node)
     if tree is None:
         return  # created without an environment (skip-containers)
@@ -283,7 +274,7 @@ def prepare_exec(call: RuncCall, node: NodeConfig) -> None:
         list(process.get("env") or []),
         activation,
         mode=activation_mode(activation, parsed),
-        description=parsed.environment.name,
+        description=ref.name,
         project_dir=process.get("cwd") or "/",
         env_tree=tree,
     )
@@ -317,6 +308,23 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
         mode = 0o644
     # One dumps: the C encoder in one go (json.dump streams through Python).
     write_atomic(path, fastjson.dumps(data).encode(), mode)
+
+
+def _flox_annotations(spec: dict, *, exec_: bool) -> tuple[FloxAnnotations, EnvRef] | None:
+    """The pod's flox annotations on a flox container's spec and its environment; None when
+    floxk leaves this container alone: not a flox container, or named in the pod's skip
+    list for a create (flox.dev/skip-containers) or an exec (`exec_`: ...-exec)."""
+    from shim.core import annotations as ann
+
+    annotations = spec.get("annotations") or {}
+    if not _is_flox_container(annotations):
+        return None
+    parsed = ann.parse_annotations(annotations)
+    assert parsed.environment is not None  # _is_flox_container(): the annotation is there
+    skip = parsed.skip_containers_exec if exec_ else parsed.skip_containers
+    if annotations.get(ann.CRI_CONTAINER_NAME) in skip:
+        return None
+    return parsed, parsed.environment
 
 
 def _is_flox_container(annotations: dict) -> bool:

@@ -32,6 +32,7 @@ import os
 import stat
 
 from shim.core.errors import AccessError, ConfigError, FloxkError
+from shim.core.pids import start_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -444,8 +445,6 @@ NETRC_PREFIX = "floxk-netrc-"
 
 def _netrc_prefix(pid: int) -> str:
     """floxk-netrc-PID.STARTTIME-: whose directory it is, even after the pid is reused."""
-    from shim.server import start_time
-
     return f"{NETRC_PREFIX}{pid}.{start_time(pid)}-"
 
 
@@ -454,8 +453,6 @@ def sweep_netrc_dirs(base: str) -> list[str]:
     with SIGKILL never runs __exit__); only ours (same owner), never a live process's.
     Returns the paths removed."""
     import shutil
-
-    from shim.server import start_time
 
     removed: list[str] = []
     try:

@@ -12,9 +12,9 @@ and http(s)://:
 
 Nothing the hub serves is trusted: the pointer only says which store path to fetch. The
 record is substituted from the node's caches and checked by Nix against exactly the node's
-trusted keys (shim.core.nix.verified_closure) before anything in it is read; it names its
-owner, name and generation, which must be the ones asked for; and for an unpinned ref it
-may not be older than a generation this node already used from that hub (rollback).
+trusted keys (shim.core.signatures.verified_closure) before anything in it is read; it names
+its owner, name and generation, which must be the ones asked for; and for an unpinned ref
+it may not be older than a generation this node already used from that hub (rollback).
 
 What a node keeps (state_dir, root's):
     records/<KEYS>/<record store path name>   a verified record (KEYS: a digest of the

@@ -34,6 +34,7 @@ def _substituted_record(store_path: str, trust: Trust) -> bytes:
 def _fetch_and_verify_record(store_path: str, trust: Trust) -> None:
     from shim.core import nix
     from shim.core.errors import NixError
+    from shim.core.signatures import verified_closure
 
     store_root = trust.store_root
     try:
@@ -51,7 +52,7 @@ def _fetch_and_verify_record(store_path: str, trust: Trust) -> None:
         ) from None
     if trust.check_signatures:
         try:
-            nix.verified_closure(
+            verified_closure(
                 [store_path], trust.trusted_keys, store_root=store_root,
                 substituters=trust.substituters, access=trust.access,
             )  # fmt: skip

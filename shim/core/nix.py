@@ -12,14 +12,13 @@ import grp
 import json
 import os
 import re
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from shim.core.errors import CommandError, MissingDependencyError, NixError, TrustError
+from shim.core import storedb
+from shim.core.errors import CommandError, MissingDependencyError, NixError
 from shim.core.proc import run, run_captured
-
-STORE_DIR = "/nix/store"
+from shim.core.storedb import is_store_path
 
 # "copying path '/nix/store/...' from 'file:///cache'..." (Nix 2.8 .. 2.3x, on stderr).
 _COPIED_FROM = re.compile(r"copying path '(/nix/store/[^']+)' from '([^']+)'")
@@ -199,10 +198,6 @@ def nix_string(value: str) -> str:
     return json.dumps(value).replace("${", "\\${")
 
 
-def is_store_path(value: str) -> bool:
-    return value.startswith(STORE_DIR + "/") and "/" not in value[len(STORE_DIR) + 1 :]
-
-
 def run_nix(
     argv: Sequence[str],
     *,
@@ -218,7 +213,7 @@ def run_nix(
     try:
         return run(list(argv), timeout=timeout, hint=hint, env=env)
     except CommandError as e:
-        raise NixError(f"{what} failed:\n{_tail(e.output)}", hint=hint) from None
+        raise NixError(f"{what} failed:\n{output_tail(e.output)}", hint=hint) from None
 
 
 def run_nix_with_log(
@@ -237,11 +232,12 @@ def run_nix_with_log(
             f"{argv[0]} is not installed", hint="install Nix (Debian: nix-bin)"
         ) from None
     if proc.returncode != 0:
-        raise NixError(f"{what} failed:\n{_tail(proc.stdout + proc.stderr)}", hint=hint)
+        raise NixError(f"{what} failed:\n{output_tail(proc.stdout + proc.stderr)}", hint=hint)
     return proc.stdout, proc.stderr
 
 
-def _tail(output: str, lines: int = 25) -> str:
+def output_tail(output: str, lines: int = 25) -> str:
+    """The last `lines` lines of a Nix call's output, without its build-users-group noise."""
     kept = [
         line
         for line in output.strip().splitlines()
@@ -259,7 +255,7 @@ def closure(paths: Iterable[str], *, store_root: Path | None) -> list[str]:
     paths = sorted(set(paths))
     if not paths:
         return []
-    found = _closure_from_db(paths, store_root)
+    found = storedb.closure(paths, store_root)
     if found is not None:
         return found
     out = run_nix(
@@ -267,32 +263,6 @@ def closure(paths: Iterable[str], *, store_root: Path | None) -> list[str]:
         what="computing the closure",
     )
     return sorted(line for line in out.splitlines() if line)
-
-
-# ValidPaths(id, path, ...) and Refs(referrer, reference): Nix's schema since 1.x.
-_CLOSURE_SQL = """
-WITH RECURSIVE closure(id) AS (
-  SELECT id FROM ValidPaths WHERE path IN ({marks})
-  UNION SELECT Refs.reference FROM Refs JOIN closure ON Refs.referrer = closure.id
-)
-SELECT path FROM ValidPaths JOIN closure USING (id)
-"""
-
-
-def _closure_from_db(paths: list[str], store_root: Path | None) -> list[str] | None:
-    db = (store_root or Path("/")) / "nix" / "var" / "nix" / "db" / "db.sqlite"
-    try:
-        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
-            con.execute("PRAGMA busy_timeout = 5000")
-            rows = con.execute(
-                _CLOSURE_SQL.format(marks=",".join("?" * len(paths))), paths
-            ).fetchall()
-    except sqlite3.Error:
-        return None
-    found = sorted({row[0] for row in rows})
-    if not set(paths) <= set(found):  # not all valid: let Nix say why
-        return None
-    return found
 
 
 def invalid_paths(paths: Iterable[str], *, store_root: Path | None) -> list[str]:
@@ -303,7 +273,7 @@ def invalid_paths(paths: Iterable[str], *, store_root: Path | None) -> list[str]
     paths = list(paths)
     if not paths:
         return []
-    valid = _valid_in_db(sorted(set(paths)), store_root)
+    valid = storedb.valid_paths(sorted(set(paths)), store_root)
     if valid is not None:
         return [p for p in paths if p not in valid]
     out = run_nix(
@@ -320,124 +290,9 @@ def invalid_paths(paths: Iterable[str], *, store_root: Path | None) -> list[str]
     return [line for line in out.splitlines() if line]
 
 
-def _valid_in_db(paths: list[str], store_root: Path | None) -> set[str] | None:
-    """Which of `paths` have a row in the store's ValidPaths (what makes a path valid to
-    Nix); None when the database cannot be read."""
-    db = (store_root or Path("/")) / "nix" / "var" / "nix" / "db" / "db.sqlite"
-    if not all(is_store_path(p) for p in paths):
-        return None  # let Nix say what is wrong with it
-    try:
-        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
-            con.execute("PRAGMA busy_timeout = 5000")
-            rows = con.execute(
-                f"SELECT path FROM ValidPaths WHERE path IN ({','.join('?' * len(paths))})", paths
-            ).fetchall()
-    except sqlite3.Error:
-        return None
-    return {row[0] for row in rows}
-
-
 def gcroots_dir(store_root: Path | None) -> Path:
     """Where the store's GC looks for roots (symlinks to logical /nix/store paths)."""
     return (store_root or Path("/")) / "nix" / "var" / "nix" / "gcroots"
-
-
-# --- signatures, checked by Nix itself -------------------------------------------------------
-# Nix skips the signature check of a content-addressed path (its name derives from its
-# content, so Nix deems it self-certifying): `nix-store --realise` with require-sigs takes
-# one unsigned from a cache, and `nix store verify --sigs-needed 1` passes it (Nix 2.8 ..
-# 2.3x). A node must not: what a lock names is only as trustworthy as whoever wrote it.
-# So the store's own path infos (NAR hash, size, references, signatures: what a signature
-# covers) are copied into a throwaway binary cache without their content-address claim,
-# and Nix checks that cache: exactly the node's keys, at least one valid signature each.
-
-_UNTRUSTED = re.compile(r"path '(/nix/store/[^']+)' is untrusted")
-
-
-def verified_closure(
-    paths: Iterable[str],
-    trusted_keys: Sequence[str],
-    *,
-    store_root: str | Path | None,
-    substituters: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
-    access=None,
-) -> list[str]:
-    """The closure of `paths` (sorted), each path signed by one of `trusted_keys`.
-
-    A path the store holds without such a signature (built or added here before) also
-    passes when a substituter's narinfo carries one: the signature covers the NAR hash,
-    size and references, which are taken from the store, so it only verifies for exactly
-    the content the store has. TrustError names the paths that fail; NixError when Nix
-    cannot tell."""
-    paths = sorted(set(paths))
-    if not paths:
-        return []
-    if not trusted_keys:
-        raise TrustError(
-            "no trusted public keys are configured, so no store path can be accepted",
-            hint="set trusted_public_keys in the node configuration",
-        )
-    env = node_env() if env is None else env
-    infos = path_infos(paths, store_root=store_root, env=env)
-    closure = sorted(infos)
-    untrusted = _untrusted(infos, closure, trusted_keys, env)
-    if untrusted and substituters:
-        remote = {p: _remote_signatures(p, substituters, access) for p in untrusted}
-        retry = {p: {**infos[p], "signatures": sigs} for p, sigs in remote.items() if sigs}
-        if retry:
-            still = set(_untrusted(retry, sorted(retry), trusted_keys, env))
-            untrusted = [p for p in untrusted if p not in retry or p in still]
-    if not untrusted:
-        return closure
-    raise TrustError(
-        f"{len(untrusted)} store path(s) carry no signature by a key this node trusts: "
-        + ", ".join(untrusted[:5])
-        + (" ..." if len(untrusted) > 5 else ""),
-        hint="publish with `floxk env push --signing-key KEY` and give nodes its public key "
-        "(trusted_public_keys); content-addressed paths need a signature too",
-        paths=untrusted,
-    )
-
-
-def _untrusted(
-    infos: Mapping[str, dict], paths: Sequence[str], keys: Sequence[str], env: Mapping[str, str]
-) -> list[str]:
-    """The paths among `paths` whose infos carry no valid signature by one of `keys`."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="floxk-verify-") as cache:
-        _write_narinfo_cache(Path(cache), infos.values())
-        argv = [
-            "nix", *base_options(), *node_options(),
-            *option("trusted-public-keys", " ".join(keys)),
-            "store", "verify", "--store", Path(cache).as_uri(),
-            "--no-contents", "--sigs-needed", "1", *paths,
-        ]  # fmt: skip
-        proc = run_captured(argv, env=env)
-    if proc.returncode == 0:
-        return []
-    untrusted = sorted(set(_UNTRUSTED.findall(proc.stderr)))
-    if not untrusted:
-        raise NixError(f"checking signatures failed:\n{_tail(proc.stdout + proc.stderr)}")
-    return untrusted
-
-
-def _remote_signatures(path: str, substituters: Sequence[str], access=None) -> list[str]:
-    """The Sig lines of `path`'s narinfo in the substituters (unverified: Nix checks them)."""
-    from shim.core.hubfetch import _fetch, _join
-
-    sigs: list[str] = []
-    for url in substituters:
-        try:
-            narinfo = os.path.basename(path).split("-", 1)[0] + ".narinfo"
-            text = _fetch(_join(url, narinfo), access)
-        except Exception:  # noqa: BLE001 - an unreachable cache just offers no signature
-            continue
-        for line in (text or "").splitlines():
-            if line.startswith("Sig: "):
-                sigs.append(line[5:].strip())
-    return sigs
 
 
 def path_infos(
@@ -447,7 +302,7 @@ def path_infos(
     what `nix path-info --json --sigs --recursive` prints. Read from the store's database
     when it can (one Nix process fewer on every cold realization and record), else from
     Nix (< 2.19 prints a list of infos with a "path" key, later versions an object)."""
-    found = _path_infos_from_db(sorted(set(paths)), store_root)
+    found = storedb.path_infos(sorted(set(paths)), store_root)
     if found is not None:
         return found
     out = run_nix(
@@ -476,71 +331,6 @@ def path_infos(
     if missing:
         raise NixError(f"not in the store after substitution: {', '.join(sorted(missing))}")
     return infos
-
-
-# The closure's ids, then each path's info and its references (Nix's schema since 1.x; hash
-# is "sha256:<base16>", sigs space-separated).
-_INFOS_SQL = (
-    _CLOSURE_SQL.replace("SELECT path FROM", "SELECT id, path, hash, narSize, sigs FROM"),
-    "SELECT Refs.referrer, ValidPaths.path FROM Refs JOIN ValidPaths"
-    " ON ValidPaths.id = Refs.reference WHERE Refs.referrer IN ({ids})",
-)
-
-
-def _path_infos_from_db(paths: list[str], store_root: str | Path | None) -> dict[str, dict] | None:
-    """path_infos() from the store's SQLite database (read-only); None when it cannot tell
-    (no database, a path not valid, an info without its NAR size): then Nix is asked."""
-    if not paths:
-        return {}
-    root = Path(store_root) if store_root is not None else Path("/")
-    db = root / "nix" / "var" / "nix" / "db" / "db.sqlite"
-    try:
-        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
-            con.execute("PRAGMA busy_timeout = 5000")
-            with con:  # one read transaction: the infos and references agree
-                rows = con.execute(
-                    _INFOS_SQL[0].format(marks=",".join("?" * len(paths))), paths
-                ).fetchall()
-                ids = {row[0]: row[1] for row in rows}
-                refs = con.execute(
-                    _INFOS_SQL[1].format(ids=",".join("?" * len(ids))), list(ids)
-                ).fetchall()
-    except sqlite3.Error:
-        return None
-    infos: dict[str, dict] = {}
-    for _, path, nar_hash, nar_size, sigs in rows:
-        if not nar_hash or nar_size is None or not is_store_path(path):
-            return None
-        infos[path] = {
-            "path": path, "narHash": nar_hash, "narSize": nar_size, "references": [],
-            "signatures": (sigs or "").split(),
-        }  # fmt: skip
-    for referrer, reference in refs:
-        infos[ids[referrer]]["references"].append(reference)
-    if not set(paths) <= set(infos):
-        return None
-    for info in infos.values():
-        info["references"].sort()
-    return infos
-
-
-def _write_narinfo_cache(directory: Path, infos: Iterable[dict]) -> None:
-    """A binary cache of narinfos only (no NARs: `--no-contents`), without CA claims."""
-    (directory / "nix-cache-info").write_text(f"StoreDir: {STORE_DIR}\n")
-    for info in infos:
-        path = info["path"]
-        refs = " ".join(os.path.basename(r) for r in info.get("references") or [])
-        lines = [
-            f"StorePath: {path}",
-            "URL: nar/none.nar",  # never read
-            "Compression: none",
-            f"NarHash: {info['narHash']}",
-            f"NarSize: {info['narSize']}",
-            f"References: {refs}",
-            *(f"Sig: {sig}" for sig in info.get("signatures") or info.get("sigs") or []),
-        ]
-        name = os.path.basename(path).split("-", 1)[0] + ".narinfo"
-        (directory / name).write_text("\n".join(lines) + "\n")
 
 
 def delete_paths(paths: Iterable[str], *, store_root: str | Path | None) -> None:

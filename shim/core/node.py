@@ -86,25 +86,24 @@ class NodeConfig:
 
     def find_runc(self) -> str:
         """The real runc: node.toml's `runc`, else the first `runc` on PATH that is not floxk's."""
-        if self.runc:
-            return self.runc
-        found = find_program("runc")
-        if found is None:
-            raise ConfigError(
-                "no real runc found on PATH",
-                hint=f'install runc or set runc = "/path/to/runc" in {self.source}',
-            )
-        return found
+        return self._program(
+            self.runc, "runc", "no real runc found on PATH",
+            f'install runc or set runc = "/path/to/runc" in {self.source}',
+        )  # fmt: skip
 
     def find_runc_v2_shim(self) -> str:
-        if self.runc_v2_shim:
-            return self.runc_v2_shim
-        found = find_program("containerd-shim-runc-v2")
-        if found is None:
-            raise ConfigError(
-                "containerd-shim-runc-v2 not found on PATH",
-                hint=f"install containerd or set runc_v2_shim in {self.source}",
-            )
+        return self._program(
+            self.runc_v2_shim, "containerd-shim-runc-v2",
+            "containerd-shim-runc-v2 not found on PATH",
+            f"install containerd or set runc_v2_shim in {self.source}",
+        )  # fmt: skip
+
+    def _program(self, configured: str | None, name: str, missing: str, hint: str) -> str:
+        """`configured` (node.toml's path), else `name` on PATH (not floxk's own), else a
+        ConfigError saying `missing`."""
+        found = configured or find_program(name)
+        if not found:
+            raise ConfigError(missing, hint=hint)
         return found
 
 
@@ -346,13 +345,23 @@ class _Reader:
             hint=f"fix {self.prefix}{key} in {self.source} (see docs/runtime.md)",
         )
 
-    def str_list(self, key: str) -> list[str]:
+    def _checked(self, key: str, default, valid, want: str):
+        """`key`'s value, `default` when it is not set; a ConfigError saying the value must
+        be `want` unless valid(value)."""
         v = self._get(key)
         if v is None:
-            return []
-        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
-            raise self._bad(key, "a list of non-empty strings")
-        return list(v)
+            return default
+        if not valid(v):
+            raise self._bad(key, want)
+        return v
+
+    def str_list(self, key: str) -> list[str]:
+        return list(
+            self._checked(
+                key, [], lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+                "a list of non-empty strings",
+            )
+        )  # fmt: skip
 
     def url_list(self, key: str) -> list[str]:
         v = self.str_list(key)
@@ -362,28 +371,21 @@ class _Reader:
         return v
 
     def boolean(self, key: str, default: bool) -> bool:
-        v = self._get(key)
-        if v is None:
-            return default
-        if not isinstance(v, bool):
-            raise self._bad(key, "true or false")
-        return v
+        return self._checked(key, default, lambda v: isinstance(v, bool), "true or false")
 
     def abs_path(self, key: str) -> str | None:
-        v = self._get(key)
-        if v is None:
-            return None
-        if not isinstance(v, str) or not v.startswith("/"):
-            raise self._bad(key, "an absolute path")
-        return v
+        return self._checked(
+            key, None, lambda v: isinstance(v, str) and v.startswith("/"), "an absolute path"
+        )
 
     def percent(self, key: str, default: float) -> float:
-        v = self._get(key)
-        if v is None:
-            return default
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 100:
-            raise self._bad(key, "a percentage above 0, at most 100")
-        return float(v)
+        return float(
+            self._checked(
+                key, default,
+                lambda v: not isinstance(v, bool) and isinstance(v, int | float) and 0 < v <= 100,
+                "a percentage above 0, at most 100",
+            )
+        )  # fmt: skip
 
     def duration(self, key: str, default: float, *, zero: bool = False) -> float:
         """Seconds: a number, or a string like "90s", "5m", "1h", "2d"."""

@@ -19,24 +19,30 @@ from collections.abc import Mapping, Sequence
 
 from shim.core.errors import CommandError, MissingDependencyError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypedDict, Unpack
 
-def run(
-    argv: Sequence[str],
-    *,
-    env: Mapping[str, str] | None = None,
-    input: str | None = None,
-    cwd: str | os.PathLike[str] | None = None,
-    timeout: float | None = None,
-    hint: str | None = None,
-) -> str:
-    """Run argv, return its stdout; raise CommandError with stdout+stderr when it fails."""
+    class RunOptions(TypedDict, total=False):
+        """What run() passes on to run_captured() (see there)."""
+
+        env: Mapping[str, str] | None
+        input: str | None
+        cwd: str | os.PathLike[str] | None
+        timeout: float | None
+
+
+def run(argv: Sequence[str], *, hint: str | None = None, **options: Unpack[RunOptions]) -> str:
+    """Run argv, return its stdout; raise CommandError with stdout+stderr when it fails.
+    `options`: run_captured()'s (env, input, cwd, timeout)."""
     argv = [os.fspath(a) for a in argv]
-    if shutil.which(argv[0], path=(env or os.environ).get("PATH")) is None and "/" not in argv[0]:
+    path = (options.get("env") or os.environ).get("PATH")
+    if shutil.which(argv[0], path=path) is None and "/" not in argv[0]:
         raise MissingDependencyError(
             f"{argv[0]} is not installed",
             hint=f"install {argv[0]} (see README: scripts/install-system.sh)",
         )
-    proc = run_captured(argv, env=env, input=input, cwd=cwd, timeout=timeout)
+    proc = run_captured(argv, **options)
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode, proc.stdout + proc.stderr, hint=hint)
     return proc.stdout

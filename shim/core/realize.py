@@ -12,7 +12,8 @@
 Nothing is built: Nix runs with no nix.conf and no way to build (shim.core.nix.node_options;
 substitution takes plain output paths only, shim.core.nix.substitute), and
 after substitution every path of the closure, content-addressed or not, must carry a
-signature by a trusted key (shim.core.nix.verified_closure) before a tree is built from it.
+signature by a trusted key (shim.core.signatures.verified_closure) before a tree is built
+from it.
 
 A tree is complete once visible: it is built in tmp/, activation.json is written last, and
 only then is the directory renamed into envs/. The warm path is therefore one read of
@@ -322,14 +323,15 @@ def _verified_closure(
     substituted: set[str],
     access=None,
 ) -> list[str]:
-    """The closure of `paths`, every path of it signed by a trusted key (shim.core.nix), or a
+    """The closure of `paths`, every path of it signed by a trusted key (shim.core.signatures), or a
     TrustError. Refused paths this realization copied in are deleted from the store again
     (best effort), so none stays behind looking valid; what the store had before is left."""
     from shim.core import nix
     from shim.core.errors import TrustError
+    from shim.core.signatures import verified_closure
 
     try:
-        return nix.verified_closure(
+        return verified_closure(
             paths, trusted_keys, store_root=store_root, substituters=substituters, access=access
         )
     except TrustError as e:

@@ -43,6 +43,11 @@ else:
         return lambda decorator: decorator
 
 
+def fields(obj) -> dict:
+    """A record's fields by name, in order (dataclasses.asdict, not recursive)."""
+    return {name: getattr(obj, name) for name in obj.__match_args__}
+
+
 class FrozenInstanceError(AttributeError):
     """Assignment to a field of a frozen record."""
 

@@ -88,19 +88,15 @@ def realize_record(
     import time
 
     from shim.core import pressure, stats
+    from shim.core.records import fields
 
     start = time.monotonic()
     ms: dict[str, float] = {}
+    access = access if access is not None else _node_access(node)
+    # The node's Trust, whose fields are realize()'s caches, keys, store and state dir by name.
+    trust = fields(trust_of(node, insecure_accept_unsigned, access))
     env = realize.realize(
-        record.parsed().lock,
-        system=system or current_system(),
-        substituters=node.substituters,
-        trusted_keys=node.trusted_public_keys,
-        store_root=node.store_root,
-        state_dir=node.state_dir,
-        insecure_accept_unsigned=insecure_accept_unsigned,
-        phases=ms,
-        access=access if access is not None else _node_access(node),
+        record.parsed().lock, system=system or current_system(), phases=ms, **trust
     )
     if "tree" in ms:  # this process built the tree (not another one meanwhile)
         stats.emit(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from floxk.cli import main as floxk_main
-from shim.core import hub, nix
+from shim.core import hub, nix, signatures, storedb
 from shim.core.annotations import EnvRef
 from shim.core.errors import LockError, NixError, RealizeError, TrustError
 from shim.core.lockfile import load_lock, lock_from_dict
@@ -92,27 +92,27 @@ def test_warm_fetch_trusts_the_remembered_record_without_nix(tmp_path, signed_ca
 # --- attack 1: forged record ---------------------------------------------------------------
 
 
-def test_forged_record_with_hook_and_ld_preload_is_refused(tmp_path, signed_cache, publish_env):
-    owner, name, gen = split(publish_env("trust/forged", PLAIN))
+@pytest.mark.parametrize(
+    "env, attacker_signs, pinned",
+    [
+        # a forged record with a hook and LD_PRELOAD, unsigned, behind the unpinned ref
+        ("trust/forged", False, False),
+        # the same forgery signed by a key the node does not trust, behind the pinned ref
+        ("trust/otherkey", True, True),
+    ],
+    ids=["forged-record-with-hook-and-ld-preload", "signed-by-an-untrusted-key"],
+)
+def test_forged_record_is_refused(tmp_path, signed_cache, publish_env, env, attacker_signs, pinned):
+    owner, name, gen = split(publish_env(env, PLAIN))
+    keys = {}
+    if attacker_signs:
+        keys["secret_key"] = make_key_pair(tmp_path / "attacker-keys", "attacker-1")[1]
     forged = attacker.forge_record(
-        signed_cache.root, tmp_path / "attack", owner, name, gen, attacker.inject_hook
+        signed_cache.root, tmp_path / "attack", owner, name, gen, attacker.inject_hook, **keys
     )
     cfg = node(tmp_path, signed_cache)
     with pytest.raises(TrustError, match="not signed by a key this node trusts"):
-        realize_for(ref(f"{owner}/{name}"), cfg)
-    assert_nothing_usable(cfg, forged)
-
-
-def test_record_signed_by_an_untrusted_key_is_refused(tmp_path, signed_cache, publish_env):
-    owner, name, gen = split(publish_env("trust/otherkey", PLAIN))
-    _, attacker_key = make_key_pair(tmp_path / "attacker-keys", "attacker-1")
-    forged = attacker.forge_record(
-        signed_cache.root, tmp_path / "attack", owner, name, gen, attacker.inject_hook,
-        secret_key=attacker_key,
-    )  # fmt: skip
-    cfg = node(tmp_path, signed_cache)
-    with pytest.raises(TrustError, match="not signed by a key this node trusts"):
-        realize_for(ref(f"{owner}/{name}:{gen}"), cfg)
+        realize_for(ref(f"{owner}/{name}:{gen}" if pinned else f"{owner}/{name}"), cfg)
     assert_nothing_usable(cfg, forged)
 
 
@@ -286,8 +286,8 @@ def test_path_infos_read_from_the_store_database_are_what_nix_says(
         store_root=store, state_dir=tmp_path / "state",
     )  # fmt: skip
     paths = env.activation["packages"]
-    from_db = nix._path_infos_from_db(sorted(paths), store)
-    monkeypatch.setattr(nix, "_path_infos_from_db", lambda *a: None)
+    from_db = storedb.path_infos(sorted(paths), store)
+    monkeypatch.setattr(storedb, "path_infos", lambda *a: None)
     from_nix = nix.path_infos(paths, store_root=store)
     assert from_db is not None
     assert sorted(from_db) == sorted(from_nix) == env.activation["closure"]
@@ -319,8 +319,8 @@ def test_host_nix_conf_cannot_widen_trust(tmp_path, signed_cache, monkeypatch):
         check=True, capture_output=True,
     )  # fmt: skip
     with pytest.raises(TrustError):
-        nix.verified_closure([ca], [signed_cache.public_key], store_root=store)
-    assert nix.verified_closure([ca], [attacker_public], store_root=store) == [ca]
+        signatures.verified_closure([ca], [signed_cache.public_key], store_root=store)
+    assert signatures.verified_closure([ca], [attacker_public], store_root=store) == [ca]
 
 
 # --- attack 4: a symlink out of the store -----------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 
 from shim import server
 from shim.front import python_argv, write_front
+from shim.server import _fronts, _loop
 from testkit.oci import make_bundle, publish_test_hub, write_node_toml
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
@@ -38,11 +39,11 @@ def node(tmp_path_factory):
     code = tmp / "code"
     shutil.copytree(REPO / "shim", code / "shim", ignore=shutil.ignore_patterns("__pycache__"))
     # Workers leave after 2 creates here, so every test also crosses a worker's turnover.
-    source = code / "shim" / "server.py"
+    source = code / "shim" / "server" / "_loop.py"
     text = source.read_text()
-    assert f"WORKER_REQUESTS = {server.WORKER_REQUESTS}" in text
+    assert f"WORKER_REQUESTS = {_loop.WORKER_REQUESTS}" in text
     source.write_text(
-        text.replace(f"WORKER_REQUESTS = {server.WORKER_REQUESTS}", "WORKER_REQUESTS = 2")
+        text.replace(f"WORKER_REQUESTS = {_loop.WORKER_REQUESTS}", "WORKER_REQUESTS = 2")
     )
     front = write_front(
         tmp / "bin" / "floxk-runc", "/bin/true", python_argv(path=code),
@@ -216,7 +217,7 @@ def test_a_killed_child_fails_the_create_without_python_running_on_it(node, runn
     time.sleep(0.2)  # the waiter has sent its request
     os.kill(running.pid, signal.SIGKILL)
     running.wait(timeout=10)
-    fd = server._take_pipe(front.pid, waiter)
+    fd = _fronts.take_pipe(front.pid, waiter)
     assert fd is not None
     os.close(fd)
     os.close(alive)
