@@ -84,6 +84,19 @@ class Cluster:
         return self._toolbox
 
 
+def manifest(
+    install: dict[str, str], *, vars: dict[str, str] | None = None, hook: str | None = None
+) -> str:
+    """A manifest.toml: install id -> catalog pkg-path, [vars], an on-activate hook."""
+    lines = ["version = 1", "", "[install]"]
+    lines += [f'{iid}.pkg-path = "{pkg}"' for iid, pkg in install.items()]
+    if vars:
+        lines += ["", "[vars]", *(f'{name} = "{value}"' for name, value in vars.items())]
+    if hook:
+        lines += ["", "[hook]", "on-activate = '''", hook.strip("\n"), "'''"]
+    return "\n".join(lines) + "\n"
+
+
 @dataclass(frozen=True)
 class Published:
     """An environment `floxk env push` put on the cluster's dev hub."""

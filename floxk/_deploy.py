@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,15 +82,14 @@ def fetch_debs(packages: list[str], codename: str, say: Progress) -> list[Path]:
     any node of that release; apt on the node installs only what it lacks.
     """
     key = hashlib.sha256(f"{codename} {' '.join(sorted(packages))}".encode()).hexdigest()
-    dest = cache_dir() / "installer" / f"debs-{codename}-{key[:12]}"
-    if not (dest / ".done").exists():
-        say(f"downloading {', '.join(packages)} with dependencies for Debian {codename}")
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
-        (dest / "status").write_text("")
-        debian.download(packages, codename=codename, dpkg_status=dest / "status", dest=dest)
-        (dest / ".done").touch()
-    return sorted((dest / "debs").glob("*.deb"))
+    return debian.cached(
+        packages,
+        codename=codename,
+        dpkg_status="",
+        dest=cache_dir() / "installer" / f"debs-{codename}-{key[:12]}",
+        say=say,
+        what=f"downloading {', '.join(packages)} with dependencies for Debian {codename}",
+    )
 
 
 def packages_index(debs: list[Path]) -> str:
@@ -413,14 +412,7 @@ class DeployResult:
         return all(n.state == good for n in self.nodes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "image": self.image,
-            "image_built": self.image_built,
-            "ok": self.ok,
-            "runtime_class": self.runtime_class,
-            "nodes": [vars(n) for n in self.nodes],
-        }
+        return {**asdict(self), "ok": self.ok}
 
 
 def node_states(api) -> dict[str, NodeState]:

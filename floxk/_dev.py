@@ -512,14 +512,10 @@ class Session:
         """Whether a replaced-kind object on the server runs another generation (or another
         spec); absent objects are simply applied."""
         resource = kube.resource_for(self.client, o.body["apiVersion"], o.kind)
-        try:
-            with kube.calls(f"reading {o.identity}"):
-                current = self.client.get(resource, name=o.name, namespace=o.namespace).to_dict()
-        except kube.KubeError as e:
-            if e.status == 404:
-                return False
-            raise
-        if stamped_generation(current) != str(generation):
+        found = kube.get_or_none(self.client, resource, o.name, o.namespace, what=o.identity)
+        if found is None:
+            return False
+        if stamped_generation(found.to_dict()) != str(generation):
             return True
         try:  # same generation: replaced only when the file's spec changed
             applying.check(
@@ -629,7 +625,7 @@ class _LogTail:
         self._lock = threading.Lock()
         self._selectors: list[tuple[str, dict[str, str] | None, str | None]] = []
         self._namespaces: set[str] = set()
-        self._streams = applying._Streams()
+        self._streams = applying.Streams()
         self._started: set[tuple[str, str, int]] = set()
         self._stop = threading.Event()
         threading.Thread(target=self._pump, name="floxk-dev-pods", daemon=True).start()

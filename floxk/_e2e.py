@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,82 +41,66 @@ console_output_style = classic
 Progress = Callable[[str], None]
 
 
-def pytest_argv(
-    *,
-    provider: str,
-    name: str,
-    report: Path,
-    ini: Path,
-    kubeconfig: Path | None = None,
-    keep: bool = False,
-    select: str | None = None,
-    junit: Path | None = None,
-    workers: int = 1,
-    base_image: str | None = None,
-    timeout: int = 600,
-) -> list[str]:
-    """The pytest command line for one run (pure: tests check it)."""
-    argv = [sys.executable, "-m", "pytest", str(CASES_DIR), "-c", str(ini)]
-    argv += ["--rootdir", str(E2E_DIR), "-p", "e2e.plugin", "-p", "no:cacheprovider"]
-    # -s: the cluster fixture's progress (floxk up) shows while it happens.
-    argv += ["-v", "-s", "--tb=short", "--no-header", "-rN"]
-    argv += ["--floxk-provider", provider, "--floxk-name", name, "--floxk-report", str(report)]
-    argv += ["--floxk-workers", str(workers), "--floxk-timeout", str(timeout)]
-    if kubeconfig is not None:
-        argv += ["--floxk-kubeconfig", str(Path(kubeconfig).resolve())]
-    if base_image:
-        argv += ["--floxk-base-image", base_image]
-    if keep:
-        argv += ["--floxk-keep"]
-    if select:
-        argv += ["-k", select]
-    if junit is not None:
-        argv += ["--junitxml", str(Path(junit).resolve())]
-    return argv
+@dataclass(frozen=True)
+class Suite:
+    """One run's options (the `floxk e2e` options of the same names)."""
+
+    provider: str = "kind"
+    name: str = DEFAULT_E2E_CLUSTER_NAME
+    kubeconfig: Path | None = None
+    keep: bool = False
+    select: str | None = None
+    junit: Path | None = None
+    workers: int = 1
+    base_image: str | None = None
+    timeout: int = 600
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Suite:
+        """The suite of a command's parsed options (others, like -o, are left out)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in names})
+
+    def pytest_argv(self, *, report: Path, ini: Path) -> list[str]:
+        """The pytest command line for one run (pure: tests check it)."""
+        argv = [sys.executable, "-m", "pytest", str(CASES_DIR), "-c", str(ini)]
+        argv += ["--rootdir", str(E2E_DIR), "-p", "e2e.plugin", "-p", "no:cacheprovider"]
+        # -s: the cluster fixture's progress (floxk up) shows while it happens.
+        argv += ["-v", "-s", "--tb=short", "--no-header", "-rN"]
+        argv += ["--floxk-provider", self.provider, "--floxk-name", self.name]
+        argv += ["--floxk-report", str(report)]
+        argv += ["--floxk-workers", str(self.workers), "--floxk-timeout", str(self.timeout)]
+        if self.kubeconfig is not None:
+            argv += ["--floxk-kubeconfig", str(Path(self.kubeconfig).resolve())]
+        if self.base_image:
+            argv += ["--floxk-base-image", self.base_image]
+        if self.keep:
+            argv += ["--floxk-keep"]
+        if self.select:
+            argv += ["-k", self.select]
+        if self.junit is not None:
+            argv += ["--junitxml", str(Path(self.junit).resolve())]
+        return argv
 
 
-def run_suite(
-    *,
-    provider: str = "kind",
-    name: str = DEFAULT_E2E_CLUSTER_NAME,
-    kubeconfig: Path | None = None,
-    keep: bool = False,
-    select: str | None = None,
-    junit: Path | None = None,
-    workers: int = 1,
-    base_image: str | None = None,
-    timeout: int = 600,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
+def run_suite(suite: Suite, *, progress: Progress | None = None) -> dict[str, Any]:
     """Run the suite; returns {"provider", "context", "cases": [{case, title, result,
     seconds, message?}], "summary": {result: count, "seconds"}, "suite": {...},
     "junit", "exit_code"}. A cluster that cannot be had raises floxk's error for it."""
     say = progress or (lambda _line: None)
-    if provider not in PROVIDERS:
+    if suite.provider not in PROVIDERS:
         raise ConfigError(
-            f"unknown provider {provider!r}", hint=f"use one of: {', '.join(PROVIDERS)}"
+            f"unknown provider {suite.provider!r}", hint=f"use one of: {', '.join(PROVIDERS)}"
         )
-    if kubeconfig is not None and provider != "existing":
+    kubeconfig = suite.kubeconfig
+    if kubeconfig is not None and suite.provider != "existing":
         raise ConfigError("--kubeconfig goes with --provider existing")
     if kubeconfig is not None and not Path(kubeconfig).is_file():
         raise NotFoundError(f"kubeconfig {kubeconfig} does not exist")
     with tempfile.TemporaryDirectory(prefix="floxk-e2e-") as tmp:
         ini, report = Path(tmp) / "pytest.ini", Path(tmp) / "report.json"
         ini.write_text(_INI)
-        argv = pytest_argv(
-            provider=provider,
-            name=name,
-            report=report,
-            ini=ini,
-            kubeconfig=kubeconfig,
-            keep=keep,
-            select=select,
-            junit=junit,
-            workers=workers,
-            base_image=base_image,
-            timeout=timeout,
-        )
-        proc = call(argv, say=say, check=False, cwd=tmp)
+        proc = call(suite.pytest_argv(report=report, ini=ini), say=say, check=False, cwd=tmp)
         code, tail = proc.returncode, proc.stdout.splitlines()
         data = json.loads(report.read_text()) if report.is_file() else None
     if data is None:
@@ -123,7 +108,7 @@ def run_suite(
             f"the suite did not run (pytest exited with {code})",
             hint="its output:\n" + "\n".join(tail),
         )
-    return summarize(data, code, select=select, junit=junit)
+    return summarize(data, code, select=suite.select, junit=suite.junit)
 
 
 def summarize(

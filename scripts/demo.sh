@@ -6,26 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${FLOXK_DEMO_DIR:-$(mktemp -d -t floxk-demo.XXXXXX)}
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+source scripts/hello-env.sh
 
 step "test catalog (packages built by Nix with a static busybox) in $work/catalog"
-catalog=$(python3 -c 'import sys; from e2e.catalog import prepare; print(prepare(sys.argv[1]))' "$work/catalog")
+catalog=$(test_catalog "$work/catalog")
 
 step "floxk env init + a manifest that installs hello and sets a var and a hook"
 rm -rf "$work/env"
 floxk env init "$work/env"
-cat >"$work/env/manifest.toml" <<'TOML'
-version = 1
-
-[install]
-hello.pkg-path = "hello"
-busybox.pkg-path = "busybox"
-
-[vars]
-GREETING = "howdy"
-
-[hook]
-on-activate = 'echo "hook ran; GREETING=$GREETING"'
-TOML
+hello_manifest "$work/env" $'[hook]\non-activate = \'echo "hook ran; GREETING=$GREETING"\''
 
 step "floxk env lock (resolves and builds with Nix)"
 floxk env lock "$work/env" --catalog "$catalog"

@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+source scripts/hello-env.sh
 work=${FLOXK_QUICKSTART_DIR:-${FLOXK_CACHE:-$HOME/.cache/floxk}/quickstart}
 mkdir -p "$work"
 
@@ -23,18 +24,8 @@ step "floxk up (kind cluster 'floxk', context kind-floxk)"
 floxk up --provider kind --name floxk --base-image "$base"
 
 step "an environment: hello + busybox from the bundled catalog"
-catalog=$(python3 -c 'import sys; from e2e.catalog import prepare; print(prepare(sys.argv[1]))' "$work/catalog")
-mkdir -p "$work/env"
-cat >"$work/env/manifest.toml" <<'TOML'
-version = 1
-
-[install]
-hello.pkg-path = "hello"
-busybox.pkg-path = "busybox"
-
-[vars]
-GREETING = "howdy"
-TOML
+catalog=$(test_catalog "$work/catalog")
+hello_manifest "$work/env"
 floxk env lock "$work/env" --catalog "$catalog"
 floxk env push "$work/env" --name quickstart/hello
 

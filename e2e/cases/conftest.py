@@ -10,40 +10,17 @@ import pytest
 from e2e import kit
 from shim.core.errors import FloxkError
 
-BASIC = """\
-version = 1
-
-[install]
-hello.pkg-path = "hello"
-busybox.pkg-path = "busybox"
-
-[vars]
-GREETING = "hi from the environment"
-
-[hook]
-on-activate = '''
-export HOOKED="the hook ran"
-'''
-"""
-
-WEB = """\
-version = 1
-
-[install]
-web.pkg-path = "web"
-busybox.pkg-path = "busybox"
-
-[vars]
-PORT = "8080"
-"""
+BASIC = kit.manifest(
+    {"hello": "hello", "busybox": "busybox"},
+    vars={"GREETING": "hi from the environment"},
+    hook='export HOOKED="the hook ran"',
+)
+WEB = kit.manifest({"web": "web", "busybox": "busybox"}, vars={"PORT": "8080"})
 
 
 def fresh(cluster: kit.Cluster, install: dict[str, str]) -> str:
     """A manifest whose digest no earlier run made (the run id is one of its vars)."""
-    lines = ["version = 1", "", "[install]"]
-    lines += [f'{iid}.pkg-path = "{pkg}"' for iid, pkg in install.items()]
-    lines += ["", "[vars]", f'E2E_RUN = "{cluster.run_id}"', ""]
-    return "\n".join(lines)
+    return kit.manifest(install, vars={"E2E_RUN": cluster.run_id})
 
 
 @pytest.fixture(scope="session")

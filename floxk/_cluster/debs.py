@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from floxk._proc import call
@@ -83,3 +85,32 @@ def download(
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )
     return sorted(archives.glob("*.deb"))
+
+
+def cached(
+    packages: list[str],
+    *,
+    codename: str,
+    dpkg_status: str,
+    dest: Path,
+    say: Callable[[str], None],
+    what: str,
+) -> list[Path]:
+    """download() once into the cache directory dest, resolved against dpkg_status (the
+    text of a status file); `what` is said when it downloads. Made beside dest and renamed
+    into place, so a run that stops half way leaves nothing another run would use."""
+    if not (dest / ".done").exists():
+        say(what)
+        tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        (tmp / "status").write_text(dpkg_status)
+        download(packages, codename=codename, dpkg_status=tmp / "status", dest=tmp)
+        (tmp / ".done").touch()
+        if dest.exists() and not (dest / ".done").exists():
+            shutil.rmtree(dest, ignore_errors=True)  # an earlier run's leftovers
+        try:
+            os.rename(tmp, dest)
+        except OSError:  # another run put it there first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return sorted((dest / "debs").glob("*.deb"))

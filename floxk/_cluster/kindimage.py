@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,12 +156,8 @@ class BaseChoice:
     tag_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "image": self.image,
-            "source": self.source,
-            "reason": self.reason,
-        }
+        """What `floxk up -o json` shows as "base" (tag_from is how, not what)."""
+        return {k: v for k, v in asdict(self).items() if k != "tag_from"}
 
 
 def decide(

@@ -282,6 +282,18 @@ def dynamic(api):
         return DynamicClient(api, cache_file=str(cache))
 
 
+def get_or_none(client, resource, name: str, namespace: str | None, *, what: str):
+    """The object as the server has it (a DynamicClient's get), None when it does not
+    exist; `what` names it in an error ("Deployment team/web")."""
+    try:
+        with calls(f"reading {what}"):
+            return client.get(resource, name=name, namespace=namespace)
+    except KubeError as e:
+        if e.status == 404:
+            return None
+        raise
+
+
 def resource_for(client, api_version: str, kind: str):
     """The API resource of apiVersion/kind, or a KubeError naming what the server lacks."""
     from kubernetes.dynamic.exceptions import ResourceNotFoundError

@@ -271,15 +271,14 @@ def _node_debs(client, base_image: str, base_id: str, say: Progress) -> list[Pat
         return []
     codename = debian.os_release_codename(files["/usr/lib/os-release"])
     key = hashlib.sha256(f"{base_id} {codename} {' '.join(NODE_PACKAGES)}".encode()).hexdigest()
-    dest = cache_dir() / "cluster" / f"debs-{key[:16]}"
-    if not (dest / ".done").exists():
-        say(f"downloading {', '.join(NODE_PACKAGES)} for Debian {codename} (host-side apt)")
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
-        (dest / "status").write_text(status)
-        debian.download(NODE_PACKAGES, codename=codename, dpkg_status=dest / "status", dest=dest)
-        (dest / ".done").touch()
-    return sorted((dest / "debs").glob("*.deb"))
+    return debian.cached(
+        NODE_PACKAGES,
+        codename=codename,
+        dpkg_status=status,
+        dest=cache_dir() / "cluster" / f"debs-{key[:16]}",
+        say=say,
+        what=f"downloading {', '.join(NODE_PACKAGES)} for Debian {codename} (host-side apt)",
+    )
 
 
 def _docker_build(client, ctx: Path, tag: str, say: Progress) -> None:

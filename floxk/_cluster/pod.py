@@ -82,6 +82,19 @@ class Named:
 
 
 @dataclass
+class ObjectRef:
+    """An object by kind, name and namespace (what apply and delete report)."""
+
+    kind: str
+    name: str
+    namespace: str | None
+
+    @property
+    def identity(self) -> str:
+        return identity(self.kind, self.namespace, self.name)
+
+
+@dataclass
 class Document(Named):
     """One Kubernetes object read from a file, and where it came from (for messages)."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.markup import escape
 
 from floxk._exit import ExitStatus
 from floxk.cli import apply as apply_cli
@@ -16,7 +15,7 @@ from floxk.cli import e2e as e2e_cli
 from floxk.cli import env as env_cli
 from floxk.cli import run as run_cli
 from floxk.cli import shim as shim_cli
-from floxk.cli._output import err_console
+from floxk.cli._output import print_error
 from shim import __version__
 from shim.core.errors import FloxkError
 
@@ -54,9 +53,7 @@ def _root(
 
 
 def _report(e: FloxkError) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
-    if e.hint:
-        err_console.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False, soft_wrap=True)
+    print_error(e.message, e.hint)
 
 
 def _quiet_libraries() -> None:

@@ -6,7 +6,17 @@ import typer
 from rich.markup import escape
 
 from floxk._exit import ExitStatus
-from floxk.cli._output import OutputFormat, console, err_console, print_json
+from floxk.cli._output import (
+    OUTPUT,
+    OutputFormat,
+    console,
+    err_console,
+    print_error,
+    print_events,
+    print_hint,
+    print_json,
+    progress_printer,
+)
 
 FILES = typer.Option(
     ..., "-f", "--filename", help="Manifest FILE, DIR (its *.yaml/*.yml/*.json) or - (stdin)."
@@ -20,14 +30,6 @@ APPLY_EXAMPLES = (
     "floxk apply -f k8s/ -n team --timeout 600   |   cat app.yaml | floxk apply -f - -o json"
 )
 DELETE_EXAMPLES = "Examples: floxk delete -f app.yaml   |   floxk delete -f k8s/ -n team"
-
-
-def _say(quiet: bool):
-    def say(msg: str) -> None:
-        if not quiet:
-            err_console.print(f"[dim]•[/] {escape(msg)}", highlight=False, soft_wrap=True)
-
-    return say
 
 
 def _status_table(statuses):
@@ -61,7 +63,7 @@ def apply(
     force_conflicts: bool = typer.Option(
         False, "--force-conflicts", help="Take over fields another field manager owns."
     ),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress on stderr."),
 ):
     """Apply manifests (server-side, dependency order, dry-run first), pod-bearing objects
@@ -155,7 +157,7 @@ def _follow(api, workloads, *, timeout: int, quiet: bool):
         if live is not None:
             live.stop()
             live = None
-        _error(e.message, e.hint)
+        print_error(e.message, e.hint)
     finally:
         if live is not None:
             live.stop()
@@ -165,12 +167,6 @@ def _follow(api, workloads, *, timeout: int, quiet: bool):
     if failed:
         code = ExitStatus.FAILURE
     return statuses, code
-
-
-def _error(message: str, hint: str | None) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    if hint:
-        err_console.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
 
 
 def _show_failure(api, s) -> None:
@@ -185,14 +181,7 @@ def _show_failure(api, s) -> None:
     if s.message:
         err_console.print(escape(s.message.strip()), highlight=False, soft_wrap=True)
     evs = applying.failing_pod_events(api, s)
-    if evs:
-        err_console.print(f"[bold]events of pod {escape(s.pod)}:[/]", highlight=False)
-    for e in evs:
-        err_console.print(
-            f"  {escape(e['type'] or '')} {escape(e['reason'] or '')}: {escape(e['message'])}",
-            highlight=False,
-            soft_wrap=True,
-        )
+    print_events(f"events of pod {s.pod}", evs)
     runtime = any("floxk:" in e["message"] for e in evs) or "floxk:" in (s.message or "")
     hint = (
         "the runtime's `floxk:` message above says what is wrong with the environment: check "
@@ -201,7 +190,7 @@ def _show_failure(api, s) -> None:
         else f"kubectl describe {s.kind.lower()} -n {s.namespace} {s.name}; "
         + (f"kubectl logs -n {s.namespace} {s.pod}" if s.pod else "kubectl get events")
     )
-    err_console.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
+    print_hint(hint)
 
 
 def delete(
@@ -213,7 +202,7 @@ def delete(
     grace_period: int | None = typer.Option(
         None, "--grace-period", min=0, help="Seconds pods get to stop (default: theirs)."
     ),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress on stderr."),
 ):
     """Delete what `floxk apply -f` applied from the same files (dependents first; objects
@@ -233,7 +222,7 @@ def delete(
         wait=wait,
         timeout=timeout,
         grace_period=grace_period,
-        progress=_say(quiet),
+        progress=progress_printer(quiet),
     )
     if output is OutputFormat.json:
         print_json(

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from floxk._cluster.constants import DEFAULT_CLUSTER_NAME, DEFAULT_K8S_VERSION
-from floxk.cli._output import OutputFormat, console, err_console, print_json
-
-
-def progress_printer(quiet: bool) -> Callable[[str], None]:
-    def say(msg: str) -> None:
-        if not quiet:
-            err_console.print(f"[dim]•[/] {escape(msg)}", highlight=False, soft_wrap=True)
-
-    return say
-
+from floxk.cli._output import (
+    OUTPUT,
+    OutputFormat,
+    console,
+    err_console,
+    print_json,
+    print_plain,
+    progress_printer,
+)
 
 QUIET = typer.Option(False, "-q", "--quiet", help="No progress on stderr.")
 VERBOSE = typer.Option(False, "-v", "--verbose", help="More detail in the result.")
@@ -67,7 +64,7 @@ def up(
         help="Also run a local image registry on localhost:5001 that the nodes pull from"
         " (docs/clusters.md), for image pods beside flox pods.",
     ),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
 ):
@@ -105,13 +102,13 @@ def up(
             f"  registry    {result['registry']['push']}  (docker push {result['registry']['push']}/NAME:TAG)"
         )
     for line in lines:
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        print_plain(line)
 
 
 def down(
     provider: str = typer.Option("kind", "--provider"),
     name: str = typer.Option(DEFAULT_CLUSTER_NAME, "--name"),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
     quiet: bool = QUIET,
 ):
     """Delete the cluster (exit 0 when there is none); its dev hub stays on disk."""
@@ -130,7 +127,7 @@ def status(
     verbose: bool = typer.Option(
         False, "-v", "--verbose", help="Also what each node did: environments, GC, realizations."
     ),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
 ):
     """Clusters, nodes, the shim version per node and the runtime's health."""
     from rich.table import Table
@@ -184,4 +181,4 @@ def _say_node_stats(node: str, stats: dict) -> None:
             text = f"stats unreadable ({type(e).__name__}: {e})"
     console.print(f"{node}:", markup=False, highlight=False)
     for line in text.splitlines():
-        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+        print_plain(f"  {line}")

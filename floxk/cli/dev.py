@@ -11,7 +11,14 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from floxk.cli._output import OutputFormat, console, err_console
+from floxk.cli._output import (
+    OutputFormat,
+    console,
+    err_console,
+    print_hint,
+    progress_printer,
+    warn,
+)
 
 EXAMPLES = (
     "Examples: floxk dev ./web -f k8s/   |   "
@@ -53,6 +60,7 @@ class _Renderer:
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
+        self._say = progress_printer(quiet)
         self.lock = threading.Lock()
         self.generation: int | None = None
         self.rollout = "waiting for the first build"
@@ -115,7 +123,7 @@ class _Renderer:
                 else:
                     self._say(f"lock unchanged: {event.ref} is current ({event.seconds:.1f} s)")
                 for w in event.warnings:
-                    err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+                    warn(w)
                 self.generation = event.generation
                 self.last_error = None
                 self._status()
@@ -129,9 +137,7 @@ class _Renderer:
                 for d in event.details:
                     err_console.print(f"  {escape(d)}", highlight=False, soft_wrap=True)
                 if event.hint:
-                    err_console.print(
-                        f"[yellow]hint:[/] {escape(event.hint)}", highlight=False, soft_wrap=True
-                    )
+                    print_hint(event.hint)
                 self._status()
             elif isinstance(event, _dev.Rollout):
                 parts = [f"{s.identity} {s.ready} {s.phase}" for s in event.statuses]
@@ -143,10 +149,6 @@ class _Renderer:
                     )
                     self.last_error = None
                 self._status()
-
-    def _say(self, text: str) -> None:
-        if not self.quiet:
-            err_console.print(f"[dim]•[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def dev(

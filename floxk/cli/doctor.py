@@ -6,12 +6,12 @@ import typer
 from rich.markup import escape
 
 from floxk._exit import ExitStatus
-from floxk.cli._output import OutputFormat, console, print_json
+from floxk.cli._output import OUTPUT, OutputFormat, console, print_json
 
 
 def doctor(
     context: str | None = typer.Option(None, "--context", help="Default: the current context."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
 ):
     """Check docker, kind, kubectl, nix and the current cluster's flox runtime."""
     from floxk._cluster.doctor import cluster_checks, tool_checks

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from floxk._cluster.constants import DEFAULT_E2E_CLUSTER_NAME
-from floxk.cli._output import OutputFormat, console, err_console, print_json
+from floxk.cli._output import OUTPUT, OutputFormat, console, err_console, print_json
 
 STYLE = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow"}
 # pytest -v names a case, then (after any output of the fixtures it set up) its result.
@@ -47,6 +47,7 @@ def _progress(quiet: bool, verbose: bool) -> Callable[[str], None]:
 
 
 def e2e(
+    ctx: typer.Context,
     provider: str = typer.Option(
         "kind",
         "--provider",
@@ -72,27 +73,17 @@ def e2e(
         None, "--base-image", help="kind node image to build FROM (see floxk up)."
     ),
     timeout: int = typer.Option(600, "--timeout", help="Seconds for the cluster to come up."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress on stderr."),
     verbose: bool = typer.Option(
         False, "-v", "--verbose", help="All of pytest's output on stderr."
     ),
 ):
     """Verify a cluster end to end: environments built with Nix, pushed, run as pods."""
-    from floxk._e2e import run_suite
+    from floxk._e2e import Suite, run_suite
 
-    result = run_suite(
-        provider=provider,
-        name=name,
-        kubeconfig=kubeconfig,
-        keep=keep,
-        select=select,
-        junit=junit,
-        workers=workers,
-        base_image=base_image,
-        timeout=timeout,
-        progress=_progress(quiet, verbose),
-    )
+    # The options from --provider to --timeout are the Suite's fields, read by name.
+    result = run_suite(Suite.from_params(ctx.params), progress=_progress(quiet, verbose))
     if output is OutputFormat.json:
         print_json(result)
     else:

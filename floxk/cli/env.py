@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from floxk.cli._output import OutputFormat, console, print_json
+from floxk.cli._output import OUTPUT, OutputFormat, console, print_json, print_plain, warn
 
 app = typer.Typer(
     help="Define, lock, show, publish and realize environments.", no_args_is_help=True
@@ -28,12 +28,7 @@ def init(
     from floxk._envdir import init_env
 
     path = init_env(directory)
-    console.print(
-        f"created {path}; add packages under [install], then `floxk env lock`",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )
+    print_plain(f"created {path}; add packages under [install], then `floxk env lock`")
 
 
 @app.command()
@@ -45,18 +40,15 @@ def lock(
         None, "--catalog", help="Flake providing pkg-path packages."
     ),
     system: list[str] = typer.Option([], "--system", help="Lock for this system (repeatable)."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
 ):
     """Resolve manifest.toml with Nix and write manifest.lock (Flox lockfile v1)."""
     from floxk._lock import lock_environment
 
     result = lock_environment(directory, catalog=catalog, systems=system or None)
-    from rich.markup import escape
-
-    from floxk.cli._output import err_console
 
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+        warn(warning)
     data: dict[str, Any] = {
         "path": str(result.path),
         "digest": result.lock.digest(),
@@ -68,12 +60,9 @@ def lock(
     if output is OutputFormat.json:
         print_json(data)
         return
-    console.print(
+    print_plain(
         f"wrote {data['path']}: {data['packages']} package entries for "
-        f"{', '.join(result.systems)} (digest {data['digest'][:16]})",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
+        f"{', '.join(result.systems)} (digest {data['digest'][:16]})"
     )
 
 
@@ -81,18 +70,17 @@ def lock(
 def show(
     target: str = typer.Argument(..., help="Environment directory or hub ref OWNER/NAME[:GEN]."),
     hub: str | None = typer.Option(None, "--hub", help="Hub URL for refs."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
 ):
     """Show packages per system with store paths, vars and hooks."""
     from rich.markup import escape
     from rich.table import Table
 
     from floxk._show import describe
-    from floxk.cli._output import err_console
 
     data = describe(target, hub=hub)
     for warning in data["warnings"]:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+        warn(warning)
     if output is OutputFormat.json:
         print_json(data)
         return
@@ -143,7 +131,7 @@ def push(
     ),
     name: str = typer.Option(..., "--name", help="OWNER/NAME on the hub."),
     signing_key: Path | None = typer.Option(None, "--signing-key", help="Nix secret key file."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
 ):
     """Copy the closure to a binary cache and record a new generation on the hub."""
     import dataclasses
@@ -156,21 +144,15 @@ def push(
         dev = current_dev_hub()
         to, signing_key = dev.url, signing_key or dev.signing_key
     result = push_environment(directory, to=to, name=name, signing_key=signing_key)
-    from rich.markup import escape
-
-    from floxk.cli._output import err_console
 
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+        warn(warning)
     if output is OutputFormat.json:
         print_json(dataclasses.asdict(result))
         return
-    console.print(
+    print_plain(
         f"pushed {result.ref} ({len(result.paths)} paths, "
-        f"{'signed' if result.signed else 'UNSIGNED'}) to {result.cache_url}",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
+        f"{'signed' if result.signed else 'UNSIGNED'}) to {result.cache_url}"
     )
 
 
@@ -195,7 +177,7 @@ def realize(
         help="Accept records and paths without signatures; only honoured when no trusted key "
         "is set.",
     ),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
 ):
     """Realize an environment as a node would; print the environment tree's path.
 
@@ -253,7 +235,7 @@ def gc(
     state_dir: Path | None = typer.Option(
         None, "--state-dir", help="Default: node.toml, else /var/lib/floxk."
     ),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
 ):
     """Free realized environments and store paths no running container uses."""
     from shim.core import gc as collector

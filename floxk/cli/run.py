@@ -8,7 +8,14 @@ import typer
 from rich.markup import escape
 
 from floxk._exit import ExitStatus
-from floxk.cli._output import OutputFormat, err_console, print_json
+from floxk.cli._output import (
+    OUTPUT,
+    OutputFormat,
+    err_console,
+    print_events,
+    print_hint,
+    print_json,
+)
 
 app = typer.Typer(help="Run workloads in environments.", no_args_is_help=True)
 
@@ -42,7 +49,7 @@ def pod(
         True, "--create-namespace/--no-create-namespace", help="Create a missing namespace."
     ),
     timeout: int = typer.Option(300, "--timeout", help="Seconds to wait for the pod."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No status on stderr."),
 ):
     """Fill in runtimeClassName, stub image and annotation, apply, follow, exit like the pod."""
@@ -109,18 +116,8 @@ def _show_failure(api, name: str, ns: str, state) -> None:
     )
     if state.message:
         err_console.print(escape(state.message), highlight=False, soft_wrap=True)
-    evs = pods.events(api, name, ns)
-    if evs:
-        err_console.print("[bold]events:[/]", highlight=False)
-    for e in evs:
-        err_console.print(
-            f"  {escape(e['type'] or '')} {escape(e['reason'] or '')}: {escape(e['message'])}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    err_console.print(
-        "[yellow]hint:[/] the runtime's message is above; check the environment ref exists "
-        "(floxk env show REF) and the node (floxk doctor)",
-        highlight=False,
-        soft_wrap=True,
+    print_events("events", pods.events(api, name, ns))
+    print_hint(
+        "the runtime's message is above; check the environment ref exists "
+        "(floxk env show REF) and the node (floxk doctor)"
     )

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from floxk._exit import ExitStatus
-from floxk.cli._output import OutputFormat, console, err_console, print_json
+from floxk.cli._output import OUTPUT, OutputFormat, err_console, print_json, print_plain
 
 app = typer.Typer(
     help="Package the flox runtime for real nodes; install or remove it on a node.",
@@ -27,18 +27,28 @@ image_app = typer.Typer(
 app.add_typer(image_app, name="image")
 
 
+# Options several commands take, declared once (typer reads them as defaults).
+KUBECONFIG = typer.Option(None, "--kubeconfig", help="Default: KUBECONFIG.")
+CONTEXT = typer.Option(None, "--context", help="Default: the current context.")
+LOAD_INTO_KIND = typer.Option(
+    None, "--load-into-kind", help="kind cluster to `kind load` the image into."
+)
+ALL_NODES = typer.Option(
+    False, "--all-nodes", help="Every node, not only those labelled flox.dev/install=true."
+)
+NODE_CONFIG = typer.Option(
+    None, "--node-config", help="node.toml (hubs, keys) to write to every node."
+)
+
+
 class PackageFormat(StrEnum):
     deb = "deb"
-
-
-def _say(text: str) -> None:
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
 def build(
     out: Path = typer.Option(Path("dist"), "--out", help="Directory for the zipapps."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
 ):
     """Build the zipapps containerd-shim-flox-v2, floxk-runc and floxk-node (reproducible)."""
     from floxk._shimbuild import build_zipapps
@@ -51,15 +61,15 @@ def build(
         print_json(data)
         return
     for a in result.artifacts:
-        _say(f"{a.path}  {a.size} bytes  sha256 {a.sha256[:16]}")
-    _say(f"version {result.version}, shim sources {result.source_digest[:16]}")
+        print_plain(f"{a.path}  {a.size} bytes  sha256 {a.sha256[:16]}")
+    print_plain(f"version {result.version}, shim sources {result.source_digest[:16]}")
 
 
 @app.command()
 def package(
     format: PackageFormat = typer.Option(PackageFormat.deb, "--format", help="Package format."),
     out: Path = typer.Option(Path("dist"), "--out", help="Directory for the package."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
 ):
     """Build a node package: zipapps, the sh front and a default /etc/floxk/node.toml."""
     from floxk._shimbuild import build_deb
@@ -68,9 +78,9 @@ def package(
     if output is OutputFormat.json:
         print_json({**dataclasses.asdict(result), "path": str(result.path)})
         return
-    _say(f"{result.path}  sha256 {result.sha256[:16]}")
+    print_plain(f"{result.path}  sha256 {result.sha256[:16]}")
     for f in result.files:
-        _say(f"  {f}")
+        print_plain(f"  {f}")
 
 
 def _render(result, output: OutputFormat, dry_run: bool) -> None:
@@ -109,7 +119,7 @@ def install(
         help="Where the GC timer's units go (default: /etc/systemd/system"
         " when systemd runs the node).",
     ),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
 ):
     """Register the flox runtime with this node's containerd (root, on the node)."""
     from shim.installer.install import install as run_install
@@ -131,7 +141,7 @@ def uninstall(
     force: bool = typer.Option(
         False, "--force", help="Even while flox containers run (they lose exec and stop)."
     ),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
 ):
     """Remove what install added; restore the config's original bytes. Refuses while flox
     containers run on the node (it lists them) unless --force."""
@@ -150,31 +160,25 @@ def _render_deploy(result, output: OutputFormat) -> None:
     else:
         for n in result.nodes:
             state = n.state or ("removed" if result.action == "undeploy" else "-")
-            _say(f"{n.name}  {state}" + (f"  {n.message}" if n.message else ""))
-        _say(f"image {result.image}" + (" (built)" if result.image_built else ""))
+            print_plain(f"{n.name}  {state}" + (f"  {n.message}" if n.message else ""))
+        print_plain(f"image {result.image}" + (" (built)" if result.image_built else ""))
     if not result.ok:
         raise typer.Exit(ExitStatus.FAILURE)
 
 
 @app.command()
 def deploy(
-    kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Default: KUBECONFIG."),
-    context: str | None = typer.Option(None, "--context", help="Default: the current context."),
+    kubeconfig: Path | None = KUBECONFIG,
+    context: str | None = CONTEXT,
     image: str | None = typer.Option(
         None, "--image", help="Tag for the installer image (push it where nodes can pull)."
     ),
-    load_into_kind: str | None = typer.Option(
-        None, "--load-into-kind", help="kind cluster to `kind load` the image into."
-    ),
-    all_nodes: bool = typer.Option(
-        False, "--all-nodes", help="Every node, not only those labelled flox.dev/install=true."
-    ),
-    node_config: Path | None = typer.Option(
-        None, "--node-config", help="node.toml (hubs, keys) to write to every node."
-    ),
+    load_into_kind: str | None = LOAD_INTO_KIND,
+    all_nodes: bool = ALL_NODES,
+    node_config: Path | None = NODE_CONFIG,
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for every node's state."),
     timeout: float = typer.Option(600, "--timeout", help="Seconds to wait."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
 ):
     """Install the flox runtime on a running cluster's nodes (installer DaemonSet)."""
     from floxk import _deploy
@@ -191,14 +195,12 @@ def deploy(
 
 @app.command()
 def undeploy(
-    kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Default: KUBECONFIG."),
-    context: str | None = typer.Option(None, "--context", help="Default: the current context."),
+    kubeconfig: Path | None = KUBECONFIG,
+    context: str | None = CONTEXT,
     image: str | None = typer.Option(None, "--image", help="As given to deploy."),
-    load_into_kind: str | None = typer.Option(
-        None, "--load-into-kind", help="kind cluster to `kind load` the image into."
-    ),
+    load_into_kind: str | None = LOAD_INTO_KIND,
     timeout: float = typer.Option(600, "--timeout", help="Seconds to wait."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
 ):
     """Remove the flox runtime from every node deploy touched; delete its cluster objects."""
     from floxk import _deploy
@@ -221,12 +223,8 @@ def manifests(
     image: str | None = typer.Option(
         None, "--image", help="Installer image REGISTRY/NAME:TAG (see `floxk shim image build`)."
     ),
-    all_nodes: bool = typer.Option(
-        False, "--all-nodes", help="Every node, not only those labelled flox.dev/install=true."
-    ),
-    node_config: Path | None = typer.Option(
-        None, "--node-config", help="node.toml (hubs, keys) to write to every node."
-    ),
+    all_nodes: bool = ALL_NODES,
+    node_config: Path | None = NODE_CONFIG,
     values: list[Path] = typer.Option(
         [], "--values", "-f", help="Helm values file for the chart (repeatable)."
     ),
@@ -263,7 +261,7 @@ def image_build(
         help="Debian release of the nodes, for python3/nix-bin (repeatable; "
         "default: this machine's). Nodes with python3 >= 3.11 and Nix need none.",
     ),  # fmt: skip
-    output: OutputFormat = typer.Option(OutputFormat.text, "-o", "--output"),
+    output: OutputFormat = OUTPUT,
 ):
     """Build the installer image (as deploy does) and optionally push it to your registry."""
     from floxk import _deploy
@@ -276,9 +274,9 @@ def image_build(
             "pushed": pushed.ref if pushed else None, "digest": pushed.digest if pushed else None,
         })  # fmt: skip
         return
-    _say(f"image {built.tag}" + (" (built)" if built.built else " (up to date)"))
+    print_plain(f"image {built.tag}" + (" (built)" if built.built else " (up to date)"))
     if pushed:
-        _say(f"pushed {pushed.ref}" + (f"@{pushed.digest}" if pushed.digest else ""))
+        print_plain(f"pushed {pushed.ref}" + (f"@{pushed.digest}" if pushed.digest else ""))
 
 
 def _progress(msg: str) -> None:

@@ -355,6 +355,34 @@ def test_deployment_progress_deadline_is_a_failure():
     assert s.failed and s.reason == "ProgressDeadlineExceeded" and s.message == "slow"
 
 
+def test_replicaset_and_cronjob_outcomes():
+    def rs(*, available, observed):
+        return k8s.V1ReplicaSet(
+            metadata=_meta("web-rs", uid="rs-uid", generation=2),
+            spec=k8s.V1ReplicaSetSpec(replicas=2, selector=k8s.V1LabelSelector()),
+            status=k8s.V1ReplicaSetStatus(
+                replicas=2, ready_replicas=available, available_replicas=available,
+                observed_generation=observed,
+            ),
+        )  # fmt: skip
+
+    s = applying.replicaset_status(rs(available=1, observed=2), [])
+    assert not s.settled and s.ready == "1/2" and s.phase == "1 of 2 available"
+    assert not applying.replicaset_status(rs(available=2, observed=1), []).settled
+    assert applying.replicaset_status(rs(available=2, observed=2), []).done
+    broken = _pod("web-rs-a", "rs-uid", waiting="CreateContainerError")
+    assert applying.replicaset_status(rs(available=1, observed=2), [broken]).pod == "web-rs-a"
+    for suspend, phase in ((False, "scheduled (*/5 * * * *)"), (True, "suspended")):
+        cj = k8s.V1CronJob(
+            metadata=_meta("tick"),
+            spec=k8s.V1CronJobSpec(
+                schedule="*/5 * * * *", suspend=suspend, job_template=k8s.V1JobTemplateSpec()
+            ),
+        )
+        s = applying.cronjob_status(cj)
+        assert s.done and not s.failed and s.phase == phase and s.identity == "CronJob team/tick"
+
+
 def _job(conditions=None, *, succeeded=0, suspend=False):
     return k8s.V1Job(
         metadata=_meta("batch", uid="job-uid"),

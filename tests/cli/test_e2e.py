@@ -103,17 +103,15 @@ def test_session_error_and_no_cases_raise():
 
 
 def test_pytest_argv_carries_every_option(tmp_path):
-    argv = _e2e.pytest_argv(
+    argv = _e2e.Suite(
         provider="existing",
         name="n",
-        report=tmp_path / "r.json",
-        ini=tmp_path / "pytest.ini",
         kubeconfig=tmp_path / "kc",
         keep=True,
         select="exec",
         junit=tmp_path / "j.xml",
         workers=2,
-    )
+    ).pytest_argv(report=tmp_path / "r.json", ini=tmp_path / "pytest.ini")
     assert argv[:4] == [sys.executable, "-m", "pytest", str(_e2e.CASES_DIR)]
     joined = " ".join(argv)
     for part in (
@@ -127,6 +125,20 @@ def test_pytest_argv_carries_every_option(tmp_path):
         "--floxk-workers 2",
     ):
         assert part in joined
+
+
+def test_every_suite_field_is_an_e2e_option():
+    import dataclasses
+
+    import typer
+
+    from floxk.cli import app
+
+    command = typer.main.get_command(app).commands["e2e"]  # type: ignore[attr-defined]
+    options = {p.name for p in command.params}
+    assert {f.name for f in dataclasses.fields(_e2e.Suite)} <= options
+    suite = _e2e.Suite.from_params({"provider": "existing", "workers": 3, "output": "json"})
+    assert (suite.provider, suite.workers, suite.timeout) == ("existing", 3, 600)
 
 
 def test_suite_ships_in_the_package():
