@@ -65,13 +65,14 @@ def lock_and_push(directory, manifest: str, catalog_flake, *push_args: str, flox
     return r
 
 
-def run_pod(pod: str | Path, env: str, context: str, *flags: str, command=(), floxk=run_floxk,
+def run_pod(pod: str | Path, ref: str, context: str, *flags: str, command=(), floxk=run_floxk,
             **kw) -> subprocess.CompletedProcess:  # fmt: skip
-    """`floxk run pod POD --env ENV --context CONTEXT FLAGS [-- COMMAND]` through `floxk` (a
-    runner like run_floxk, given `kw`): POD a pod's name, or a Path to its manifest (-f)."""
+    """`floxk run pod POD --env REF --context CONTEXT FLAGS [-- COMMAND]` through `floxk` (a
+    runner like run_floxk, given `kw`, e.g. its process `env=`): POD a pod's name, or a Path
+    to its manifest (-f)."""
     target = ["-f", str(pod)] if isinstance(pod, Path) else [pod]
     tail = ["--", *command] if command else []
-    return floxk("run", "pod", *target, "--env", env, "--context", context, *flags, *tail, **kw)
+    return floxk("run", "pod", *target, "--env", ref, "--context", context, *flags, *tail, **kw)
 
 
 def floxk_up_fresh(*args: str, floxk=run_floxk, timeout: float = 1800) -> dict:
