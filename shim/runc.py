@@ -221,8 +221,13 @@ def prepare_create(call: RuncCall, node: NodeConfig, spec: dict | None = None) -
         # its realization and this container's start.
         gc.mark_in_use(node.state_dir, found.digest, cid, call.bundle)
         try:
-            from shim.core.realize import find_ready
+            from shim.core.realize import file_lock, find_ready
 
+            # A GC that saw no user just before the mark may be removing this tree (and its
+            # store view) right now. It holds the digest's lock until it is done, and every GC
+            # looks for users under that lock: once we have held it, the tree stays.
+            with file_lock(f"{node.state_dir}/locks/{found.digest}.lock"):
+                pass
             env = find_ready(node.state_dir, found.digest)
             cold = env is None
             if cold:

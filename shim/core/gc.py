@@ -107,6 +107,10 @@ def collect(*, state_dir: str | Path, store_root: str | Path | None, dry_run: bo
                 if not free:  # being realized right now: someone is about to use it
                     kept[digest] = []
                     continue
+                users = live_users(state_dir, digest)  # again under the lock (a create's barrier)
+                if users:
+                    kept[digest] = users
+                    continue
                 candidates.update(_closure_of(env))
                 if not dry_run:
                     _remove_env(state_dir, store_root, digest)

@@ -200,3 +200,48 @@ def test_untrusted_signature_fails_create_and_leaves_node_clean(node, tmp_path):
     assert "/run/floxk" not in before
     assert _uses(node) == []
     assert _runc(node, "state", cid, capture_output=True).returncode != 0
+
+
+def test_a_gc_removing_the_tree_as_a_create_marks_its_use_never_leaves_a_dangling_spec(node):
+    """The race a node met in kind: a GC saw no user of a warm tree, and while it removed the
+    tree and its store view (holding the digest's lock) a create marked its use, found the
+    tree still there and wrote a spec naming it; runc then failed on the vanished view.
+    Here the test is that GC: it holds the lock, waits for the create's mark, removes the
+    tree as GC does, and lets go. The create must realize again and run."""
+    import fcntl
+
+    from shim.core import gc
+
+    cid, bundle, r = _create(node, "acme/plain", ["hello"], name="warm")
+    assert r.returncode == 0, (bundle / "err").read_text()
+    _runc(node, "delete", cid, capture_output=True)  # the tree is warm and has no user
+    state, store = node["tmp"] / "state", node["tmp"] / "store"
+    (digest,) = os.listdir(state / "envs")
+    lock = os.open(state / "locks" / f"{digest}.lock", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        cid = f"app-{uuid.uuid4().hex[:8]}"
+        bundle = make_bundle(node["tmp"] / cid, ["hello"], annotations=_ann("acme/plain"))
+        out, err = open(bundle / "out", "w"), open(bundle / "err", "w")
+        create = subprocess.Popen(
+            [node["front"], "--root", node["root"], "--log", str(bundle / "log.json"),
+             "--log-format", "json", "create", "--bundle", str(bundle), cid],
+            env=node["env"], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+        )  # fmt: skip
+        mark = state / "uses" / digest / cid
+        for _ in range(2000):
+            if mark.exists() or create.poll() is not None:
+                break
+            time.sleep(0.005)
+        assert mark.exists(), (bundle / "err").read_text()
+        gc._remove_env(state, store, digest)  # what a GC past its users check does next
+    finally:
+        os.close(lock)
+    assert create.wait(timeout=120) == 0, (bundle / "err").read_text()
+    spec = json.loads((bundle / "config.json").read_text())
+    for m in spec["mounts"]:
+        if m["type"] == "bind" and m["source"].startswith(str(state)):
+            assert os.path.exists(m["source"]), m["source"]
+    out_text, err_text = _start_and_wait(node, cid, bundle)
+    assert out_text == "hello from floxk\n", err_text
+    _runc(node, "delete", cid, capture_output=True)
