@@ -109,3 +109,40 @@ def test_wait_schedulable_without_nodes_names_what_is_missing(apiserver):  # noq
     assert "cluster not ready for flox pods after 3 s" in e.value.message
     assert "nodes not Ready: none registered" in e.value.message
     assert said and said[0].startswith("waiting: nodes not Ready: none registered")
+
+
+def test_stopping_the_streams_ends_every_watch_thread(core, apiserver):  # noqa: F811
+    """Each watch is blocked reading a quiet stream (the server would hold it 30 s): stop()
+    shuts those sockets and joins, so no thread outlives it. One left running at exit is
+    how `floxk apply` died by SIGABRT after printing its result in CI."""
+    from floxk._cluster.apply import Streams
+
+    core.create_namespaced_config_map(NS, _configmap("w-quiet"))
+    streams = Streams()
+    for _ in range(3):
+        streams.add(
+            ("ConfigMap", NS),
+            core.list_namespaced_config_map,
+            NS,
+            field_selector="metadata.name=w-quiet",
+        )
+    for _ in range(3):  # each stream's first ADDED: all three are now blocked in a read
+        key, type_, obj = streams.events.get(timeout=30)
+        assert type_ == "ADDED" and obj.metadata.name == "w-quiet"
+    assert len(streams.alive()) == 3
+    streams.stop()
+    assert streams.alive() == [], "a watch thread outlived stop()"
+    assert streams.events.empty(), "a stopped stream queued a failure"
+
+
+def test_follow_leaves_no_watch_thread_behind(core, apiserver):  # noqa: F811
+    from floxk._cluster import apply as applying
+
+    api = kube.api_client("admin", config_file=apiserver.kubeconfig)
+    core.create_namespaced_config_map(NS, _configmap("w-follow"))
+    body = {"metadata": {"name": "w-pod2"}, "spec": {"containers": [{"name": "a", "image": "x"}]}}
+    core.create_namespaced_pod(NS, body)
+    with pytest.raises(kube.WaitTimeout):
+        applying.follow(api, [("Pod", NS, "w-pod2")], timeout=2)
+    left = [t.name for t in threading.enumerate() if t.name.startswith("floxk-watch")]
+    assert left == [], left

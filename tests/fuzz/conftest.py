@@ -8,14 +8,18 @@ own temp dirs, and a failure prints the `@reproduce_failure` blob to replay it.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 from hypothesis import HealthCheck, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
 # Where Hypothesis puts what it keeps (the patches it writes on a failure): not the tree.
-set_hypothesis_home_dir(tempfile.mkdtemp(prefix="floxk-hypothesis-"))
+_HOME = tempfile.mkdtemp(prefix="floxk-hypothesis-")
+set_hypothesis_home_dir(_HOME)
+atexit.register(shutil.rmtree, _HOME, True)  # a temp dir per run, gone with the run
 
 _COMMON = dict(
     deadline=None,  # subprocesses and a 2-core machine: timings are not the property

@@ -3,6 +3,7 @@ pods, fed into one queue, each change turned into WorkloadStatus by _status."""
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -35,21 +36,48 @@ class FollowTimeout(kube.WaitTimeout):
 class Streams:
     """Background watches (one thread per stream) feeding one queue. Each stream is
     restarted from its last resourceVersion when the server ends it, from a fresh list
-    after 410 Gone; a failure is queued as ("error", exception)."""
+    after 410 Gone; a failure is queued as ("error", exception).
+
+    stop() ends every thread before it returns: it shuts down the socket a watch is
+    blocked reading, then joins. A thread left running at interpreter exit can abort
+    the process after its work is done (CI saw `floxk apply` exit by SIGABRT after
+    printing its result)."""
+
+    JOIN_TIMEOUT = 10.0
 
     def __init__(self) -> None:
         self.events: queue.Queue = queue.Queue()
         self._stop = threading.Event()
-        self._watches: list = []
+        self._lock = threading.Lock()  # orders a response's opening against stop()
+        self._responses: list = []
+        self._threads: list[threading.Thread] = []
 
     def add(self, key: Any, list_fn, *args, **kwargs) -> None:
         from kubernetes import watch
 
-        w = watch.Watch()
-        self._watches.append(w)
-        threading.Thread(
-            target=self._run, args=(key, w, list_fn, args, kwargs), daemon=True
-        ).start()
+        t = threading.Thread(
+            target=self._run,
+            args=(key, watch.Watch(), self._opening(list_fn), args, kwargs),
+            name=f"floxk-watch {key}",
+            daemon=True,
+        )
+        self._threads.append(t)
+        t.start()
+
+    def _opening(self, list_fn):
+        """list_fn, keeping each watch response it opens so stop() can shut it down. Its
+        docstring is kept: the client reads the model type from it."""
+
+        @functools.wraps(list_fn)
+        def call(*args, **kwargs):
+            resp = list_fn(*args, **kwargs)
+            with self._lock:
+                self._responses.append(resp)
+                if self._stop.is_set():
+                    _shut(resp)
+            return resp
+
+        return call
 
     def _run(self, key, w, list_fn, args, kwargs) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -75,7 +103,8 @@ class Streams:
                 if e.status == 410:
                     rv = None
                     continue
-                self.events.put((key, "error", e))
+                if not self._stop.is_set():
+                    self.events.put((key, "error", e))
                 return
             except Exception as e:
                 if not self._stop.is_set():
@@ -83,9 +112,26 @@ class Streams:
                 return
 
     def stop(self) -> None:
-        self._stop.set()
-        for w in self._watches:
-            w.stop()
+        with self._lock:
+            self._stop.set()
+            for resp in self._responses:
+                _shut(resp)
+        deadline = time.monotonic() + self.JOIN_TIMEOUT
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def alive(self) -> list[str]:
+        """The names of the stream threads still running (none after stop())."""
+        return [t.name for t in self._threads if t.is_alive()]
+
+
+def _shut(resp) -> None:
+    """Unblock a read of this watch response in another thread (urllib3's shutdown);
+    one already closed or released to the pool has no reader left to unblock."""
+    try:
+        resp.shutdown()
+    except Exception:
+        pass
 
 
 def follow(
