@@ -110,8 +110,10 @@ alive() {{
 # owner can open it) and kills the waiter, so its answer, or EOF if it dies, is what the
 # front reads. `ok` -> exec the real runc (this front's, never a path from the answer),
 # `fail MSG` (already in runc's log) -> exit 1, `fallback` -> the Python side. No answer
-# (the worker died) fails the create: config.json may already be rewritten, so the Python
-# side must not run on it.
+# (the worker died; the server then kills a waiter the worker had not yet killed, so EOF
+# comes at once) fails the create: config.json may already be rewritten, so the Python
+# side must not run on it. A waiter whose front was killed is killed by the worker that
+# takes its request (shim.server).
 # A request no worker took (the server killed with SIGKILL, or leaving right after the
 # check) must not leave the create waiting: the waiter blocks reading the server's
 # `alive` FIFO, which only the server and its workers hold open for writing, so it sees

@@ -50,6 +50,30 @@ took it, or that left right after the front looked, is not lost either: the fron
 waiter sees the `alive` FIFO's writers gone and answers `fallback` itself (the Python side
 runs it). A worker that had taken it still answers, or fails the create if it dies.
 
+A worker that dies with a request (SIGKILL by the OOM killer or an operator) before it
+killed the request's waiter, whether or not it had opened the waiter's pipe yet: the
+waiter would hold the front's pipe open, blocked on `alive` (the server still holds it),
+and the create would wait for the server to leave, hours on a busy node. The server reads
+the waiter's pid from the request and opens a pidfd of it before handing the request on;
+when a worker's `done` pipe ends without its `.`, it kills that waiter (if still one of
+ours, see below), so the front reads EOF and fails the create with "ended without an
+answer" (never the Python side: the worker may have rewritten config.json already). The
+server and its other workers go on; the next create is answered as before.
+
+A front killed while its request waits (containerd or kubelet giving up on a slow
+create, an operator) leaves its waiter reparented, blocked on `alive`: one process per
+killed create until the server leaves. The worker that takes that request finds the
+waiter's parent is not the front any more and kills it (no answer: nobody reads it).
+
+Which process a request may make the server open or kill: a waiter of ours only, proved
+through /proc/PID against a pidfd opened first (and checked still unreaped after the
+reads, so a reused pid is never taken for it): our uid, fd 4 our current `alive` FIFO
+(same inode) open read-only (the server and its workers hold it read-write), fd 9 a pipe;
+the pipe is opened only from a child of the request's front. Anything else named in a
+request is left alone: a request names a pid, never which signal goes where. Without
+pidfds (Python < 3.9, Linux < 5.3) neither kill above is made; a waiter then stays until
+the server leaves, as before.
+
 The package: this module is its face (where a server lives, whether one runs, stopping
 it, serving); shim.server._loop the server process and its workers; shim.server._fronts
 the FIFOs and pipes it shares with the fronts, and who may use them.

@@ -14,9 +14,11 @@ import time
 from shim.core.pids import start_time
 from shim.server import ALIVE, DRAIN_SECONDS, LOCK, PID_FILE, REPLY_PREFIX, REQUESTS, server_dir
 from shim.server._fronts import (
+    end_waiter,
     fifo,
     fresh_alive,
     node_config_of,
+    open_pidfd,
     open_reply,
     secure_dir,
     take_pipe,
@@ -58,6 +60,7 @@ class Server:
         self.stamp = _code_stamp()
         self.held: list[int] = []  # the lock and the FIFO: not for the children to keep
         self.alive = -1  # the `alive` FIFO's write end: kept by create workers only
+        self.alive_id = (0, 0)  # its st_dev, st_ino: what a waiter of ours has on fd 4
         self.spare: list[_Worker] = []  # create workers waiting for a request
         self.busy: dict[int, _Worker] = {}  # by the fd they say `done` on
 
@@ -76,6 +79,8 @@ class Server:
         fd = os.open(requests, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         self.held = [lock, fd]
         self.alive = fresh_alive(os.path.join(self.dir, ALIVE))
+        st = os.fstat(self.alive)
+        self.alive_id = (st.st_dev, st.st_ino)
         self._clean_replies()
         _preload()
         from shim.core.atomic import write_atomic
@@ -136,6 +141,14 @@ class Server:
             alive = os.read(done, 64) != b""
         except OSError:
             alive = False
+        if not alive:
+            # It left: after its last answer, or killed (OOM, an operator) before it. Then
+            # a waiter it had not killed yet still holds the front's pipe, blocked on
+            # `alive`, which this server holds: end it, so the front reads EOF and fails
+            # the create (the worker may have rewritten the spec) instead of waiting for
+            # this server to leave. A waiter the worker killed is gone: nothing to do.
+            end_waiter(worker.waiter, worker.pidfd, self.alive_id)
+        worker.forget_waiter()
         if alive and len(self.spare) < IDLE_WORKERS:
             self.spare.append(worker)
         else:  # it left (its request count, a crash) or there are enough waiting
@@ -203,9 +216,12 @@ class Server:
             if not (2 <= len(fields) <= 3 and all(f.isdigit() for f in fields)):
                 return
             worker = self.spare.pop() if self.spare else self._spawn_worker()
+            if len(fields) == 3:  # before the worker can take it: this pid is the waiter's
+                worker.waiter, worker.pidfd = int(fields[2]), open_pidfd(int(fields[2]))
             try:
                 os.write(worker.to, f"{rest}\n".encode())
             except OSError:  # it just left: a fresh one takes this request
+                worker.forget_waiter()
                 os.close(worker.to)
                 os.close(worker.done)
                 self._dispatch(line)
@@ -263,7 +279,8 @@ class Server:
         code = 0
         # A long realization must not keep the next server out, nor keep fronts waiting;
         # nor may a child keep another worker's pipes open (its EOF is how it learns to go).
-        others = [fd for w in [*self.spare, *self.busy.values()] for fd in (w.to, w.done)]
+        workers = [*self.spare, *self.busy.values()]
+        others = [fd for w in workers for fd in (w.to, w.done, w.pidfd) if fd >= 0]
         for fd in [*self.held, *others] if answers else [*self.held, self.alive, *others]:
             os.close(fd)
         try:
@@ -279,7 +296,7 @@ class Server:
 
     def _create(self, front: int, argc: int, waiter: int | None = None) -> None:
         if waiter is not None:
-            reply = take_pipe(front, waiter)
+            reply = take_pipe(front, waiter, self.alive_id)
         else:  # a front rendered before the waiter's pipe (an upgrade in progress)
             reply = open_reply(os.path.join(self.dir, f"{REPLY_PREFIX}{front}"))
         if reply is None:
@@ -311,10 +328,19 @@ class Server:
 
 
 class _Worker:
-    __slots__ = ("to", "done", "pid")
+    """A create worker as the server sees it: the pipes to it, the waiter (pid, pidfd
+    opened when its request arrived) of the request it is serving, if any."""
+
+    __slots__ = ("to", "done", "pid", "waiter", "pidfd")
 
     def __init__(self, to: int, done: int) -> None:
         self.to, self.done, self.pid = to, done, 0
+        self.waiter, self.pidfd = 0, -1
+
+    def forget_waiter(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+        self.waiter, self.pidfd = 0, -1
 
 
 def _preload() -> None:

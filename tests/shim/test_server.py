@@ -217,7 +217,8 @@ def test_a_killed_child_fails_the_create_without_python_running_on_it(node, runn
     time.sleep(0.2)  # the waiter has sent its request
     os.kill(running.pid, signal.SIGKILL)
     running.wait(timeout=10)
-    fd = _fronts.take_pipe(front.pid, waiter)
+    st = os.fstat(alive)
+    fd = _fronts.take_pipe(front.pid, waiter, (st.st_dev, st.st_ino))
     assert fd is not None
     os.close(fd)
     os.close(alive)
@@ -268,3 +269,169 @@ def test_a_server_killed_while_its_child_works_still_answers(node, running):
         assert [m["destination"] for m in spec["mounts"]].count("/run/floxk/env") == 1
         assert spec["process"]["args"].count("/run/floxk/env/bin/sh") == 1
     assert served(node) >= before  # some were served, the rest fell back
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _queued(pid: int) -> int:
+    """Bytes waiting in the pipes `pid` reads from (a worker: its request pipe), read with
+    FIONREAD on a copy opened through /proc: a request handed to it and not yet read."""
+    import fcntl
+    import struct
+    import termios
+
+    total = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:"):
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+            if int(info.partition("flags:")[2].split()[0], 8) & os.O_ACCMODE != os.O_RDONLY:
+                continue
+            copy = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            buf = fcntl.ioctl(copy, termios.FIONREAD, b"\0" * 4)
+            total += struct.unpack("i", buf)[0]
+        finally:
+            os.close(copy)
+    return total
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return True
+    return state == "Z"  # dead, its new parent not reaping yet
+
+
+def _wait_until(cond, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_worker_killed_holding_a_request_fails_that_create_at_once(node, running):
+    """A worker SIGKILLed (the OOM killer, an operator) after the server handed it a
+    request and before it killed the request's waiter: the waiter still holds the front's
+    pipe and waits on `alive`, which the server holds. The server must end that waiter, so
+    the front fails loudly now (not when the server leaves, hours later), and go on serving.
+
+    Deterministic: the server's one warm worker is stopped (SIGSTOP), the request is seen
+    queued in its pipe (FIONREAD from outside), then it is killed: the state the window
+    leaves (its copy of the pipe, if it had opened one, closes as it dies either way)."""
+    import signal
+
+    assert create(node, "acme/plain")[0] == 0  # served: one warm worker now waits
+    assert _wait_until(lambda: len(_children(running.pid)) == 1)
+    (worker,) = _children(running.pid)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        front, waiter, bundle = _start_front(node, "acme/hello")
+        assert _wait_until(lambda: _queued(worker) > 0), "the request never reached the worker"
+    finally:
+        os.kill(worker, signal.SIGKILL)
+    try:
+        _, err = front.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        front.kill()
+        front.communicate()
+        pytest.fail("the front still waits: its waiter was left holding the pipe")
+    assert front.returncode == 1
+    assert "ended without an answer" in err
+    assert _gone(waiter)
+    assert "/run/floxk/env" not in (bundle / "config.json").read_text()  # nobody ran on it
+    assert running.poll() is None and server.running(node["state"]) == running.pid
+    before = served(node)
+    code, err, spec, _ = create(node, "acme/hello")  # the same server, a fresh worker
+    assert code == 0, err
+    assert served(node) == before + 1 and _env(spec)["COLOR"] == "blue"
+
+
+def test_a_killed_fronts_waiter_is_ended_when_its_request_is_taken(node, running):
+    """A front killed while its request waits (kubelet giving up on a slow create)
+    leaves its waiter reparented, blocked on `alive`: the worker that takes the request
+    must kill it, or one process stays per killed create until the server leaves."""
+    import signal
+
+    os.kill(running.pid, signal.SIGSTOP)  # the request stays queued in the FIFO
+    try:
+        front, waiter, bundle = _start_front(node, "acme/hello")
+        requests = Path(server.server_dir(node["state"])) / server.REQUESTS
+        fifo = os.open(requests, os.O_RDWR | os.O_NONBLOCK)
+        try:
+            import fcntl
+            import struct
+            import termios
+
+            def sent():
+                return struct.unpack("i", fcntl.ioctl(fifo, termios.FIONREAD, b"\0" * 4))[0]
+
+            assert _wait_until(lambda: sent() > 0), "the waiter sent no request"
+        finally:
+            os.close(fifo)
+        front.kill()
+        front.communicate(timeout=10)
+        assert not _gone(waiter)  # orphaned, still waiting on `alive`
+    finally:
+        os.kill(running.pid, signal.SIGCONT)
+    assert _wait_until(lambda: _gone(waiter)), "the killed front's waiter was left sleeping"
+    assert "/run/floxk/env" not in (bundle / "config.json").read_text()  # not served
+    assert running.poll() is None
+    assert create(node, "acme/hello")[0] == 0
+
+
+def test_a_request_naming_another_process_of_ours_never_touches_it(node, running):
+    """The requests FIFO is only the server's owner's; still, a request naming a process
+    that is not a waiter of ours must not make the server open its pipe or kill it. The
+    impostors: a `sleep` child of this test (its parent is the request's `front`) with a
+    pipe on fd 9 and the `alive` FIFO on fd 4 read-write; another named with a front that
+    is not its parent; the server itself and its worker."""
+    alive = os.path.join(server.server_dir(node["state"]), server.ALIVE)
+    impostor = subprocess.Popen(
+        ["sh", "-c", 'exec 9>&1 4<>"$1"; exec sleep 600', "sh", alive],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    plain = subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        assert _wait_until(lambda: os.readlink(f"/proc/{impostor.pid}/exe").endswith("sleep"))
+        assert create(node, "acme/plain")[0] == 0  # a warm worker exists
+        (worker,) = _children(running.pid)
+        requests = Path(server.server_dir(node["state"])) / server.REQUESTS
+        lines = [
+            f"create {os.getpid()} 1 {impostor.pid}",  # its real parent as the front
+            f"create 1 1 {impostor.pid}",  # a front that is gone, by the look of it
+            f"create {os.getpid()} 1 {plain.pid}",
+            f"create 1 1 {plain.pid}",
+            f"create {os.getppid()} 1 {running.pid}",
+            f"create {running.pid} 1 {worker}",
+        ]
+        with open(requests, "w") as f:
+            f.write("".join(f"{line}\n" for line in lines))
+        for _ in range(3):  # each request after them, while they are taken
+            code, err, _, _ = create(node, "acme/hello")
+            assert code == 0, err
+        time.sleep(1.0)  # a worker still busy with one of them ends it within that
+        assert impostor.poll() is None and plain.poll() is None
+        assert running.poll() is None
+        # Nothing wrote to their pipes either (fd 9 and fd 1 are the same pipe).
+        for proc in (impostor, plain):
+            os.set_blocking(proc.stdout.fileno(), False)
+            assert proc.stdout.read() in (None, b"")
+    finally:
+        for proc in (impostor, plain):
+            proc.kill()
+            proc.wait()
