@@ -69,7 +69,7 @@ def open_pidfd(pid: int) -> int:
     but the waiter take_pipe opens the pipe of)."""
     try:
         return os.pidfd_open(pid)
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, OverflowError):
         return -1
 
 

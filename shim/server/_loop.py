@@ -213,7 +213,7 @@ class Server:
         kind, _, rest = line.partition(" ")
         if kind == "create":
             fields = rest.split(" ")
-            if not (2 <= len(fields) <= 3 and all(f.isdigit() for f in fields)):
+            if not (2 <= len(fields) <= 3 and all(f.isascii() and f.isdigit() for f in fields)):
                 return
             worker = self.spare.pop() if self.spare else self._spawn_worker()
             if len(fields) == 3:  # before the worker can take it: this pid is the waiter's

@@ -418,15 +418,19 @@ def test_a_request_naming_another_process_of_ours_never_touches_it(node, running
             f"create 1 1 {plain.pid}",
             f"create {os.getppid()} 1 {running.pid}",
             f"create {running.pid} 1 {worker}",
+            f"create 1 1 {10**30}",  # no such pid (the server opens a pidfd of it)
+            "create 1 1 \u00b2",  # a digit to str.isdigit(), not to int()
         ]
-        with open(requests, "w") as f:
+        with open(requests, "w", encoding="utf-8") as f:
             f.write("".join(f"{line}\n" for line in lines))
+        before = served(node)
         for _ in range(3):  # each request after them, while they are taken
             code, err, _, _ = create(node, "acme/hello")
             assert code == 0, err
         time.sleep(1.0)  # a worker still busy with one of them ends it within that
         assert impostor.poll() is None and plain.poll() is None
-        assert running.poll() is None
+        assert running.poll() is None and server.running(node["state"]) == running.pid
+        assert served(node) == before + 3  # served, not fallen back: the server is sound
         # Nothing wrote to their pipes either (fd 9 and fd 1 are the same pipe).
         for proc in (impostor, plain):
             os.set_blocking(proc.stdout.fileno(), False)
