@@ -628,7 +628,8 @@ class _LogTail:
         self._streams = applying.Streams()
         self._started: set[tuple[str, str, int]] = set()
         self._stop = threading.Event()
-        threading.Thread(target=self._pump, name="floxk-dev-pods", daemon=True).start()
+        self._threads = [threading.Thread(target=self._pump, name="floxk-dev-pods", daemon=True)]
+        self._threads[0].start()
 
     def select(self, objects: list[applying.Planned]) -> None:
         from kubernetes import client
@@ -684,21 +685,33 @@ class _LogTail:
                 key = (pod.metadata.uid, c.name, c.restart_count or 0)
                 if running and key not in self._started:
                     self._started.add(key)
-                    threading.Thread(
+                    tail = threading.Thread(
                         target=self._tail,
                         args=(pod.metadata.namespace, pod.metadata.name, c.name),
+                        name=f"floxk-dev-log {pod.metadata.name}/{c.name}",
                         daemon=True,
-                    ).start()
+                    )
+                    self._threads.append(tail)
+                    tail.start()
 
     def _tail(self, ns: str, name: str, container: str) -> None:
         try:
-            for line in pods.logs(self.api, name, ns, container):
+            for line in pods.logs(self.api, name, ns, container, opening=self._streams.opening):
                 if self._stop.is_set():
                     return
                 self.emit(LogLine(ns, name, container, line))
         except FloxkError:
             return  # the pod went away
+        except Exception:
+            if not self._stop.is_set():
+                raise
+            # stop() shut its read down
 
     def stop(self) -> None:
+        """Ends the pod watch and every log follow (their reads are shut down), then joins
+        them: no thread of ours is left reading when `floxk dev` exits."""
         self._stop.set()
         self._streams.stop()
+        self._threads[0].join(applying.Streams.JOIN_TIMEOUT)  # the pump: it starts no tail after
+        for t in self._threads[1:]:
+            t.join(applying.Streams.JOIN_TIMEOUT)

@@ -539,12 +539,15 @@ def events(api, name: str, ns: str) -> list[dict[str, Any]]:
     ]
 
 
-def logs(api, name: str, ns: str, container: str | None = None) -> Iterator[str]:
-    """Follow a container's log line by line until it ends."""
+def logs(
+    api, name: str, ns: str, container: str | None = None, *, opening: Callable | None = None
+) -> Iterator[str]:
+    """Follow a container's log line by line until it ends. `opening` wraps the API call
+    (Streams.opening: so a stop can end a follow blocked in a read)."""
     from kubernetes import client, watch
 
-    core = client.CoreV1Api(api)
+    read = client.CoreV1Api(api).read_namespaced_pod_log
     with kube.calls(f"reading the log of pod {ns}/{name}"):
         yield from watch.Watch().stream(
-            core.read_namespaced_pod_log, name=name, namespace=ns, container=container
+            opening(read) if opening else read, name=name, namespace=ns, container=container
         )

@@ -21,6 +21,9 @@ from floxk._cluster.spec import cache_dir
 from testkit.net import free_port
 from tests.manifests import workload
 
+# Its kubeconfig skips TLS verification (a throwaway server in the temp dir).
+pytestmark = pytest.mark.filterwarnings("ignore:Unverified HTTPS request")
+
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {k: v1}\n"
 DEPLOYMENT = workload(
     "Deployment", "web", "containers: [{name: web, command: [web-serve]}]\n", replicas=1

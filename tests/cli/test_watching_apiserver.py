@@ -146,3 +146,26 @@ def test_follow_leaves_no_watch_thread_behind(core, apiserver):  # noqa: F811
         applying.follow(api, [("Pod", NS, "w-pod2")], timeout=2)
     left = [t.name for t in threading.enumerate() if t.name.startswith("floxk-watch")]
     assert left == [], left
+
+
+def test_dev_log_tail_stop_leaves_no_thread_reading(apiserver):  # noqa: F811
+    """`floxk dev`'s log tail (a pod watch and its pump) ends every thread on stop(), so
+    Ctrl-C exits without one still in a read. (Its per-container log follows need a node
+    that runs pods: tests/k8s/test_dev.py stops them with Ctrl-C and expects exit 0.)"""
+    from floxk import _dev
+    from floxk._cluster.apply import Planned
+    from floxk._cluster.pod import Document
+
+    api = kube.api_client("admin", config_file=apiserver.kubeconfig)
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w-tail", "namespace": NS}}
+    tail = _dev._LogTail(api, emit=lambda event: None)
+    doc = Document(body, "pods.yaml", 1)
+    tail.select([Planned(doc=doc, body=body, namespaced=True, flox=False)])
+    ours = ("floxk-watch", "floxk-dev")
+    deadline = time.monotonic() + 30
+    while len([t for t in threading.enumerate() if t.name.startswith(ours)]) < 2:
+        assert time.monotonic() < deadline, "the pod watch never started"
+        time.sleep(0.1)
+    tail.stop()
+    left = [t.name for t in threading.enumerate() if t.name.startswith(ours)]
+    assert left == [], left

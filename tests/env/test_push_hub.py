@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import threading
 
 import pytest
 
@@ -15,6 +12,7 @@ from floxk.cli import main
 from shim.core import hub
 from shim.core.errors import FloxkError, NotFoundError
 from shim.core.lockfile import load_lock
+from testkit.httpserve import StaticServer
 from tests import attacker
 
 pytestmark = pytest.mark.nix
@@ -144,19 +142,15 @@ def test_resolve_over_http(tmp_path, locked_env, signed_cache):
     push_environment(
         locked_env, to=cache.as_uri(), name="alice/hello", signing_key=signed_cache.secret_key_file
     )
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(cache))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = StaticServer(cache)
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+        url = server.url
         node = trust(tmp_path, signed_cache, substituters=[url])  # the record over http too
         assert hub.resolve("alice/hello", [url], node).generation == 1
         with pytest.raises(NotFoundError):
             hub.resolve("alice/other", [url], node)
     finally:
-        server.shutdown()
+        server.close()
 
 
 def test_push_refuses_non_file_caches_and_generations(tmp_path, locked_env):

@@ -9,17 +9,14 @@ covers that with real Nix); its parser is fuzzed here with the bytes handed over
 Nix would hand them (`hub._substituted_record` replaced: the one stand-in, named here),
 so every example costs no Nix call.
 
-The http:// hub is Python's own http.server over the same tree, on a loopback port.
+The http:// hub is testkit's StaticServer (Python's http.server) over the same tree, on a loopback port.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
 import json
 import tempfile
-import threading
 from pathlib import Path
 from unittest import mock
 
@@ -30,6 +27,7 @@ from hypothesis import strategies as st
 from shim.core import hub
 from shim.core.digest import lock_digest
 from shim.core.errors import FloxkError, LockError, ManifestError, NotFoundError
+from testkit.httpserve import StaticServer
 from tests.fuzz import strategies as S
 
 OWNER, NAME = "alice", "hello"
@@ -202,12 +200,9 @@ def test_any_record_bytes_behind_a_good_pointer(record):
 def http_hub(tmp_path_factory):
     """(directory served, its http:// URL)."""
     root = tmp_path_factory.mktemp("http-hub")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    server = StaticServer(root)
+    yield root, server.url
+    server.close()
 
 
 @given(latest=LATEST, pointer=served_pointers())

@@ -57,16 +57,17 @@ class Streams:
 
         t = threading.Thread(
             target=self._run,
-            args=(key, watch.Watch(), self._opening(list_fn), args, kwargs),
+            args=(key, watch.Watch(), self.opening(list_fn), args, kwargs),
             name=f"floxk-watch {key}",
             daemon=True,
         )
         self._threads.append(t)
         t.start()
 
-    def _opening(self, list_fn):
-        """list_fn, keeping each watch response it opens so stop() can shut it down. Its
-        docstring is kept: the client reads the model type from it."""
+    def opening(self, list_fn):
+        """list_fn, keeping each watch response it opens so stop() can shut it down (also
+        for streams read by threads of the caller's, e.g. `floxk dev`'s log tails). Its
+        docstring is kept: the client reads the model type and watch argument from it."""
 
         @functools.wraps(list_fn)
         def call(*args, **kwargs):
