@@ -33,9 +33,9 @@ class _Counting(http.server.SimpleHTTPRequestHandler):
 
     def copyfile(self, source, outputfile) -> None:
         while chunk := source.read(1 << 16):
-            outputfile.write(chunk)
-            with self.server.lock:
+            with self.server.lock:  # before the write: a client that read it sees it counted
                 self.server.bytes_sent += len(chunk)
+            outputfile.write(chunk)
 
 
 class StaticServer(http.server.ThreadingHTTPServer):
