@@ -150,7 +150,8 @@ def take_pipe(front: int, waiter: int, alive: tuple[int, int]) -> int | None:
             return None
         try:
             fd = os.open(f"/proc/{waiter}/fd/{WAITER_FD}", os.O_WRONLY | os.O_CLOEXEC)
-        except OSError:
+        except OSError:  # (out of fds): no way to answer; EOF fails the create now
+            end_waiter(waiter, pidfd, alive)
             return None
         if not stat.S_ISFIFO(os.fstat(fd).st_mode) or (pidfd >= 0 and not still(pidfd)):
             os.close(fd)  # not a pipe, or opened from a later process with its pid
