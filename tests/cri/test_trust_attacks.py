@@ -15,6 +15,7 @@ from cri_api.v1 import api_pb2 as pb
 
 from shim.core import nix
 from testkit.images import STUB_IMAGE
+from testkit.wait import eventually
 from tests import attacker
 from tests.cri.conftest import checked_cri
 
@@ -77,17 +78,6 @@ def refused(cri, node, ref, *, genuine_record=False, genuine_env=False, **kw) ->
     return details
 
 
-def _eventually(check, timeout: float = 60) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
 def test_valid_environment_still_runs(cri, node):
     assert runs(cri, node["hub"].refs["valid"], ["hello"]) == "hello from floxk\n"
 
@@ -109,7 +99,7 @@ def test_attack2_unsigned_content_addressed_output(cri, node):
     store = node["work"] / "store"
     ca = node["hub"].ca_path
     # A sandbox prefetch (containerd >= 1.7) may still be fetching and refusing it again.
-    assert _eventually(lambda: nix.invalid_paths([ca], store_root=store) == [ca])
+    assert eventually(lambda: nix.invalid_paths([ca], store_root=store) == [ca])
 
 
 def test_attack3_unsigned_drv_is_never_built(cri, node):

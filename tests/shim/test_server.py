@@ -7,6 +7,7 @@ so the test can change "its code" the way an upgrade does.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from shim import server
 from shim.front import python_argv, write_front
 from shim.server import _fronts, _loop
 from testkit.oci import make_bundle, publish_test_hub, write_node_toml
+from testkit.wait import eventually
 
 pytestmark = [pytest.mark.nix, pytest.mark.root]
 
@@ -307,21 +309,15 @@ def _queued(pid: int) -> int:
     return total
 
 
+soon = functools.partial(eventually, timeout=15, interval=0.02)  # a process's next step
+
+
 def _gone(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except OSError:
         return True
     return state == "Z"  # dead, its new parent not reaping yet
-
-
-def _wait_until(cond, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_a_worker_killed_holding_a_request_fails_that_create_at_once(node, running):
@@ -336,12 +332,12 @@ def test_a_worker_killed_holding_a_request_fails_that_create_at_once(node, runni
     import signal
 
     assert create(node, "acme/plain")[0] == 0  # served: one warm worker now waits
-    assert _wait_until(lambda: len(_children(running.pid)) == 1)
+    assert soon(lambda: len(_children(running.pid)) == 1)
     (worker,) = _children(running.pid)
     os.kill(worker, signal.SIGSTOP)
     try:
         front, waiter, bundle = _start_front(node, "acme/hello")
-        assert _wait_until(lambda: _queued(worker) > 0), "the request never reached the worker"
+        assert soon(lambda: _queued(worker) > 0), "the request never reached the worker"
     finally:
         os.kill(worker, signal.SIGKILL)
     try:
@@ -380,7 +376,7 @@ def test_a_killed_fronts_waiter_is_ended_when_its_request_is_taken(node, running
             def sent():
                 return struct.unpack("i", fcntl.ioctl(fifo, termios.FIONREAD, b"\0" * 4))[0]
 
-            assert _wait_until(lambda: sent() > 0), "the waiter sent no request"
+            assert soon(lambda: sent() > 0), "the waiter sent no request"
         finally:
             os.close(fifo)
         front.kill()
@@ -388,7 +384,7 @@ def test_a_killed_fronts_waiter_is_ended_when_its_request_is_taken(node, running
         assert not _gone(waiter)  # orphaned, still waiting on `alive`
     finally:
         os.kill(running.pid, signal.SIGCONT)
-    assert _wait_until(lambda: _gone(waiter)), "the killed front's waiter was left sleeping"
+    assert soon(lambda: _gone(waiter)), "the killed front's waiter was left sleeping"
     assert "/run/floxk/env" not in (bundle / "config.json").read_text()  # not served
     assert running.poll() is None
     assert create(node, "acme/hello")[0] == 0
@@ -407,7 +403,7 @@ def test_a_request_naming_another_process_of_ours_never_touches_it(node, running
     )  # fmt: skip
     plain = subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     try:
-        assert _wait_until(lambda: os.readlink(f"/proc/{impostor.pid}/exe").endswith("sleep"))
+        assert soon(lambda: os.readlink(f"/proc/{impostor.pid}/exe").endswith("sleep"))
         assert create(node, "acme/plain")[0] == 0  # a warm worker exists
         (worker,) = _children(running.pid)
         requests = Path(server.server_dir(node["state"])) / server.REQUESTS
